@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Installs every Debian package the build, the tests, the demo and the benchmark need.
+# Idempotent: does nothing (and does not touch the network) when all are present.
+set -euo pipefail
+
+PKGS=(
+  build-essential cmake pkg-config git
+  libev-dev node-llhttp libyaml-dev libxxhash-dev libcmocka-dev
+  libnghttp2-dev libssl-dev libhiredis-dev libjansson-dev libpq-dev
+  curl python3 procps redis-server redis-tools
+)
+if [ "${1:-}" = "--bench" ]; then
+  PKGS+=(nginx-light haproxy wrk util-linux)
+fi
+
+missing=()
+for p in "${PKGS[@]}"; do
+  if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed'; then
+    missing+=("$p")
+  fi
+done
+if [ ${#missing[@]} -eq 0 ]; then
+  exit 0
+fi
+if [ "$(id -u)" -ne 0 ]; then
+  echo "install-deps: missing packages: ${missing[*]} (run as root to install them)" >&2
+  exit 1
+fi
+echo "install-deps: installing ${missing[*]}"
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null

@@ -1,0 +1,236 @@
+/* switchyard: the command line. Thin by design: it loads the config, wires the
+ * router and observer hooks into the engine, and handles signals. */
+#include "proxy/config.h"
+#include "proxy/log.h"
+#include "proxy/server.h"
+#include "proxy/snapshot.h"
+#include "routing/route.h"
+#include "routing/router.h"
+
+#include <ev.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define SY_VERSION "0.1.0"
+#define DEFAULT_CONFIG "/etc/switchyard/switchyard.yaml"
+
+/* Config sections owned by folders other than proxy/. */
+static const sy_conf_section_t *const sections[] = {
+    &sy_routes_section,
+};
+
+static void usage(FILE *out)
+{
+    fprintf(out,
+            "usage:\n"
+            "  switchyard [run] -c FILE          run the gateway\n"
+            "  switchyard check -c FILE          validate a config; errors as file:line:col: message\n"
+            "  switchyard cohort ROUTE USER [-c FILE]\n"
+            "                                    print the bucket and variant of USER on ROUTE\n"
+            "  switchyard --version\n"
+            "default FILE: " DEFAULT_CONFIG "\n");
+}
+
+static sy_config_t *load_or_report(const char *path)
+{
+    sy_conf_t errs;
+    sy_config_t *cfg = sy_config_load(&errs, path, sections, SY_ARRAY_LEN(sections));
+    if (cfg == NULL) {
+        sy_conf_print_errors(&errs, stderr);
+        if (errs.nerrors == 0)
+            fprintf(stderr, "%s: cannot load the config (out of memory)\n", path);
+    }
+    sy_conf_close(&errs);
+    return cfg;
+}
+
+static sy_snapshot_t *snapshot_of(sy_config_t *cfg)
+{
+    sy_routing_t *rt = sy_routing_from_config(cfg);
+    if (rt == NULL)
+        return NULL;
+    return sy_snapshot_create(cfg, rt, sy_routing_free);
+}
+
+/* --- run ---------------------------------------------------------------- */
+
+typedef struct app {
+    struct ev_loop *loop;
+    sy_server_t *server;
+    const char *config_path;
+    ev_signal sigterm, sigquit, sigint, sighup;
+} app_t;
+
+static void drained(void *arg)
+{
+    app_t *app = arg;
+    sy_info("all workers drained; exiting");
+    ev_break(app->loop, EVBREAK_ALL);
+}
+
+static void on_stop_signal(struct ev_loop *loop, ev_signal *w, int revents)
+{
+    app_t *app = w->data;
+    (void)loop;
+    (void)revents;
+    sy_info("signal %d: draining (in-flight requests finish, up to timeouts.drain)", w->signum);
+    sy_server_drain(app->server, drained, app);
+}
+
+static void on_reload_signal(struct ev_loop *loop, ev_signal *w, int revents)
+{
+    app_t *app = w->data;
+    (void)loop;
+    (void)revents;
+    sy_info("SIGHUP: reloading %s", app->config_path);
+    sy_conf_t errs;
+    sy_config_t *cfg = sy_config_load(&errs, app->config_path, sections, SY_ARRAY_LEN(sections));
+    if (cfg == NULL) {
+        for (size_t i = 0; i < errs.nerrors; i++)
+            sy_error("reload refused, still running on the previous config: %s",
+                     errs.errors[i] ? errs.errors[i] : "?");
+        sy_conf_close(&errs);
+        return;
+    }
+    sy_conf_close(&errs);
+    const sy_config_t *old = sy_server_snapshot(app->server)->config;
+    if (cfg->workers != old->workers || cfg->nlisten != old->nlisten)
+        sy_warn("reload: changes to workers or listen take effect only after a restart");
+    sy_snapshot_t *snap = snapshot_of(cfg);
+    sy_config_release(cfg);
+    if (snap == NULL) {
+        sy_error("reload: out of memory; still running on the previous config");
+        return;
+    }
+    sy_server_publish(app->server, snap);
+    sy_info("reload: new requests use the new config");
+}
+
+static int cmd_run(const char *path)
+{
+    sy_config_t *cfg = load_or_report(path);
+    if (cfg == NULL)
+        return 2;
+    signal(SIGPIPE, SIG_IGN);
+    app_t app = {.loop = ev_default_loop(EVFLAG_AUTO), .config_path = path};
+    sy_snapshot_t *snap = snapshot_of(cfg);
+    sy_config_release(cfg);
+    if (snap == NULL) {
+        sy_error("out of memory");
+        return 1;
+    }
+    size_t nworkers = (size_t)snap->config->workers;
+    app.server = sy_server_create(app.loop, snap, &sy_router, NULL);
+    if (app.server == NULL)
+        return 1;
+    struct {
+        ev_signal *w;
+        void (*cb)(struct ev_loop *, ev_signal *, int);
+        int sig;
+    } sigs[] = {{&app.sigterm, on_stop_signal, SIGTERM},
+                {&app.sigquit, on_stop_signal, SIGQUIT},
+                {&app.sigint, on_stop_signal, SIGINT},
+                {&app.sighup, on_reload_signal, SIGHUP}};
+    for (size_t i = 0; i < SY_ARRAY_LEN(sigs); i++) {
+        ev_signal_init(sigs[i].w, sigs[i].cb, sigs[i].sig);
+        sigs[i].w->data = &app;
+        ev_signal_start(app.loop, sigs[i].w);
+    }
+    if (sy_server_start(app.server) != 0) {
+        sy_error("cannot start worker threads");
+        sy_server_destroy(app.server);
+        return 1;
+    }
+    sy_info("switchyard %s started: %zu workers, config %s", SY_VERSION, nworkers, path);
+    ev_run(app.loop, 0);
+    for (size_t i = 0; i < SY_ARRAY_LEN(sigs); i++)
+        ev_signal_stop(app.loop, sigs[i].w);
+    sy_server_destroy(app.server);
+    ev_loop_destroy(app.loop);
+    sy_info("stopped");
+    return 0;
+}
+
+/* --- check and cohort ---------------------------------------------------- */
+
+static int cmd_check(const char *path)
+{
+    sy_config_t *cfg = load_or_report(path);
+    if (cfg == NULL)
+        return 2;
+    const sy_routes_t *rs = sy_config_ext(cfg, "routes");
+    printf("%s: ok (%zu listeners, %zu pools, %zu routes, %lld workers)\n", path, cfg->nlisten, cfg->npools,
+           rs ? rs->n : 0, (long long)cfg->workers);
+    sy_config_release(cfg);
+    return 0;
+}
+
+static int cmd_cohort(const char *path, const char *route, const char *user)
+{
+    sy_config_t *cfg = load_or_report(path);
+    if (cfg == NULL)
+        return 2;
+    sy_routing_t *rt = sy_routing_from_config(cfg);
+    int rc = 0;
+    uint32_t bucket;
+    sy_variant_t v;
+    sy_reason_t reason;
+    if (rt == NULL) {
+        fprintf(stderr, "out of memory\n");
+        rc = 1;
+    } else if (sy_routing_cohort(rt, route, user, &bucket, &v, &reason) != 0) {
+        fprintf(stderr, "%s: no route named '%s'\n", path, route);
+        rc = 2;
+    } else {
+        printf("route=%s user=%s bucket=%u variant=%s reason=%s\n", route, user, bucket, sy_variant_name(v),
+               sy_reason_name(reason));
+    }
+    sy_routing_free(rt);
+    sy_config_release(cfg);
+    return rc;
+}
+
+int main(int argc, char **argv)
+{
+    sy_log_init_from_env();
+    const char *config = DEFAULT_CONFIG;
+    const char *cmd = "run";
+    const char *pos[4];
+    int npos = 0;
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "-c") == 0 || strcmp(argv[i], "--config") == 0) {
+            if (++i >= argc) {
+                usage(stderr);
+                return 2;
+            }
+            config = argv[i];
+        } else if (strcmp(argv[i], "-h") == 0 || strcmp(argv[i], "--help") == 0) {
+            usage(stdout);
+            return 0;
+        } else if (strcmp(argv[i], "--version") == 0) {
+            printf("switchyard %s\n", SY_VERSION);
+            return 0;
+        } else if (argv[i][0] == '-') {
+            fprintf(stderr, "unknown option %s\n", argv[i]);
+            usage(stderr);
+            return 2;
+        } else if (npos < 4) {
+            pos[npos++] = argv[i];
+        } else {
+            usage(stderr);
+            return 2;
+        }
+    }
+    if (npos > 0)
+        cmd = pos[0];
+    if (strcmp(cmd, "run") == 0 && npos <= 1)
+        return cmd_run(config);
+    if (strcmp(cmd, "check") == 0 && npos == 1)
+        return cmd_check(config);
+    if (strcmp(cmd, "cohort") == 0 && npos == 3)
+        return cmd_cohort(config, pos[1], pos[2]);
+    usage(stderr);
+    return 2;
+}

@@ -1,0 +1,351 @@
+#include "proxy/config.h"
+
+#include "proxy/log.h"
+
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+/* Sections that later features bring: refused with a clear message until then. */
+static const struct {
+    const char *key;
+    const char *feature;
+} planned_sections[] = {
+    {"redis", "live flags in Redis"},
+    {"postgres", "the PostgreSQL record"},
+    {"admin", "the admin API"},
+    {"notify", "trip notifications"},
+};
+
+static const sy_conf_field_t timeout_fields[] = {
+    {"client_header", SY_CT_DURATION, offsetof(sy_timeouts_t, client_header), "10s", 1, 3600000},
+    {"client_idle", SY_CT_DURATION, offsetof(sy_timeouts_t, client_idle), "60s", 1, 86400000},
+    {"connect", SY_CT_DURATION, offsetof(sy_timeouts_t, connect), "2s", 1, 600000},
+    {"upstream_header", SY_CT_DURATION, offsetof(sy_timeouts_t, upstream_header), "30s", 1, 86400000},
+    {"body_idle", SY_CT_DURATION, offsetof(sy_timeouts_t, body_idle), "60s", 1, 86400000},
+    {"tunnel_idle", SY_CT_DURATION, offsetof(sy_timeouts_t, tunnel_idle), "10m", 1, 86400000},
+    {"drain", SY_CT_DURATION, offsetof(sy_timeouts_t, drain), "30s", 0, 86400000},
+    {"upstream_idle", SY_CT_DURATION, offsetof(sy_timeouts_t, upstream_idle), "30s", 1, 86400000},
+};
+
+static const sy_conf_field_t limit_fields[] = {
+    {"header_bytes", SY_CT_SIZE, offsetof(sy_limits_t, header_bytes), "16KiB", 1024, 1024 * 1024},
+    {"uri_bytes", SY_CT_SIZE, offsetof(sy_limits_t, uri_bytes), "8KiB", 64, 1024 * 1024},
+    {"body_bytes", SY_CT_SIZE, offsetof(sy_limits_t, body_bytes), "64MiB", 0, INT64_MAX},
+    {"connections", SY_CT_INT, offsetof(sy_limits_t, connections), "20000", 1, 10000000},
+    {"headers", SY_CT_INT, offsetof(sy_limits_t, headers), "100", 8, 1000},
+    {"upstream_keepalive", SY_CT_INT, offsetof(sy_limits_t, upstream_keepalive), "64", 0, 100000},
+};
+
+static void free_pools(sy_pool_t *pools, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        for (size_t j = 0; j < pools[i].nendpoints; j++)
+            free(pools[i].endpoints[j].name);
+        free(pools[i].endpoints);
+        free(pools[i].name);
+    }
+    free(pools);
+}
+
+static void config_free(sy_config_t *cfg)
+{
+    for (size_t i = 0; i < cfg->next; i++)
+        if (cfg->ext[i] != NULL && cfg->ext_sections[i]->destroy != NULL)
+            cfg->ext_sections[i]->destroy(cfg->ext[i]);
+    for (size_t i = 0; i < cfg->nlisten; i++)
+        free(cfg->listen[i].address);
+    free(cfg->listen);
+    free_pools(cfg->pools, cfg->npools);
+    free(cfg->access_log);
+    free(cfg->path);
+    free(cfg);
+}
+
+sy_config_t *sy_config_ref(sy_config_t *cfg)
+{
+    atomic_fetch_add_explicit(&cfg->refs, 1, memory_order_relaxed);
+    return cfg;
+}
+
+void sy_config_release(sy_config_t *cfg)
+{
+    if (cfg != NULL && atomic_fetch_sub_explicit(&cfg->refs, 1, memory_order_acq_rel) == 1)
+        config_free(cfg);
+}
+
+const sy_pool_t *sy_config_pool(const sy_config_t *cfg, const char *name)
+{
+    for (size_t i = 0; i < cfg->npools; i++)
+        if (strcmp(cfg->pools[i].name, name) == 0)
+            return &cfg->pools[i];
+    return NULL;
+}
+
+void *sy_config_ext(const sy_config_t *cfg, const char *key)
+{
+    for (size_t i = 0; i < cfg->next; i++)
+        if (strcmp(cfg->ext_sections[i]->key, key) == 0)
+            return cfg->ext[i];
+    return NULL;
+}
+
+static int parse_address(sy_conf_t *c, yaml_node_t *node, char **text, sy_addr_t *addr)
+{
+    if (sy_conf_string(c, node, text) != 0)
+        return SY_EINVAL;
+    const char *why = NULL;
+    if (sy_addr_parse(*text, addr, &why) != 0)
+        return sy_conf_error(c, node, "bad address '%s': %s", *text, why);
+    return 0;
+}
+
+static int parse_listen(sy_conf_t *c, yaml_node_t *node, sy_config_t *cfg)
+{
+    if (sy_conf_expect(c, node, YAML_SEQUENCE_NODE, "a list of listeners") != 0)
+        return SY_EINVAL;
+    size_t n = (size_t)(node->data.sequence.items.top - node->data.sequence.items.start);
+    if (n == 0)
+        return sy_conf_error(c, node, "at least one listener is needed");
+    cfg->listen = calloc(n, sizeof(*cfg->listen));
+    if (cfg->listen == NULL)
+        return sy_conf_error(c, node, "out of memory");
+    int rc = 0;
+    for (size_t i = 0; i < n; i++) {
+        yaml_node_t *item = sy_conf_node(c, node->data.sequence.items.start[i]);
+        sy_listen_t *l = &cfg->listen[cfg->nlisten++];
+        if (sy_conf_expect(c, item, YAML_MAPPING_NODE, "a listener ({address: host:port})") != 0) {
+            rc = SY_EINVAL;
+            continue;
+        }
+        yaml_node_t *k, *v;
+        for (size_t it = 0; sy_conf_map_next(c, item, &it, &k, &v);) {
+            if (sy_conf_key_is(k, "address")) {
+                if (l->address != NULL)
+                    rc = sy_conf_error(c, k, "key 'address' is repeated");
+                else if (parse_address(c, v, &l->address, &l->addr) != 0)
+                    rc = SY_EINVAL;
+            } else if (sy_conf_key_is(k, "tls")) {
+                rc = sy_conf_error(c, k, "'tls' is not available in this version yet (it arrives with "
+                                         "the TLS and HTTP/2 feature); remove it or use a plain listener");
+            } else {
+                rc = sy_conf_error(c, k, "unknown key '%s' in a listener (known: address)",
+                                   sy_conf_scalar(k) ? sy_conf_scalar(k) : "?");
+            }
+        }
+        if (l->address == NULL && rc == 0)
+            rc = sy_conf_error(c, item, "a listener needs an 'address'");
+    }
+    return rc;
+}
+
+static int parse_endpoints(sy_conf_t *c, yaml_node_t *node, sy_pool_t *pool)
+{
+    if (sy_conf_expect(c, node, YAML_SEQUENCE_NODE, "a list of endpoints (host:port)") != 0)
+        return SY_EINVAL;
+    size_t n = (size_t)(node->data.sequence.items.top - node->data.sequence.items.start);
+    if (n == 0)
+        return sy_conf_error(c, node, "a pool needs at least one endpoint");
+    pool->endpoints = calloc(n, sizeof(*pool->endpoints));
+    if (pool->endpoints == NULL)
+        return sy_conf_error(c, node, "out of memory");
+    int rc = 0;
+    for (size_t i = 0; i < n; i++) {
+        yaml_node_t *item = sy_conf_node(c, node->data.sequence.items.start[i]);
+        sy_endpoint_t *e = &pool->endpoints[pool->nendpoints++];
+        if (parse_address(c, item, &e->name, &e->addr) != 0)
+            rc = SY_EINVAL;
+    }
+    return rc;
+}
+
+static int parse_pools(sy_conf_t *c, yaml_node_t *node, sy_config_t *cfg)
+{
+    if (sy_conf_expect(c, node, YAML_MAPPING_NODE, "a mapping of pool names to pools") != 0)
+        return SY_EINVAL;
+    size_t n = (size_t)(node->data.mapping.pairs.top - node->data.mapping.pairs.start);
+    cfg->pools = calloc(n ? n : 1, sizeof(*cfg->pools));
+    if (cfg->pools == NULL)
+        return sy_conf_error(c, node, "out of memory");
+    int rc = 0;
+    yaml_node_t *k, *v;
+    for (size_t it = 0; sy_conf_map_next(c, node, &it, &k, &v);) {
+        const char *name = sy_conf_scalar(k);
+        if (name == NULL || *name == '\0') {
+            rc = sy_conf_error(c, k, "a pool name must be a non-empty string");
+            continue;
+        }
+        if (sy_config_pool(cfg, name) != NULL) {
+            rc = sy_conf_error(c, k, "pool '%s' is defined twice", name);
+            continue;
+        }
+        sy_pool_t *p = &cfg->pools[cfg->npools++];
+        p->name = strdup(name);
+        if (sy_conf_expect(c, v, YAML_MAPPING_NODE, "a pool ({endpoints: [host:port, ...]})") != 0) {
+            rc = SY_EINVAL;
+            continue;
+        }
+        yaml_node_t *pk, *pv;
+        for (size_t pit = 0; sy_conf_map_next(c, v, &pit, &pk, &pv);) {
+            if (sy_conf_key_is(pk, "endpoints")) {
+                if (p->endpoints != NULL)
+                    rc = sy_conf_error(c, pk, "key 'endpoints' is repeated");
+                else if (parse_endpoints(c, pv, p) != 0)
+                    rc = SY_EINVAL;
+            } else if (sy_conf_key_is(pk, "colors") || sy_conf_key_is(pk, "active")) {
+                rc = sy_conf_error(c, pk, "'%s' is not available in this version yet (blue-green pools "
+                                          "arrive with the blue-green feature)", sy_conf_scalar(pk));
+            } else if (sy_conf_key_is(pk, "health")) {
+                rc = sy_conf_error(c, pk, "'health' is not available in this version yet (health checks "
+                                          "arrive with the comparator and health feature)");
+            } else {
+                rc = sy_conf_error(c, pk, "unknown key '%s' in pool '%s' (known: endpoints)",
+                                   sy_conf_scalar(pk) ? sy_conf_scalar(pk) : "?", name);
+            }
+        }
+        if (p->endpoints == NULL && rc == 0)
+            rc = sy_conf_error(c, v, "pool '%s' needs 'endpoints'", name);
+    }
+    return rc;
+}
+
+static int parse_workers(sy_conf_t *c, yaml_node_t *v, sy_config_t *cfg)
+{
+    return sy_conf_int(c, v, 1, 256, &cfg->workers);
+}
+
+static int parse_timeouts(sy_conf_t *c, yaml_node_t *v, sy_config_t *cfg)
+{
+    return sy_conf_fields(c, v, timeout_fields, SY_ARRAY_LEN(timeout_fields), &cfg->timeouts, NULL);
+}
+
+static int parse_limits(sy_conf_t *c, yaml_node_t *v, sy_config_t *cfg)
+{
+    return sy_conf_fields(c, v, limit_fields, SY_ARRAY_LEN(limit_fields), &cfg->limits, NULL);
+}
+
+static int parse_access_log(sy_conf_t *c, yaml_node_t *v, sy_config_t *cfg)
+{
+    return sy_conf_string(c, v, &cfg->access_log);
+}
+
+/* The proxy's own top-level keys, in the order they are applied. */
+static const struct {
+    const char *key;
+    int (*parse)(sy_conf_t *c, yaml_node_t *v, sy_config_t *cfg);
+    bool required;
+} proxy_sections[] = {
+    {"workers", parse_workers, false},   {"listen", parse_listen, true},
+    {"timeouts", parse_timeouts, false}, {"limits", parse_limits, false},
+    {"access_log", parse_access_log, false}, {"pools", parse_pools, true},
+};
+
+static sy_config_t *load(sy_conf_t *c, const char *path, const sy_conf_section_t *const *sections,
+                         size_t nsections)
+{
+    yaml_node_t *root = sy_conf_root(c);
+    if (root == NULL)
+        return NULL;
+    if (sy_conf_expect(c, root, YAML_MAPPING_NODE, "a mapping at the top of the file") != 0)
+        return NULL;
+    sy_config_t *cfg = calloc(1, sizeof(*cfg));
+    if (cfg == NULL)
+        return NULL;
+    atomic_init(&cfg->refs, 1);
+    cfg->path = strdup(path);
+    long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+    cfg->workers = ncpu > 0 ? ncpu : 1;
+    cfg->access_log = strdup("-");
+    sy_conf_defaults(timeout_fields, SY_ARRAY_LEN(timeout_fields), &cfg->timeouts);
+    sy_conf_defaults(limit_fields, SY_ARRAY_LEN(limit_fields), &cfg->limits);
+    int rc = 0;
+
+    /* Check every top-level key against the known ones before parsing any. */
+    yaml_node_t *k, *v;
+    for (size_t it = 0; sy_conf_map_next(c, root, &it, &k, &v);) {
+        const char *name = sy_conf_scalar(k);
+        bool known = false;
+        for (size_t i = 0; name && i < SY_ARRAY_LEN(proxy_sections); i++)
+            known |= strcmp(proxy_sections[i].key, name) == 0;
+        for (size_t i = 0; name && i < nsections; i++)
+            known |= strcmp(sections[i]->key, name) == 0;
+        for (size_t i = 0; name && !known && i < SY_ARRAY_LEN(planned_sections); i++)
+            if (strcmp(planned_sections[i].key, name) == 0) {
+                rc = sy_conf_error(c, k, "'%s' is not available in this version yet (it arrives with %s)",
+                                   name, planned_sections[i].feature);
+                known = true;
+            }
+        if (!known)
+            rc = sy_conf_error(c, k, "unknown top-level key '%s'", name ? name : "?");
+        for (size_t it2 = 0; name; ) { /* repeated keys */
+            yaml_node_t *k2, *v2;
+            if (!sy_conf_map_next(c, root, &it2, &k2, &v2) || k2 == k)
+                break;
+            if (sy_conf_key_is(k2, name)) {
+                rc = sy_conf_error(c, k, "top-level key '%s' is repeated", name);
+                break;
+            }
+        }
+    }
+
+    for (size_t i = 0; i < SY_ARRAY_LEN(proxy_sections); i++) {
+        bool found = false;
+        for (size_t it = 0; sy_conf_map_next(c, root, &it, &k, &v);) {
+            if (!sy_conf_key_is(k, proxy_sections[i].key) || found)
+                continue;
+            found = true;
+            if (proxy_sections[i].parse(c, v, cfg) != 0)
+                rc = SY_EINVAL;
+        }
+        if (!found && proxy_sections[i].required)
+            rc = sy_conf_error(c, root, "missing required key '%s'", proxy_sections[i].key);
+    }
+    if (cfg->limits.uri_bytes > cfg->limits.header_bytes)
+        rc = sy_conf_error(c, NULL, "limits.uri_bytes (%llu) cannot exceed limits.header_bytes (%llu)",
+                           (unsigned long long)cfg->limits.uri_bytes,
+                           (unsigned long long)cfg->limits.header_bytes);
+    /* One block must hold a whole rewritten request or response head. */
+    cfg->buffer_size = cfg->limits.header_bytes + 8192;
+    if (cfg->buffer_size < 32768)
+        cfg->buffer_size = 32768;
+
+    /* Registered sections see the proxy's sections (pools) already parsed; they
+     * are skipped when those failed, so that their errors are not noise. */
+    for (size_t i = 0; i < nsections && i < SY_CONF_EXT_MAX; i++) {
+        cfg->ext_sections[i] = sections[i];
+        cfg->next = i + 1;
+        bool found = false;
+        for (size_t it = 0; sy_conf_map_next(c, root, &it, &k, &v);) {
+            if (!sy_conf_key_is(k, sections[i]->key) || found)
+                continue;
+            found = true;
+            if (sections[i]->parse(c, v, cfg, &cfg->ext[i]) != 0)
+                rc = SY_EINVAL;
+        }
+        if (!found && sections[i]->required)
+            rc = sy_conf_error(c, root, "missing required key '%s'", sections[i]->key);
+    }
+    if (rc != 0 || c->nerrors > 0) {
+        config_free(cfg);
+        return NULL;
+    }
+    return cfg;
+}
+
+sy_config_t *sy_config_load(sy_conf_t *errs, const char *path, const sy_conf_section_t *const *sections,
+                            size_t nsections)
+{
+    if (sy_conf_open(errs, path) != 0)
+        return NULL;
+    return load(errs, path, sections, nsections);
+}
+
+sy_config_t *sy_config_load_string(sy_conf_t *errs, const char *name, const char *text,
+                                   const sy_conf_section_t *const *sections, size_t nsections)
+{
+    if (sy_conf_open_string(errs, name, text, strlen(text)) != 0)
+        return NULL;
+    return load(errs, name, sections, nsections);
+}

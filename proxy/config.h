@@ -1,0 +1,92 @@
+/* The gateway's configuration: the proxy's own sections (workers, listen,
+ * timeouts, limits, access_log, pools) and sections owned by other folders,
+ * registered as sy_conf_section_t (routing registers `routes`).
+ *
+ * A sy_config_t is immutable once loaded and reference-counted: snapshots hold a
+ * reference; the last sy_config_release() frees it and the section data. The only
+ * mutable fields are the endpoints' health flags (atomics written by the health
+ * checker, read by the router). */
+#ifndef SY_CONFIG_H
+#define SY_CONFIG_H
+
+#include "proxy/conf.h"
+#include "proxy/net.h"
+
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#define SY_CONF_EXT_MAX 8
+
+typedef struct sy_endpoint {
+    char *name;           /* as written, e.g. "127.0.0.1:7001"; also the pool key */
+    sy_addr_t addr;
+    atomic_int down;      /* 1 when health checks took it out (set by healthcheck) */
+} sy_endpoint_t;
+
+typedef struct sy_pool {
+    char *name;
+    sy_endpoint_t *endpoints;
+    size_t nendpoints;
+} sy_pool_t;
+
+typedef struct sy_listen {
+    char *address;
+    sy_addr_t addr;
+} sy_listen_t;
+
+typedef struct sy_timeouts {   /* milliseconds */
+    uint64_t client_header, client_idle, connect, upstream_header, body_idle, tunnel_idle,
+        drain, upstream_idle;
+} sy_timeouts_t;
+
+typedef struct sy_limits {
+    uint64_t header_bytes, uri_bytes, body_bytes, connections, headers, upstream_keepalive;
+} sy_limits_t;
+
+struct sy_config;
+
+/* A top-level section owned by another module. parse() gets the section's node
+ * and the config as loaded so far (proxy sections first, then the registered ones
+ * in order); it stores its result in *out and records errors in c. */
+typedef struct sy_conf_section {
+    const char *key;
+    bool required;
+    int (*parse)(sy_conf_t *c, yaml_node_t *node, const struct sy_config *cfg, void **out);
+    void (*destroy)(void *data);
+} sy_conf_section_t;
+
+typedef struct sy_config {
+    atomic_long refs;
+    char *path;
+    int64_t workers;
+    sy_listen_t *listen;
+    size_t nlisten;
+    sy_timeouts_t timeouts;
+    sy_limits_t limits;
+    char *access_log;      /* path, "-" for stdout, or "off" */
+    sy_pool_t *pools;
+    size_t npools;
+    size_t buffer_size;    /* I/O block size, derived from limits */
+    void *ext[SY_CONF_EXT_MAX];
+    const sy_conf_section_t *ext_sections[SY_CONF_EXT_MAX];
+    size_t next;
+} sy_config_t;
+
+/* Loads and validates path. Returns the config (refs = 1), or NULL with every
+ * error recorded in errs (the caller closes errs with sy_conf_close). */
+sy_config_t *sy_config_load(sy_conf_t *errs, const char *path, const sy_conf_section_t *const *sections,
+                            size_t nsections);
+/* Same from a string, for tests and fuzzers. */
+sy_config_t *sy_config_load_string(sy_conf_t *errs, const char *name, const char *text,
+                                   const sy_conf_section_t *const *sections, size_t nsections);
+
+sy_config_t *sy_config_ref(sy_config_t *cfg);
+/* Drops a reference; frees on the last one. Safe from any thread. */
+void sy_config_release(sy_config_t *cfg);
+
+const sy_pool_t *sy_config_pool(const sy_config_t *cfg, const char *name);
+/* The data a registered section stored, by its key; NULL if absent. */
+void *sy_config_ext(const sy_config_t *cfg, const char *key);
+
+#endif

@@ -1,0 +1,21 @@
+/* Client connections (HTTP/1.1) and the exchange they drive: parse a request,
+ * ask the router, relay to the chosen backend over a pooled upstream
+ * connection, relay the response back, tell the observer, write the access-log
+ * line. WebSocket upgrades become a byte tunnel. Worker thread only. */
+#ifndef SY_CONN_H
+#define SY_CONN_H
+
+#include "proxy/worker.h"
+
+#include <sys/socket.h>
+
+/* Takes ownership of fd (an accepted, non-blocking socket). */
+void sy_conn_accept(sy_worker_t *w, int fd, const struct sockaddr *peer, socklen_t len);
+/* Drain: idle connections close now, busy ones after their current exchange. */
+void sy_conn_drain_all(sy_worker_t *w);
+/* Closes every connection at once (drain deadline, shutdown). */
+void sy_conn_close_all(sy_worker_t *w, const char *reason);
+/* Frees connections closed earlier (the reaper; never from a connection's callback). */
+void sy_conn_reap(sy_worker_t *w);
+
+#endif

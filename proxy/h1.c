@@ -1,0 +1,437 @@
+#include "proxy/h1.h"
+
+#include <assert.h>
+#include <stdalign.h>
+#include <string.h>
+#include <strings.h>
+
+#define H1(p) ((sy_h1_t *)(p)->data)
+
+enum { SCAN_TEXT, SCAN_CR, SCAN_LINE_START, SCAN_END_CR, SCAN_END };
+
+int sy_h1_fail(sy_h1_t *h, int status, const char *reason)
+{
+    if (h->err_status == 0) {
+        h->err_status = status;
+        h->err_reason = reason;
+    }
+    return -1;
+}
+
+size_t sy_h1_arena_size(size_t max_head, size_t max_headers)
+{
+    return max_headers * sizeof(sy_header_t) + max_head + 64;
+}
+
+static void msg_clear(sy_h1_t *h)
+{
+    sy_header_t *hdrs = h->msg.headers;
+    memset(&h->msg, 0, sizeof(h->msg));
+    h->msg.headers = hdrs;
+    h->_arena_len = 0;
+    h->_head_bytes = 0;
+    h->_scan = SCAN_LINE_START;
+    h->_scan_first_line = true;
+    h->_last = 0;
+    h->_tunnel = false;
+    h->_any_bytes = false;
+    h->_phase = SY_H1_PH_HEAD;
+}
+
+void sy_h1_set_arena(sy_h1_t *h, char *mem, size_t size)
+{
+    size_t hdr_bytes = h->_max_headers * sizeof(sy_header_t);
+    assert(size >= hdr_bytes + 64);
+    assert(((uintptr_t)mem % alignof(sy_header_t)) == 0);
+    h->msg.headers = (sy_header_t *)mem;
+    h->_arena = mem + hdr_bytes;
+    h->_arena_cap = size - hdr_bytes;
+}
+
+static int arena_append(sy_h1_t *h, const char *at, size_t len)
+{
+    if (h->_arena_cap - h->_arena_len < len + 1)
+        return sy_h1_fail(h, 431, "request header fields too large");
+    memcpy(h->_arena + h->_arena_len, at, len);
+    h->_arena_len += len;
+    h->_arena[h->_arena_len] = '\0'; /* strings stay terminated for the debugger */
+    return 0;
+}
+
+static int on_message_begin(llhttp_t *p)
+{
+    (void)p;
+    return 0;
+}
+
+static int on_url(llhttp_t *p, const char *at, size_t len)
+{
+    sy_h1_t *h = H1(p);
+    if (h->msg.target == NULL)
+        h->msg.target = h->_arena + h->_arena_len;
+    if (h->msg.target_len + len > h->_max_uri)
+        return sy_h1_fail(h, 414, "request target too long");
+    if (arena_append(h, at, len) != 0)
+        return -1;
+    h->msg.target_len += len;
+    return 0;
+}
+
+static int on_status(llhttp_t *p, const char *at, size_t len)
+{
+    sy_h1_t *h = H1(p);
+    if (h->msg.reason == NULL)
+        h->msg.reason = h->_arena + h->_arena_len;
+    if (arena_append(h, at, len) != 0)
+        return -1;
+    h->msg.reason_len += len;
+    return 0;
+}
+
+static int on_header_field(llhttp_t *p, const char *at, size_t len)
+{
+    sy_h1_t *h = H1(p);
+    if (h->_last != 1) {
+        if (h->msg.nheaders >= h->_max_headers)
+            return sy_h1_fail(h, 431, "too many header fields");
+        /* Terminate the previous string before starting a new one. */
+        if (h->_arena_len + 1 > h->_arena_cap)
+            return sy_h1_fail(h, 431, "request header fields too large");
+        h->_arena_len++;
+        sy_header_t *hd = &h->msg.headers[h->msg.nheaders++];
+        memset(hd, 0, sizeof(*hd));
+        hd->name = h->_arena + h->_arena_len;
+        hd->value = "";
+        h->_last = 1;
+    }
+    if (arena_append(h, at, len) != 0)
+        return -1;
+    h->msg.headers[h->msg.nheaders - 1].name_len += len;
+    return 0;
+}
+
+static int on_header_value(llhttp_t *p, const char *at, size_t len)
+{
+    sy_h1_t *h = H1(p);
+    for (size_t i = 0; i < len; i++) {
+        unsigned char c = (unsigned char)at[i];
+        if ((c < 0x20 && c != '\t') || c == 0x7f)
+            return sy_h1_fail(h, 400, "control character in a header value");
+    }
+    sy_header_t *hd = &h->msg.headers[h->msg.nheaders - 1];
+    if (h->_last != 2) {
+        if (h->_arena_len + 1 > h->_arena_cap)
+            return sy_h1_fail(h, 431, "request header fields too large");
+        h->_arena_len++;
+        hd->value = h->_arena + h->_arena_len;
+        h->_last = 2;
+    }
+    if (arena_append(h, at, len) != 0)
+        return -1;
+    hd->value_len += len;
+    return 0;
+}
+
+static int on_header_value_complete(llhttp_t *p)
+{
+    sy_h1_t *h = H1(p);
+    if (h->msg.nheaders == 0)
+        return 0;
+    sy_header_t *hd = &h->msg.headers[h->msg.nheaders - 1];
+    while (hd->value_len > 0 && (hd->value[hd->value_len - 1] == ' ' || hd->value[hd->value_len - 1] == '\t'))
+        hd->value_len--;
+    if (h->_last == 1) { /* empty value: no value callback came */
+        h->_last = 2;
+    }
+    return 0;
+}
+
+static bool name_is(const sy_header_t *hd, const char *name)
+{
+    return hd->name_len == strlen(name) && strncasecmp(hd->name, name, hd->name_len) == 0;
+}
+
+static int on_headers_complete(llhttp_t *p)
+{
+    sy_h1_t *h = H1(p);
+    sy_h1_msg_t *m = &h->msg;
+    m->major = p->http_major;
+    m->minor = p->http_minor;
+    if (h->_is_request) {
+        m->method = llhttp_method_name((llhttp_method_t)p->method);
+        if (m->target == NULL)
+            return sy_h1_fail(h, 400, "missing request target");
+        if (m->major != 1)
+            return sy_h1_fail(h, 400, "unsupported HTTP version");
+    } else {
+        m->status = p->status_code;
+        if (m->reason == NULL)
+            m->reason = "";
+    }
+    m->keep_alive = llhttp_should_keep_alive(p);
+    m->chunked = (p->flags & F_CHUNKED) != 0;
+    m->has_length = (p->flags & F_CONTENT_LENGTH) != 0;
+    m->content_length = m->has_length ? p->content_length : 0;
+    m->upgrade = p->upgrade != 0;
+    m->body_until_eof = !h->_is_request && llhttp_message_needs_eof(p);
+    bool host_seen = false;
+    for (size_t i = 0; i < m->nheaders; i++) {
+        const sy_header_t *hd = &m->headers[i];
+        if (name_is(hd, "expect")) {
+            if (hd->value_len == 12 && strncasecmp(hd->value, "100-continue", 12) == 0)
+                m->expect_continue = true;
+        } else if (name_is(hd, "host")) {
+            if (host_seen && h->_is_request)
+                return sy_h1_fail(h, 400, "repeated Host header");
+            host_seen = true;
+        } else if (name_is(hd, "transfer-encoding") && h->_is_request && !m->chunked) {
+            return sy_h1_fail(h, 400, "unsupported transfer coding");
+        }
+    }
+    if (h->_is_request && m->major == 1 && m->minor == 1 && !host_seen)
+        return sy_h1_fail(h, 400, "missing Host header");
+    h->_phase = SY_H1_PH_BODY;
+    int rc = h->_cb->on_head(h->_ud, m);
+    if (rc < 0) {
+        if (h->err_status == 0)
+            sy_h1_fail(h, 400, "refused");
+        return -1;
+    }
+    if (rc == SY_H1_HEAD_TUNNEL) {
+        h->_tunnel = true;
+        return 0;
+    }
+    return rc == SY_H1_HEAD_NO_BODY ? 1 : 0;
+}
+
+static int on_body(llhttp_t *p, const char *at, size_t len)
+{
+    sy_h1_t *h = H1(p);
+    if (h->_cb->on_body(h->_ud, at, len) < 0) {
+        if (h->err_status == 0)
+            sy_h1_fail(h, 400, "body refused");
+        return -1;
+    }
+    return 0;
+}
+
+static int on_message_complete(llhttp_t *p)
+{
+    sy_h1_t *h = H1(p);
+    h->_phase = SY_H1_PH_DONE;
+    int rc = h->_cb->on_done(h->_ud);
+    if (rc < 0) {
+        if (h->err_status == 0)
+            sy_h1_fail(h, 400, "refused");
+        return -1;
+    }
+    if (p->upgrade)
+        return 0; /* llhttp stops with HPE_PAUSED_UPGRADE by itself */
+    if (rc == SY_H1_DONE_CONTINUE) {
+        msg_clear(h);
+        return 0;
+    }
+    return HPE_PAUSED;
+}
+
+static const llhttp_settings_t settings = {
+    .on_message_begin = on_message_begin,
+    .on_url = on_url,
+    .on_status = on_status,
+    .on_header_field = on_header_field,
+    .on_header_value = on_header_value,
+    .on_header_value_complete = on_header_value_complete,
+    .on_headers_complete = on_headers_complete,
+    .on_body = on_body,
+    .on_message_complete = on_message_complete,
+};
+
+void sy_h1_init(sy_h1_t *h, bool is_request, const sy_h1_callbacks_t *cb, void *ud, size_t max_head,
+                size_t max_uri, size_t max_headers)
+{
+    memset(h, 0, sizeof(*h));
+    h->_cb = cb;
+    h->_ud = ud;
+    h->_is_request = is_request;
+    h->_max_head = max_head;
+    h->_max_uri = max_uri;
+    h->_max_headers = max_headers;
+    llhttp_init(&h->_llh, is_request ? HTTP_REQUEST : HTTP_RESPONSE, &settings);
+    h->_llh.data = h;
+    msg_clear(h);
+}
+
+void sy_h1_reset(sy_h1_t *h)
+{
+    llhttp_init(&h->_llh, h->_is_request ? HTTP_REQUEST : HTTP_RESPONSE, &settings);
+    h->_llh.data = h;
+    h->err_status = 0;
+    h->err_reason = NULL;
+    msg_clear(h);
+    h->msg.headers = NULL;
+    h->_arena = NULL;
+    h->_arena_cap = 0;
+}
+
+void sy_h1_next(sy_h1_t *h)
+{
+    if (llhttp_get_errno(&h->_llh) == HPE_PAUSED)
+        llhttp_resume(&h->_llh);
+    msg_clear(h);
+}
+
+/* Scans head bytes for what llhttp lets through or what we refuse anyway: bare CR
+ * or LF, obs-fold. Returns how many bytes belong to the head (up to and including
+ * the blank line), or -1 on error. Sets *end when the blank line was seen. */
+static long scan_head(sy_h1_t *h, const char *data, size_t len, bool *end)
+{
+    *end = false;
+    for (size_t i = 0; i < len; i++) {
+        char c = data[i];
+        switch (h->_scan) {
+        case SCAN_LINE_START:
+            if (c == '\r') {
+                h->_scan = SCAN_END_CR;
+                break;
+            }
+            if (c == '\n')
+                return sy_h1_fail(h, 400, "bare LF in the message head");
+            if ((c == ' ' || c == '\t') && !h->_scan_first_line)
+                return sy_h1_fail(h, 400, "obsolete line folding in a header");
+            h->_scan = SCAN_TEXT;
+            break;
+        case SCAN_TEXT:
+            if (c == '\r')
+                h->_scan = SCAN_CR;
+            else if (c == '\n')
+                return sy_h1_fail(h, 400, "bare LF in the message head");
+            break;
+        case SCAN_CR:
+            if (c != '\n')
+                return sy_h1_fail(h, 400, "bare CR in the message head");
+            h->_scan = SCAN_LINE_START;
+            h->_scan_first_line = false;
+            break;
+        case SCAN_END_CR:
+            if (c != '\n')
+                return sy_h1_fail(h, 400, "bare CR in the message head");
+            if (h->_scan_first_line) {
+                /* An empty line before the request line: tolerated (RFC 9112 2.2). */
+                h->_scan = SCAN_LINE_START;
+                break;
+            }
+            h->_scan = SCAN_END;
+            *end = true;
+            return (long)i + 1;
+        }
+    }
+    return (long)len;
+}
+
+static int map_llhttp_error(sy_h1_t *h, llhttp_errno_t e)
+{
+    if (h->err_status != 0)
+        return SY_H1_ERROR;
+    switch (e) {
+    case HPE_INVALID_CHUNK_SIZE: return sy_h1_fail(h, 400, "invalid chunk size"), SY_H1_ERROR;
+    case HPE_UNEXPECTED_CONTENT_LENGTH:
+        return sy_h1_fail(h, 400, "Content-Length with Transfer-Encoding"), SY_H1_ERROR;
+    case HPE_INVALID_CONTENT_LENGTH: return sy_h1_fail(h, 400, "invalid Content-Length"), SY_H1_ERROR;
+    case HPE_INVALID_HEADER_TOKEN: return sy_h1_fail(h, 400, "invalid header field"), SY_H1_ERROR;
+    case HPE_INVALID_METHOD: return sy_h1_fail(h, 400, "invalid method"), SY_H1_ERROR;
+    case HPE_INVALID_URL: return sy_h1_fail(h, 400, "invalid request target"), SY_H1_ERROR;
+    case HPE_INVALID_VERSION: return sy_h1_fail(h, 400, "invalid HTTP version"), SY_H1_ERROR;
+    case HPE_INVALID_TRANSFER_ENCODING:
+        return sy_h1_fail(h, 400, "invalid Transfer-Encoding"), SY_H1_ERROR;
+    case HPE_CR_EXPECTED:
+    case HPE_LF_EXPECTED: return sy_h1_fail(h, 400, "malformed line ending"), SY_H1_ERROR;
+    default: break;
+    }
+    /* llhttp's reasons are static strings. */
+    return sy_h1_fail(h, 400, llhttp_get_error_reason(&h->_llh) ? llhttp_get_error_reason(&h->_llh)
+                                                                 : "malformed message"),
+           SY_H1_ERROR;
+}
+
+int sy_h1_execute(sy_h1_t *h, const char *data, size_t len, size_t *consumed)
+{
+    assert(h->_arena != NULL);
+    size_t off = 0;
+    *consumed = 0;
+    if (h->err_status != 0)
+        return SY_H1_ERROR;
+    while (off < len) {
+        size_t n = len - off;
+        if (h->_phase == SY_H1_PH_HEAD) {
+            bool end;
+            h->_any_bytes = true;
+            long r = scan_head(h, data + off, n, &end);
+            if (r < 0)
+                return SY_H1_ERROR;
+            h->_head_bytes += (size_t)r;
+            if (h->_head_bytes > h->_max_head)
+                return sy_h1_fail(h, 431, "request header fields too large"), SY_H1_ERROR;
+            n = (size_t)r;
+        }
+        llhttp_errno_t e = llhttp_execute(&h->_llh, data + off, n);
+        if (e == HPE_OK) {
+            off += n;
+            continue;
+        }
+        if (e == HPE_PAUSED || e == HPE_PAUSED_UPGRADE) {
+            off = (size_t)(llhttp_get_error_pos(&h->_llh) - data);
+            *consumed = off;
+            if (e == HPE_PAUSED)
+                return SY_H1_PAUSED;
+            if (h->_tunnel)
+                return SY_H1_UPGRADE;
+            /* An upgrade we do not take (h2c, ...): the message is an ordinary one. */
+            llhttp_resume_after_upgrade(&h->_llh);
+            return SY_H1_PAUSED;
+        }
+        *consumed = off;
+        return map_llhttp_error(h, e);
+    }
+    *consumed = off;
+    return SY_H1_OK;
+}
+
+int sy_h1_finish(sy_h1_t *h)
+{
+    if (h->_phase == SY_H1_PH_HEAD && !h->_any_bytes)
+        return SY_H1_OK;
+    if (h->_phase == SY_H1_PH_BODY && h->msg.body_until_eof) {
+        llhttp_errno_t e = llhttp_finish(&h->_llh);
+        if (e == HPE_OK || e == HPE_PAUSED)
+            return SY_H1_PAUSED;
+    }
+    sy_h1_fail(h, 400, "connection closed mid-message");
+    return SY_H1_ERROR;
+}
+
+const sy_header_t *sy_h1_find(const sy_h1_msg_t *m, const char *name)
+{
+    for (size_t i = 0; i < m->nheaders; i++)
+        if (name_is(&m->headers[i], name))
+            return &m->headers[i];
+    return NULL;
+}
+
+bool sy_h1_has_token(const char *value, size_t len, const char *token)
+{
+    size_t tl = strlen(token);
+    size_t i = 0;
+    while (i < len) {
+        while (i < len && (value[i] == ' ' || value[i] == '\t' || value[i] == ','))
+            i++;
+        size_t start = i;
+        while (i < len && value[i] != ',')
+            i++;
+        size_t end = i;
+        while (end > start && (value[end - 1] == ' ' || value[end - 1] == '\t'))
+            end--;
+        if (end - start == tl && strncasecmp(value + start, token, tl) == 0)
+            return true;
+    }
+    return false;
+}

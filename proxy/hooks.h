@@ -1,0 +1,88 @@
+/* The two hooks between the engine and the rest of the gateway.
+ *
+ * The router decides, per request, which endpoint serves it (routing/ implements
+ * it). The observer is told how each exchange ended (healthcheck/ feeds its
+ * windows from it). The engine knows nothing of cohorts, flags or health beyond
+ * these structs; `main` wires the implementations in. Both hooks are called on a
+ * worker's loop and must not block. */
+#ifndef SY_HOOKS_H
+#define SY_HOOKS_H
+
+#include "proxy/config.h"
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/socket.h>
+
+struct sy_snapshot;
+
+typedef struct sy_header {
+    const char *name;
+    size_t name_len;
+    const char *value;
+    size_t value_len;
+} sy_header_t;
+
+/* A parsed request head, valid only during the call. */
+typedef struct sy_request_view {
+    const char *method;
+    size_t method_len;
+    const char *path;  /* request target up to '?' */
+    size_t path_len;
+    const char *query; /* after '?', NULL when absent */
+    size_t query_len;
+    const char *host;  /* Host header, NULL when absent */
+    size_t host_len;
+    const sy_header_t *headers;
+    size_t nheaders;
+    const struct sockaddr *client;
+} sy_request_view_t;
+
+/* What the router says. Strings point into the snapshot (valid while the
+ * request holds it) or are static. */
+typedef struct sy_decision {
+    const sy_endpoint_t *endpoint; /* NULL: answer locally with `status` */
+    int status;                    /* 0 when an endpoint was chosen */
+    const char *error;             /* reason for a local answer */
+    int route_index;               /* -1: no route */
+    const char *route;
+    int variant_index;             /* 0 legacy, 1 new */
+    const char *variant;
+    const char *reason;            /* why this variant: bucket, test_user, ... */
+    bool expose_variant;           /* add X-Switchyard-Variant to the response */
+    const char *strip_header;      /* request header consumed by the router (override) */
+    char user[64];                 /* user key, cut to fit, for the access log */
+} sy_decision_t;
+
+typedef struct sy_router {
+    /* Fills out. `rr` is a per-worker counter for round robin. Returns 0. */
+    int (*decide)(void *ctx, const struct sy_snapshot *snap, const sy_request_view_t *req,
+                  uint32_t rr, sy_decision_t *out);
+    void *ctx;
+} sy_router_t;
+
+typedef enum sy_xerr {
+    SY_XERR_NONE = 0,
+    SY_XERR_STATUS,  /* a 5xx (or listed status) from the backend */
+    SY_XERR_CONNECT, /* connect failed or was refused */
+    SY_XERR_RESET,   /* the backend closed or reset mid-exchange */
+    SY_XERR_TIMEOUT, /* connect, header or body timeout on the backend side */
+    SY_XERR_CLIENT,  /* the client went away: not the backend's fault */
+} sy_xerr_t;
+
+typedef struct sy_outcome {
+    const sy_decision_t *decision;
+    int status;           /* status sent to the client (0 if none was) */
+    sy_xerr_t error;
+    uint64_t ttfb_us;     /* request start to first response byte from the backend */
+    uint64_t total_us;    /* request start to last byte sent */
+    uint64_t bytes_in, bytes_out;
+} sy_outcome_t;
+
+typedef struct sy_observer {
+    void (*record)(void *ctx, int worker, const struct sy_snapshot *snap, const sy_outcome_t *o);
+    void *ctx;
+} sy_observer_t;
+
+#endif

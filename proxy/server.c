@@ -1,0 +1,373 @@
+#include "proxy/server.h"
+
+#include "proxy/accesslog.h"
+#include "proxy/conn.h"
+#include "proxy/log.h"
+#include "proxy/net.h"
+#include "proxy/worker.h"
+
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <time.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+struct sy_server {
+    struct ev_loop *control;
+    sy_snapshot_slot_t slot;
+    sy_worker_t *workers;
+    size_t nworkers;
+    sy_alog_t *alog;
+    ev_async exited;        /* worker -> control: a worker left its loop */
+    ev_timer reclaim;       /* control: drop snapshots no worker can reach */
+    atomic_int nexited;
+    bool started, draining;
+    void (*done)(void *);
+    void *done_arg;
+};
+
+/* --- worker side -------------------------------------------------------- */
+
+void sy_worker_request_id(sy_worker_t *w, char out[33])
+{
+    /* xorshift128+: fast, and unique enough for correlating log lines. */
+    uint64_t r[2];
+    for (int i = 0; i < 2; i++) {
+        uint64_t s1 = w->rng[0];
+        const uint64_t s0 = w->rng[1];
+        w->rng[0] = s0;
+        s1 ^= s1 << 23;
+        w->rng[1] = s1 ^ s0 ^ (s1 >> 17) ^ (s0 >> 26);
+        r[i] = w->rng[1] + s0;
+    }
+    snprintf(out, 33, "%016llx%016llx", (unsigned long long)r[0], (unsigned long long)r[1]);
+}
+
+void sy_worker_accept_pause(sy_worker_t *w, bool pause)
+{
+    if (w->accept_paused == pause)
+        return;
+    w->accept_paused = pause;
+    for (size_t i = 0; i < w->nlisteners; i++) {
+        if (w->listeners[i].fd < 0)
+            continue;
+        if (pause)
+            ev_io_stop(w->loop, &w->listeners[i].io);
+        else
+            ev_io_start(w->loop, &w->listeners[i].io);
+    }
+}
+
+void sy_worker_conn_gone(sy_worker_t *w)
+{
+    w->nconns--;
+    if (w->accept_paused && !w->draining && w->nconns < w->max_conns)
+        sy_worker_accept_pause(w, false);
+    if (w->draining && w->nconns == 0)
+        ev_break(w->loop, EVBREAK_ALL);
+}
+
+static void accept_cb(struct ev_loop *loop, ev_io *io, int revents)
+{
+    sy_listener_t *l = io->data;
+    sy_worker_t *w = l->w;
+    (void)loop;
+    (void)revents;
+    for (int i = 0; i < 64; i++) {
+        if (w->nconns >= w->max_conns) {
+            sy_worker_accept_pause(w, true);
+            return;
+        }
+        struct sockaddr_storage ss;
+        socklen_t len = sizeof(ss);
+        int fd = accept4(l->fd, (struct sockaddr *)&ss, &len, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd < 0) {
+            if (errno == EMFILE || errno == ENFILE)
+                sy_warn("accept: %s (limits.connections may exceed the fd limit)", strerror(errno));
+            return;
+        }
+        sy_conn_accept(w, fd, (struct sockaddr *)&ss, len);
+    }
+}
+
+static void close_listeners(sy_worker_t *w)
+{
+    for (size_t i = 0; i < w->nlisteners; i++) {
+        sy_listener_t *l = &w->listeners[i];
+        if (l->fd < 0)
+            continue;
+        ev_io_stop(w->loop, &l->io);
+        /* Take what is already queued on this socket before closing it, so that
+         * no connection accepted by the kernel is reset. */
+        for (;;) {
+            struct sockaddr_storage ss;
+            socklen_t len = sizeof(ss);
+            int fd = accept4(l->fd, (struct sockaddr *)&ss, &len, SOCK_NONBLOCK | SOCK_CLOEXEC);
+            if (fd < 0)
+                break;
+            sy_conn_accept(w, fd, (struct sockaddr *)&ss, len);
+        }
+        close(l->fd);
+        l->fd = -1;
+    }
+}
+
+static void drain_timeout_cb(struct ev_loop *loop, ev_timer *t, int revents)
+{
+    sy_worker_t *w = t->data;
+    (void)revents;
+    if (w->nconns > 0)
+        sy_warn("drain deadline reached: closing %zu connections", w->nconns);
+    sy_conn_close_all(w, "drain deadline");
+    ev_break(loop, EVBREAK_ALL);
+}
+
+static void wake_cb(struct ev_loop *loop, ev_async *a, int revents)
+{
+    sy_worker_t *w = a->data;
+    (void)revents;
+    /* Announce the generation we now use, even with no traffic. */
+    sy_snapshot_refresh(w->slot, (size_t)w->id, &w->snap);
+    if (atomic_load(&w->drain_requested) && !w->draining) {
+        w->draining = true;
+        close_listeners(w);
+        sy_conn_drain_all(w);
+        sy_upstreams_close_idle(w->ups);
+        ev_timer_init(&w->drain_timer, drain_timeout_cb, (double)w->snap->config->timeouts.drain / 1e3, 0.);
+        w->drain_timer.data = w;
+        ev_timer_start(loop, &w->drain_timer);
+        if (w->nconns == 0)
+            ev_break(loop, EVBREAK_ALL);
+    }
+}
+
+static void reaper_cb(struct ev_loop *loop, ev_check *c, int revents)
+{
+    sy_worker_t *w = c->data;
+    (void)loop;
+    (void)revents;
+    if (!sy_list_empty(&w->dead))
+        sy_conn_reap(w);
+}
+
+static void *worker_main(void *arg)
+{
+    sy_worker_t *w = arg;
+    char name[16];
+    snprintf(name, sizeof(name), "w%d", w->id);
+    sy_log_set_thread_name(name);
+    for (size_t i = 0; i < w->nlisteners; i++)
+        ev_io_start(w->loop, &w->listeners[i].io);
+    ev_run(w->loop, 0);
+
+    sy_conn_close_all(w, "shutdown");
+    sy_conn_reap(w);
+    ev_timer_stop(w->loop, &w->drain_timer);
+    sy_upstreams_destroy(w->ups);
+    w->ups = NULL;
+    for (size_t i = 0; i < w->nlisteners; i++)
+        if (w->listeners[i].fd >= 0) {
+            ev_io_stop(w->loop, &w->listeners[i].io);
+            close(w->listeners[i].fd);
+            w->listeners[i].fd = -1;
+        }
+    sy_snapshot_reader_exit(w->slot, (size_t)w->id, &w->snap);
+    w->exited = true;
+    atomic_fetch_add(&w->server->nexited, 1);
+    ev_async_send(w->server->control, &w->server->exited);
+    return NULL;
+}
+
+/* --- control side ------------------------------------------------------- */
+
+static void exited_cb(struct ev_loop *loop, ev_async *a, int revents)
+{
+    sy_server_t *s = a->data;
+    (void)loop;
+    (void)revents;
+    if ((size_t)atomic_load(&s->nexited) == s->nworkers && s->done != NULL) {
+        void (*done)(void *) = s->done;
+        s->done = NULL;
+        done(s->done_arg);
+    }
+}
+
+static void reclaim_cb(struct ev_loop *loop, ev_timer *t, int revents)
+{
+    sy_server_t *s = t->data;
+    (void)loop;
+    (void)revents;
+    sy_snapshot_reclaim(&s->slot);
+}
+
+static int worker_init(sy_server_t *s, sy_worker_t *w, int id, const sy_config_t *cfg)
+{
+    w->id = id;
+    w->server = s;
+    w->slot = &s->slot;
+    w->alog = s->alog;
+    w->loop = ev_loop_new(EVFLAG_AUTO | EVFLAG_NOSIGMASK);
+    if (w->loop == NULL)
+        return SY_ENOMEM;
+    sy_list_init(&w->conns);
+    sy_list_init(&w->dead);
+    sy_bufpool_init(&w->bufs, cfg->buffer_size, 256);
+    w->max_conns = (size_t)(cfg->limits.connections / (uint64_t)s->nworkers);
+    if (w->max_conns == 0)
+        w->max_conns = 1;
+    w->ups = sy_upstreams_create(w->loop, (size_t)cfg->limits.upstream_keepalive,
+                                 (double)cfg->timeouts.upstream_idle / 1e3);
+    if (w->ups == NULL)
+        return SY_ENOMEM;
+    if (getrandom(w->rng, sizeof(w->rng), 0) != (ssize_t)sizeof(w->rng) || (w->rng[0] | w->rng[1]) == 0) {
+        w->rng[0] = (uint64_t)time(NULL) ^ ((uint64_t)getpid() << 32);
+        w->rng[1] = 0x9e3779b97f4a7c15ULL * (uint64_t)(id + 1);
+    }
+    ev_async_init(&w->wake, wake_cb);
+    w->wake.data = w;
+    ev_async_start(w->loop, &w->wake);
+    ev_check_init(&w->reaper, reaper_cb);
+    w->reaper.data = w;
+    ev_check_start(w->loop, &w->reaper);
+    ev_init(&w->drain_timer, drain_timeout_cb);
+    w->drain_timer.data = w;
+
+    w->nlisteners = cfg->nlisten;
+    w->listeners = calloc(cfg->nlisten, sizeof(*w->listeners));
+    if (w->listeners == NULL)
+        return SY_ENOMEM;
+    for (size_t i = 0; i < cfg->nlisten; i++)
+        w->listeners[i].fd = -1;
+    for (size_t i = 0; i < cfg->nlisten; i++) {
+        int fd = sy_net_listen(&cfg->listen[i].addr, 4096);
+        if (fd < 0) {
+            sy_error("cannot listen on %s: %s", cfg->listen[i].address, strerror(-fd));
+            return SY_EIO;
+        }
+        sy_listener_t *l = &w->listeners[i];
+        l->fd = fd;
+        l->w = w;
+        ev_io_init(&l->io, accept_cb, fd, EV_READ);
+        l->io.data = l;
+    }
+    sy_snapshot_refresh(&s->slot, (size_t)id, &w->snap);
+    return 0;
+}
+
+static void worker_destroy(sy_worker_t *w)
+{
+    if (w->listeners != NULL)
+        for (size_t i = 0; i < w->nlisteners; i++)
+            if (w->listeners[i].fd >= 0)
+                close(w->listeners[i].fd);
+    free(w->listeners);
+    sy_upstreams_destroy(w->ups);
+    if (w->snap != NULL)
+        sy_snapshot_reader_exit(w->slot, (size_t)w->id, &w->snap);
+    if (w->loop != NULL)
+        ev_loop_destroy(w->loop);
+    sy_bufpool_destroy(&w->bufs);
+}
+
+sy_server_t *sy_server_create(struct ev_loop *control, sy_snapshot_t *first, const sy_router_t *router,
+                              const sy_observer_t *observer)
+{
+    sy_server_t *s = calloc(1, sizeof(*s));
+    const sy_config_t *cfg = first->config;
+    if (s == NULL) {
+        sy_snapshot_release(first);
+        return NULL;
+    }
+    s->control = control;
+    s->nworkers = (size_t)cfg->workers;
+    sy_snapshot_slot_init(&s->slot, s->nworkers);
+    sy_snapshot_publish(&s->slot, first);
+    if (strcmp(cfg->access_log, "off") != 0) {
+        s->alog = sy_alog_create(cfg->access_log, s->nworkers, 1 << 20);
+        if (s->alog == NULL)
+            goto fail;
+    }
+    s->workers = calloc(s->nworkers, sizeof(*s->workers));
+    if (s->workers == NULL)
+        goto fail;
+    for (size_t i = 0; i < s->nworkers; i++) {
+        s->workers[i].router = router;
+        s->workers[i].observer = observer;
+        if (worker_init(s, &s->workers[i], (int)i, cfg) != 0)
+            goto fail;
+    }
+    ev_async_init(&s->exited, exited_cb);
+    s->exited.data = s;
+    ev_async_start(control, &s->exited);
+    ev_timer_init(&s->reclaim, reclaim_cb, 1., 1.);
+    s->reclaim.data = s;
+    ev_timer_start(control, &s->reclaim);
+    return s;
+fail:
+    sy_server_destroy(s);
+    return NULL;
+}
+
+int sy_server_start(sy_server_t *s)
+{
+    /* Workers take no signals: the control loop handles them. */
+    sigset_t all, old;
+    sigfillset(&all);
+    pthread_sigmask(SIG_BLOCK, &all, &old);
+    int rc = 0;
+    for (size_t i = 0; i < s->nworkers; i++) {
+        if (pthread_create(&s->workers[i].thread, NULL, worker_main, &s->workers[i]) != 0) {
+            rc = SY_EIO;
+            break;
+        }
+        s->started = true;
+    }
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    return rc;
+}
+
+void sy_server_publish(sy_server_t *s, sy_snapshot_t *snap)
+{
+    sy_snapshot_publish(&s->slot, snap);
+    for (size_t i = 0; i < s->nworkers; i++)
+        ev_async_send(s->workers[i].loop, &s->workers[i].wake);
+}
+
+sy_snapshot_t *sy_server_snapshot(sy_server_t *s)
+{
+    return atomic_load(&s->slot.current);
+}
+
+void sy_server_drain(sy_server_t *s, void (*done)(void *arg), void *arg)
+{
+    if (s->draining)
+        return;
+    s->draining = true;
+    s->done = done;
+    s->done_arg = arg;
+    for (size_t i = 0; i < s->nworkers; i++) {
+        atomic_store(&s->workers[i].drain_requested, true);
+        ev_async_send(s->workers[i].loop, &s->workers[i].wake);
+    }
+}
+
+void sy_server_destroy(sy_server_t *s)
+{
+    if (s == NULL)
+        return;
+    if (s->started)
+        for (size_t i = 0; i < s->nworkers; i++)
+            pthread_join(s->workers[i].thread, NULL);
+    for (size_t i = 0; s->workers != NULL && i < s->nworkers; i++)
+        worker_destroy(&s->workers[i]);
+    free(s->workers);
+    ev_async_stop(s->control, &s->exited);
+    ev_timer_stop(s->control, &s->reclaim);
+    sy_alog_destroy(s->alog);
+    sy_snapshot_slot_destroy(&s->slot);
+    free(s);
+}

@@ -1,0 +1,593 @@
+#include "routing/route.h"
+
+#include <arpa/inet.h>
+#include <ctype.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+/* --- matching ------------------------------------------------------------- */
+
+static int host_rank(const char *pattern, const char *host, size_t host_len)
+{
+    /* Compare without the port. */
+    const char *colon = host ? memchr(host, ':', host_len) : NULL;
+    if (host != NULL && host_len > 0 && host[0] == '[') {
+        const char *bracket = memchr(host, ']', host_len);
+        colon = bracket != NULL ? bracket + 1 : NULL;
+    }
+    if (colon != NULL && colon < host + host_len && *colon == ':')
+        host_len = (size_t)(colon - host);
+    if (strcmp(pattern, "*") == 0)
+        return 1;
+    if (host == NULL)
+        return 0;
+    if (pattern[0] == '*' && pattern[1] == '.') {
+        size_t sl = strlen(pattern + 1); /* ".example.com" */
+        return host_len > sl && strncasecmp(host + host_len - sl, pattern + 1, sl) == 0 ? 2 : 0;
+    }
+    return strlen(pattern) == host_len && strncasecmp(pattern, host, host_len) == 0 ? 3 : 0;
+}
+
+const sy_route_t *sy_route_match(const sy_routes_t *rs, const char *host, size_t host_len, const char *path,
+                                 size_t path_len)
+{
+    const sy_route_t *best = NULL;
+    int best_rank = 0;
+    for (size_t i = 0; rs != NULL && i < rs->n; i++) {
+        const sy_route_t *r = &rs->routes[i];
+        int rank = host_rank(r->host, host, host_len);
+        if (rank == 0 || r->path_prefix_len > path_len || memcmp(r->path_prefix, path, r->path_prefix_len) != 0)
+            continue;
+        if (best == NULL || r->path_prefix_len > best->path_prefix_len ||
+            (r->path_prefix_len == best->path_prefix_len && rank > best_rank)) {
+            best = r;
+            best_rank = rank;
+        }
+    }
+    return best;
+}
+
+const sy_route_t *sy_route_find(const sy_routes_t *rs, const char *name)
+{
+    for (size_t i = 0; rs != NULL && i < rs->n; i++)
+        if (strcmp(rs->routes[i].name, name) == 0)
+            return &rs->routes[i];
+    return NULL;
+}
+
+/* --- user keys -------------------------------------------------------------- */
+
+static size_t copy_key(const char *v, size_t len, char *out, size_t cap)
+{
+    while (len > 0 && (*v == ' ' || *v == '\t')) {
+        v++;
+        len--;
+    }
+    while (len > 0 && (v[len - 1] == ' ' || v[len - 1] == '\t'))
+        len--;
+    if (len == 0 || len >= cap)
+        return 0; /* empty, or too long to be a user id: no key */
+    memcpy(out, v, len);
+    out[len] = '\0';
+    return len;
+}
+
+size_t sy_cookie_value(const char *h, size_t len, const char *name, char *out, size_t cap)
+{
+    size_t nl = strlen(name);
+    size_t i = 0;
+    while (i < len) {
+        while (i < len && (h[i] == ' ' || h[i] == ';' || h[i] == '\t'))
+            i++;
+        size_t start = i;
+        while (i < len && h[i] != ';')
+            i++;
+        const char *pair = h + start;
+        size_t plen = i - start;
+        const char *eq = memchr(pair, '=', plen);
+        if (eq == NULL)
+            continue;
+        size_t klen = (size_t)(eq - pair);
+        while (klen > 0 && pair[klen - 1] == ' ')
+            klen--;
+        if (klen == nl && memcmp(pair, name, nl) == 0) {
+            const char *v = eq + 1;
+            size_t vlen = (size_t)(pair + plen - v);
+            if (vlen >= 2 && v[0] == '"' && v[vlen - 1] == '"') {
+                v++;
+                vlen -= 2;
+            }
+            return copy_key(v, vlen, out, cap);
+        }
+    }
+    return 0;
+}
+
+static int hexval(char c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    c = (char)tolower((unsigned char)c);
+    return c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
+}
+
+size_t sy_query_value(const char *q, size_t len, const char *name, char *out, size_t cap)
+{
+    size_t nl = strlen(name);
+    size_t i = 0;
+    while (q != NULL && i < len) {
+        size_t start = i;
+        while (i < len && q[i] != '&')
+            i++;
+        const char *pair = q + start;
+        size_t plen = i - start;
+        i++;
+        const char *eq = memchr(pair, '=', plen);
+        if (eq == NULL || (size_t)(eq - pair) != nl || memcmp(pair, name, nl) != 0)
+            continue;
+        /* Percent-decode the value. */
+        const char *v = eq + 1;
+        size_t vlen = (size_t)(pair + plen - v);
+        char tmp[SY_USER_KEY_MAX + 1];
+        size_t o = 0;
+        for (size_t k = 0; k < vlen; k++) {
+            if (o >= sizeof(tmp) - 1)
+                return 0;
+            if (v[k] == '%' && k + 2 < vlen && hexval(v[k + 1]) >= 0 && hexval(v[k + 2]) >= 0) {
+                tmp[o++] = (char)(hexval(v[k + 1]) * 16 + hexval(v[k + 2]));
+                k += 2;
+            } else if (v[k] == '+') {
+                tmp[o++] = ' ';
+            } else {
+                tmp[o++] = v[k];
+            }
+        }
+        return copy_key(tmp, o, out, cap);
+    }
+    return 0;
+}
+
+size_t sy_route_user_key(const sy_route_t *r, const sy_request_view_t *req, char *out)
+{
+    const size_t cap = SY_USER_KEY_MAX + 1;
+    for (size_t k = 0; k < r->nkeys; k++) {
+        const sy_key_source_t *src = &r->keys[k];
+        size_t n = 0;
+        size_t nl = strlen(src->name);
+        switch (src->kind) {
+        case SY_KEY_HEADER:
+            for (size_t i = 0; i < req->nheaders && n == 0; i++) {
+                const sy_header_t *h = &req->headers[i];
+                if (h->name_len == nl && strncasecmp(h->name, src->name, nl) == 0)
+                    n = copy_key(h->value, h->value_len, out, cap);
+            }
+            break;
+        case SY_KEY_COOKIE:
+            for (size_t i = 0; i < req->nheaders && n == 0; i++) {
+                const sy_header_t *h = &req->headers[i];
+                if (h->name_len == 6 && strncasecmp(h->name, "cookie", 6) == 0)
+                    n = sy_cookie_value(h->value, h->value_len, src->name, out, cap);
+            }
+            break;
+        case SY_KEY_QUERY:
+            n = sy_query_value(req->query, req->query_len, src->name, out, cap);
+            break;
+        }
+        if (n > 0)
+            return n;
+    }
+    return 0;
+}
+
+/* --- CIDRs and test users ---------------------------------------------------- */
+
+int sy_cidr_parse(const char *text, sy_cidr_t *out)
+{
+    char buf[64];
+    memset(out, 0, sizeof(*out));
+    const char *slash = strchr(text, '/');
+    size_t alen = slash ? (size_t)(slash - text) : strlen(text);
+    if (alen == 0 || alen >= sizeof(buf))
+        return -1;
+    memcpy(buf, text, alen);
+    buf[alen] = '\0';
+    int max;
+    if (inet_pton(AF_INET, buf, out->addr) == 1) {
+        out->family = AF_INET;
+        max = 32;
+    } else if (inet_pton(AF_INET6, buf, out->addr) == 1) {
+        out->family = AF_INET6;
+        max = 128;
+    } else {
+        return -1;
+    }
+    out->prefix = max;
+    if (slash != NULL) {
+        char *end = NULL;
+        long p = strtol(slash + 1, &end, 10);
+        if (slash[1] == '\0' || *end != '\0' || p < 0 || p > max)
+            return -1;
+        out->prefix = (int)p;
+    }
+    return 0;
+}
+
+bool sy_cidr_contains(const sy_cidr_t *c, const struct sockaddr *sa)
+{
+    const uint8_t *a;
+    uint8_t mapped[4];
+    if (sa->sa_family == AF_INET) {
+        a = (const uint8_t *)&((const struct sockaddr_in *)sa)->sin_addr;
+        if (c->family != AF_INET)
+            return false;
+    } else if (sa->sa_family == AF_INET6) {
+        a = (const uint8_t *)&((const struct sockaddr_in6 *)sa)->sin6_addr;
+        if (c->family == AF_INET) {
+            /* ::ffff:a.b.c.d matches IPv4 ranges */
+            static const uint8_t prefix[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
+            if (memcmp(a, prefix, 12) != 0)
+                return false;
+            memcpy(mapped, a + 12, 4);
+            a = mapped;
+        }
+    } else {
+        return false;
+    }
+    int bits = c->prefix;
+    int bytes = bits / 8;
+    if (memcmp(a, c->addr, (size_t)bytes) != 0)
+        return false;
+    if (bits % 8 == 0)
+        return true;
+    uint8_t mask = (uint8_t)(0xff << (8 - bits % 8));
+    return (a[bytes] & mask) == (c->addr[bytes] & mask);
+}
+
+static int cmp_str(const void *a, const void *b)
+{
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+void sy_sort_strings(char **v, size_t n)
+{
+    if (n > 1)
+        qsort(v, n, sizeof(*v), cmp_str);
+}
+
+bool sy_route_is_test_user(char *const *sorted, size_t n, const char *key)
+{
+    size_t lo = 0, hi = n;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        int c = strcmp(sorted[mid], key);
+        if (c == 0)
+            return true;
+        if (c < 0)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return false;
+}
+
+/* --- the config section ---------------------------------------------------------- */
+
+static void route_free(sy_route_t *r)
+{
+    free(r->name);
+    free(r->host);
+    free(r->path_prefix);
+    for (size_t i = 0; i < r->nkeys; i++)
+        free(r->keys[i].name);
+    free(r->keys);
+    free(r->salt);
+    for (size_t i = 0; i < r->ntest_users; i++)
+        free(r->test_users[i]);
+    free(r->test_users);
+    free(r->override_header);
+    free(r->trusted);
+}
+
+static void routes_destroy(void *data)
+{
+    sy_routes_t *rs = data;
+    if (rs == NULL)
+        return;
+    for (size_t i = 0; i < rs->n; i++)
+        route_free(&rs->routes[i]);
+    free(rs->routes);
+    free(rs);
+}
+
+static size_t seq_len(const yaml_node_t *n)
+{
+    return (size_t)(n->data.sequence.items.top - n->data.sequence.items.start);
+}
+
+static bool valid_name(const char *s)
+{
+    if (*s == '\0' || strlen(s) > 64)
+        return false;
+    for (; *s; s++)
+        if (!isalnum((unsigned char)*s) && *s != '-' && *s != '_' && *s != '.')
+            return false;
+    return true;
+}
+
+static int parse_match(sy_conf_t *c, yaml_node_t *v, sy_route_t *r)
+{
+    if (sy_conf_expect(c, v, YAML_MAPPING_NODE, "a mapping ({host: ..., path_prefix: ...})") != 0)
+        return SY_EINVAL;
+    int rc = 0;
+    yaml_node_t *k, *x;
+    for (size_t it = 0; sy_conf_map_next(c, v, &it, &k, &x);) {
+        if (sy_conf_key_is(k, "host")) {
+            if (sy_conf_string(c, x, &r->host) != 0)
+                rc = SY_EINVAL;
+            else if (r->host[0] == '\0' || (strchr(r->host, '*') != NULL && strcmp(r->host, "*") != 0 &&
+                                            (strncmp(r->host, "*.", 2) != 0 || strchr(r->host + 1, '*'))))
+                rc = sy_conf_error(c, x, "host must be \"*\", a name, or \"*.suffix\"");
+        } else if (sy_conf_key_is(k, "path_prefix")) {
+            if (sy_conf_string(c, x, &r->path_prefix) != 0)
+                rc = SY_EINVAL;
+            else if (r->path_prefix[0] != '/')
+                rc = sy_conf_error(c, x, "path_prefix must start with '/'");
+        } else {
+            rc = sy_conf_error(c, k, "unknown key '%s' in match (known: host, path_prefix)",
+                               sy_conf_scalar(k) ? sy_conf_scalar(k) : "?");
+        }
+    }
+    return rc;
+}
+
+static int parse_user_key(sy_conf_t *c, yaml_node_t *v, sy_route_t *r)
+{
+    if (sy_conf_expect(c, v, YAML_SEQUENCE_NODE, "a list of key sources (- header: X-User-Id)") != 0)
+        return SY_EINVAL;
+    r->keys = calloc(seq_len(v) + 1, sizeof(*r->keys));
+    if (r->keys == NULL)
+        return sy_conf_error(c, v, "out of memory");
+    int rc = 0;
+    for (size_t i = 0; i < seq_len(v); i++) {
+        yaml_node_t *item = sy_conf_node(c, v->data.sequence.items.start[i]);
+        yaml_node_t *k, *x;
+        size_t it = 0;
+        if (sy_conf_expect(c, item, YAML_MAPPING_NODE, "a key source (header, cookie or query)") != 0 ||
+            !sy_conf_map_next(c, item, &it, &k, &x)) {
+            rc = SY_EINVAL;
+            continue;
+        }
+        if (item->data.mapping.pairs.top - item->data.mapping.pairs.start != 1) {
+            rc = sy_conf_error(c, item, "a key source has exactly one key (header, cookie or query)");
+            continue;
+        }
+        sy_key_source_t *src = &r->keys[r->nkeys];
+        if (sy_conf_key_is(k, "header"))
+            src->kind = SY_KEY_HEADER;
+        else if (sy_conf_key_is(k, "cookie"))
+            src->kind = SY_KEY_COOKIE;
+        else if (sy_conf_key_is(k, "query"))
+            src->kind = SY_KEY_QUERY;
+        else if (sy_conf_key_is(k, "json") || sy_conf_key_is(k, "jwt")) {
+            rc = sy_conf_error(c, k, "user key source '%s' is not available in this version yet (it arrives "
+                                     "with the Redis flags feature)", sy_conf_scalar(k));
+            continue;
+        } else {
+            rc = sy_conf_error(c, k, "unknown user key source '%s' (known: header, cookie, query)",
+                               sy_conf_scalar(k) ? sy_conf_scalar(k) : "?");
+            continue;
+        }
+        if (sy_conf_string(c, x, &src->name) != 0) {
+            rc = SY_EINVAL;
+            continue;
+        }
+        if (src->name[0] == '\0') {
+            rc = sy_conf_error(c, x, "the key source needs a name");
+            free(src->name);
+            src->name = NULL;
+            continue;
+        }
+        r->nkeys++;
+    }
+    return rc;
+}
+
+static int parse_test_users(sy_conf_t *c, yaml_node_t *v, sy_route_t *r)
+{
+    if (sy_conf_expect(c, v, YAML_SEQUENCE_NODE, "a list of user keys") != 0)
+        return SY_EINVAL;
+    r->test_users = calloc(seq_len(v) + 1, sizeof(char *));
+    if (r->test_users == NULL)
+        return sy_conf_error(c, v, "out of memory");
+    int rc = 0;
+    for (size_t i = 0; i < seq_len(v); i++) {
+        yaml_node_t *item = sy_conf_node(c, v->data.sequence.items.start[i]);
+        char *s = NULL;
+        if (sy_conf_string(c, item, &s) != 0) {
+            rc = SY_EINVAL;
+            continue;
+        }
+        if (s[0] == '\0' || strlen(s) > SY_USER_KEY_MAX) {
+            rc = sy_conf_error(c, item, "a test user key must be 1..%d bytes", SY_USER_KEY_MAX);
+            free(s);
+            continue;
+        }
+        r->test_users[r->ntest_users++] = s;
+    }
+    sy_sort_strings(r->test_users, r->ntest_users);
+    return rc;
+}
+
+static int parse_override(sy_conf_t *c, yaml_node_t *v, sy_route_t *r)
+{
+    if (sy_conf_expect(c, v, YAML_MAPPING_NODE, "a mapping ({header: ..., trusted_cidrs: [...]})") != 0)
+        return SY_EINVAL;
+    int rc = 0;
+    yaml_node_t *k, *x;
+    for (size_t it = 0; sy_conf_map_next(c, v, &it, &k, &x);) {
+        if (sy_conf_key_is(k, "header")) {
+            if (sy_conf_string(c, x, &r->override_header) != 0)
+                rc = SY_EINVAL;
+        } else if (sy_conf_key_is(k, "trusted_cidrs")) {
+            if (sy_conf_expect(c, x, YAML_SEQUENCE_NODE, "a list of CIDRs") != 0) {
+                rc = SY_EINVAL;
+                continue;
+            }
+            free(r->trusted);
+            r->ntrusted = 0;
+            r->trusted = calloc(seq_len(x) + 1, sizeof(*r->trusted));
+            if (r->trusted == NULL)
+                return sy_conf_error(c, x, "out of memory");
+            for (size_t i = 0; i < seq_len(x); i++) {
+                yaml_node_t *item = sy_conf_node(c, x->data.sequence.items.start[i]);
+                const char *s = sy_conf_scalar(item);
+                if (s == NULL || sy_cidr_parse(s, &r->trusted[r->ntrusted]) != 0)
+                    rc = sy_conf_error(c, item, "'%s' is not a CIDR (e.g. 127.0.0.0/8)", s ? s : "");
+                else
+                    r->ntrusted++;
+            }
+        } else {
+            rc = sy_conf_error(c, k, "unknown key '%s' in override (known: header, trusted_cidrs)",
+                               sy_conf_scalar(k) ? sy_conf_scalar(k) : "?");
+        }
+    }
+    if (r->override_header == NULL && rc == 0)
+        rc = sy_conf_error(c, v, "override needs a 'header'");
+    return rc;
+}
+
+static int parse_route(sy_conf_t *c, yaml_node_t *node, const sy_config_t *cfg, sy_routes_t *rs, sy_route_t *r)
+{
+    if (sy_conf_expect(c, node, YAML_MAPPING_NODE, "a route (a mapping with name, match, legacy, ...)") != 0)
+        return SY_EINVAL;
+    int rc = 0;
+    r->state = SY_STATE_RAMPING;
+    r->anonymous = SY_ANON_LEGACY;
+    bool have_percent = false;
+    static const char *const known[] = {"name", "match", "user_key", "legacy", "new", "percent_bp", "test_users",
+                                        "salt", "expose_variant", "override", "anonymous", "state",
+                                        "keep_test_users_on_trip", "trip"};
+    yaml_node_t *k, *v;
+    for (size_t it = 0; sy_conf_map_next(c, node, &it, &k, &v);) {
+        const char *key = sy_conf_scalar(k);
+        bool is_known = false;
+        for (size_t i = 0; key && i < SY_ARRAY_LEN(known); i++)
+            is_known |= strcmp(known[i], key) == 0;
+        if (!is_known) {
+            rc = sy_conf_error(c, k, "unknown key '%s' in a route", key ? key : "?");
+            continue;
+        }
+        for (size_t it2 = 0;;) { /* repeated keys */
+            yaml_node_t *k2, *v2;
+            if (!sy_conf_map_next(c, node, &it2, &k2, &v2) || k2 == k)
+                break;
+            if (sy_conf_key_is(k2, key)) {
+                rc = sy_conf_error(c, k, "key '%s' is repeated in this route", key);
+                break;
+            }
+        }
+        int r1 = 0;
+        if (strcmp(key, "name") == 0) {
+            r1 = sy_conf_string(c, v, &r->name);
+            if (r1 == 0 && !valid_name(r->name))
+                r1 = sy_conf_error(c, v, "route name '%s' must be 1..64 of [A-Za-z0-9._-]", r->name);
+            else if (r1 == 0 && sy_route_find(rs, r->name) != NULL)
+                r1 = sy_conf_error(c, v, "route '%s' is defined twice", r->name);
+        } else if (strcmp(key, "match") == 0) {
+            r1 = parse_match(c, v, r);
+        } else if (strcmp(key, "user_key") == 0) {
+            r1 = parse_user_key(c, v, r);
+        } else if (strcmp(key, "legacy") == 0 || strcmp(key, "new") == 0) {
+            const char *pn = sy_conf_scalar(v);
+            const sy_pool_t *p = pn ? sy_config_pool(cfg, pn) : NULL;
+            if (p == NULL)
+                r1 = sy_conf_error(c, v, "unknown pool '%s' (define it under pools:)", pn ? pn : "");
+            else if (key[0] == 'l')
+                r->legacy = p;
+            else
+                r->new_pool = p;
+        } else if (strcmp(key, "percent_bp") == 0) {
+            int64_t p;
+            r1 = sy_conf_int(c, v, 0, SY_BUCKETS, &p);
+            if (r1 == 0) {
+                r->percent_bp = (int32_t)p;
+                have_percent = true;
+            }
+        } else if (strcmp(key, "test_users") == 0) {
+            r1 = parse_test_users(c, v, r);
+        } else if (strcmp(key, "salt") == 0) {
+            r1 = sy_conf_string(c, v, &r->salt);
+            if (r1 == 0 && (r->salt[0] == '\0' || strlen(r->salt) > 128))
+                r1 = sy_conf_error(c, v, "salt must be 1..128 bytes");
+        } else if (strcmp(key, "expose_variant") == 0) {
+            r1 = sy_conf_bool(c, v, &r->expose_variant);
+        } else if (strcmp(key, "keep_test_users_on_trip") == 0) {
+            r1 = sy_conf_bool(c, v, &r->keep_test_users_on_trip);
+        } else if (strcmp(key, "override") == 0) {
+            r1 = parse_override(c, v, r);
+        } else if (strcmp(key, "anonymous") == 0) {
+            const char *s = sy_conf_scalar(v);
+            if (s && strcmp(s, "legacy") == 0)
+                r->anonymous = SY_ANON_LEGACY;
+            else if (s && strcmp(s, "hash-client-ip") == 0)
+                r->anonymous = SY_ANON_HASH_CLIENT_IP;
+            else
+                r1 = sy_conf_error(c, v, "anonymous must be 'legacy' or 'hash-client-ip'");
+        } else if (strcmp(key, "state") == 0) {
+            const char *s = sy_conf_scalar(v);
+            if (s == NULL || sy_state_parse(s, &r->state) != 0 || r->state == SY_STATE_TRIPPED)
+                r1 = sy_conf_error(c, v, "state must be off, ramping or promoted");
+        } else if (strcmp(key, "trip") == 0) {
+            r1 = sy_conf_error(c, k, "'trip' is not available in this version yet (trip rules arrive with the "
+                                     "comparator feature)");
+        }
+        if (r1 != 0)
+            rc = SY_EINVAL;
+    }
+    if (r->name == NULL && rc == 0)
+        rc = sy_conf_error(c, node, "a route needs a 'name'");
+    if (r->legacy == NULL && rc == 0)
+        rc = sy_conf_error(c, node, "route '%s' needs a 'legacy' pool", r->name ? r->name : "?");
+    if (have_percent && r->new_pool == NULL && r->percent_bp > 0 && rc == 0)
+        rc = sy_conf_error(c, node, "route '%s' has percent_bp but no 'new' pool", r->name);
+    if (r->host == NULL)
+        r->host = strdup("*");
+    if (r->path_prefix == NULL)
+        r->path_prefix = strdup("/");
+    if (r->salt == NULL && r->name != NULL)
+        r->salt = strdup(r->name);
+    if (r->host == NULL || r->path_prefix == NULL || (r->name && r->salt == NULL))
+        return sy_conf_error(c, node, "out of memory");
+    r->path_prefix_len = strlen(r->path_prefix);
+    return rc;
+}
+
+static int routes_parse(sy_conf_t *c, yaml_node_t *node, const sy_config_t *cfg, void **out)
+{
+    if (sy_conf_expect(c, node, YAML_SEQUENCE_NODE, "a list of routes") != 0)
+        return SY_EINVAL;
+    sy_routes_t *rs = calloc(1, sizeof(*rs));
+    if (rs == NULL)
+        return sy_conf_error(c, node, "out of memory");
+    *out = rs;
+    size_t n = seq_len(node);
+    rs->routes = calloc(n + 1, sizeof(*rs->routes));
+    if (rs->routes == NULL)
+        return sy_conf_error(c, node, "out of memory");
+    int rc = 0;
+    for (size_t i = 0; i < n; i++) {
+        yaml_node_t *item = sy_conf_node(c, node->data.sequence.items.start[i]);
+        if (parse_route(c, item, cfg, rs, &rs->routes[rs->n]) != 0)
+            rc = SY_EINVAL;
+        rs->n++;
+    }
+    return rc;
+}
+
+const sy_conf_section_t sy_routes_section = {
+    .key = "routes",
+    .required = true,
+    .parse = routes_parse,
+    .destroy = routes_destroy,
+};

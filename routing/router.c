@@ -1,0 +1,175 @@
+#include "routing/router.h"
+
+#include "proxy/net.h"
+
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+static void flags_free(sy_route_flags_t *f)
+{
+    free(f->salt);
+    for (size_t i = 0; i < f->ntest_users; i++)
+        free(f->test_users[i]);
+    free(f->test_users);
+}
+
+void sy_routing_free(void *p)
+{
+    sy_routing_t *rt = p;
+    if (rt == NULL)
+        return;
+    for (size_t i = 0; rt->flags && i < rt->routes->n; i++)
+        flags_free(&rt->flags[i]);
+    free(rt->flags);
+    free(rt);
+}
+
+sy_routing_t *sy_routing_from_config(const sy_config_t *cfg)
+{
+    const sy_routes_t *rs = sy_config_ext(cfg, "routes");
+    if (rs == NULL)
+        return NULL;
+    sy_routing_t *rt = calloc(1, sizeof(*rt));
+    if (rt == NULL)
+        return NULL;
+    rt->routes = rs;
+    rt->flags = calloc(rs->n + 1, sizeof(*rt->flags));
+    if (rt->flags == NULL)
+        goto fail;
+    for (size_t i = 0; i < rs->n; i++) {
+        const sy_route_t *r = &rs->routes[i];
+        sy_route_flags_t *f = &rt->flags[i];
+        f->state = r->state;
+        f->percent_bp = r->percent_bp;
+        f->source = "config";
+        f->salt = strdup(r->salt);
+        f->test_users = calloc(r->ntest_users + 1, sizeof(char *));
+        if (f->salt == NULL || f->test_users == NULL)
+            goto fail;
+        for (size_t j = 0; j < r->ntest_users; j++) {
+            if ((f->test_users[j] = strdup(r->test_users[j])) == NULL)
+                goto fail;
+            f->ntest_users++;
+        }
+    }
+    return rt;
+fail:
+    sy_routing_free(rt);
+    return NULL;
+}
+
+const sy_endpoint_t *sy_pool_pick(const sy_pool_t *p, uint32_t rr)
+{
+    if (p == NULL || p->nendpoints == 0)
+        return NULL;
+    for (size_t i = 0; i < p->nendpoints; i++) {
+        const sy_endpoint_t *e = &p->endpoints[(rr + i) % p->nendpoints];
+        if (!atomic_load_explicit(&e->down, memory_order_relaxed))
+            return e;
+    }
+    return NULL;
+}
+
+static int override_of(const sy_route_t *r, const sy_request_view_t *req)
+{
+    if (r->override_header == NULL || req->client == NULL)
+        return -1;
+    size_t nl = strlen(r->override_header);
+    const sy_header_t *h = NULL;
+    for (size_t i = 0; i < req->nheaders && h == NULL; i++)
+        if (req->headers[i].name_len == nl && strncasecmp(req->headers[i].name, r->override_header, nl) == 0)
+            h = &req->headers[i];
+    if (h == NULL)
+        return -1;
+    bool trusted = false;
+    for (size_t i = 0; i < r->ntrusted && !trusted; i++)
+        trusted = sy_cidr_contains(&r->trusted[i], req->client);
+    if (!trusted)
+        return -1;
+    if (h->value_len == 3 && strncasecmp(h->value, "new", 3) == 0)
+        return SY_NEW;
+    if (h->value_len == 6 && strncasecmp(h->value, "legacy", 6) == 0)
+        return SY_LEGACY;
+    return -1;
+}
+
+static int decide(void *ctx, const sy_snapshot_t *snap, const sy_request_view_t *req, uint32_t rr,
+                  sy_decision_t *out)
+{
+    (void)ctx;
+    const sy_routing_t *rt = snap->data;
+    const sy_route_t *r = sy_route_match(rt->routes, req->host, req->host_len, req->path, req->path_len);
+    out->route_index = -1;
+    if (r == NULL) {
+        out->status = 404;
+        out->error = "no route matches this request";
+        return 0;
+    }
+    size_t idx = (size_t)(r - rt->routes->routes);
+    const sy_route_flags_t *f = &rt->flags[idx];
+    out->route_index = (int)idx;
+    out->route = r->name;
+    out->expose_variant = r->expose_variant;
+    out->strip_header = r->override_header;
+
+    char key[SY_USER_KEY_MAX + 1];
+    size_t klen = sy_route_user_key(r, req, key);
+    if (klen == 0 && r->anonymous == SY_ANON_HASH_CLIENT_IP && req->client != NULL) {
+        char ip[64];
+        sy_addr_format_ip(req->client, ip, sizeof(ip));
+        klen = strlen(ip);
+        memcpy(key, ip, klen + 1);
+    }
+    sy_cohort_input_t in = {
+        .state = f->state,
+        .percent_bp = f->percent_bp,
+        .has_new = r->new_pool != NULL,
+        .keep_test_users_on_trip = r->keep_test_users_on_trip,
+        .override = override_of(r, req),
+        .test_user = klen > 0 && sy_route_is_test_user(f->test_users, f->ntest_users, key),
+        .has_key = klen > 0,
+        .bucket = klen > 0 ? sy_cohort_bucket(f->salt, strlen(f->salt), key, klen) : 0,
+    };
+    sy_reason_t reason;
+    sy_variant_t v = sy_cohort_decide(&in, &reason);
+    out->variant_index = (int)v;
+    out->variant = sy_variant_name(v);
+    out->reason = sy_reason_name(reason);
+    if (klen > 0) {
+        size_t n = klen < sizeof(out->user) - 1 ? klen : sizeof(out->user) - 1;
+        memcpy(out->user, key, n);
+        out->user[n] = '\0';
+    }
+    out->endpoint = sy_pool_pick(v == SY_NEW ? r->new_pool : r->legacy, rr);
+    if (out->endpoint == NULL) {
+        out->status = 503;
+        out->error = "no healthy endpoint in the chosen pool";
+    }
+    return 0;
+}
+
+const sy_router_t sy_router = {.decide = decide, .ctx = NULL};
+
+int sy_routing_cohort(const sy_routing_t *rt, const char *route, const char *user, uint32_t *bucket,
+                      sy_variant_t *variant, sy_reason_t *reason)
+{
+    const sy_route_t *r = sy_route_find(rt->routes, route);
+    if (r == NULL)
+        return -1;
+    const sy_route_flags_t *f = &rt->flags[r - rt->routes->routes];
+    size_t klen = strlen(user);
+    sy_cohort_input_t in = {
+        .state = f->state,
+        .percent_bp = f->percent_bp,
+        .has_new = r->new_pool != NULL,
+        .keep_test_users_on_trip = r->keep_test_users_on_trip,
+        .override = -1,
+        .test_user = klen > 0 && sy_route_is_test_user(f->test_users, f->ntest_users, user),
+        .has_key = klen > 0,
+        .bucket = sy_cohort_bucket(f->salt, strlen(f->salt), user, klen),
+    };
+    *bucket = in.bucket;
+    *variant = sy_cohort_decide(&in, reason);
+    return 0;
+}

@@ -1,0 +1,47 @@
+/* The router hook: per-snapshot routing state (routes from the config, flags
+ * from the config or the flag store) and the decision for one request.
+ *
+ * A sy_routing_t is immutable once built and owned by the snapshot it is
+ * published in (sy_routing_free is the snapshot's data_free). The flag store
+ * builds a new one for every change and publishes it; nothing is edited in
+ * place, so a request sees one consistent set of flags from start to end. */
+#ifndef SY_ROUTER_H
+#define SY_ROUTER_H
+
+#include "proxy/hooks.h"
+#include "proxy/snapshot.h"
+#include "routing/cohort.h"
+#include "routing/route.h"
+
+typedef struct sy_route_flags {
+    sy_route_state_t state;
+    int32_t percent_bp;
+    char *salt;
+    char **test_users;  /* sorted */
+    size_t ntest_users;
+    uint64_t version;
+    const char *source; /* static: "config" or "redis" */
+} sy_route_flags_t;
+
+typedef struct sy_routing {
+    const sy_routes_t *routes;  /* the config's; the snapshot keeps the config alive */
+    sy_route_flags_t *flags;    /* routes->n entries, owned */
+} sy_routing_t;
+
+/* Builds routing state with every route's flags at their config defaults. */
+sy_routing_t *sy_routing_from_config(const sy_config_t *cfg);
+void sy_routing_free(void *routing);
+
+/* The router hook (ctx unused). */
+extern const sy_router_t sy_router;
+
+/* Picks an endpoint of a pool by round robin, skipping endpoints marked down;
+ * NULL when all are down. */
+const sy_endpoint_t *sy_pool_pick(const sy_pool_t *p, uint32_t rr);
+
+/* What `switchyard cohort` prints: the bucket and the decision for a user on a
+ * route, from flags alone. Returns 0, or -1 for an unknown route. */
+int sy_routing_cohort(const sy_routing_t *rt, const char *route, const char *user, uint32_t *bucket,
+                      sy_variant_t *variant, sy_reason_t *reason);
+
+#endif

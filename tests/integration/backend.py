@@ -1,0 +1,220 @@
+#!/usr/bin/env python3
+"""A programmable HTTP/1.1 test backend (stdlib only).
+
+Behaviour per request, from query parameters (or X-Backend-* headers):
+  status=N        response status (default 200)
+  latency_ms=N    wait before answering
+  size=N          response body of N bytes (default: a short text)
+  chunked=1       send the body chunked
+  stream_ms=N     with size: send in 64 KiB pieces, N ms apart
+  hang=1          never answer (timeouts)
+  close=1         close the connection without answering (resets)
+  error_rate=F    with probability F answer with status 500
+Paths:
+  /echo           JSON of the request as received: method, target, headers, body length and sha256
+  /__stats        JSON counters: connections accepted, requests served
+  /ws             WebSocket echo (text and binary frames, ping, close)
+Every response carries X-Backend: NAME so tests can tell backends apart.
+"""
+import argparse
+import asyncio
+import base64
+import hashlib
+import json
+import os
+import random
+import signal
+import sys
+import urllib.parse
+
+STATS = {"connections": 0, "requests": 0, "open": 0}
+NAME = "backend"
+
+
+async def read_head(reader):
+    data = await reader.readuntil(b"\r\n\r\n")
+    lines = data.decode("latin-1").split("\r\n")
+    method, target, version = lines[0].split(" ", 2)
+    headers = []
+    for line in lines[1:]:
+        if not line:
+            continue
+        k, v = line.split(":", 1)
+        headers.append((k.strip(), v.strip()))
+    return method, target, version, headers
+
+
+def hget(headers, name):
+    for k, v in headers:
+        if k.lower() == name.lower():
+            return v
+    return None
+
+
+async def read_body(reader, headers):
+    h = hashlib.sha256()
+    n = 0
+    te = hget(headers, "transfer-encoding")
+    if te and "chunked" in te.lower():
+        while True:
+            line = await reader.readuntil(b"\r\n")
+            size = int(line.split(b";")[0].strip(), 16)
+            if size == 0:
+                while (await reader.readuntil(b"\r\n")) != b"\r\n":
+                    pass
+                break
+            left = size
+            while left:
+                chunk = await reader.read(min(left, 1 << 16))
+                if not chunk:
+                    raise ConnectionError("eof in body")
+                h.update(chunk)
+                n += len(chunk)
+                left -= len(chunk)
+            await reader.readexactly(2)
+    else:
+        left = int(hget(headers, "content-length") or 0)
+        while left:
+            chunk = await reader.read(min(left, 1 << 16))
+            if not chunk:
+                raise ConnectionError("eof in body")
+            h.update(chunk)
+            n += len(chunk)
+            left -= len(chunk)
+    return n, h.hexdigest()
+
+
+async def websocket(reader, writer, headers):
+    key = hget(headers, "sec-websocket-key") or ""
+    accept = base64.b64encode(hashlib.sha1((key + "258EAFA5-E914-47DA-95CA-C5AB0DC85B11").encode()).digest())
+    writer.write(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                 b"Sec-WebSocket-Accept: " + accept + b"\r\nX-Backend: " + NAME.encode() + b"\r\n\r\n")
+    await writer.drain()
+    while True:
+        hdr = await reader.readexactly(2)
+        opcode = hdr[0] & 0x0F
+        masked = hdr[1] & 0x80
+        ln = hdr[1] & 0x7F
+        if ln == 126:
+            ln = int.from_bytes(await reader.readexactly(2), "big")
+        elif ln == 127:
+            ln = int.from_bytes(await reader.readexactly(8), "big")
+        mask = await reader.readexactly(4) if masked else b"\0\0\0\0"
+        payload = bytearray(await reader.readexactly(ln))
+        for i in range(ln):
+            payload[i] ^= mask[i % 4]
+        if opcode == 8:
+            writer.write(b"\x88\x00")
+            await writer.drain()
+            return
+        if opcode == 9:
+            opcode = 10
+        out = bytes([0x80 | opcode])
+        if ln < 126:
+            out += bytes([ln])
+        elif ln < 65536:
+            out += bytes([126]) + ln.to_bytes(2, "big")
+        else:
+            out += bytes([127]) + ln.to_bytes(8, "big")
+        writer.write(out + bytes(payload))
+        await writer.drain()
+
+
+async def handle(reader, writer):
+    STATS["connections"] += 1
+    STATS["open"] += 1
+    try:
+        while True:
+            try:
+                method, target, version, headers = await read_head(reader)
+            except (asyncio.IncompleteReadError, ConnectionError, ValueError):
+                return
+            STATS["requests"] += 1
+            url = urllib.parse.urlsplit(target)
+            q = dict(urllib.parse.parse_qsl(url.query))
+            for k, v in headers:
+                if k.lower().startswith("x-backend-"):
+                    q[k[10:].lower()] = v
+            if (hget(headers, "expect") or "").lower() == "100-continue":
+                writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+                await writer.drain()
+            if url.path == "/ws" and (hget(headers, "upgrade") or "").lower() == "websocket":
+                await websocket(reader, writer, headers)
+                return
+            if q.get("close"):
+                return
+            nbody, sha = await read_body(reader, headers)
+            if q.get("hang"):
+                await asyncio.sleep(3600)
+                return
+            if "latency_ms" in q:
+                await asyncio.sleep(float(q["latency_ms"]) / 1000)
+            status = int(q.get("status", 200))
+            if random.random() < float(q.get("error_rate", 0)):
+                status = 500
+            if url.path == "/__stats":
+                body = json.dumps(STATS).encode()
+            elif url.path == "/echo":
+                body = json.dumps({"method": method, "target": target, "version": version,
+                                   "headers": headers, "body_length": nbody, "body_sha256": sha,
+                                   "backend": NAME}).encode()
+            elif "size" in q:
+                body = None
+            else:
+                body = ("hello from %s\n" % NAME).encode()
+            size = int(q["size"]) if body is None else len(body)
+            chunked = bool(q.get("chunked"))
+            head = "HTTP/1.1 %d X\r\nX-Backend: %s\r\nContent-Type: %s\r\n" % (
+                status, NAME, "application/json" if url.path in ("/echo", "/__stats") else "text/plain")
+            head += "Transfer-Encoding: chunked\r\n" if chunked else "Content-Length: %d\r\n" % size
+            close = (hget(headers, "connection") or "").lower() == "close" or version == "HTTP/1.0"
+            if close:
+                head += "Connection: close\r\n"
+            writer.write((head + "\r\n").encode())
+            if method != "HEAD" and status not in (204, 304):
+                if body is not None:
+                    pieces = [body]
+                else:
+                    block = b"x" * 65536
+                    pieces = (block[: min(65536, size - off)] for off in range(0, size, 65536))
+                stream_ms = float(q.get("stream_ms", 0))
+                for p in pieces:
+                    writer.write(b"%x\r\n%s\r\n" % (len(p), p) if chunked else p)
+                    await writer.drain()
+                    if stream_ms:
+                        await asyncio.sleep(stream_ms / 1000)
+                if chunked:
+                    writer.write(b"0\r\n\r\n")
+            await writer.drain()
+            if close:
+                return
+    except (ConnectionError, asyncio.IncompleteReadError):
+        pass
+    finally:
+        STATS["open"] -= 1
+        try:
+            writer.close()
+        except Exception:
+            pass
+
+
+async def main():
+    global NAME
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--port", type=int, required=True)
+    ap.add_argument("--host", default="127.0.0.1")
+    ap.add_argument("--name", default="backend")
+    args = ap.parse_args()
+    NAME = args.name
+    server = await asyncio.start_server(handle, args.host, args.port, limit=1 << 20, backlog=1024)
+    loop = asyncio.get_running_loop()
+    stop = loop.create_future()
+    for s in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(s, stop.set_result, None)
+    print("listening on %s:%d" % (args.host, args.port), flush=True)
+    async with server:
+        await stop
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
