@@ -29,6 +29,7 @@ static void usage(FILE *out)
             "  switchyard check -c FILE          validate a config; errors as file:line:col: message\n"
             "  switchyard cohort ROUTE USER [-c FILE]\n"
             "                                    print the bucket and variant of USER on ROUTE\n"
+            "                                    (USER \"-\": one user per line from stdin)\n"
             "  switchyard --version\n"
             "default FILE: " DEFAULT_CONFIG "\n");
 }
@@ -177,15 +178,26 @@ static int cmd_cohort(const char *path, const char *route, const char *user)
     uint32_t bucket;
     sy_variant_t v;
     sy_reason_t reason;
+    char line[1024];
+    bool batch = strcmp(user, "-") == 0; /* one user per line on stdin */
     if (rt == NULL) {
         fprintf(stderr, "out of memory\n");
         rc = 1;
-    } else if (sy_routing_cohort(rt, route, user, &bucket, &v, &reason) != 0) {
+    } else if (sy_route_find(rt->routes, route) == NULL) {
         fprintf(stderr, "%s: no route named '%s'\n", path, route);
         rc = 2;
     } else {
-        printf("route=%s user=%s bucket=%u variant=%s reason=%s\n", route, user, bucket, sy_variant_name(v),
-               sy_reason_name(reason));
+        while (!batch || fgets(line, sizeof(line), stdin) != NULL) {
+            if (batch) {
+                line[strcspn(line, "\r\n")] = '\0';
+                user = line;
+            }
+            if (sy_routing_cohort(rt, route, user, &bucket, &v, &reason) == 0)
+                printf("route=%s user=%s bucket=%u variant=%s reason=%s\n", route, user, bucket,
+                       sy_variant_name(v), sy_reason_name(reason));
+            if (!batch)
+                break;
+        }
     }
     sy_routing_free(rt);
     sy_config_release(cfg);
@@ -212,7 +224,7 @@ int main(int argc, char **argv)
         } else if (strcmp(argv[i], "--version") == 0) {
             printf("switchyard %s\n", SY_VERSION);
             return 0;
-        } else if (argv[i][0] == '-') {
+        } else if (argv[i][0] == '-' && argv[i][1] != '\0') {
             fprintf(stderr, "unknown option %s\n", argv[i]);
             usage(stderr);
             return 2;

@@ -431,8 +431,6 @@ static const sy_h1_callbacks_t req_callbacks = {req_on_head, req_on_body, req_on
 static int resp_on_head(void *ud, sy_h1_msg_t *m)
 {
     sy_conn_t *c = ud;
-    if (c->t_ttfb == 0)
-        c->t_ttfb = now_of(c);
     if (m->status >= 100 && m->status < 200 && m->status != 101) {
         /* Interim: relay 100 Continue to a client that can take it. */
         if (c->client_http11 && !c->resp_head_sent &&
@@ -443,6 +441,7 @@ static int resp_on_head(void *ud, sy_h1_msg_t *m)
     if (m->status == 101 && !c->want_tunnel)
         return sy_h1_fail(&c->resp, 502, "upstream switched protocols unasked");
     c->resp_final_head = true;
+    c->t_ttfb = now_of(c);
     c->status = m->status;
     if (m->status >= 500)
         c->xerr = SY_XERR_STATUS;

@@ -88,9 +88,20 @@ static int on_status(llhttp_t *p, const char *at, size_t len)
     return 0;
 }
 
+/* RFC 9110 5.6.2 token characters. */
+static bool is_tchar(unsigned char c)
+{
+    if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9'))
+        return true;
+    return c != '\0' && strchr("!#$%&'*+-.^_`|~", c) != NULL;
+}
+
 static int on_header_field(llhttp_t *p, const char *at, size_t len)
 {
     sy_h1_t *h = H1(p);
+    for (size_t i = 0; i < len; i++)
+        if (!is_tchar((unsigned char)at[i]))
+            return sy_h1_fail(h, 400, "invalid character in a header name");
     if (h->_last != 1) {
         if (h->msg.nheaders >= h->_max_headers)
             return sy_h1_fail(h, 431, "too many header fields");
@@ -334,8 +345,8 @@ static int map_llhttp_error(sy_h1_t *h, llhttp_errno_t e)
         return SY_H1_ERROR;
     switch (e) {
     case HPE_INVALID_CHUNK_SIZE: return sy_h1_fail(h, 400, "invalid chunk size"), SY_H1_ERROR;
-    case HPE_UNEXPECTED_CONTENT_LENGTH:
-        return sy_h1_fail(h, 400, "Content-Length with Transfer-Encoding"), SY_H1_ERROR;
+    case HPE_UNEXPECTED_CONTENT_LENGTH: /* duplicate, or alongside Transfer-Encoding */
+        return sy_h1_fail(h, 400, llhttp_get_error_reason(&h->_llh)), SY_H1_ERROR;
     case HPE_INVALID_CONTENT_LENGTH: return sy_h1_fail(h, 400, "invalid Content-Length"), SY_H1_ERROR;
     case HPE_INVALID_HEADER_TOKEN: return sy_h1_fail(h, 400, "invalid header field"), SY_H1_ERROR;
     case HPE_INVALID_METHOD: return sy_h1_fail(h, 400, "invalid method"), SY_H1_ERROR;

@@ -1,0 +1,212 @@
+"""Integration test support: real processes on free loopback ports in a temporary
+directory. Every test starts what it needs (test backends, the gateway) and the
+tear-down stops it all and checks the gateway's log for errors and sanitizer
+reports."""
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import unittest
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(os.path.dirname(HERE))
+BIN = os.environ.get("SWITCHYARD_BIN") or os.path.join(ROOT, "build", "switchyard")
+SANITIZED = os.environ.get("SWITCHYARD_SANITIZE", "OFF").upper() in ("ON", "1", "TRUE")
+# Sanitizer builds are slower: scale waits, never assertions on speed.
+SLOW = 3.0 if SANITIZED else 1.0
+
+BAD_LOG = re.compile(r"(ERROR: AddressSanitizer|runtime error:|LeakSanitizer|Z error \[)")
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def wait_port(port, timeout=10.0, proc=None):
+    deadline = time.time() + timeout * SLOW
+    while time.time() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError("process exited with %s before listening on %d" % (proc.returncode, port))
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return
+        except OSError:
+            time.sleep(0.02)
+    raise RuntimeError("nothing listening on %d" % port)
+
+
+class Env:
+    """Processes and files of one test."""
+
+    def __init__(self):
+        self.dir = tempfile.mkdtemp(prefix="sy-test-")
+        self.procs = []
+        self.gateways = []
+
+    def path(self, name):
+        return os.path.join(self.dir, name)
+
+    def start_backend(self, name, port=None):
+        port = port or free_port()
+        log = open(self.path("backend-%s-%d.log" % (name, port)), "w")
+        p = subprocess.Popen([sys.executable, os.path.join(HERE, "backend.py"), "--port", str(port), "--name", name],
+                             stdout=log, stderr=subprocess.STDOUT)
+        self.procs.append(p)
+        wait_port(port, proc=p)
+        return port
+
+    def write_config(self, text, name="switchyard.yaml"):
+        path = self.path(name)
+        with open(path, "w") as f:
+            f.write(text)
+        return path
+
+    def start_gateway(self, config_text, port, name="gw", extra_env=None):
+        cfg = self.write_config(config_text, name + ".yaml")
+        log_path = self.path(name + ".log")
+        env = dict(os.environ)
+        env.setdefault("ASAN_OPTIONS", "detect_leaks=1:abort_on_error=0")
+        env.setdefault("UBSAN_OPTIONS", "print_stacktrace=1")
+        if extra_env:
+            env.update(extra_env)
+        p = subprocess.Popen([BIN, "-c", cfg], stdout=open(log_path, "w"), stderr=subprocess.STDOUT, env=env)
+        p.log_path = log_path
+        p.config_path = cfg
+        self.procs.append(p)
+        self.gateways.append(p)
+        wait_port(port, proc=p)
+        return p
+
+    def stop(self, p, sig=signal.SIGTERM, timeout=20):
+        if p.poll() is None:
+            p.send_signal(sig)
+            try:
+                p.wait(timeout * SLOW)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+        return p.returncode
+
+    def close(self):
+        problems = []
+        for p in reversed(self.procs):
+            rc = self.stop(p)
+            if p in self.gateways and rc not in (0, None):
+                problems.append("gateway exited with %s" % rc)
+        for p in self.gateways:
+            with open(p.log_path, errors="replace") as f:
+                for line in f:
+                    if BAD_LOG.search(line):
+                        problems.append("gateway log: " + line.strip())
+        if problems:
+            keep = self.dir
+            raise AssertionError("\n".join(problems[:20]) + "\n(files kept in %s)" % keep)
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def curl(*args, timeout=60):
+    """Runs the real curl; returns (status, headers dict lower-cased, body bytes)."""
+    cmd = ["curl", "-sS", "-D", "-", "--max-time", str(int(timeout * SLOW))] + list(args)
+    r = subprocess.run(cmd, capture_output=True, timeout=timeout * SLOW + 10)
+    out = r.stdout
+    status, headers = 0, {}
+    # Skip interim 1xx heads.
+    while out.startswith(b"HTTP/"):
+        head, _, rest = out.partition(b"\r\n\r\n")
+        lines = head.split(b"\r\n")
+        status = int(lines[0].split()[1])
+        headers = {}
+        for l in lines[1:]:
+            k, _, v = l.partition(b":")
+            headers[k.strip().lower().decode()] = v.strip().decode()
+        out = rest
+        if status >= 200:
+            break
+    return status, headers, out
+
+
+def raw(port, data, timeout=5.0, read_all=True):
+    """Sends raw bytes on a fresh connection; returns what came back until close or timeout."""
+    s = socket.create_connection(("127.0.0.1", port))
+    s.settimeout(timeout * SLOW)
+    s.sendall(data)
+    out = b""
+    try:
+        while True:
+            d = s.recv(65536)
+            if not d:
+                break
+            out += d
+            if not read_all and b"\r\n\r\n" in out:
+                break
+    except socket.timeout:
+        out += b"<timeout>"
+    s.close()
+    return out
+
+
+def backend_stats(port):
+    s, h, b = curl("http://127.0.0.1:%d/__stats" % port)
+    return json.loads(b)
+
+
+def base_config(gw_port, legacy_port, new_port, extra_route="", extra_top="", workers=2, percent=2500):
+    return """workers: %d
+listen:
+  - address: 127.0.0.1:%d
+access_log: %%(log)s
+%s
+pools:
+  legacy: {endpoints: [127.0.0.1:%d]}
+  new: {endpoints: [127.0.0.1:%d]}
+routes:
+  - name: nav
+    match: {path_prefix: /}
+    user_key: [{header: X-User-Id}, {cookie: uid}, {query: user}]
+    legacy: legacy
+    new: new
+    percent_bp: %d
+    test_users: ["42", "admin-7"]
+    expose_variant: true
+    override: {header: X-Switchyard-Variant, trusted_cidrs: [127.0.0.0/8]}
+%s
+""" % (workers, gw_port, extra_top, legacy_port, new_port, percent, extra_route)
+
+
+class GatewayTest(unittest.TestCase):
+    """Starts a legacy and a new backend; tests start the gateway they need."""
+
+    def setUp(self):
+        self.env = Env()
+        self.legacy = self.env.start_backend("legacy")
+        self.new = self.env.start_backend("new")
+        self.port = free_port()
+        self.url = "http://127.0.0.1:%d" % self.port
+
+    def tearDown(self):
+        self.env.close()
+
+    def gateway(self, text=None, **kw):
+        if text is None:
+            text = base_config(self.port, self.legacy, self.new, **kw)
+        self.access_log = self.env.path("access.log")
+        return self.env.start_gateway(text.replace("%(log)s", self.access_log), self.port)
+
+    def access_lines(self, wait=0.3):
+        time.sleep(wait)  # the access log is written by a background thread
+        with open(self.access_log) as f:
+            return [json.loads(l) for l in f if l.strip()]
+
+
+def main():
+    unittest.main(verbosity=2)
