@@ -137,10 +137,16 @@ static int put_body(sy_buf_t *b, sy_framing_t framing, const char *data, size_t 
     return sy_buf_append(b, data, len);
 }
 
-static size_t room_for_body(const sy_buf_t *b)
+/* How many input bytes may be parsed into b. Body bytes grow by at most 64
+ * bytes of chunk framing per parse call; a head is rewritten with at most
+ * HEAD_GROWTH bytes more than it had (the headers we add), so while a head may
+ * still come, that much more is kept free. */
+#define HEAD_GROWTH 1024
+static size_t room_for(const sy_buf_t *b, bool head_pending)
 {
     size_t free_bytes = (size_t)b->cap - b->len;
-    return free_bytes > 64 ? free_bytes - 64 : 0;
+    size_t reserve = 64 + (head_pending ? HEAD_GROWTH : 0);
+    return free_bytes > reserve ? free_bytes - reserve : 0;
 }
 
 /* --- the access log and the observer ------------------------------------ */
@@ -650,10 +656,10 @@ static bool parse_request(sy_conn_t *c)
     if (c->state != CS_ACTIVE || c->req_paused || c->in.len == 0)
         return false;
     size_t limit = c->in.len;
-    if (c->req_head_done) {
-        if (!c->local && take(c, &c->up_out) != 0)
+    if (!c->local) {
+        if (take(c, &c->up_out) != 0)
             return false;
-        size_t room = c->local ? limit : room_for_body(&c->up_out);
+        size_t room = room_for(&c->up_out, !c->req_head_done);
         if (room == 0)
             return false; /* back-pressure: the upstream side must drain first */
         if (limit > room)
@@ -716,17 +722,15 @@ static bool parse_response(sy_conn_t *c)
     if (take(c, &c->out) != 0)
         return false;
     size_t limit = c->up_in.len;
-    if (!c->resp_final_head) {
-        /* A head is written whole: wait until the client buffer can take any head. */
-        if ((size_t)c->out.cap - c->out.len < c->cfg->limits.header_bytes + 4096)
-            return false;
-    } else {
-        size_t room = room_for_body(&c->out);
-        if (room == 0)
-            return false;
-        if (limit > room)
-            limit = room;
-    }
+    /* A head is written whole: before it, wait until the client buffer can take
+     * any head (it may still hold an interim response or an earlier one). */
+    if (!c->resp_final_head && (size_t)c->out.cap - c->out.len < c->cfg->limits.header_bytes + HEAD_GROWTH + 64)
+        return false;
+    size_t room = room_for(&c->out, !c->resp_final_head);
+    if (room == 0)
+        return false;
+    if (limit > room)
+        limit = room;
     size_t used = 0;
     int rc = sy_h1_execute(&c->resp, sy_buf_data(&c->up_in), limit, &used);
     if (c->state == CS_CLOSED)
