@@ -12,7 +12,8 @@
  * All I/O results are folded into flags, then conn_pump() moves bytes until
  * nothing moves, settles the exchange and re-arms watchers and the one timer.
  * Closing is deferred: conn_close() stops watchers and closes fds at once, and
- * the reaper frees the memory after the callbacks have returned. */
+ * the reaper (an ev_prepare, run before the loop blocks again) frees the memory
+ * once no callback can still be on the stack. */
 #include "proxy/conn.h"
 
 #include "proxy/h1.h"

@@ -145,7 +145,7 @@ static void wake_cb(struct ev_loop *loop, ev_async *a, int revents)
     }
 }
 
-static void reaper_cb(struct ev_loop *loop, ev_check *c, int revents)
+static void reaper_cb(struct ev_loop *loop, ev_prepare *c, int revents)
 {
     sy_worker_t *w = c->data;
     (void)loop;
@@ -230,9 +230,9 @@ static int worker_init(sy_server_t *s, sy_worker_t *w, int id, const sy_config_t
     ev_async_init(&w->wake, wake_cb);
     w->wake.data = w;
     ev_async_start(w->loop, &w->wake);
-    ev_check_init(&w->reaper, reaper_cb);
+    ev_prepare_init(&w->reaper, reaper_cb);
     w->reaper.data = w;
-    ev_check_start(w->loop, &w->reaper);
+    ev_prepare_start(w->loop, &w->reaper);
     ev_init(&w->drain_timer, drain_timeout_cb);
     w->drain_timer.data = w;
 

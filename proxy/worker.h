@@ -35,7 +35,7 @@ typedef struct sy_worker {
     pthread_t thread;
     struct ev_loop *loop;
     ev_async wake;            /* control -> worker: new snapshot or drain */
-    ev_check reaper;          /* frees connections closed during callbacks */
+    ev_prepare reaper;        /* frees connections closed during callbacks, before the loop blocks */
     ev_timer drain_timer;
     atomic_bool drain_requested;
     bool draining;

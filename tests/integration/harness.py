@@ -58,9 +58,9 @@ class Env:
 
     def start_backend(self, name, port=None):
         port = port or free_port()
-        log = open(self.path("backend-%s-%d.log" % (name, port)), "w")
-        p = subprocess.Popen([sys.executable, os.path.join(HERE, "backend.py"), "--port", str(port), "--name", name],
-                             stdout=log, stderr=subprocess.STDOUT)
+        with open(self.path("backend-%s-%d.log" % (name, port)), "w") as log:
+            p = subprocess.Popen([sys.executable, os.path.join(HERE, "backend.py"), "--port", str(port), "--name",
+                                  name], stdout=log, stderr=subprocess.STDOUT)
         self.procs.append(p)
         wait_port(port, proc=p)
         return port
@@ -79,7 +79,8 @@ class Env:
         env.setdefault("UBSAN_OPTIONS", "print_stacktrace=1")
         if extra_env:
             env.update(extra_env)
-        p = subprocess.Popen([BIN, "-c", cfg], stdout=open(log_path, "w"), stderr=subprocess.STDOUT, env=env)
+        with open(log_path, "w") as log:
+            p = subprocess.Popen([BIN, "-c", cfg], stdout=log, stderr=subprocess.STDOUT, env=env)
         p.log_path = log_path
         p.config_path = cfg
         self.procs.append(p)

@@ -1,0 +1,87 @@
+#!/usr/bin/env python3
+"""`switchyard check`: every error with file:line:col; the gateway refuses to
+start on the same errors; sections of later features are refused clearly."""
+import subprocess
+
+from harness import BIN, Env, free_port, main
+import unittest
+
+GOOD = """workers: 1
+listen:
+  - address: 127.0.0.1:%d
+pools:
+  a: {endpoints: [127.0.0.1:1]}
+routes:
+  - {name: r, legacy: a}
+"""
+
+
+class Config(unittest.TestCase):
+    def setUp(self):
+        self.env = Env()
+
+    def tearDown(self):
+        self.env.close()
+
+    def check(self, text):
+        path = self.env.write_config(text)
+        r = subprocess.run([BIN, "check", "-c", path], capture_output=True, text=True)
+        return r.returncode, r.stdout + r.stderr, path
+
+    def test_good(self):
+        rc, out, _ = self.check(GOOD % free_port())
+        self.assertEqual(rc, 0, out)
+        self.assertIn("ok", out)
+
+    def test_errors_have_line_and_column(self):
+        text = """workers: 0
+listen:
+  - address: 127.0.0.1:99999
+timeouts: {connect: 5}
+limits: {body_bytes: 12XB}
+pools:
+  a: {endpoints: [not-an-ip:80]}
+routes:
+  - name: r
+    legacy: missing
+    percent_bp: 10001
+    user_key: [{header: X-User-Id}, {cookiez: uid}]
+    bogus: 1
+"""
+        rc, out, path = self.check(text)
+        self.assertEqual(rc, 2)
+        for where in ("%s:1:10:" % path, "%s:3:14:" % path, "%s:4:21:" % path, "%s:5:22:" % path,
+                      "%s:7:19:" % path, "%s:10:13:" % path, "%s:11:17:" % path, "%s:12:38:" % path,
+                      "%s:13:5:" % path):
+            self.assertIn(where, out)
+        self.assertIn("out of range", out)
+        self.assertIn("unknown pool 'missing'", out)
+
+    def test_yaml_syntax_error(self):
+        rc, out, path = self.check("listen: [\n  - a: b\n")
+        self.assertEqual(rc, 2)
+        self.assertRegex(out, r"%s:\d+:\d+: " % path)
+
+    def test_later_features_are_refused_clearly(self):
+        port = free_port()
+        for extra, word in (("redis: {address: 127.0.0.1:6379}\n", "redis"),
+                            ("postgres: {conninfo: x}\n", "postgres"),
+                            ("admin: {address: 127.0.0.1:9901}\n", "admin")):
+            rc, out, _ = self.check(GOOD % port + extra)
+            self.assertEqual(rc, 2)
+            self.assertIn("'%s' is not available in this version yet" % word, out)
+        rc, out, _ = self.check((GOOD % port).replace("{name: r, legacy: a}", "{name: r, legacy: a, trip: {}}"))
+        self.assertIn("'trip' is not available", out)
+        rc, out, _ = self.check((GOOD % port).replace("a: {endpoints: [127.0.0.1:1]}",
+                                                      "a: {colors: {blue: [127.0.0.1:1]}}"))
+        self.assertIn("not available in this version yet", out)
+
+    def test_gateway_refuses_to_start(self):
+        path = self.env.write_config("workers: 1\nlisten: []\npools: {}\nroutes: []\n")
+        r = subprocess.run([BIN, "-c", path], capture_output=True, text=True, timeout=10)
+        self.assertEqual(r.returncode, 2)
+        self.assertIn("%s:2:9: at least one listener is needed" % path, r.stderr)
+
+
+if __name__ == "__main__":
+    main()

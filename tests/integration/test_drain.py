@@ -1,0 +1,52 @@
+#!/usr/bin/env python3
+"""SIGTERM and SIGQUIT: stop accepting, let in-flight requests finish (up to
+timeouts.drain), exit 0."""
+import signal
+import socket
+import subprocess
+import threading
+import time
+
+from harness import SLOW, GatewayTest, curl, main
+
+
+class Drain(GatewayTest):
+    def slow_request_survives(self, sig):
+        gw = self.gateway()
+        result = {}
+
+        def slow():
+            result["r"] = curl(self.url + "/x?latency_ms=1500")
+
+        t = threading.Thread(target=slow)
+        t.start()
+        time.sleep(0.4 * SLOW)
+        gw.send_signal(sig)
+        t.join(30)
+        self.assertEqual(result["r"][0], 200)
+        self.assertIn("close", result["r"][1].get("connection", ""))
+        self.assertEqual(gw.wait(20 * SLOW), 0)
+        # Nothing listens any more.
+        with self.assertRaises(OSError):
+            socket.create_connection(("127.0.0.1", self.port), timeout=1)
+
+    def test_sigterm_finishes_in_flight(self):
+        self.slow_request_survives(signal.SIGTERM)
+
+    def test_sigquit_finishes_in_flight(self):
+        self.slow_request_survives(signal.SIGQUIT)
+
+    def test_drain_deadline(self):
+        gw = self.gateway(extra_top="timeouts: {drain: 1s}")
+        p = subprocess.Popen(["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", self.url + "/x?hang=1"],
+                             stdout=subprocess.PIPE, text=True)
+        time.sleep(0.4 * SLOW)
+        start = time.time()
+        gw.send_signal(signal.SIGTERM)
+        self.assertEqual(gw.wait(10 * SLOW), 0)
+        self.assertLess(time.time() - start, 5 * SLOW)
+        p.wait(10)
+
+
+if __name__ == "__main__":
+    main()
