@@ -94,6 +94,12 @@ size_t sy_cookie_value(const char *h, size_t len, const char *name, char *out, s
         if (klen == nl && memcmp(pair, name, nl) == 0) {
             const char *v = eq + 1;
             size_t vlen = (size_t)(pair + plen - v);
+            while (vlen > 0 && (v[vlen - 1] == ' ' || v[vlen - 1] == '\t'))
+                vlen--;
+            while (vlen > 0 && (*v == ' ' || *v == '\t')) {
+                v++;
+                vlen--;
+            }
             if (vlen >= 2 && v[0] == '"' && v[vlen - 1] == '"') {
                 v++;
                 vlen -= 2;

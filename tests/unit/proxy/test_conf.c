@@ -1,1 +1,158 @@
-int main(void){return 0;}
+/* Config loading: units, defaults, errors with line and column, sections of
+ * other modules, refused future sections. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include "proxy/config.h"
+#include "routing/route.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+static const sy_conf_section_t *const sections[] = {&sy_routes_section};
+
+static sy_config_t *load(const char *text, sy_conf_t *errs)
+{
+    return sy_config_load_string(errs, "t.yaml", text, sections, 1);
+}
+
+static bool has_error(const sy_conf_t *c, const char *needle)
+{
+    for (size_t i = 0; i < c->nerrors; i++)
+        if (c->errors[i] && strstr(c->errors[i], needle))
+            return true;
+    return false;
+}
+
+#define MIN "listen: [{address: 127.0.0.1:8080}]\npools: {a: {endpoints: [127.0.0.1:1]}}\nroutes: [{name: r, legacy: a}]\n"
+
+static void test_units(void **state)
+{
+    (void)state;
+    uint64_t v;
+    assert_int_equal(sy_parse_duration_ms("10s", &v), 0);
+    assert_int_equal(v, 10000);
+    assert_int_equal(sy_parse_duration_ms("250ms", &v), 0);
+    assert_int_equal(v, 250);
+    assert_int_equal(sy_parse_duration_ms("2m", &v), 0);
+    assert_int_equal(v, 120000);
+    assert_int_equal(sy_parse_duration_ms("1h", &v), 0);
+    assert_int_equal(v, 3600000);
+    assert_int_equal(sy_parse_duration_ms("0", &v), 0);
+    assert_int_equal(sy_parse_duration_ms("10", &v), SY_EINVAL);
+    assert_int_equal(sy_parse_duration_ms("10 parsecs", &v), SY_EINVAL);
+    assert_int_equal(sy_parse_duration_ms("-1s", &v), SY_EINVAL);
+    assert_int_equal(sy_parse_duration_ms("99999999999999999999s", &v), SY_EINVAL);
+    assert_int_equal(sy_parse_size("16KiB", &v), 0);
+    assert_int_equal(v, 16384);
+    assert_int_equal(sy_parse_size("64MiB", &v), 0);
+    assert_int_equal(v, 64 << 20);
+    assert_int_equal(sy_parse_size("100", &v), 0);
+    assert_int_equal(v, 100);
+    assert_int_equal(sy_parse_size("1KB", &v), SY_EINVAL);
+}
+
+static void test_minimal_and_defaults(void **state)
+{
+    (void)state;
+    sy_conf_t errs;
+    sy_config_t *cfg = load(MIN, &errs);
+    assert_non_null(cfg);
+    assert_int_equal(errs.nerrors, 0);
+    assert_int_equal(cfg->timeouts.client_header, 10000);
+    assert_int_equal(cfg->timeouts.tunnel_idle, 600000);
+    assert_int_equal(cfg->limits.header_bytes, 16384);
+    assert_int_equal(cfg->limits.body_bytes, 64 << 20);
+    assert_true(cfg->workers >= 1);
+    const sy_routes_t *rs = sy_config_ext(cfg, "routes");
+    assert_non_null(rs);
+    assert_int_equal(rs->n, 1);
+    assert_string_equal(rs->routes[0].salt, "r"); /* default salt is the name */
+    assert_string_equal(rs->routes[0].host, "*");
+    assert_string_equal(rs->routes[0].path_prefix, "/");
+    sy_config_release(cfg);
+    sy_conf_close(&errs);
+}
+
+static void test_positions(void **state)
+{
+    (void)state;
+    sy_conf_t errs;
+    sy_config_t *cfg = load("workers: 300\n"
+                            "listen: [{address: 127.0.0.1:8080}]\n"
+                            "timeouts: {connect: 2 parsecs}\n"
+                            "pools: {a: {endpoints: [127.0.0.1:1]}}\n"
+                            "routes:\n"
+                            "  - {name: r, legacy: a, new: b}\n",
+                            &errs);
+    assert_null(cfg);
+    assert_true(has_error(&errs, "t.yaml:1:10: 300 is out of range"));
+    assert_true(has_error(&errs, "t.yaml:3:21:"));
+    assert_true(has_error(&errs, "t.yaml:6:31: unknown pool 'b'"));
+    sy_conf_close(&errs);
+}
+
+static void test_unknown_and_repeated(void **state)
+{
+    (void)state;
+    sy_conf_t errs;
+    assert_null(load(MIN "colour: blue\n", &errs));
+    assert_true(has_error(&errs, "t.yaml:4:1: unknown top-level key 'colour'"));
+    sy_conf_close(&errs);
+    assert_null(load(MIN "routes: []\n", &errs));
+    assert_true(has_error(&errs, "repeated"));
+    sy_conf_close(&errs);
+    assert_null(load("listen: [{address: 127.0.0.1:1}]\npools: {a: {endpoints: [127.0.0.1:1]}}\n"
+                     "routes: [{name: r, legacy: a}, {name: r, legacy: a}]\n",
+                     &errs));
+    assert_true(has_error(&errs, "route 'r' is defined twice"));
+    sy_conf_close(&errs);
+}
+
+static void test_future_sections_refused(void **state)
+{
+    (void)state;
+    sy_conf_t errs;
+    assert_null(load(MIN "redis: {address: 127.0.0.1:6379}\n", &errs));
+    assert_true(has_error(&errs, "'redis' is not available in this version yet"));
+    sy_conf_close(&errs);
+    assert_null(load("listen: [{address: 127.0.0.1:1, tls: {cert: a}}]\npools: {a: {endpoints: [127.0.0.1:1]}}\n"
+                     "routes: [{name: r, legacy: a}]\n",
+                     &errs));
+    assert_true(has_error(&errs, "'tls' is not available"));
+    sy_conf_close(&errs);
+    assert_null(load("listen: [{address: 127.0.0.1:1}]\npools: {a: {endpoints: [127.0.0.1:1]}}\n"
+                     "routes: [{name: r, legacy: a, user_key: [{json: message.from.id}]}]\n",
+                     &errs));
+    assert_true(has_error(&errs, "'json' is not available"));
+    sy_conf_close(&errs);
+}
+
+static void test_yaml_syntax(void **state)
+{
+    (void)state;
+    sy_conf_t errs;
+    assert_null(load("listen: [\n  {a: b\n", &errs));
+    assert_true(errs.nerrors >= 1);
+    assert_non_null(strstr(errs.errors[0], "t.yaml:"));
+    sy_conf_close(&errs);
+    assert_null(load("", &errs));
+    assert_true(has_error(&errs, "empty"));
+    sy_conf_close(&errs);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_units),
+        cmocka_unit_test(test_minimal_and_defaults),
+        cmocka_unit_test(test_positions),
+        cmocka_unit_test(test_unknown_and_repeated),
+        cmocka_unit_test(test_future_sections_refused),
+        cmocka_unit_test(test_yaml_syntax),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
