@@ -51,7 +51,7 @@ class Routing(GatewayTest):
         self.assertNotIn("x-switchyard-variant", names)
         lines = self.access_lines()
         reasons = [l["reason"] for l in lines]
-        self.assertEqual(reasons, ["test_user", "bucket", "default", "override"])
+        self.assertEqual(sorted(reasons), ["bucket", "default", "override", "test_user"])
 
     def test_untrusted_override_is_ignored(self):
         self.gateway(text=None, percent=0)
@@ -81,7 +81,7 @@ class Routing(GatewayTest):
         s, h, b = curl(self.url + "/echo", "-H", "X-Request-Id: abc-123")
         hdrs = {k.lower(): v for k, v in json.loads(b)["headers"]}
         self.assertEqual(hdrs["x-request-id"], "abc-123")
-        self.assertEqual(self.access_lines()[-1]["request_id"], "abc-123")
+        self.assertIn("abc-123", [l["request_id"] for l in self.access_lines()])
 
     def test_head_and_no_route(self):
         cfg = """workers: 1

@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Installs what is missing, builds Release and ASan+UBSan, runs the whole CTest
+# suite in both. Exits non-zero on any failure. Usage: tests/run.sh [ctest args...]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+deploy/install-deps.sh
+
+jobs=$(nproc 2>/dev/null || echo 2)
+status=0
+
+build() { # dir, cmake args...
+  local dir=$1; shift
+  cmake -S . -B "$dir" -DSY_WERROR=ON "$@" >/dev/null
+  cmake --build "$dir" -j"$jobs"
+}
+
+echo "== build: Release"
+build build -DCMAKE_BUILD_TYPE=Release
+echo "== build: ASan+UBSan"
+build build-asan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DSY_SANITIZE=ON
+
+export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=0:halt_on_error=1}
+export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
+
+for dir in build build-asan; do
+  echo "== tests: $dir"
+  if ! (cd "$dir" && ctest --output-on-failure --timeout 600 "$@"); then
+    status=1
+  fi
+done
+if [ $status -ne 0 ]; then
+  echo "tests/run.sh: FAILED" >&2
+fi
+exit $status
