@@ -36,7 +36,7 @@ static const sy_conf_field_t limit_fields[] = {
     {"body_bytes", SY_CT_SIZE, offsetof(sy_limits_t, body_bytes), "64MiB", 0, INT64_MAX},
     {"connections", SY_CT_INT, offsetof(sy_limits_t, connections), "20000", 1, 10000000},
     {"headers", SY_CT_INT, offsetof(sy_limits_t, headers), "100", 8, 1000},
-    {"upstream_keepalive", SY_CT_INT, offsetof(sy_limits_t, upstream_keepalive), "64", 0, 100000},
+    {"upstream_keepalive", SY_CT_INT, offsetof(sy_limits_t, upstream_keepalive), "256", 0, 100000},
 };
 
 static void free_pools(sy_pool_t *pools, size_t n)

@@ -100,13 +100,17 @@ static ev_tstamp now_of(const sy_conn_t *c)
     return ev_now(c->w->loop);
 }
 
+/* Changes the events a watcher waits for. ev_io_modify, unlike ev_io_set, does
+ * not mark the fd as new, so libev issues one EPOLL_CTL_MOD at most instead of
+ * an ADD that fails with EEXIST and a retry. */
 static void set_events(struct ev_loop *loop, ev_io *io, int fd, int *cur, int events)
 {
+    (void)fd;
     if (*cur == events)
         return;
     ev_io_stop(loop, io);
     if (events != 0) {
-        ev_io_set(io, fd, events);
+        ev_io_modify(io, events);
         ev_io_start(loop, io);
     }
     *cur = events;
@@ -229,7 +233,8 @@ static void detach_upstream(sy_conn_t *c, bool reusable)
 {
     if (c->up == NULL)
         return;
-    set_events(c->w->loop, &c->up->io, c->up->fd, &c->up_events, 0);
+    /* A reusable connection keeps reading (the pool watches it for EOF). */
+    set_events(c->w->loop, &c->up->io, c->up->fd, &c->up_events, reusable ? EV_READ : 0);
     sy_upstream_release(c->w->ups, c->up, reusable);
     c->up = NULL;
     c->up_events = 0;
@@ -511,7 +516,8 @@ static void start_upstream(sy_conn_t *c)
         return;
     }
     c->up = up;
-    c->up_events = 0;
+    /* A pooled connection's read watcher stays active across the hand-off. */
+    c->up_events = ev_is_active(&up->io) ? (up->io.events & (EV_READ | EV_WRITE)) : 0;
     c->up_wrote = false;
     c->up_eof = false;
     c->t_req_sent = 0;

@@ -132,7 +132,7 @@ int sy_upstream_acquire(sy_upstreams_t *u, const sy_endpoint_t *ep, sy_upconn_t 
         sy_upconn_t *uc = sy_container_of(p->idle.prev, sy_upconn_t, node);
         sy_list_remove(&uc->node);
         p->nidle--;
-        ev_io_stop(u->loop, &uc->io);
+        /* The read watcher stays active: the new holder swaps its callback. */
         ev_timer_stop(u->loop, &uc->idle_timer);
         uc->reused = true;
         *out = uc;
@@ -163,16 +163,21 @@ void sy_upstream_release(sy_upstreams_t *u, sy_upconn_t *uc, bool reusable)
 {
     if (uc == NULL)
         return;
-    ev_io_stop(u->loop, &uc->io);
     sy_uppool_t *p = uc->pool;
     if (!reusable || !uc->connected || p->nidle >= u->keepalive) {
         upconn_close(u, uc);
         return;
     }
     uc->served++;
-    ev_io_init(&uc->io, idle_io_cb, uc->fd, EV_READ);
+    /* Keep the watcher registered (no epoll_ctl): only its callback and, if
+     * needed, its events change. */
+    ev_set_cb(&uc->io, idle_io_cb);
     uc->io.data = uc;
-    ev_io_start(u->loop, &uc->io);
+    if (!ev_is_active(&uc->io) || (uc->io.events & (EV_READ | EV_WRITE)) != EV_READ) {
+        ev_io_stop(u->loop, &uc->io);
+        ev_io_modify(&uc->io, EV_READ);
+        ev_io_start(u->loop, &uc->io);
+    }
     ev_timer_set(&uc->idle_timer, u->idle_timeout, 0.);
     ev_timer_start(u->loop, &uc->idle_timer);
     sy_list_push_back(&p->idle, &uc->node);

@@ -40,10 +40,12 @@ void sy_upstreams_destroy(sy_upstreams_t *u);
 void sy_upstreams_close_idle(sy_upstreams_t *u);
 
 /* Returns 0 and *out (reused and connected, or connecting), or -errno when a
- * socket could not even be started (connect refused at once, no fds). */
+ * socket could not even be started (connect refused at once, no fds). A reused
+ * connection comes with its io watcher still active for EV_READ: the caller
+ * sets its own callback with ev_set_cb and data. */
 int sy_upstream_acquire(sy_upstreams_t *u, const sy_endpoint_t *ep, sy_upconn_t **out) SY_MUST_USE;
 /* Hands uc back: to the idle list when reusable and there is room, else closed.
- * The caller must have stopped using uc->io (its watcher is reset here). */
+ * The caller's callback on uc->io is replaced; the watcher may stay active. */
 void sy_upstream_release(sy_upstreams_t *u, sy_upconn_t *uc, bool reusable);
 /* Connections currently open (idle or acquired) to all endpoints. */
 size_t sy_upstreams_open_count(const sy_upstreams_t *u);
