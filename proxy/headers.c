@@ -10,26 +10,71 @@ static bool name_eq(const sy_header_t *h, const char *name)
     return h->name_len == n && strncasecmp(h->name, name, n) == 0;
 }
 
-bool sy_headers_hop_by_hop(const sy_h1_msg_t *m, const sy_header_t *h)
+/* Fixed hop-by-hop names, by length for a quick first test. */
+static bool fixed_hop(const sy_header_t *h)
 {
-    static const char *const fixed[] = {
-        "connection", "keep-alive", "proxy-connection", "te", "trailer", "transfer-encoding",
-        "upgrade", "proxy-authorization", "proxy-authenticate", "http2-settings",
-    };
-    for (size_t i = 0; i < SY_ARRAY_LEN(fixed); i++)
-        if (name_eq(h, fixed[i]))
-            return true;
-    char token[64];
-    if (h->name_len >= sizeof(token))
+    switch (h->name_len) {
+    case 2: return name_eq(h, "te");
+    case 7: return name_eq(h, "upgrade") || name_eq(h, "trailer");
+    case 10: return name_eq(h, "connection") || name_eq(h, "keep-alive");
+    case 14: return name_eq(h, "http2-settings");
+    case 16: return name_eq(h, "proxy-connection");
+    case 17: return name_eq(h, "transfer-encoding");
+    case 18: return name_eq(h, "proxy-authenticate");
+    case 19: return name_eq(h, "proxy-authorization");
+    default: return false;
+    }
+}
+
+/* True when one of the Connection headers (found once per message by the
+ * caller) names h. */
+static bool named_by_connection(const sy_h1_msg_t *m, const sy_header_t *first_conn, const sy_header_t *h)
+{
+    if (first_conn == NULL || h->name_len >= 64)
         return false;
+    char token[64];
     memcpy(token, h->name, h->name_len);
     token[h->name_len] = '\0';
-    for (size_t i = 0; i < m->nheaders; i++) {
-        const sy_header_t *c = &m->headers[i];
+    for (const sy_header_t *c = first_conn; c < m->headers + m->nheaders; c++)
         if (name_eq(c, "connection") && sy_h1_has_token(c->value, c->value_len, token))
             return true;
-    }
     return false;
+}
+
+static const sy_header_t *first_connection(const sy_h1_msg_t *m)
+{
+    for (size_t i = 0; i < m->nheaders; i++)
+        if (name_eq(&m->headers[i], "connection"))
+            return &m->headers[i];
+    return NULL;
+}
+
+bool sy_headers_hop_by_hop(const sy_h1_msg_t *m, const sy_header_t *h)
+{
+    return fixed_hop(h) || named_by_connection(m, first_connection(m), h);
+}
+
+static bool hop(const sy_h1_msg_t *m, const sy_header_t *conn, const sy_header_t *h)
+{
+    return fixed_hop(h) || named_by_connection(m, conn, h);
+}
+
+/* Appends strings without printf: the head is built on every request. */
+static int put(sy_buf_t *out, const char *s, size_t n)
+{
+    return sy_buf_append(out, s, n);
+}
+#define PUT_LIT(out, lit) put((out), (lit), sizeof(lit) - 1)
+
+static int put_uint(sy_buf_t *out, unsigned v)
+{
+    char tmp[12];
+    size_t i = sizeof(tmp);
+    do {
+        tmp[--i] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v != 0);
+    return put(out, tmp + i, sizeof(tmp) - i);
 }
 
 static int put_header(sy_buf_t *out, const sy_header_t *h)
@@ -74,19 +119,24 @@ static bool valid_request_id(const sy_header_t *h)
 int sy_headers_request(sy_buf_t *out, const sy_h1_msg_t *m, const sy_fwd_request_t *f)
 {
     uint32_t start_len = out->len;
-    int rc = sy_buf_appendf(out, "%s %.*s HTTP/1.1\r\n", m->method, (int)m->target_len, m->target);
-    const sy_header_t *xff_last = NULL;
+    const sy_header_t *conn = first_connection(m);
+    int rc = put(out, m->method, strlen(m->method));
+    rc = rc ? rc : PUT_LIT(out, " ");
+    rc = rc ? rc : put(out, m->target, m->target_len);
+    rc = rc ? rc : PUT_LIT(out, " HTTP/1.1\r\n");
+    const sy_header_t *xff_first = NULL;
     const sy_header_t *host = NULL;
     bool have_id = false;
     for (size_t i = 0; rc == 0 && i < m->nheaders; i++) {
         const sy_header_t *h = &m->headers[i];
-        if (sy_headers_hop_by_hop(m, h) || name_eq(h, "x-forwarded-proto") ||
-            name_eq(h, "x-forwarded-host") || name_eq(h, "forwarded"))
+        if (hop(m, conn, h) || name_eq(h, "x-forwarded-proto") || name_eq(h, "x-forwarded-host") ||
+            name_eq(h, "forwarded"))
             continue;
         if (f->strip_header != NULL && name_eq(h, f->strip_header))
             continue;
         if (name_eq(h, "x-forwarded-for")) {
-            xff_last = h;
+            if (xff_first == NULL)
+                xff_first = h;
             continue;
         }
         if (name_eq(h, "host"))
@@ -99,28 +149,32 @@ int sy_headers_request(sy_buf_t *out, const sy_h1_msg_t *m, const sy_fwd_request
         rc = put_header(out, h);
     }
     /* X-Forwarded-For: every earlier value, in order, then the client. */
-    if (rc == 0) {
-        rc = sy_buf_append(out, "X-Forwarded-For: ", 17);
-        for (size_t i = 0; rc == 0 && xff_last != NULL && i < m->nheaders; i++) {
-            const sy_header_t *h = &m->headers[i];
-            if (name_eq(h, "x-forwarded-for") && h->value_len > 0)
-                rc = sy_buf_appendf(out, "%.*s, ", (int)h->value_len, h->value);
+    rc = rc ? rc : PUT_LIT(out, "X-Forwarded-For: ");
+    for (const sy_header_t *h = xff_first; rc == 0 && h != NULL && h < m->headers + m->nheaders; h++) {
+        if (name_eq(h, "x-forwarded-for") && h->value_len > 0) {
+            rc = put(out, h->value, h->value_len);
+            rc = rc ? rc : PUT_LIT(out, ", ");
         }
-        if (rc == 0)
-            rc = sy_buf_appendf(out, "%s\r\n", f->client_ip);
     }
-    if (rc == 0)
-        rc = sy_buf_appendf(out, "X-Forwarded-Proto: %s\r\n", f->proto);
-    if (rc == 0 && host != NULL)
-        rc = sy_buf_appendf(out, "X-Forwarded-Host: %.*s\r\n", (int)host->value_len, host->value);
-    if (rc == 0 && !have_id)
-        rc = sy_buf_appendf(out, "X-Request-Id: %s\r\n", f->request_id);
-    if (rc == 0 && m->chunked)
-        rc = sy_buf_append(out, "Transfer-Encoding: chunked\r\n", 28);
-    if (rc == 0 && f->websocket)
-        rc = sy_buf_append(out, "Connection: upgrade\r\nUpgrade: websocket\r\n", 41);
-    if (rc == 0)
-        rc = sy_buf_append(out, "\r\n", 2);
+    rc = rc ? rc : put(out, f->client_ip, strlen(f->client_ip));
+    rc = rc ? rc : PUT_LIT(out, "\r\nX-Forwarded-Proto: ");
+    rc = rc ? rc : put(out, f->proto, strlen(f->proto));
+    rc = rc ? rc : PUT_LIT(out, "\r\n");
+    if (host != NULL) {
+        rc = rc ? rc : PUT_LIT(out, "X-Forwarded-Host: ");
+        rc = rc ? rc : put(out, host->value, host->value_len);
+        rc = rc ? rc : PUT_LIT(out, "\r\n");
+    }
+    if (!have_id) {
+        rc = rc ? rc : PUT_LIT(out, "X-Request-Id: ");
+        rc = rc ? rc : put(out, f->request_id, strlen(f->request_id));
+        rc = rc ? rc : PUT_LIT(out, "\r\n");
+    }
+    if (m->chunked)
+        rc = rc ? rc : PUT_LIT(out, "Transfer-Encoding: chunked\r\n");
+    if (f->websocket)
+        rc = rc ? rc : PUT_LIT(out, "Connection: upgrade\r\nUpgrade: websocket\r\n");
+    rc = rc ? rc : PUT_LIT(out, "\r\n");
     if (rc != 0)
         out->len = start_len;
     return rc;
@@ -138,26 +192,33 @@ sy_framing_t sy_headers_response_framing(const sy_h1_msg_t *r, bool head_request
 int sy_headers_response(sy_buf_t *out, const sy_h1_msg_t *m, const sy_fwd_response_t *f)
 {
     uint32_t start_len = out->len;
-    int rc = sy_buf_appendf(out, "HTTP/1.1 %d %.*s\r\n", m->status, (int)m->reason_len, m->reason);
+    const sy_header_t *conn = first_connection(m);
+    int rc = PUT_LIT(out, "HTTP/1.1 ");
+    rc = rc ? rc : put_uint(out, (unsigned)m->status);
+    rc = rc ? rc : PUT_LIT(out, " ");
+    rc = rc ? rc : put(out, m->reason, m->reason_len);
+    rc = rc ? rc : PUT_LIT(out, "\r\n");
     for (size_t i = 0; rc == 0 && i < m->nheaders; i++) {
         const sy_header_t *h = &m->headers[i];
-        if (sy_headers_hop_by_hop(m, h) || name_eq(h, "x-switchyard-variant"))
+        if (hop(m, conn, h) || name_eq(h, "x-switchyard-variant"))
             continue;
         /* A body we re-frame loses its Content-Length; HEAD and 304 keep it. */
-        if (name_eq(h, "content-length") && (f->framing == SY_FRAME_CHUNKED || f->framing == SY_FRAME_CLOSE))
+        if ((f->framing == SY_FRAME_CHUNKED || f->framing == SY_FRAME_CLOSE) && name_eq(h, "content-length"))
             continue;
         rc = put_header(out, h);
     }
-    if (rc == 0 && f->variant != NULL)
-        rc = sy_buf_appendf(out, "X-Switchyard-Variant: %s\r\n", f->variant);
-    if (rc == 0 && f->framing == SY_FRAME_CHUNKED)
-        rc = sy_buf_append(out, "Transfer-Encoding: chunked\r\n", 28);
-    if (rc == 0 && f->tunnel)
-        rc = sy_buf_append(out, "Connection: upgrade\r\nUpgrade: websocket\r\n", 41);
-    else if (rc == 0 && (f->close || f->framing == SY_FRAME_CLOSE))
-        rc = sy_buf_append(out, "Connection: close\r\n", 19);
-    if (rc == 0)
-        rc = sy_buf_append(out, "\r\n", 2);
+    if (f->variant != NULL) {
+        rc = rc ? rc : PUT_LIT(out, "X-Switchyard-Variant: ");
+        rc = rc ? rc : put(out, f->variant, strlen(f->variant));
+        rc = rc ? rc : PUT_LIT(out, "\r\n");
+    }
+    if (f->framing == SY_FRAME_CHUNKED)
+        rc = rc ? rc : PUT_LIT(out, "Transfer-Encoding: chunked\r\n");
+    if (f->tunnel)
+        rc = rc ? rc : PUT_LIT(out, "Connection: upgrade\r\nUpgrade: websocket\r\n");
+    else if (f->close || f->framing == SY_FRAME_CLOSE)
+        rc = rc ? rc : PUT_LIT(out, "Connection: close\r\n");
+    rc = rc ? rc : PUT_LIT(out, "\r\n");
     if (rc != 0)
         out->len = start_len;
     return rc;
