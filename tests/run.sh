@@ -19,16 +19,22 @@ echo "== build: Release"
 build build -DCMAKE_BUILD_TYPE=Release
 echo "== build: ASan+UBSan"
 build build-asan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DSY_SANITIZE=ON
+echo "== build: libFuzzer targets (clang, ASan+UBSan)"
+build build-fuzz -DCMAKE_C_COMPILER=clang -DCMAKE_BUILD_TYPE=RelWithDebInfo -DSY_SANITIZE=ON -DSY_FUZZ=ON
 
 export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=0:halt_on_error=1}
 export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
 
 for dir in build build-asan; do
   echo "== tests: $dir"
-  if ! (cd "$dir" && ctest --output-on-failure --timeout 600 "$@"); then
+  if ! (cd "$dir" && ctest --output-on-failure --timeout 600 -LE fuzz "$@"); then
     status=1
   fi
 done
+echo "== fuzz: each target for a few seconds from its seed corpus"
+if ! (cd build-fuzz && ctest --output-on-failure -L fuzz); then
+  status=1
+fi
 if [ $status -ne 0 ]; then
   echo "tests/run.sh: FAILED" >&2
 fi
