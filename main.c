@@ -1,5 +1,8 @@
 /* switchyard: the command line. Thin by design: it loads the config, wires the
  * router and observer hooks into the engine, and handles signals. */
+#include "flags/store.h"
+#include "handlers/admin.h"
+#include "handlers/ctl.h"
 #include "proxy/config.h"
 #include "proxy/log.h"
 #include "proxy/server.h"
@@ -19,6 +22,8 @@
 /* Config sections owned by folders other than proxy/. */
 static const sy_conf_section_t *const sections[] = {
     &sy_routes_section,
+    &sy_redis_section,
+    &sy_admin_section,
 };
 
 static void usage(FILE *out)
@@ -30,6 +35,8 @@ static void usage(FILE *out)
             "  switchyard cohort ROUTE USER [-c FILE]\n"
             "                                    print the bucket and variant of USER on ROUTE\n"
             "                                    (USER \"-\": one user per line from stdin)\n"
+            "  switchyard ctl [-a ADDR] [-t TOKENFILE] [--json] status|set|test-users|rollback|resume|promote ...\n"
+            "                                    talk to the admin API (switchyard ctl -h for more)\n"
             "  switchyard --version\n"
             "default FILE: " DEFAULT_CONFIG "\n");
 }
@@ -60,9 +67,25 @@ static sy_snapshot_t *snapshot_of(sy_config_t *cfg)
 typedef struct app {
     struct ev_loop *loop;
     sy_server_t *server;
+    sy_flagstore_t *store;
+    sy_admin_t *admin;
     const char *config_path;
     ev_signal sigterm, sigquit, sigint, sighup;
 } app_t;
+
+/* The flag store hands over new flags: build the routing state and publish a
+ * snapshot to the workers. */
+static void publish_flags(void *ud, const sy_config_t *cfg, const sy_route_flags_t *flags)
+{
+    app_t *app = ud;
+    sy_routing_t *rt = sy_routing_with_flags(cfg, flags);
+    sy_snapshot_t *snap = rt ? sy_snapshot_create((sy_config_t *)cfg, rt, sy_routing_free) : NULL;
+    if (snap == NULL) {
+        sy_error("flags: out of memory building a snapshot; the previous flags stay in force");
+        return;
+    }
+    sy_server_publish(app->server, snap);
+}
 
 static void drained(void *arg)
 {
@@ -77,6 +100,8 @@ static void on_stop_signal(struct ev_loop *loop, ev_signal *w, int revents)
     (void)loop;
     (void)revents;
     sy_info("signal %d: draining (in-flight requests finish, up to timeouts.drain)", w->signum);
+    if (app->admin != NULL)
+        sy_admin_set_ready(app->admin, false);
     sy_server_drain(app->server, drained, app);
 }
 
@@ -96,16 +121,14 @@ static void on_reload_signal(struct ev_loop *loop, ev_signal *w, int revents)
         return;
     }
     sy_conf_close(&errs);
-    const sy_config_t *old = sy_server_snapshot(app->server)->config;
+    const sy_config_t *old = sy_flagstore_config(app->store);
     if (cfg->workers != old->workers || cfg->nlisten != old->nlisten)
         sy_warn("reload: changes to workers or listen take effect only after a restart");
-    sy_snapshot_t *snap = snapshot_of(cfg);
+    /* The store keeps each route's live flags and publishes a snapshot of the new config. */
+    sy_flagstore_reload(app->store, cfg);
+    if (app->admin != NULL)
+        sy_admin_reload(app->admin, cfg);
     sy_config_release(cfg);
-    if (snap == NULL) {
-        sy_error("reload: out of memory; still running on the previous config");
-        return;
-    }
-    sy_server_publish(app->server, snap);
     sy_info("reload: new requests use the new config");
 }
 
@@ -117,15 +140,25 @@ static int cmd_run(const char *path)
     signal(SIGPIPE, SIG_IGN);
     app_t app = {.loop = ev_default_loop(EVFLAG_AUTO), .config_path = path};
     sy_snapshot_t *snap = snapshot_of(cfg);
-    sy_config_release(cfg);
     if (snap == NULL) {
+        sy_config_release(cfg);
         sy_error("out of memory");
         return 1;
     }
     size_t nworkers = (size_t)snap->config->workers;
     app.server = sy_server_create(app.loop, snap, &sy_router, NULL);
-    if (app.server == NULL)
+    if (app.server == NULL) {
+        sy_config_release(cfg);
         return 1;
+    }
+    app.store = sy_flagstore_create(app.loop, cfg, publish_flags, &app);
+    app.admin = app.store ? sy_admin_create(app.loop, cfg, app.store) : NULL;
+    sy_config_release(cfg);
+    if (app.store == NULL || app.admin == NULL) {
+        sy_flagstore_destroy(app.store);
+        sy_server_destroy(app.server);
+        return 1;
+    }
     struct {
         ev_signal *w;
         void (*cb)(struct ev_loop *, ev_signal *, int);
@@ -141,13 +174,19 @@ static int cmd_run(const char *path)
     }
     if (sy_server_start(app.server) != 0) {
         sy_error("cannot start worker threads");
+        sy_admin_destroy(app.admin);
+        sy_flagstore_destroy(app.store);
         sy_server_destroy(app.server);
         return 1;
     }
+    sy_admin_set_ready(app.admin, true);
     sy_info("switchyard %s started: %zu workers, config %s", SY_VERSION, nworkers, path);
     ev_run(app.loop, 0);
     for (size_t i = 0; i < SY_ARRAY_LEN(sigs); i++)
         ev_signal_stop(app.loop, sigs[i].w);
+    /* The store answers writes still in flight before the admin side goes. */
+    sy_flagstore_destroy(app.store);
+    sy_admin_destroy(app.admin);
     sy_server_destroy(app.server);
     ev_loop_destroy(app.loop);
     sy_info("stopped");
@@ -207,6 +246,36 @@ static int cmd_cohort(const char *path, const char *route, const char *user)
 int main(int argc, char **argv)
 {
     sy_log_init_from_env();
+    /* ctl has options of its own: hand it everything after the word. */
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "ctl") == 0) {
+            const char *cfg_path = NULL;
+            for (int k = 1; k < i; k++)
+                if (strcmp(argv[k], "-c") == 0 && k + 1 < i)
+                    cfg_path = argv[k + 1];
+            int n = argc - i;
+            char **rest = argv + i;
+            /* -c after ctl names the config too */
+            for (int k = 1; k + 1 < n; k++)
+                if (strcmp(rest[k], "-c") == 0)
+                    cfg_path = rest[k + 1];
+            char *filtered[128];
+            int nf = 0;
+            for (int k = 0; k < n && nf < 127; k++) {
+                if (strcmp(rest[k], "-c") == 0 && k + 1 < n) {
+                    k++;
+                    continue;
+                }
+                filtered[nf++] = rest[k];
+            }
+            filtered[nf] = NULL;
+            return sy_ctl_main(nf, filtered, cfg_path);
+        }
+        if (argv[i][0] != '-')
+            break;
+        if (strcmp(argv[i], "-c") == 0)
+            i++;
+    }
     const char *config = DEFAULT_CONFIG;
     const char *cmd = "run";
     const char *pos[4];

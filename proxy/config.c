@@ -13,7 +13,6 @@ static const struct {
     const char *key;
     const char *feature;
 } planned_sections[] = {
-    {"redis", "live flags in Redis"},
     {"postgres", "the PostgreSQL record"},
     {"admin", "the admin API"},
     {"notify", "trip notifications"},

@@ -6,12 +6,48 @@
 #include <string.h>
 #include <strings.h>
 
-static void flags_free(sy_route_flags_t *f)
+void sy_route_flags_clear(sy_route_flags_t *f)
 {
     free(f->salt);
     for (size_t i = 0; i < f->ntest_users; i++)
         free(f->test_users[i]);
     free(f->test_users);
+    free(f->actor);
+    free(f->reason);
+    free(f->updated_at);
+    memset(f, 0, sizeof(*f));
+}
+
+static int dup_opt(char **dst, const char *src)
+{
+    *dst = NULL;
+    if (src == NULL)
+        return 0;
+    *dst = strdup(src);
+    return *dst == NULL ? SY_ENOMEM : 0;
+}
+
+int sy_route_flags_copy(sy_route_flags_t *dst, const sy_route_flags_t *src)
+{
+    memset(dst, 0, sizeof(*dst));
+    dst->state = src->state;
+    dst->percent_bp = src->percent_bp;
+    dst->prev_percent_bp = src->prev_percent_bp;
+    dst->version = src->version;
+    dst->source = src->source;
+    dst->test_users = calloc(src->ntest_users + 1, sizeof(char *));
+    if (dst->test_users == NULL || dup_opt(&dst->salt, src->salt) != 0 || dup_opt(&dst->actor, src->actor) != 0 ||
+        dup_opt(&dst->reason, src->reason) != 0 || dup_opt(&dst->updated_at, src->updated_at) != 0)
+        goto fail;
+    for (size_t i = 0; i < src->ntest_users; i++) {
+        if ((dst->test_users[i] = strdup(src->test_users[i])) == NULL)
+            goto fail;
+        dst->ntest_users++;
+    }
+    return 0;
+fail:
+    sy_route_flags_clear(dst);
+    return SY_ENOMEM;
 }
 
 void sy_routing_free(void *p)
@@ -20,12 +56,12 @@ void sy_routing_free(void *p)
     if (rt == NULL)
         return;
     for (size_t i = 0; rt->flags && i < rt->routes->n; i++)
-        flags_free(&rt->flags[i]);
+        sy_route_flags_clear(&rt->flags[i]);
     free(rt->flags);
     free(rt);
 }
 
-sy_routing_t *sy_routing_from_config(const sy_config_t *cfg)
+sy_routing_t *sy_routing_with_flags(const sy_config_t *cfg, const sy_route_flags_t *flags)
 {
     const sy_routes_t *rs = sy_config_ext(cfg, "routes");
     if (rs == NULL)
@@ -37,26 +73,35 @@ sy_routing_t *sy_routing_from_config(const sy_config_t *cfg)
     rt->flags = calloc(rs->n + 1, sizeof(*rt->flags));
     if (rt->flags == NULL)
         goto fail;
-    for (size_t i = 0; i < rs->n; i++) {
-        const sy_route_t *r = &rs->routes[i];
-        sy_route_flags_t *f = &rt->flags[i];
-        f->state = r->state;
-        f->percent_bp = r->percent_bp;
-        f->source = "config";
-        f->salt = strdup(r->salt);
-        f->test_users = calloc(r->ntest_users + 1, sizeof(char *));
-        if (f->salt == NULL || f->test_users == NULL)
+    for (size_t i = 0; i < rs->n; i++)
+        if (sy_route_flags_copy(&rt->flags[i], &flags[i]) != 0)
             goto fail;
-        for (size_t j = 0; j < r->ntest_users; j++) {
-            if ((f->test_users[j] = strdup(r->test_users[j])) == NULL)
-                goto fail;
-            f->ntest_users++;
-        }
-    }
     return rt;
 fail:
     sy_routing_free(rt);
     return NULL;
+}
+
+sy_routing_t *sy_routing_from_config(const sy_config_t *cfg)
+{
+    const sy_routes_t *rs = sy_config_ext(cfg, "routes");
+    if (rs == NULL)
+        return NULL;
+    sy_route_flags_t *defaults = calloc(rs->n + 1, sizeof(*defaults));
+    if (defaults == NULL)
+        return NULL;
+    for (size_t i = 0; i < rs->n; i++) {
+        const sy_route_t *r = &rs->routes[i];
+        defaults[i].state = r->state;
+        defaults[i].percent_bp = r->percent_bp;
+        defaults[i].salt = r->salt;
+        defaults[i].test_users = r->test_users;
+        defaults[i].ntest_users = r->ntest_users;
+        defaults[i].source = "config";
+    }
+    sy_routing_t *rt = sy_routing_with_flags(cfg, defaults); /* copies: nothing here is owned */
+    free(defaults);
+    return rt;
 }
 
 const sy_endpoint_t *sy_pool_pick(const sy_pool_t *p, uint32_t rr)

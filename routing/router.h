@@ -13,20 +13,36 @@
 #include "routing/cohort.h"
 #include "routing/route.h"
 
+#include "proxy/err.h"
+
 typedef struct sy_route_flags {
     sy_route_state_t state;
     int32_t percent_bp;
+    int32_t prev_percent_bp; /* restored by resume */
     char *salt;
     char **test_users;  /* sorted */
     size_t ntest_users;
     uint64_t version;
     const char *source; /* static: "config" or "redis" */
+    /* who changed it last, and why (for status; the router ignores them) */
+    char *actor;
+    char *reason;
+    char *updated_at;
 } sy_route_flags_t;
+
+
 
 typedef struct sy_routing {
     const sy_routes_t *routes;  /* the config's; the snapshot keeps the config alive */
     sy_route_flags_t *flags;    /* routes->n entries, owned */
 } sy_routing_t;
+
+/* Deep copy (0 or SY_ENOMEM) and release of one route's flags. */
+int sy_route_flags_copy(sy_route_flags_t *dst, const sy_route_flags_t *src) SY_MUST_USE;
+void sy_route_flags_clear(sy_route_flags_t *f);
+/* Builds routing state for cfg with the given flags (deep-copied; one per route,
+ * in the config's route order). */
+sy_routing_t *sy_routing_with_flags(const sy_config_t *cfg, const sy_route_flags_t *flags);
 
 /* Builds routing state with every route's flags at their config defaults. */
 sy_routing_t *sy_routing_from_config(const sy_config_t *cfg);

@@ -65,6 +65,23 @@ class Env:
         wait_port(port, proc=p)
         return port
 
+    def start_redis(self, port=None, notifications=""):
+        """A real redis-server on loopback, no persistence."""
+        port = port or free_port()
+        with open(self.path("redis-%d.log" % port), "w") as log:
+            p = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                                  "--appendonly", "no", "--notify-keyspace-events", notifications],
+                                 stdout=log, stderr=subprocess.STDOUT)
+        self.procs.append(p)
+        wait_port(port, proc=p)
+        p.port = port
+        return p
+
+    def redis(self, port, *args):
+        r = subprocess.run(["redis-cli", "-p", str(port)] + [str(a) for a in args], capture_output=True, text=True,
+                           timeout=10)
+        return r.stdout.strip()
+
     def write_config(self, text, name="switchyard.yaml"):
         path = self.path(name)
         with open(path, "w") as f:
@@ -161,7 +178,8 @@ def backend_stats(port):
     return json.loads(b)
 
 
-def base_config(gw_port, legacy_port, new_port, extra_route="", extra_top="", workers=2, percent=2500):
+def base_config(gw_port, legacy_port, new_port, extra_route="", extra_top="", workers=2, percent=2500,
+                extra_keys=""):
     return """workers: %d
 listen:
   - address: 127.0.0.1:%d
@@ -180,8 +198,8 @@ routes:
     test_users: ["42", "admin-7"]
     expose_variant: true
     override: {header: X-Switchyard-Variant, trusted_cidrs: [127.0.0.0/8]}
-%s
-""" % (workers, gw_port, extra_top, legacy_port, new_port, percent, extra_route)
+%s%s
+""" % (workers, gw_port, extra_top, legacy_port, new_port, percent, extra_keys, extra_route)
 
 
 class GatewayTest(unittest.TestCase):
@@ -207,6 +225,56 @@ class GatewayTest(unittest.TestCase):
         time.sleep(wait)  # the access log is written by a background thread
         with open(self.access_log) as f:
             return [json.loads(l) for l in f if l.strip()]
+
+
+class RedisConn:
+    """A persistent RESP connection (for timing edits without a process spawn)."""
+
+    def __init__(self, port):
+        self.s = socket.create_connection(("127.0.0.1", port), timeout=5)
+        self.f = self.s.makefile("rb")
+
+    def cmd(self, *args):
+        out = b"*%d\r\n" % len(args)
+        for a in args:
+            a = str(a).encode()
+            out += b"$%d\r\n%s\r\n" % (len(a), a)
+        self.s.sendall(out)
+        return self.f.readline()
+
+    def close(self):
+        self.f.close()
+        self.s.close()
+
+
+class Client:
+    """A keep-alive HTTP client (http.client) for many requests quickly."""
+
+    def __init__(self, port):
+        import http.client
+        self.port = port
+        self.conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10 * SLOW)
+
+    def get(self, path, headers=None):
+        import http.client
+        for attempt in range(2):
+            try:
+                self.conn.request("GET", path, headers=headers or {})
+                r = self.conn.getresponse()
+                body = r.read()
+                return r.status, {k.lower(): v for k, v in r.getheaders()}, body
+            except (http.client.HTTPException, OSError):
+                self.conn.close()
+                self.conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10 * SLOW)
+                if attempt:
+                    raise
+
+    def variant(self, user, path="/x"):
+        s, h, b = self.get(path, {"X-User-Id": str(user)})
+        return h.get("x-backend")
+
+    def close(self):
+        self.conn.close()
 
 
 def main():

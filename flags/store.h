@@ -1,0 +1,73 @@
+/* The flag store: Redis (hiredis async on the control thread's loop) as the
+ * live source of every route's flags, with the config's values as defaults.
+ *
+ * It loads every route's hash and test-user set at start, seeds missing keys
+ * from the config, watches keyspace notifications and the events channel, and
+ * re-reads everything every redis.resync_interval regardless. Every accepted
+ * change produces a fresh flag array handed to `publish` (which builds and
+ * publishes a snapshot); invalid values are refused per field, logged, counted,
+ * and the last good value stays. If Redis is unreachable, nothing changes for
+ * the data path: the last good flags stay in force while it reconnects with a
+ * capped backoff, then re-syncs in full. Control thread only. */
+#ifndef SY_STORE_H
+#define SY_STORE_H
+
+#include "flags/flags.h"
+#include "proxy/config.h"
+
+#include <ev.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+typedef struct sy_flagstore sy_flagstore_t;
+
+typedef struct sy_redis_conf {
+    char *address;
+    sy_addr_t addr;
+    char *prefix;
+    uint64_t resync_interval;   /* ms */
+    uint64_t connect_timeout;   /* ms */
+    uint64_t command_timeout;   /* ms */
+    int64_t db;
+    bool set_notify;            /* may set notify-keyspace-events */
+} sy_redis_conf_t;
+
+/* The `redis:` config section. */
+extern const sy_conf_section_t sy_redis_section;
+
+/* Called with the config and the full flag array (one per route, in the
+ * config's order) after every accepted change, and once at creation. The array
+ * is only valid during the call. */
+typedef void (*sy_flags_publish_fn)(void *ud, const sy_config_t *cfg, const sy_route_flags_t *flags);
+
+/* Starts from the config's flags (published at once) and, with a redis section,
+ * connects. cfg is referenced until destroy or reload. */
+sy_flagstore_t *sy_flagstore_create(struct ev_loop *loop, sy_config_t *cfg, sy_flags_publish_fn publish, void *ud);
+void sy_flagstore_destroy(sy_flagstore_t *s);
+/* A new config (SIGHUP): routes are re-keyed by name, flags re-read. */
+void sy_flagstore_reload(sy_flagstore_t *s, sy_config_t *cfg);
+
+typedef struct sy_flagstore_status {
+    bool configured;        /* a redis section exists */
+    bool connected;
+    bool notifications;     /* keyspace notifications are on */
+    bool synced;            /* at least one full read completed */
+    uint64_t refused, syncs, reconnects, publishes;
+    char last_error[160];
+} sy_flagstore_status_t;
+
+void sy_flagstore_status(const sy_flagstore_t *s, sy_flagstore_status_t *out);
+/* The flags in force, one per route of the current config. */
+const sy_route_flags_t *sy_flagstore_flags(const sy_flagstore_t *s);
+const sy_config_t *sy_flagstore_config(const sy_flagstore_t *s);
+
+/* The result of a write: status is 200, or 400/404/409/503 with err (static). */
+typedef void (*sy_flags_done_fn)(void *ud, int status, const char *err, const sy_route_flags_t *result);
+/* Applies an operation to a route: through Redis (atomic compare-and-set, then
+ * published) when configured, else locally. A rollback with Redis down applies
+ * locally at once and is written when Redis returns. `done` is called exactly
+ * once, possibly before this returns. */
+void sy_flagstore_request(sy_flagstore_t *s, const char *route, const sy_flag_request_t *req, sy_flags_done_fn done,
+                          void *ud);
+
+#endif

@@ -1,0 +1,645 @@
+#include "handlers/admin.h"
+
+#include "proxy/h1.h"
+#include "proxy/headers.h"
+#include "proxy/list.h"
+#include "proxy/log.h"
+#include "proxy/net.h"
+
+#include <errno.h>
+#include <jansson.h>
+#include <openssl/crypto.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#define ADMIN_MAX_HEAD 16384
+#define ADMIN_MAX_BODY 65536
+#define ADMIN_TIMEOUT 10.0
+
+/* --- the config section ---------------------------------------------------- */
+
+static void admin_conf_destroy(void *p)
+{
+    sy_admin_conf_t *ac = p;
+    if (ac == NULL)
+        return;
+    free(ac->address);
+    free(ac->token_file);
+    if (ac->token != NULL)
+        OPENSSL_cleanse(ac->token, strlen(ac->token));
+    free(ac->token);
+    free(ac);
+}
+
+static const sy_conf_field_t admin_fields[] = {
+    {"address", SY_CT_STRING, offsetof(sy_admin_conf_t, address), "127.0.0.1:9901", 0, 0},
+    {"token_file", SY_CT_STRING, offsetof(sy_admin_conf_t, token_file), NULL, 0, 0},
+};
+
+static int admin_conf_parse(sy_conf_t *c, yaml_node_t *node, const sy_config_t *cfg, void **out)
+{
+    (void)cfg;
+    sy_admin_conf_t *ac = calloc(1, sizeof(*ac));
+    if (ac == NULL)
+        return sy_conf_error(c, node, "out of memory");
+    *out = ac;
+    sy_conf_defaults(admin_fields, SY_ARRAY_LEN(admin_fields), ac);
+    if (sy_conf_fields(c, node, admin_fields, SY_ARRAY_LEN(admin_fields), ac, NULL) != 0)
+        return SY_EINVAL;
+    const char *why = NULL;
+    if (sy_addr_parse(ac->address, &ac->addr, &why) != 0)
+        return sy_conf_error(c, node, "bad admin address '%s': %s", ac->address, why);
+    if (ac->token_file != NULL) {
+        /* Read once at load (start or SIGHUP), never on a loop. */
+        FILE *f = fopen(ac->token_file, "r");
+        if (f == NULL)
+            return sy_conf_error(c, node, "admin.token_file %s: %s", ac->token_file, strerror(errno));
+        char buf[512];
+        size_t n = fread(buf, 1, sizeof(buf) - 1, f);
+        fclose(f);
+        buf[n] = '\0';
+        buf[strcspn(buf, "\r\n")] = '\0';
+        if (strlen(buf) < 16)
+            return sy_conf_error(c, node, "admin.token_file %s: the token must be at least 16 characters",
+                                 ac->token_file);
+        ac->token = strdup(buf);
+        OPENSSL_cleanse(buf, sizeof(buf));
+    }
+    return 0;
+}
+
+const sy_conf_section_t sy_admin_section = {
+    .key = "admin",
+    .required = false,
+    .parse = admin_conf_parse,
+    .destroy = admin_conf_destroy,
+};
+
+/* --- connections ------------------------------------------------------------ */
+
+typedef struct admin_conn {
+    sy_list_t node;
+    struct sy_admin *a;
+    int fd;
+    ev_io io;
+    ev_timer timer;
+    sy_buf_t in, out;
+    sy_h1_t req;
+    char *arena;
+    char body[ADMIN_MAX_BODY + 1];
+    size_t body_len;
+    bool head_done, done_reading, waiting, responded, closed;
+    int refs; /* 1 for the connection, +1 while a store request is out */
+} admin_conn_t;
+
+struct sy_admin {
+    struct ev_loop *loop;
+    const sy_config_t *cfg;
+    sy_flagstore_t *store;
+    int fd;
+    ev_io accept_io;
+    sy_bufpool_t bufs;
+    sy_list_t conns;
+    char *token;
+    bool ready;
+};
+
+typedef struct endpoint {
+    const char *method;
+    const char *prefix; /* path prefix; {name} follows for route endpoints */
+    const char *suffix; /* after the route name, or NULL for exact paths */
+    bool write;
+    void (*fn)(admin_conn_t *c, const char *route, json_t *body);
+} endpoint_t;
+
+static void conn_release(admin_conn_t *c)
+{
+    if (--c->refs > 0)
+        return;
+    sy_buf_release(&c->in, &c->a->bufs);
+    sy_buf_release(&c->out, &c->a->bufs);
+    free(c->arena);
+    free(c);
+}
+
+static void conn_close(admin_conn_t *c)
+{
+    if (c->closed)
+        return;
+    c->closed = true;
+    ev_io_stop(c->a->loop, &c->io);
+    ev_timer_stop(c->a->loop, &c->timer);
+    close(c->fd);
+    sy_list_remove(&c->node);
+    conn_release(c);
+}
+
+static void flush_out(admin_conn_t *c)
+{
+    while (c->out.len > 0) {
+        ssize_t n = send(c->fd, sy_buf_data(&c->out), c->out.len, MSG_NOSIGNAL);
+        if (n > 0) {
+            sy_buf_consume(&c->out, (size_t)n);
+            continue;
+        }
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0 && errno == EAGAIN) {
+            ev_io_stop(c->a->loop, &c->io);
+            ev_io_set(&c->io, c->fd, EV_WRITE);
+            ev_io_start(c->a->loop, &c->io);
+            return;
+        }
+        break;
+    }
+    conn_close(c);
+}
+
+static void respond_json(admin_conn_t *c, int status, json_t *j)
+{
+    if (c->closed || c->responded) {
+        json_decref(j);
+        return;
+    }
+    c->responded = true;
+    char *text = json_dumps(j, JSON_COMPACT);
+    json_decref(j);
+    size_t len = text ? strlen(text) : 0;
+    if (sy_buf_take(&c->out, &c->a->bufs) != 0 ||
+        sy_buf_appendf(&c->out, "HTTP/1.1 %d %s\r\nContent-Type: application/json\r\nContent-Length: %zu\r\n"
+                                "Cache-Control: no-store\r\nConnection: close\r\n\r\n",
+                       status, sy_headers_status_text(status), len + 1) != 0 ||
+        sy_buf_append(&c->out, text ? text : "", len) != 0 || sy_buf_append(&c->out, "\n", 1) != 0) {
+        free(text);
+        conn_close(c);
+        return;
+    }
+    free(text);
+    flush_out(c);
+}
+
+static void respond_error(admin_conn_t *c, int status, const char *reason)
+{
+    respond_json(c, status, json_pack("{s:s, s:s}", "error", sy_headers_status_text(status), "reason", reason));
+}
+
+/* --- the endpoints ---------------------------------------------------------------- */
+
+static json_t *route_json(const sy_route_t *r, const sy_route_flags_t *f)
+{
+    json_t *users = json_array();
+    for (size_t i = 0; i < f->ntest_users && i < 100; i++)
+        json_array_append_new(users, json_string(f->test_users[i]));
+    return json_pack("{s:s, s:s, s:i, s:f, s:i, s:s?, s:i, s:o, s:I, s:s, s:s?, s:s?, s:s?, s:s, s:s?}",
+                     "name", r->name, "state", sy_state_name(f->state), "percent_bp", f->percent_bp, "percent",
+                     f->percent_bp / 100.0, "prev_percent_bp", f->prev_percent_bp, "salt", f->salt,
+                     "test_users_count", (int)f->ntest_users, "test_users", users, "version",
+                     (json_int_t)f->version, "source", f->source ? f->source : "config", "actor", f->actor,
+                     "reason", f->reason, "updated_at", f->updated_at, "legacy", r->legacy->name, "new",
+                     r->new_pool ? r->new_pool->name : NULL);
+}
+
+static void ep_status(admin_conn_t *c, const char *route, json_t *body)
+{
+    (void)route;
+    (void)body;
+    const sy_config_t *cfg = sy_flagstore_config(c->a->store);
+    const sy_routes_t *rs = sy_config_ext(cfg, "routes");
+    const sy_route_flags_t *flags = sy_flagstore_flags(c->a->store);
+    json_t *routes = json_array();
+    for (size_t i = 0; rs != NULL && i < rs->n; i++)
+        json_array_append_new(routes, route_json(&rs->routes[i], &flags[i]));
+    sy_flagstore_status_t st;
+    sy_flagstore_status(c->a->store, &st);
+    json_t *redis = json_pack("{s:b, s:b, s:b, s:b, s:I, s:I, s:I, s:s}", "configured", st.configured, "connected",
+                              st.connected, "keyspace_notifications", st.notifications, "synced", st.synced,
+                              "refused_edits", (json_int_t)st.refused, "syncs", (json_int_t)st.syncs, "reconnects",
+                              (json_int_t)st.reconnects, "last_error", st.last_error);
+    respond_json(c, 200, json_pack("{s:o, s:o, s:s}", "routes", routes, "redis", redis, "flags_from",
+                                   !st.configured ? "config" : st.synced ? "redis" : "config (redis not read yet)"));
+}
+
+static void ep_healthz(admin_conn_t *c, const char *route, json_t *body)
+{
+    (void)route;
+    (void)body;
+    respond_json(c, 200, json_pack("{s:s}", "status", "ok"));
+}
+
+static void ep_readyz(admin_conn_t *c, const char *route, json_t *body)
+{
+    (void)route;
+    (void)body;
+    sy_flagstore_status_t st;
+    sy_flagstore_status(c->a->store, &st);
+    /* Traffic flows on the config's flags even before Redis answers: ready means
+     * the workers run; the flags' origin is reported alongside. */
+    respond_json(c, c->a->ready ? 200 : 503,
+                 json_pack("{s:s, s:s}", "status", c->a->ready ? "ready" : "not ready", "flags_from",
+                           !st.configured ? "config" : st.synced ? "redis" : "config (redis not read yet)"));
+}
+
+static void store_done(void *ud, int status, const char *err, const sy_route_flags_t *result)
+{
+    admin_conn_t *c = ud;
+    c->waiting = false;
+    if (status == 200 && result != NULL) {
+        const sy_config_t *cfg = sy_flagstore_config(c->a->store);
+        const sy_routes_t *rs = sy_config_ext(cfg, "routes");
+        const sy_route_flags_t *all = sy_flagstore_flags(c->a->store);
+        size_t i = (size_t)(result - all);
+        if (result >= all && i < rs->n)
+            respond_json(c, 200, route_json(&rs->routes[i], result));
+        else
+            respond_json(c, 200, json_pack("{s:s}", "status", "ok"));
+    } else {
+        respond_error(c, status, err ? err : "failed");
+    }
+    conn_release(c);
+}
+
+static const char *actor_of(admin_conn_t *c, json_t *body)
+{
+    json_t *a = body ? json_object_get(body, "actor") : NULL;
+    if (json_is_string(a) && json_string_length(a) > 0 && json_string_length(a) < 64)
+        return json_string_value(a);
+    const sy_header_t *h = sy_h1_find(&c->req.msg, "x-switchyard-actor");
+    static char buf[64];
+    if (h != NULL && h->value_len > 0 && h->value_len < sizeof(buf)) {
+        memcpy(buf, h->value, h->value_len);
+        buf[h->value_len] = '\0';
+        return buf;
+    }
+    return "admin-api";
+}
+
+static bool reason_of(admin_conn_t *c, json_t *body, const char **out)
+{
+    json_t *r = body ? json_object_get(body, "reason") : NULL;
+    *out = "";
+    if (r == NULL)
+        return true;
+    if (!json_is_string(r) || json_string_length(r) > 255) {
+        respond_error(c, 400, "\"reason\" must be a string of at most 255 characters");
+        return false;
+    }
+    *out = json_string_value(r);
+    return true;
+}
+
+static void submit(admin_conn_t *c, const char *route, sy_flag_request_t *req, json_t *body)
+{
+    char now[32];
+    sy_flags_now(now);
+    req->now = now;
+    req->actor = actor_of(c, body);
+    if (!reason_of(c, body, &req->reason))
+        return;
+    c->refs++;
+    c->waiting = true;
+    sy_flagstore_request(c->a->store, route, req, store_done, c);
+}
+
+static void ep_percent(admin_conn_t *c, const char *route, json_t *body)
+{
+    json_t *bp = body ? json_object_get(body, "percent_bp") : NULL;
+    if (!json_is_integer(bp) || json_integer_value(bp) < 0 || json_integer_value(bp) > 10000) {
+        respond_error(c, 400, "send {\"percent_bp\": N} with N a whole number 0..10000 (2500 is 25 %)");
+        return;
+    }
+    sy_flag_request_t req = {.op = SY_OP_PERCENT, .percent_bp = (int32_t)json_integer_value(bp)};
+    submit(c, route, &req, body);
+}
+
+static int string_list(json_t *v, const char ***out, size_t *n)
+{
+    *out = NULL;
+    *n = 0;
+    if (v == NULL)
+        return 0;
+    if (!json_is_array(v) || json_array_size(v) > 1000)
+        return -1;
+    *out = calloc(json_array_size(v) + 1, sizeof(char *));
+    if (*out == NULL)
+        return -1;
+    for (size_t i = 0; i < json_array_size(v); i++) {
+        json_t *e = json_array_get(v, i);
+        if (!json_is_string(e)) {
+            free(*out);
+            *out = NULL;
+            return -1;
+        }
+        (*out)[(*n)++] = json_string_value(e);
+    }
+    return 0;
+}
+
+static void ep_test_users(admin_conn_t *c, const char *route, json_t *body)
+{
+    const char **add = NULL, **rem = NULL;
+    size_t nadd = 0, nrem = 0;
+    if (body == NULL || string_list(json_object_get(body, "add"), &add, &nadd) != 0 ||
+        string_list(json_object_get(body, "remove"), &rem, &nrem) != 0 || nadd + nrem == 0) {
+        free(add);
+        free(rem);
+        respond_error(c, 400, "send {\"add\": [\"key\", ...], \"remove\": [\"key\", ...]} with strings");
+        return;
+    }
+    sy_flag_request_t req = {.op = SY_OP_TEST_USERS, .add = add, .nadd = nadd, .remove = rem, .nremove = nrem};
+    submit(c, route, &req, body);
+    free(add);
+    free(rem);
+}
+
+static void ep_rollback(admin_conn_t *c, const char *route, json_t *body)
+{
+    sy_flag_request_t req = {.op = SY_OP_ROLLBACK};
+    submit(c, route, &req, body);
+}
+
+static void ep_resume(admin_conn_t *c, const char *route, json_t *body)
+{
+    sy_flag_request_t req = {.op = SY_OP_RESUME};
+    submit(c, route, &req, body);
+}
+
+static void ep_promote(admin_conn_t *c, const char *route, json_t *body)
+{
+    sy_flag_request_t req = {.op = SY_OP_PROMOTE};
+    submit(c, route, &req, body);
+}
+
+/* The registry: every admin endpoint, in one table. */
+static const endpoint_t endpoints[] = {
+    {"GET", "/status", NULL, false, ep_status},
+    {"GET", "/healthz", NULL, false, ep_healthz},
+    {"GET", "/readyz", NULL, false, ep_readyz},
+    {"POST", "/routes/", "/percent", true, ep_percent},
+    {"POST", "/routes/", "/test-users", true, ep_test_users},
+    {"POST", "/routes/", "/rollback", true, ep_rollback},
+    {"POST", "/routes/", "/resume", true, ep_resume},
+    {"POST", "/routes/", "/promote", true, ep_promote},
+};
+
+static bool authorized(admin_conn_t *c)
+{
+    const char *token = c->a->token;
+    const sy_header_t *h = sy_h1_find(&c->req.msg, "authorization");
+    if (token == NULL || h == NULL || h->value_len < 7 || strncasecmp(h->value, "Bearer ", 7) != 0)
+        return false;
+    size_t tl = strlen(token), gl = h->value_len - 7;
+    /* Constant time over the token's length; the length itself is not secret. */
+    return gl == tl && CRYPTO_memcmp(h->value + 7, token, tl) == 0;
+}
+
+static void dispatch(admin_conn_t *c)
+{
+    const sy_h1_msg_t *m = &c->req.msg;
+    char path[512];
+    size_t plen = m->target_len;
+    const char *q = memchr(m->target, '?', m->target_len);
+    if (q != NULL)
+        plen = (size_t)(q - m->target);
+    if (plen >= sizeof(path)) {
+        respond_error(c, 414, "path too long");
+        return;
+    }
+    memcpy(path, m->target, plen);
+    path[plen] = '\0';
+    bool path_known = false;
+    for (size_t i = 0; i < SY_ARRAY_LEN(endpoints); i++) {
+        const endpoint_t *e = &endpoints[i];
+        char route[128] = "";
+        if (e->suffix == NULL) {
+            if (strcmp(path, e->prefix) != 0)
+                continue;
+        } else {
+            size_t pl = strlen(e->prefix), sl = strlen(e->suffix);
+            if (plen <= pl + sl || strncmp(path, e->prefix, pl) != 0 || strcmp(path + plen - sl, e->suffix) != 0)
+                continue;
+            size_t rl = plen - pl - sl;
+            if (rl == 0 || rl >= sizeof(route) || memchr(path + pl, '/', rl) != NULL)
+                continue;
+            memcpy(route, path + pl, rl);
+            route[rl] = '\0';
+        }
+        path_known = true;
+        if (strcmp(m->method, e->method) != 0)
+            continue;
+        if (e->write && c->a->token == NULL) {
+            respond_error(c, 403, "no admin token is configured (admin.token_file): writes are refused");
+            return;
+        }
+        if (e->write && !authorized(c)) {
+            respond_error(c, 401, "a valid 'Authorization: Bearer TOKEN' header is needed");
+            return;
+        }
+        json_t *body = NULL;
+        if (c->body_len > 0) {
+            json_error_t jerr;
+            body = json_loadb(c->body, c->body_len, 0, &jerr);
+            if (body == NULL || !json_is_object(body)) {
+                char why[256];
+                snprintf(why, sizeof(why), "the body is not a JSON object: %s (line %d, column %d)",
+                         body ? "not an object" : jerr.text, jerr.line, jerr.column);
+                json_decref(body);
+                respond_error(c, 400, why);
+                return;
+            }
+        }
+        e->fn(c, route, body);
+        json_decref(body);
+        return;
+    }
+    respond_error(c, path_known ? 405 : 404, path_known ? "method not allowed here" : "no such endpoint");
+}
+
+static int on_head(void *ud, sy_h1_msg_t *m)
+{
+    admin_conn_t *c = ud;
+    c->head_done = true;
+    if (m->has_length && m->content_length > ADMIN_MAX_BODY)
+        return sy_h1_fail(&c->req, 413, "admin request bodies are limited to 64 KiB");
+    return 0;
+}
+
+static int on_body(void *ud, const char *data, size_t len)
+{
+    admin_conn_t *c = ud;
+    if (c->body_len + len > ADMIN_MAX_BODY)
+        return sy_h1_fail(&c->req, 413, "admin request bodies are limited to 64 KiB");
+    memcpy(c->body + c->body_len, data, len);
+    c->body_len += len;
+    return 0;
+}
+
+static int on_done(void *ud)
+{
+    ((admin_conn_t *)ud)->done_reading = true;
+    return 0;
+}
+
+static const sy_h1_callbacks_t admin_cbs = {on_head, on_body, on_done};
+
+static void conn_io_cb(struct ev_loop *loop, ev_io *io, int revents)
+{
+    admin_conn_t *c = io->data;
+    (void)loop;
+    if (revents & EV_WRITE) {
+        flush_out(c);
+        return;
+    }
+    if (c->done_reading) {
+        /* The answer is pending (a write through Redis): only EOF matters now. */
+        char b;
+        ssize_t n = recv(c->fd, &b, 1, MSG_PEEK);
+        if (n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR))
+            conn_close(c);
+        else if (n > 0)
+            ev_io_stop(loop, &c->io); /* pipelining is not served here */
+        return;
+    }
+    if (sy_buf_take(&c->in, &c->a->bufs) != 0) {
+        conn_close(c);
+        return;
+    }
+    sy_buf_compact(&c->in);
+    ssize_t n = read(c->fd, sy_buf_tail(&c->in), sy_buf_room(&c->in));
+    if (n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR)) {
+        conn_close(c);
+        return;
+    }
+    if (n < 0)
+        return;
+    c->in.len += (uint32_t)n;
+    size_t used = 0;
+    int rc = sy_h1_execute(&c->req, sy_buf_data(&c->in), c->in.len, &used);
+    sy_buf_consume(&c->in, used);
+    if (rc == SY_H1_ERROR) {
+        respond_error(c, c->req.err_status, c->req.err_reason);
+        return;
+    }
+    if (c->done_reading)
+        dispatch(c);
+}
+
+static void conn_timeout_cb(struct ev_loop *loop, ev_timer *t, int revents)
+{
+    admin_conn_t *c = t->data;
+    (void)loop;
+    (void)revents;
+    if (c->waiting)
+        return; /* the store answers within its own command timeout */
+    conn_close(c);
+}
+
+static void accept_cb(struct ev_loop *loop, ev_io *io, int revents)
+{
+    sy_admin_t *a = io->data;
+    (void)revents;
+    for (int i = 0; i < 16; i++) {
+        int fd = accept4(a->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd < 0)
+            return;
+        admin_conn_t *c = calloc(1, sizeof(*c));
+        char *arena = malloc(sy_h1_arena_size(ADMIN_MAX_HEAD, 64));
+        if (c == NULL || arena == NULL) {
+            free(c);
+            free(arena);
+            close(fd);
+            continue;
+        }
+        c->a = a;
+        c->fd = fd;
+        c->refs = 1;
+        c->arena = arena;
+        sy_list_init(&c->node);
+        sy_list_push_back(&a->conns, &c->node);
+        sy_h1_init(&c->req, true, &admin_cbs, c, ADMIN_MAX_HEAD, 4096, 64);
+        sy_h1_set_arena(&c->req, arena, sy_h1_arena_size(ADMIN_MAX_HEAD, 64));
+        ev_io_init(&c->io, conn_io_cb, fd, EV_READ);
+        c->io.data = c;
+        ev_io_start(loop, &c->io);
+        ev_timer_init(&c->timer, conn_timeout_cb, ADMIN_TIMEOUT, ADMIN_TIMEOUT);
+        c->timer.data = c;
+        ev_timer_start(loop, &c->timer);
+    }
+}
+
+static void set_token(sy_admin_t *a, const sy_config_t *cfg)
+{
+    const sy_admin_conf_t *ac = sy_config_ext(cfg, "admin");
+    if (a->token != NULL) {
+        OPENSSL_cleanse(a->token, strlen(a->token));
+        free(a->token);
+    }
+    a->token = ac && ac->token ? strdup(ac->token) : NULL;
+}
+
+sy_admin_t *sy_admin_create(struct ev_loop *loop, const sy_config_t *cfg, sy_flagstore_t *store)
+{
+    const sy_admin_conf_t *ac = sy_config_ext(cfg, "admin");
+    sy_addr_t addr;
+    const char *why = NULL;
+    if (ac != NULL)
+        addr = ac->addr;
+    else if (sy_addr_parse("127.0.0.1:9901", &addr, &why) != 0)
+        return NULL;
+    sy_admin_t *a = calloc(1, sizeof(*a));
+    if (a == NULL)
+        return NULL;
+    a->loop = loop;
+    a->store = store;
+    sy_list_init(&a->conns);
+    sy_bufpool_init(&a->bufs, ADMIN_MAX_HEAD + 4096, 4);
+    set_token(a, cfg);
+    a->fd = sy_net_listen(&addr, 128);
+    if (a->fd < 0) {
+        char text[64];
+        sy_addr_format(&addr, text, sizeof(text));
+        sy_error("admin: cannot listen on %s: %s", text, strerror(-a->fd));
+        sy_bufpool_destroy(&a->bufs);
+        free(a->token);
+        free(a);
+        return NULL;
+    }
+    ev_io_init(&a->accept_io, accept_cb, a->fd, EV_READ);
+    a->accept_io.data = a;
+    ev_io_start(loop, &a->accept_io);
+    if (a->token == NULL)
+        sy_warn("admin: no token_file configured: the admin API refuses every write");
+    return a;
+}
+
+void sy_admin_reload(sy_admin_t *a, const sy_config_t *cfg)
+{
+    set_token(a, cfg);
+}
+
+void sy_admin_set_ready(sy_admin_t *a, bool ready)
+{
+    a->ready = ready;
+}
+
+void sy_admin_destroy(sy_admin_t *a)
+{
+    if (a == NULL)
+        return;
+    ev_io_stop(a->loop, &a->accept_io);
+    close(a->fd);
+    while (!sy_list_empty(&a->conns)) {
+        admin_conn_t *c = sy_container_of(a->conns.next, admin_conn_t, node);
+        conn_close(c);
+    }
+    sy_bufpool_destroy(&a->bufs);
+    if (a->token != NULL) {
+        OPENSSL_cleanse(a->token, strlen(a->token));
+        free(a->token);
+    }
+    free(a);
+}

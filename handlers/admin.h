@@ -1,0 +1,37 @@
+/* The admin listener: the gateway's own HTTP endpoints, on the control thread.
+ *
+ * GET /status, GET /healthz, GET /readyz, POST /routes/{name}/percent,
+ * POST /routes/{name}/test-users, POST /routes/{name}/rollback|resume|promote.
+ * Writes need `Authorization: Bearer TOKEN` (the token from admin.token_file,
+ * compared in constant time); with no token configured, writes are refused.
+ * Answers are JSON; bad input gets a 4xx JSON error saying what is wrong. One
+ * request per connection (Connection: close), bodies up to 64 KiB. */
+#ifndef SY_ADMIN_H
+#define SY_ADMIN_H
+
+#include "flags/store.h"
+#include "proxy/config.h"
+
+#include <ev.h>
+
+typedef struct sy_admin_conf {
+    char *address;
+    sy_addr_t addr;
+    char *token_file;
+    char *token;          /* read at load; never logged */
+} sy_admin_conf_t;
+
+extern const sy_conf_section_t sy_admin_section;
+
+typedef struct sy_admin sy_admin_t;
+
+/* Listens on the config's admin address (default 127.0.0.1:9901). Returns NULL
+ * on error (logged). */
+sy_admin_t *sy_admin_create(struct ev_loop *loop, const sy_config_t *cfg, sy_flagstore_t *store);
+/* Picks up a reloaded config's token (the address needs a restart). */
+void sy_admin_reload(sy_admin_t *a, const sy_config_t *cfg);
+/* Marks the gateway ready (workers running) or draining. */
+void sy_admin_set_ready(sy_admin_t *a, bool ready);
+void sy_admin_destroy(sy_admin_t *a);
+
+#endif

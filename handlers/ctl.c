@@ -1,0 +1,287 @@
+#include "handlers/ctl.h"
+
+#include "flags/store.h"
+#include "handlers/admin.h"
+#include "proxy/config.h"
+#include "proxy/net.h"
+#include "routing/route.h"
+
+#include <errno.h>
+#include <jansson.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/time.h>
+#include <unistd.h>
+
+int sy_ctl_parse_percent(const char *s, int *bp)
+{
+    char *end = NULL;
+    errno = 0;
+    double v = strtod(s, &end);
+    if (end == s || errno != 0 || v < 0)
+        return -1;
+    if (strcmp(end, "bp") == 0) {
+        if (v != (int)v || v > 10000)
+            return -1;
+        *bp = (int)v;
+        return 0;
+    }
+    if (*end != '\0' && strcmp(end, "%") != 0)
+        return -1;
+    if (v > 100)
+        return -1;
+    double b = v * 100.0;
+    if (b - (int)(b + 0.5) > 1e-6 || (int)(b + 0.5) - b > 1e-6)
+        return -1; /* finer than a basis point */
+    *bp = (int)(b + 0.5);
+    return 0;
+}
+
+static int usage(void)
+{
+    fprintf(stderr,
+            "usage: switchyard ctl [-a ADDR] [-t TOKENFILE] [-c CONFIG] [--json] COMMAND\n"
+            "  status\n"
+            "  set ROUTE PERCENT [--reason R]        PERCENT: 25, 25%%, 2.5%% or 2500bp\n"
+            "  test-users ROUTE add|rm KEY...\n"
+            "  rollback ROUTE [--reason R]\n"
+            "  resume ROUTE [--reason R]\n"
+            "  promote ROUTE [--reason R]\n"
+            "ADDR defaults to the config's admin.address, else 127.0.0.1:9901; TOKENFILE to\n"
+            "admin.token_file, else $SWITCHYARD_TOKEN_FILE.\n");
+    return 2;
+}
+
+/* One request, blocking, with a 10 s timeout. Returns the status (0 on a
+ * transport error, with the reason in body). */
+static int request(const char *addr_text, const char *token, const char *method, const char *path,
+                   const char *body, char **resp_body)
+{
+    *resp_body = NULL;
+    sy_addr_t addr;
+    const char *why = NULL;
+    if (sy_addr_parse(addr_text, &addr, &why) != 0) {
+        fprintf(stderr, "ctl: bad address %s: %s\n", addr_text, why);
+        return 0;
+    }
+    int fd = socket(addr.ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return 0;
+    struct timeval tv = {10, 0};
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+    setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+    if (connect(fd, (struct sockaddr *)&addr.ss, addr.len) != 0) {
+        fprintf(stderr, "ctl: cannot reach the admin API at %s: %s\n", addr_text, strerror(errno));
+        close(fd);
+        return 0;
+    }
+    char *req = NULL;
+    int n = asprintf(&req,
+                     "%s %s HTTP/1.1\r\nHost: %s\r\n%s%s%sContent-Type: application/json\r\nContent-Length: %zu\r\n"
+                     "X-Switchyard-Actor: %s\r\nConnection: close\r\n\r\n%s",
+                     method, path, addr_text, token ? "Authorization: Bearer " : "", token ? token : "",
+                     token ? "\r\n" : "", body ? strlen(body) : 0, getenv("USER") ? getenv("USER") : "ctl",
+                     body ? body : "");
+    if (n < 0) {
+        close(fd);
+        return 0;
+    }
+    for (size_t off = 0; off < (size_t)n;) {
+        ssize_t w = write(fd, req + off, (size_t)n - off);
+        if (w <= 0) {
+            free(req);
+            close(fd);
+            return 0;
+        }
+        off += (size_t)w;
+    }
+    free(req);
+    size_t cap = 65536, len = 0;
+    char *buf = malloc(cap + 1);
+    for (;;) {
+        if (buf == NULL)
+            break;
+        if (len == cap) {
+            char *nb = cap < (16u << 20) ? realloc(buf, cap * 2 + 1) : NULL;
+            if (nb == NULL)
+                break;
+            buf = nb;
+            cap *= 2;
+        }
+        ssize_t r = read(fd, buf + len, cap - len);
+        if (r <= 0)
+            break;
+        len += (size_t)r;
+    }
+    close(fd);
+    if (buf == NULL)
+        return 0;
+    buf[len] = '\0';
+    int status = 0;
+    if (sscanf(buf, "HTTP/1.1 %d", &status) != 1) {
+        fprintf(stderr, "ctl: no HTTP answer from %s\n", addr_text);
+        free(buf);
+        return 0;
+    }
+    char *b = strstr(buf, "\r\n\r\n");
+    *resp_body = strdup(b ? b + 4 : "");
+    free(buf);
+    return status;
+}
+
+static void print_route(json_t *r)
+{
+    const char *name = json_string_value(json_object_get(r, "name"));
+    const char *state = json_string_value(json_object_get(r, "state"));
+    int bp = (int)json_integer_value(json_object_get(r, "percent_bp"));
+    printf("%-20s %-9s %7.2f%% %6d  test users %-4d  v%-5lld %-8s %s%s\n", name ? name : "?", state ? state : "?",
+           bp / 100.0, bp, (int)json_integer_value(json_object_get(r, "test_users_count")),
+           (long long)json_integer_value(json_object_get(r, "version")),
+           json_string_value(json_object_get(r, "source")) ? json_string_value(json_object_get(r, "source")) : "",
+           json_string_value(json_object_get(r, "actor")) ? "by " : "",
+           json_string_value(json_object_get(r, "actor")) ? json_string_value(json_object_get(r, "actor")) : "");
+    const char *reason = json_string_value(json_object_get(r, "reason"));
+    if (reason != NULL && *reason)
+        printf("%-20s reason: %s\n", "", reason);
+}
+
+static char *read_token(const char *path)
+{
+    if (path == NULL)
+        return NULL;
+    FILE *f = fopen(path, "r");
+    if (f == NULL) {
+        fprintf(stderr, "ctl: cannot read the token file %s: %s\n", path, strerror(errno));
+        return NULL;
+    }
+    char buf[512];
+    size_t n = fread(buf, 1, sizeof(buf) - 1, f);
+    fclose(f);
+    buf[n] = '\0';
+    buf[strcspn(buf, "\r\n")] = '\0';
+    return strdup(buf);
+}
+
+int sy_ctl_main(int argc, char **argv, const char *config_path)
+{
+    const char *addr = NULL, *token_file = getenv("SWITCHYARD_TOKEN_FILE"), *reason = NULL;
+    bool as_json = false;
+    const char *pos[64];
+    int npos = 0;
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "-a") == 0 && i + 1 < argc)
+            addr = argv[++i];
+        else if (strcmp(argv[i], "-t") == 0 && i + 1 < argc)
+            token_file = argv[++i];
+        else if (strcmp(argv[i], "--reason") == 0 && i + 1 < argc)
+            reason = argv[++i];
+        else if (strcmp(argv[i], "--json") == 0)
+            as_json = true;
+        else if (argv[i][0] == '-' && argv[i][1] != '\0')
+            return usage();
+        else if (npos < 64)
+            pos[npos++] = argv[i];
+    }
+    if (npos == 0)
+        return usage();
+    /* The config, when given, says where the admin API is and where its token is. */
+    char *cfg_addr = NULL, *cfg_token_file = NULL;
+    if (config_path != NULL) {
+        static const sy_conf_section_t *const sections[] = {&sy_routes_section, &sy_redis_section, &sy_admin_section};
+        sy_conf_t errs;
+        sy_config_t *cfg = sy_config_load(&errs, config_path, sections, SY_ARRAY_LEN(sections));
+        if (cfg == NULL) {
+            sy_conf_print_errors(&errs, stderr);
+            sy_conf_close(&errs);
+            return 2;
+        }
+        sy_conf_close(&errs);
+        const sy_admin_conf_t *ac = sy_config_ext(cfg, "admin");
+        if (ac != NULL) {
+            cfg_addr = strdup(ac->address);
+            cfg_token_file = ac->token_file ? strdup(ac->token_file) : NULL;
+        }
+        sy_config_release(cfg);
+    }
+    if (addr == NULL)
+        addr = cfg_addr ? cfg_addr : "127.0.0.1:9901";
+    if (token_file == NULL)
+        token_file = cfg_token_file;
+    char *token = read_token(token_file);
+
+    const char *cmd = pos[0];
+    char path[300], *body = NULL, *resp = NULL;
+    const char *method = "POST";
+    json_t *j = NULL;
+    int rc = 2;
+    if (strcmp(cmd, "status") == 0 && npos == 1) {
+        method = "GET";
+        snprintf(path, sizeof(path), "/status");
+    } else if (strcmp(cmd, "set") == 0 && npos == 3) {
+        int bp;
+        if (sy_ctl_parse_percent(pos[2], &bp) != 0) {
+            fprintf(stderr, "ctl: '%s' is not a percentage (25, 25%%, 2.5%% or 2500bp; 0..100%%)\n", pos[2]);
+            goto out;
+        }
+        snprintf(path, sizeof(path), "/routes/%s/percent", pos[1]);
+        j = json_pack("{s:i, s:s}", "percent_bp", bp, "reason", reason ? reason : "");
+    } else if (strcmp(cmd, "test-users") == 0 && npos >= 4 &&
+               (strcmp(pos[2], "add") == 0 || strcmp(pos[2], "rm") == 0)) {
+        json_t *keys = json_array();
+        for (int i = 3; i < npos; i++)
+            json_array_append_new(keys, json_string(pos[i]));
+        snprintf(path, sizeof(path), "/routes/%s/test-users", pos[1]);
+        j = json_pack("{s:o, s:s}", strcmp(pos[2], "add") == 0 ? "add" : "remove", keys, "reason", reason ? reason : "");
+    } else if ((strcmp(cmd, "rollback") == 0 || strcmp(cmd, "resume") == 0 || strcmp(cmd, "promote") == 0) &&
+               npos == 2) {
+        snprintf(path, sizeof(path), "/routes/%s/%s", pos[1], cmd);
+        j = json_pack("{s:s}", "reason", reason ? reason : "");
+    } else {
+        rc = usage();
+        goto out;
+    }
+    if (j != NULL)
+        body = json_dumps(j, JSON_COMPACT);
+    int status = request(addr, token, method, path, body, &resp);
+    if (status == 0) {
+        rc = 1;
+        goto out;
+    }
+    json_t *r = resp ? json_loads(resp, 0, NULL) : NULL;
+    if (as_json) {
+        fputs(resp ? resp : "", stdout);
+    } else if (status != 200) {
+        const char *why = r ? json_string_value(json_object_get(r, "reason")) : NULL;
+        fprintf(stderr, "ctl: %d: %s\n", status, why ? why : (resp ? resp : ""));
+    } else if (strcmp(cmd, "status") == 0 && r != NULL) {
+        json_t *routes = json_object_get(r, "routes"), *redis = json_object_get(r, "redis");
+        printf("%-20s %-9s %8s %6s\n", "ROUTE", "STATE", "PERCENT", "BP");
+        size_t k;
+        json_t *route;
+        json_array_foreach(routes, k, route) print_route(route);
+        printf("flags from %s; redis: %s%s%s\n", json_string_value(json_object_get(r, "flags_from")),
+               !json_is_true(json_object_get(redis, "configured")) ? "not configured"
+               : json_is_true(json_object_get(redis, "connected")) ? "connected"
+                                                                   : "DISCONNECTED",
+               json_is_true(json_object_get(redis, "keyspace_notifications")) ? ", keyspace notifications on" : "",
+               json_integer_value(json_object_get(redis, "refused_edits")) ? ", refused edits seen" : "");
+    } else if (r != NULL) {
+        print_route(r);
+    }
+    json_decref(r);
+    rc = status == 200 ? 0 : 1;
+out:
+    json_decref(j);
+    free(body);
+    free(resp);
+    if (token != NULL) {
+        memset(token, 0, strlen(token));
+        free(token);
+    }
+    free(cfg_addr);
+    free(cfg_token_file);
+    return rc;
+}
