@@ -8,6 +8,7 @@
 
 #include <errno.h>
 #include <jansson.h>
+#include <stdatomic.h>
 #include <openssl/crypto.h>
 #include <stddef.h>
 #include <stdio.h>
@@ -195,13 +196,15 @@ static json_t *route_json(const sy_route_t *r, const sy_route_flags_t *f)
     json_t *users = json_array();
     for (size_t i = 0; i < f->ntest_users && i < 100; i++)
         json_array_append_new(users, json_string(f->test_users[i]));
-    return json_pack("{s:s, s:s, s:i, s:f, s:i, s:s?, s:i, s:o, s:I, s:s, s:s?, s:s?, s:s?, s:s, s:s?}",
+    return json_pack("{s:s, s:s, s:i, s:f, s:i, s:s?, s:i, s:o, s:I, s:s, s:s?, s:s?, s:s?, s:s, s:s?, s:I, s:I}",
                      "name", r->name, "state", sy_state_name(f->state), "percent_bp", f->percent_bp, "percent",
                      f->percent_bp / 100.0, "prev_percent_bp", f->prev_percent_bp, "salt", f->salt,
                      "test_users_count", (int)f->ntest_users, "test_users", users, "version",
                      (json_int_t)f->version, "source", f->source ? f->source : "config", "actor", f->actor,
                      "reason", f->reason, "updated_at", f->updated_at, "legacy", r->legacy->name, "new",
-                     r->new_pool ? r->new_pool->name : NULL);
+                     r->new_pool ? r->new_pool->name : NULL, "jwt_refused",
+                     (json_int_t)atomic_load_explicit(&r->jwt_refused, memory_order_relaxed), "json_no_key",
+                     (json_int_t)atomic_load_explicit(&r->json_no_key, memory_order_relaxed));
 }
 
 static void ep_status(admin_conn_t *c, const char *route, json_t *body)

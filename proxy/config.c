@@ -14,7 +14,6 @@ static const struct {
     const char *feature;
 } planned_sections[] = {
     {"postgres", "the PostgreSQL record"},
-    {"admin", "the admin API"},
     {"notify", "trip notifications"},
 };
 

@@ -76,6 +76,12 @@ typedef struct sy_conn {
     bool req_head_done, req_done, req_paused, want_tunnel, head_req, client_http11;
     bool resp_head_sent, resp_done, resp_final_head, local, close_after, upstream_reusable;
     bool up_wrote;           /* bytes of this request reached this upstream connection */
+    /* A body held for the router (it asked for it to find the user key): */
+    char *hold;
+    size_t hold_len, hold_off, hold_cap, hold_want;
+    bool holding;            /* still collecting: no upstream chosen yet */
+    bool hold_end_pending;   /* the request ended while held bytes wait to be sent */
+    bool sent_continue;      /* we answered Expect: 100-continue ourselves */
     int retries;
     sy_framing_t req_framing, resp_framing;
     uint64_t req_body, resp_body, bytes_in, bytes_out;
@@ -208,6 +214,14 @@ static void exchange_record(sy_conn_t *c)
 
 /* --- exchange lifecycle --------------------------------------------------- */
 
+static void hold_free(sy_conn_t *c)
+{
+    free(c->hold);
+    c->hold = NULL;
+    c->hold_len = c->hold_off = c->hold_cap = c->hold_want = 0;
+    c->holding = c->hold_end_pending = false;
+}
+
 static void exchange_begin(sy_conn_t *c)
 {
     sy_worker_t *w = c->w;
@@ -221,6 +235,8 @@ static void exchange_begin(sy_conn_t *c)
     c->req_head_done = c->req_done = c->req_paused = c->want_tunnel = c->head_req = false;
     c->resp_head_sent = c->resp_done = c->resp_final_head = c->local = c->upstream_reusable = false;
     c->up_wrote = c->up_eof = c->up_blocked = false;
+    c->sent_continue = false;
+    hold_free(c);
     c->retries = 0;
     c->req_body = c->resp_body = c->bytes_in = c->bytes_out = 0;
     c->status = 0;
@@ -249,6 +265,7 @@ static void exchange_end(sy_conn_t *c)
 {
     bool reusable = c->upstream_reusable && c->up_in.len == 0 && c->up_out.len == 0 && c->req_done && !c->up_eof;
     detach_upstream(c, reusable);
+    hold_free(c);
     exchange_record(c);
     sy_snapshot_release(c->snap);
     c->snap = NULL;
@@ -274,6 +291,7 @@ static void respond_local(sy_conn_t *c, int status, const char *reason)
         return;
     }
     detach_upstream(c, false);
+    hold_free(c);
     c->local = true;
     c->status = status;
     /* A body still to come is not read: the connection cannot be reused. A request
@@ -352,6 +370,60 @@ static void copy_str(char *dst, size_t cap, const char *src, size_t len)
     dst[len] = '\0';
 }
 
+static void build_view(sy_conn_t *c, sy_request_view_t *v, int body_state)
+{
+    const sy_h1_msg_t *m = &c->req.msg;
+    const sy_header_t *host = sy_h1_find(m, "host");
+    const char *q = memchr(m->target, '?', m->target_len);
+    memset(v, 0, sizeof(*v));
+    v->method = m->method;
+    v->method_len = strlen(m->method);
+    v->path = m->target;
+    v->path_len = q ? (size_t)(q - m->target) : m->target_len;
+    v->query = q ? q + 1 : NULL;
+    v->query_len = q ? m->target_len - (size_t)(q - m->target) - 1 : 0;
+    v->host = host ? host->value : NULL;
+    v->host_len = host ? host->value_len : 0;
+    v->headers = m->headers;
+    v->nheaders = m->nheaders;
+    v->client = (const struct sockaddr *)&c->peer;
+    v->has_body = m->chunked || (m->has_length && m->content_length > 0);
+    v->body_state = body_state;
+    if (body_state == SY_BODY_COMPLETE) {
+        v->body = c->hold;
+        v->body_len = c->hold_len;
+    }
+}
+
+/* The router chose (or refused): answer locally, or start the upstream side. */
+static void route_chosen(sy_conn_t *c)
+{
+    if (c->dec.endpoint == NULL) {
+        respond_local(c, c->dec.status ? c->dec.status : 503, c->dec.error ? c->dec.error : "no endpoint");
+        if (c->want_tunnel)
+            c->close_after = true;
+        return;
+    }
+    if (serialize_request(c) != 0) {
+        respond_local(c, 431, "request head too large to forward");
+        return;
+    }
+    start_upstream(c);
+}
+
+/* Ask again, now with the body (or knowing it is too big to look at). */
+static void decide_with_body(sy_conn_t *c, int body_state)
+{
+    c->holding = false;
+    sy_request_view_t view;
+    build_view(c, &view, body_state);
+    c->dec.want_body = 0;
+    c->dec.route_index = -1;
+    c->w->router->decide(c->w->router->ctx, c->snap, &view, c->w->rr++, &c->dec);
+    c->dec.want_body = 0;
+    route_chosen(c);
+}
+
 static int req_on_head(void *ud, sy_h1_msg_t *m)
 {
     sy_conn_t *c = ud;
@@ -386,30 +458,24 @@ static int req_on_head(void *ud, sy_h1_msg_t *m)
                          sy_h1_has_token(up->value, up->value_len, "websocket");
     }
 
-    /* Ask the router. */
-    const char *q = memchr(m->target, '?', m->target_len);
-    sy_request_view_t view = {
-        .method = m->method,
-        .method_len = strlen(m->method),
-        .path = m->target,
-        .path_len = q ? (size_t)(q - m->target) : m->target_len,
-        .query = q ? q + 1 : NULL,
-        .query_len = q ? m->target_len - (size_t)(q - m->target) - 1 : 0,
-        .host = host ? host->value : NULL,
-        .host_len = host ? host->value_len : 0,
-        .headers = m->headers,
-        .nheaders = m->nheaders,
-        .client = (const struct sockaddr *)&c->peer,
-    };
     c->dec.route_index = -1;
+    sy_request_view_t view;
+    build_view(c, &view, SY_BODY_NONE);
     w->router->decide(w->router->ctx, c->snap, &view, w->rr++, &c->dec);
-    if (c->dec.endpoint == NULL) {
-        respond_local(c, c->dec.status ? c->dec.status : 503, c->dec.error ? c->dec.error : "no endpoint");
-        return c->want_tunnel ? SY_H1_HEAD_TUNNEL : 0;
+    if (c->dec.want_body > 0 && view.has_body && c->dec.endpoint == NULL) {
+        /* The user key is in the body: hold it (bounded) before choosing. */
+        c->holding = true;
+        c->hold_want = c->dec.want_body;
+        c->hold_cap = c->dec.want_body + c->w->bufs.block_size; /* one parse step past the limit */
+        c->hold = malloc(c->hold_cap);
+        if (c->hold == NULL)
+            return sy_h1_fail(&c->req, 500, "out of memory");
+        if (m->expect_continue && c->client_http11 && take(c, &c->out) == 0 &&
+            sy_buf_append(&c->out, "HTTP/1.1 100 Continue\r\n\r\n", 25) == 0)
+            c->sent_continue = true;
+        return 0;
     }
-    if (serialize_request(c) != 0)
-        return sy_h1_fail(&c->req, 431, "request head too large to forward");
-    start_upstream(c);
+    route_chosen(c);
     return c->want_tunnel ? SY_H1_HEAD_TUNNEL : 0;
 }
 
@@ -421,6 +487,24 @@ static int req_on_body(void *ud, const char *data, size_t len)
         return sy_h1_fail(&c->req, 413, "request body larger than limits.body_bytes");
     if (c->local)
         return 0; /* answered already; the connection closes after it */
+    if (c->holding) {
+        /* hold_cap leaves one parse step of room past hold_want. */
+        if (c->hold_len + len > c->hold_cap)
+            return sy_h1_fail(&c->req, 500, "internal buffer overflow");
+        memcpy(c->hold + c->hold_len, data, len);
+        c->hold_len += len;
+        if (c->hold_len > c->hold_want)
+            decide_with_body(c, SY_BODY_TOO_BIG);
+        return 0;
+    }
+    if (c->hold != NULL) {
+        /* Held bytes go first: this piece waits its turn with them. */
+        if (c->hold_len + len > c->hold_cap)
+            return sy_h1_fail(&c->req, 500, "internal buffer overflow");
+        memcpy(c->hold + c->hold_len, data, len);
+        c->hold_len += len;
+        return 0;
+    }
     if (put_body(&c->up_out, c->req_framing, data, len) != 0)
         return sy_h1_fail(&c->req, 500, "internal buffer overflow");
     return 0;
@@ -429,7 +513,11 @@ static int req_on_body(void *ud, const char *data, size_t len)
 static int req_on_done(void *ud)
 {
     sy_conn_t *c = ud;
-    if (!c->local && c->req_framing == SY_FRAME_CHUNKED && sy_buf_append(&c->up_out, "0\r\n\r\n", 5) != 0)
+    if (c->holding)
+        decide_with_body(c, SY_BODY_COMPLETE);
+    if (c->hold != NULL && !c->local)
+        c->hold_end_pending = true; /* the terminator follows the held bytes */
+    else if (!c->local && c->req_framing == SY_FRAME_CHUNKED && sy_buf_append(&c->up_out, "0\r\n\r\n", 5) != 0)
         return sy_h1_fail(&c->req, 500, "internal buffer overflow");
     c->req_done = true;
     c->req_paused = true;
@@ -445,7 +533,7 @@ static int resp_on_head(void *ud, sy_h1_msg_t *m)
     sy_conn_t *c = ud;
     if (m->status >= 100 && m->status < 200 && m->status != 101) {
         /* Interim: relay 100 Continue to a client that can take it. */
-        if (c->client_http11 && !c->resp_head_sent &&
+        if (c->client_http11 && !c->resp_head_sent && !c->sent_continue &&
             sy_buf_appendf(&c->out, "HTTP/1.1 %d %.*s\r\n\r\n", m->status, (int)m->reason_len, m->reason) != 0)
             return sy_h1_fail(&c->resp, 502, "no room for an interim response");
         return 0;
@@ -646,6 +734,32 @@ static ssize_t flush(int fd, sy_buf_t *b, bool *blocked)
     return total;
 }
 
+/* Moves held body bytes (kept for the router) into the upstream buffer. */
+static bool drain_hold(sy_conn_t *c)
+{
+    if (c->hold == NULL || c->holding || c->local || take(c, &c->up_out) != 0)
+        return false;
+    size_t before = c->hold_off;
+    while (c->hold_off < c->hold_len) {
+        size_t room = room_for(&c->up_out, false);
+        if (room == 0)
+            break;
+        size_t n = c->hold_len - c->hold_off;
+        if (n > room)
+            n = room;
+        if (put_body(&c->up_out, c->req_framing, c->hold + c->hold_off, n) != 0)
+            break;
+        c->hold_off += n;
+    }
+    if (c->hold_off == c->hold_len) {
+        bool end = c->hold_end_pending;
+        hold_free(c);
+        if (end && c->req_framing == SY_FRAME_CHUNKED && sy_buf_append(&c->up_out, "0\r\n\r\n", 5) != 0)
+            conn_close(c, "internal buffer overflow");
+    }
+    return c->hold_off != before || c->hold == NULL;
+}
+
 static bool parse_request(sy_conn_t *c)
 {
     if (c->state == CS_IDLE) {
@@ -662,6 +776,8 @@ static bool parse_request(sy_conn_t *c)
     }
     if (c->state != CS_ACTIVE || c->req_paused || c->in.len == 0)
         return false;
+    if (c->hold != NULL && !c->holding)
+        return false; /* held bytes are still on their way to the upstream */
     size_t limit = c->in.len;
     if (!c->local) {
         if (take(c, &c->up_out) != 0)
@@ -919,6 +1035,8 @@ static void conn_pump(sy_conn_t *c)
 {
     for (int guard = 0; guard < 256 && c->state != CS_CLOSED; guard++) {
         bool progress = false;
+        if (c->state == CS_ACTIVE && c->hold != NULL)
+            progress |= drain_hold(c);
         if (c->state == CS_IDLE || c->state == CS_ACTIVE)
             progress |= parse_request(c);
         if (c->state == CS_CLOSED)
@@ -1024,6 +1142,7 @@ static void conn_close(sy_conn_t *c, const char *reason)
 static void conn_free(sy_conn_t *c)
 {
     sy_worker_t *w = c->w;
+    hold_free(c);
     sy_buf_t *bufs[] = {&c->in, &c->out, &c->up_out, &c->up_in, &c->req_arena, &c->resp_arena};
     for (size_t i = 0; i < SY_ARRAY_LEN(bufs); i++)
         sy_buf_release(bufs[i], &w->bufs);

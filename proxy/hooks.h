@@ -37,7 +37,14 @@ typedef struct sy_request_view {
     const sy_header_t *headers;
     size_t nheaders;
     const struct sockaddr *client;
+    /* The body, when the router asked for it (want_body): */
+    bool has_body;         /* the request has a body at all */
+    int body_state;        /* SY_BODY_NONE, SY_BODY_COMPLETE or SY_BODY_TOO_BIG */
+    const char *body;      /* valid with SY_BODY_COMPLETE */
+    size_t body_len;
 } sy_request_view_t;
+
+enum { SY_BODY_NONE = 0, SY_BODY_COMPLETE = 1, SY_BODY_TOO_BIG = 2 };
 
 /* What the router says. Strings point into the snapshot (valid while the
  * request holds it) or are static. */
@@ -51,6 +58,7 @@ typedef struct sy_decision {
     const char *variant;
     const char *reason;            /* why this variant: bucket, test_user, ... */
     bool expose_variant;           /* add X-Switchyard-Variant to the response */
+    size_t want_body;              /* >0: decide again with up to this many body bytes */
     const char *strip_header;      /* request header consumed by the router (override) */
     char user[64];                 /* user key, cut to fit, for the access log */
 } sy_decision_t;

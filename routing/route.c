@@ -1,6 +1,8 @@
 #include "routing/route.h"
 
 #include <arpa/inet.h>
+#include <jansson.h>
+#include <time.h>
 #include <ctype.h>
 #include <stdlib.h>
 #include <string.h>
@@ -154,7 +156,65 @@ size_t sy_query_value(const char *q, size_t len, const char *name, char *out, si
     return 0;
 }
 
-size_t sy_route_user_key(const sy_route_t *r, const sy_request_view_t *req, char *out)
+size_t sy_json_key(const char *body, size_t len, const char *path, char *out, size_t cap)
+{
+    json_t *root = json_loadb(body, len, 0, NULL);
+    if (root == NULL)
+        return 0;
+    json_t *v = root;
+    const char *p = path;
+    while (v != NULL && *p) {
+        const char *dot = strchr(p, '.');
+        size_t n = dot ? (size_t)(dot - p) : strlen(p);
+        char seg[128];
+        if (n == 0 || n >= sizeof(seg)) {
+            v = NULL;
+            break;
+        }
+        memcpy(seg, p, n);
+        seg[n] = '\0';
+        if (json_is_object(v)) {
+            v = json_object_get(v, seg);
+        } else if (json_is_array(v) && seg[0] >= '0' && seg[0] <= '9') {
+            v = json_array_get(v, (size_t)strtoul(seg, NULL, 10));
+        } else {
+            v = NULL;
+        }
+        p += n + (dot ? 1 : 0);
+    }
+    size_t out_len = 0;
+    if (json_is_string(v) && json_string_length(v) > 0 && json_string_length(v) < cap) {
+        out_len = json_string_length(v);
+        memcpy(out, json_string_value(v), out_len);
+        out[out_len] = '\0';
+    } else if (json_is_integer(v)) {
+        int n = snprintf(out, cap, "%lld", (long long)json_integer_value(v));
+        out_len = n > 0 && (size_t)n < cap ? (size_t)n : 0;
+    }
+    json_decref(root);
+    return out_len;
+}
+
+static size_t jwt_key_of(const sy_route_t *r, const sy_key_source_t *src, const sy_request_view_t *req, char *out,
+                         size_t cap)
+{
+    for (size_t i = 0; i < req->nheaders; i++) {
+        const sy_header_t *h = &req->headers[i];
+        if (h->name_len != 13 || strncasecmp(h->name, "authorization", 13) != 0)
+            continue;
+        if (h->value_len <= 7 || strncasecmp(h->value, "Bearer ", 7) != 0)
+            return 0;
+        sy_jwt_result_t res = sy_jwt_claim(r->jwt_verify ? r->jwt_key : NULL, h->value + 7, h->value_len - 7,
+                                           src->name, time(NULL), out, cap);
+        if (res == SY_JWT_OK)
+            return strlen(out);
+        atomic_fetch_add_explicit(&((sy_route_t *)r)->jwt_refused, 1, memory_order_relaxed);
+        return 0;
+    }
+    return 0;
+}
+
+int sy_route_user_key(const sy_route_t *r, const sy_request_view_t *req, char *out, size_t *len)
 {
     const size_t cap = SY_USER_KEY_MAX + 1;
     for (size_t k = 0; k < r->nkeys; k++) {
@@ -179,11 +239,27 @@ size_t sy_route_user_key(const sy_route_t *r, const sy_request_view_t *req, char
         case SY_KEY_QUERY:
             n = sy_query_value(req->query, req->query_len, src->name, out, cap);
             break;
+        case SY_KEY_JWT:
+            n = jwt_key_of(r, src, req, out, cap);
+            break;
+        case SY_KEY_JSON:
+            if (!req->has_body)
+                break;
+            if (req->body_state == SY_BODY_NONE)
+                return SY_KEY_NEED_BODY;
+            if (req->body_state == SY_BODY_COMPLETE)
+                n = sy_json_key(req->body, req->body_len, src->name, out, cap);
+            if (n == 0)
+                atomic_fetch_add_explicit(&((sy_route_t *)r)->json_no_key, 1, memory_order_relaxed);
+            break;
         }
-        if (n > 0)
-            return n;
+        if (n > 0) {
+            *len = n;
+            return SY_KEY_FOUND;
+        }
     }
-    return 0;
+    *len = 0;
+    return SY_KEY_NO_KEY;
 }
 
 /* --- CIDRs and test users ---------------------------------------------------- */
@@ -293,6 +369,7 @@ static void route_free(sy_route_t *r)
     free(r->test_users);
     free(r->override_header);
     free(r->trusted);
+    sy_jwt_key_free(r->jwt_key);
 }
 
 static void routes_destroy(void *data)
@@ -359,13 +436,13 @@ static int parse_user_key(sy_conf_t *c, yaml_node_t *v, sy_route_t *r)
         yaml_node_t *item = sy_conf_node(c, v->data.sequence.items.start[i]);
         yaml_node_t *k, *x;
         size_t it = 0;
-        if (sy_conf_expect(c, item, YAML_MAPPING_NODE, "a key source (header, cookie or query)") != 0 ||
+        if (sy_conf_expect(c, item, YAML_MAPPING_NODE, "a key source (header, cookie, query, jwt or json)") != 0 ||
             !sy_conf_map_next(c, item, &it, &k, &x)) {
             rc = SY_EINVAL;
             continue;
         }
         if (item->data.mapping.pairs.top - item->data.mapping.pairs.start != 1) {
-            rc = sy_conf_error(c, item, "a key source has exactly one key (header, cookie or query)");
+            rc = sy_conf_error(c, item, "a key source has exactly one key (header, cookie, query, jwt or json)");
             continue;
         }
         sy_key_source_t *src = &r->keys[r->nkeys];
@@ -375,12 +452,12 @@ static int parse_user_key(sy_conf_t *c, yaml_node_t *v, sy_route_t *r)
             src->kind = SY_KEY_COOKIE;
         else if (sy_conf_key_is(k, "query"))
             src->kind = SY_KEY_QUERY;
-        else if (sy_conf_key_is(k, "json") || sy_conf_key_is(k, "jwt")) {
-            rc = sy_conf_error(c, k, "user key source '%s' is not available in this version yet (it arrives "
-                                     "with the Redis flags feature)", sy_conf_scalar(k));
-            continue;
-        } else {
-            rc = sy_conf_error(c, k, "unknown user key source '%s' (known: header, cookie, query)",
+        else if (sy_conf_key_is(k, "jwt"))
+            src->kind = SY_KEY_JWT;
+        else if (sy_conf_key_is(k, "json"))
+            src->kind = SY_KEY_JSON;
+        else {
+            rc = sy_conf_error(c, k, "unknown user key source '%s' (known: header, cookie, query, jwt, json)",
                                sy_conf_scalar(k) ? sy_conf_scalar(k) : "?");
             continue;
         }
@@ -463,6 +540,35 @@ static int parse_override(sy_conf_t *c, yaml_node_t *v, sy_route_t *r)
     return rc;
 }
 
+static int parse_jwt(sy_conf_t *c, yaml_node_t *v, sy_route_t *r)
+{
+    if (sy_conf_expect(c, v, YAML_MAPPING_NODE, "a mapping ({alg: HS256|RS256|ES256, key_file: PATH})") != 0)
+        return SY_EINVAL;
+    char *alg = NULL, *file = NULL;
+    int rc = 0;
+    yaml_node_t *k, *x;
+    for (size_t it = 0; sy_conf_map_next(c, v, &it, &k, &x);) {
+        if (sy_conf_key_is(k, "alg"))
+            rc |= sy_conf_string(c, x, &alg);
+        else if (sy_conf_key_is(k, "key_file"))
+            rc |= sy_conf_string(c, x, &file);
+        else
+            rc = sy_conf_error(c, k, "unknown key '%s' in jwt (known: alg, key_file)",
+                               sy_conf_scalar(k) ? sy_conf_scalar(k) : "?");
+    }
+    if (rc == 0 && (alg == NULL || file == NULL))
+        rc = sy_conf_error(c, v, "jwt needs both 'alg' and 'key_file'");
+    if (rc == 0) {
+        char err[256];
+        r->jwt_key = sy_jwt_key_load(alg, file, err, sizeof(err));
+        if (r->jwt_key == NULL)
+            rc = sy_conf_error(c, v, "jwt: %s", err);
+    }
+    free(alg);
+    free(file);
+    return rc ? SY_EINVAL : 0;
+}
+
 static int parse_route(sy_conf_t *c, yaml_node_t *node, const sy_config_t *cfg, sy_routes_t *rs, sy_route_t *r)
 {
     if (sy_conf_expect(c, node, YAML_MAPPING_NODE, "a route (a mapping with name, match, legacy, ...)") != 0)
@@ -470,10 +576,12 @@ static int parse_route(sy_conf_t *c, yaml_node_t *node, const sy_config_t *cfg, 
     int rc = 0;
     r->state = SY_STATE_RAMPING;
     r->anonymous = SY_ANON_LEGACY;
+    r->jwt_verify = true;
+    r->json_body_limit = 64 * 1024;
     bool have_percent = false;
     static const char *const known[] = {"name", "match", "user_key", "legacy", "new", "percent_bp", "test_users",
                                         "salt", "expose_variant", "override", "anonymous", "state",
-                                        "keep_test_users_on_trip", "trip"};
+                                        "keep_test_users_on_trip", "trip", "jwt", "jwt_verify", "json_body_limit"};
     yaml_node_t *k, *v;
     for (size_t it = 0; sy_conf_map_next(c, node, &it, &k, &v);) {
         const char *key = sy_conf_scalar(k);
@@ -544,6 +652,12 @@ static int parse_route(sy_conf_t *c, yaml_node_t *node, const sy_config_t *cfg, 
             const char *s = sy_conf_scalar(v);
             if (s == NULL || sy_state_parse(s, &r->state) != 0 || r->state == SY_STATE_TRIPPED)
                 r1 = sy_conf_error(c, v, "state must be off, ramping or promoted");
+        } else if (strcmp(key, "jwt") == 0) {
+            r1 = parse_jwt(c, v, r);
+        } else if (strcmp(key, "jwt_verify") == 0) {
+            r1 = sy_conf_bool(c, v, &r->jwt_verify);
+        } else if (strcmp(key, "json_body_limit") == 0) {
+            r1 = sy_conf_size(c, v, 1, 16 * 1024 * 1024, &r->json_body_limit);
         } else if (strcmp(key, "trip") == 0) {
             r1 = sy_conf_error(c, k, "'trip' is not available in this version yet (trip rules arrive with the "
                                      "comparator feature)");
@@ -557,6 +671,10 @@ static int parse_route(sy_conf_t *c, yaml_node_t *node, const sy_config_t *cfg, 
         rc = sy_conf_error(c, node, "route '%s' needs a 'legacy' pool", r->name ? r->name : "?");
     if (have_percent && r->new_pool == NULL && r->percent_bp > 0 && rc == 0)
         rc = sy_conf_error(c, node, "route '%s' has percent_bp but no 'new' pool", r->name);
+    for (size_t ki = 0; ki < r->nkeys && rc == 0; ki++)
+        if (r->keys[ki].kind == SY_KEY_JWT && r->jwt_key == NULL && r->jwt_verify)
+            rc = sy_conf_error(c, node, "route '%s' takes a user key from a JWT: give it a key (jwt: {alg: HS256, "
+                                        "key_file: ...}) or say jwt_verify: false", r->name ? r->name : "?");
     if (r->host == NULL)
         r->host = strdup("*");
     if (r->path_prefix == NULL)

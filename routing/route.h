@@ -14,17 +14,20 @@
 #include "proxy/hooks.h"
 #include "routing/cohort.h"
 
+#include "routing/jwt.h"
+
 #include <netinet/in.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 
 #define SY_USER_KEY_MAX 256
 
-typedef enum sy_key_kind { SY_KEY_HEADER, SY_KEY_COOKIE, SY_KEY_QUERY } sy_key_kind_t;
+typedef enum sy_key_kind { SY_KEY_HEADER, SY_KEY_COOKIE, SY_KEY_QUERY, SY_KEY_JWT, SY_KEY_JSON } sy_key_kind_t;
 
 typedef struct sy_key_source {
     sy_key_kind_t kind;
-    char *name;
+    char *name;     /* header, cookie or query name; JWT claim; JSON path (a.b.c) */
 } sy_key_source_t;
 
 typedef struct sy_cidr {
@@ -57,6 +60,13 @@ typedef struct sy_route {
     char *override_header;   /* NULL: overrides off */
     sy_cidr_t *trusted;
     size_t ntrusted;
+    /* JWT and JSON body sources */
+    sy_jwt_key_t *jwt_key;   /* NULL: unverified (only with jwt_verify: false) */
+    bool jwt_verify;
+    uint64_t json_body_limit;
+    /* counters, bumped by workers (relaxed) */
+    atomic_ulong jwt_refused;    /* tokens that failed checks: no key from them */
+    atomic_ulong json_no_key;    /* bodies too big or not JSON, or no such field */
 } sy_route_t;
 
 typedef struct sy_routes {
@@ -72,9 +82,15 @@ const sy_route_t *sy_route_match(const sy_routes_t *rs, const char *host, size_t
                                  size_t path_len);
 const sy_route_t *sy_route_find(const sy_routes_t *rs, const char *name);
 
-/* Writes the user key into out (NUL-terminated, at most SY_USER_KEY_MAX bytes)
- * and returns its length, or 0 when no source yields one. */
-size_t sy_route_user_key(const sy_route_t *r, const sy_request_view_t *req, char *out);
+/* Finds the user key: SY_KEY_FOUND with the key in out (NUL-terminated, at most
+ * SY_USER_KEY_MAX bytes) and its length in *len; SY_KEY_NO_KEY; or
+ * SY_KEY_NEED_BODY when a JSON source comes next and the body has not been
+ * seen yet (ask again with it, up to json_body_limit bytes). */
+enum { SY_KEY_NO_KEY = 0, SY_KEY_FOUND = 1, SY_KEY_NEED_BODY = 2 };
+int sy_route_user_key(const sy_route_t *r, const sy_request_view_t *req, char *out, size_t *len);
+/* The value at a dotted path (a.b.0.c) of a JSON object: a string, or an
+ * integer in decimal. Returns its length, or 0. */
+size_t sy_json_key(const char *body, size_t len, const char *path, char *out, size_t cap);
 /* Helpers behind it, exposed for tests. Return the value length or 0. */
 size_t sy_cookie_value(const char *header, size_t len, const char *name, char *out, size_t cap);
 size_t sy_query_value(const char *query, size_t len, const char *name, char *out, size_t cap);

@@ -159,7 +159,12 @@ static int decide(void *ctx, const sy_snapshot_t *snap, const sy_request_view_t 
     out->strip_header = r->override_header;
 
     char key[SY_USER_KEY_MAX + 1];
-    size_t klen = sy_route_user_key(r, req, key);
+    size_t klen = 0;
+    if (sy_route_user_key(r, req, key, &klen) == SY_KEY_NEED_BODY) {
+        /* The key may be in the body: the engine holds it and asks again. */
+        out->want_body = (size_t)r->json_body_limit;
+        return 0;
+    }
     if (klen == 0 && r->anonymous == SY_ANON_HASH_CLIENT_IP && req->client != NULL) {
         char ip[64];
         sy_addr_format_ip(req->client, ip, sizeof(ip));
