@@ -23,22 +23,26 @@ stop() {
 trap stop EXIT
 trap 'exit 0' INT TERM
 
-for p in 7001 7002 8080; do
+for p in 7001 7002 8080 9901 6390; do
   if (exec 3<>/dev/tcp/127.0.0.1/$p) 2>/dev/null; then
     echo "port $p is already in use: stop what runs there first" >&2
     exit 1
   fi
 done
 
+head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n' > "$RUN/admin.token"
+chmod 600 "$RUN/admin.token"
+redis-server --port 6390 --bind 127.0.0.1 --save '' --appendonly no >"$RUN/redis.log" 2>&1 & PIDS+=($!)
 python3 tests/integration/backend.py --port 7001 --name legacy >"$RUN/legacy.log" 2>&1 & PIDS+=($!)
 python3 tests/integration/backend.py --port 7002 --name new >"$RUN/new.log" 2>&1 & PIDS+=($!)
 build/switchyard check -c deploy/quickstart.yaml
 build/switchyard -c deploy/quickstart.yaml 2>"$RUN/switchyard.log" & PIDS+=($!)
 GW=$!
 for _ in $(seq 100); do
-  (exec 3<>/dev/tcp/127.0.0.1/8080) 2>/dev/null && break
+  (exec 3<>/dev/tcp/127.0.0.1/8080) 2>/dev/null && (exec 3<>/dev/tcp/127.0.0.1/9901) 2>/dev/null && break
   sleep 0.05
 done
+CTL="build/switchyard ctl -c deploy/quickstart.yaml"
 
 cat <<TXT
 
@@ -59,11 +63,19 @@ Try:
   # the access log, one JSON object per request
   tail -n 3 $RUN/access.log
 
-Change the split: edit percent_bp in deploy/quickstart.yaml (e.g. 7500), then
-  kill -HUP $GW       # reload: new requests use it, users at 25 % stay in new
-Roll back at once: set percent_bp: 0 (or state: off) and kill -HUP $GW again.
-(Live flags in Redis, redis-cli edits and 'switchyard ctl rollback' come with the
-Redis flags feature.)
+The flags live in Redis (127.0.0.1:6390):
+  $CTL status
+  redis-cli -p 6390 HGETALL switchyard:route:navigation
+  # a hand edit takes effect at once: 75 %; users who had new at 25 % keep it
+  redis-cli -p 6390 HSET switchyard:route:navigation percent_bp 7500
+  # a bad edit is refused, logged and counted; the last good value stays
+  redis-cli -p 6390 HSET switchyard:route:navigation percent_bp 150%
+  # test users by hand
+  redis-cli -p 6390 SADD switchyard:route:navigation:test_users 1001
+Roll back in one command (everyone to legacy), then resume:
+  $CTL rollback navigation --reason "errors on new"
+  $CTL resume navigation
+The admin token is in $RUN/admin.token; the gateway's log in $RUN/switchyard.log.
 
 Press Ctrl-C to stop everything.
 TXT
