@@ -3,6 +3,8 @@
 #include "flags/store.h"
 #include "handlers/admin.h"
 #include "handlers/ctl.h"
+#include "healthcheck/monitor.h"
+#include "healthcheck/rules.h"
 #include "proxy/config.h"
 #include "proxy/log.h"
 #include "proxy/server.h"
@@ -24,6 +26,7 @@ static const sy_conf_section_t *const sections[] = {
     &sy_routes_section,
     &sy_redis_section,
     &sy_admin_section,
+    &sy_trip_section,
 };
 
 static void usage(FILE *out)
@@ -69,6 +72,8 @@ typedef struct app {
     sy_server_t *server;
     sy_flagstore_t *store;
     sy_admin_t *admin;
+    sy_monitor_t *monitor;
+    sy_route_state_t last_state[SY_MONITOR_MAX_ROUTES];
     const char *config_path;
     ev_signal sigterm, sigquit, sigint, sighup;
 } app_t;
@@ -78,6 +83,15 @@ typedef struct app {
 static void publish_flags(void *ud, const sy_config_t *cfg, const sy_route_flags_t *flags)
 {
     app_t *app = ud;
+    /* A route leaving tripped/off starts its comparison afresh. */
+    const sy_routes_t *rs = sy_config_ext(cfg, "routes");
+    for (size_t i = 0; rs != NULL && i < rs->n && i < SY_MONITOR_MAX_ROUTES; i++) {
+        bool was_down = app->last_state[i] == SY_STATE_TRIPPED || app->last_state[i] == SY_STATE_OFF;
+        bool is_up = flags[i].state == SY_STATE_RAMPING || flags[i].state == SY_STATE_PROMOTED;
+        if (was_down && is_up && app->monitor != NULL)
+            sy_monitor_reset_route(app->monitor, rs->routes[i].name);
+        app->last_state[i] = flags[i].state;
+    }
     sy_routing_t *rt = sy_routing_with_flags(cfg, flags);
     sy_snapshot_t *snap = rt ? sy_snapshot_create((sy_config_t *)cfg, rt, sy_routing_free) : NULL;
     if (snap == NULL) {
@@ -85,6 +99,15 @@ static void publish_flags(void *ud, const sy_config_t *cfg, const sy_route_flags
         return;
     }
     sy_server_publish(app->server, snap);
+}
+
+/* A trip rule fired (monitor) : roll the route back, locally first. */
+static void on_trip(void *ud, const char *route, const char *rule, const char *detail)
+{
+    app_t *app = ud;
+    char reason[512];
+    snprintf(reason, sizeof(reason), "%s: %s", rule, detail);
+    sy_flagstore_trip(app->store, route, reason);
 }
 
 static void drained(void *arg)
@@ -126,6 +149,7 @@ static void on_reload_signal(struct ev_loop *loop, ev_signal *w, int revents)
         sy_warn("reload: changes to workers or listen take effect only after a restart");
     /* The store keeps each route's live flags and publishes a snapshot of the new config. */
     sy_flagstore_reload(app->store, cfg);
+    sy_monitor_reload(app->monitor, cfg);
     if (app->admin != NULL)
         sy_admin_reload(app->admin, cfg);
     sy_config_release(cfg);
@@ -146,17 +170,20 @@ static int cmd_run(const char *path)
         return 1;
     }
     size_t nworkers = (size_t)snap->config->workers;
-    app.server = sy_server_create(app.loop, snap, &sy_router, NULL);
+    app.monitor = sy_monitor_create(app.loop, cfg, nworkers, on_trip, &app);
+    app.server = app.monitor ? sy_server_create(app.loop, snap, &sy_router, sy_monitor_observer(app.monitor)) : NULL;
     if (app.server == NULL) {
+        sy_monitor_destroy(app.monitor);
         sy_config_release(cfg);
         return 1;
     }
     app.store = sy_flagstore_create(app.loop, cfg, publish_flags, &app);
-    app.admin = app.store ? sy_admin_create(app.loop, cfg, app.store) : NULL;
+    app.admin = app.store ? sy_admin_create(app.loop, cfg, app.store, app.monitor) : NULL;
     sy_config_release(cfg);
     if (app.store == NULL || app.admin == NULL) {
         sy_flagstore_destroy(app.store);
         sy_server_destroy(app.server);
+        sy_monitor_destroy(app.monitor);
         return 1;
     }
     struct {
@@ -174,9 +201,10 @@ static int cmd_run(const char *path)
     }
     if (sy_server_start(app.server) != 0) {
         sy_error("cannot start worker threads");
-        sy_admin_destroy(app.admin);
         sy_flagstore_destroy(app.store);
+        sy_admin_destroy(app.admin);
         sy_server_destroy(app.server);
+        sy_monitor_destroy(app.monitor);
         return 1;
     }
     sy_admin_set_ready(app.admin, true);
@@ -188,6 +216,7 @@ static int cmd_run(const char *path)
     sy_flagstore_destroy(app.store);
     sy_admin_destroy(app.admin);
     sy_server_destroy(app.server);
+    sy_monitor_destroy(app.monitor); /* after the workers: they wrote into it */
     ev_loop_destroy(app.loop);
     sy_info("stopped");
     return 0;

@@ -775,6 +775,37 @@ void sy_flagstore_request(sy_flagstore_t *s, const char *route, const sy_flag_re
     sy_route_flags_clear(&next);
 }
 
+void sy_flagstore_trip(sy_flagstore_t *s, const char *route, const char *reason)
+{
+    long i = route_index(s, route, strlen(route));
+    if (i < 0 || s->cur[i].state == SY_STATE_TRIPPED || s->cur[i].state == SY_STATE_OFF)
+        return;
+    char now[32];
+    sy_flags_now(now);
+    sy_flag_request_t req = {.op = SY_OP_ROLLBACK, .actor = "switchyard", .reason = reason, .now = now};
+    sy_route_flags_t next;
+    const char *err = NULL;
+    if (sy_flags_op(&s->cur[i], &req, &next, &err) != 0) {
+        sy_error("trip of route %s could not be applied: %s", route, err ? err : "out of memory");
+        return;
+    }
+    sy_route_flags_clear(&s->cur[i]);
+    s->cur[i] = next;
+    s->cur[i].source = s->rc ? "local (redis write pending)" : "config";
+    do_publish(s); /* the workers route everyone to legacy from now on */
+    if (s->rc == NULL)
+        return;
+    pending_local_t *p = &s->pending[i];
+    p->active = true;
+    p->req = req;
+    snprintf(p->actor, sizeof(p->actor), "switchyard");
+    snprintf(p->reason, sizeof(p->reason), "%s", reason);
+    /* The write goes through a fresh read: the change is recomputed on what
+     * Redis holds, then compare-and-set (retried after reconnect if need be). */
+    if (s->cmd_up)
+        mark_dirty(s, i);
+}
+
 /* --- connection ---------------------------------------------------------------- */
 
 static void on_notify(redisAsyncContext *ac, void *reply, void *priv)

@@ -70,4 +70,10 @@ typedef void (*sy_flags_done_fn)(void *ud, int status, const char *err, const sy
 void sy_flagstore_request(sy_flagstore_t *s, const char *route, const sy_flag_request_t *req, sy_flags_done_fn done,
                           void *ud);
 
+/* A trip: the route is rolled back here at once (published before this
+ * returns), then the same change is written to Redis with actor=switchyard and
+ * the reason; if Redis is down the local trip stands and the write is retried
+ * after reconnect. Does nothing for a route already tripped or off. */
+void sy_flagstore_trip(sy_flagstore_t *s, const char *route, const char *reason);
+
 #endif

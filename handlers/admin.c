@@ -15,8 +15,12 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <stdarg.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
+
+#include "routing/route.h"
 
 #define ADMIN_MAX_HEAD 16384
 #define ADMIN_MAX_BODY 65536
@@ -95,6 +99,8 @@ typedef struct admin_conn {
     char body[ADMIN_MAX_BODY + 1];
     size_t body_len;
     bool head_done, done_reading, waiting, responded, closed;
+    char *big;          /* a body larger than a buffer (metrics), owned, sent after `out` */
+    size_t big_len, big_off;
     int refs; /* 1 for the connection, +1 while a store request is out */
 } admin_conn_t;
 
@@ -102,11 +108,13 @@ struct sy_admin {
     struct ev_loop *loop;
     const sy_config_t *cfg;
     sy_flagstore_t *store;
+    sy_monitor_t *monitor;
     int fd;
     ev_io accept_io;
     sy_bufpool_t bufs;
     sy_list_t conns;
     char *token;
+    const char *alert_label;
     bool ready;
 };
 
@@ -124,6 +132,7 @@ static void conn_release(admin_conn_t *c)
         return;
     sy_buf_release(&c->in, &c->a->bufs);
     sy_buf_release(&c->out, &c->a->bufs);
+    free(c->big);
     free(c->arena);
     free(c);
 }
@@ -142,10 +151,15 @@ static void conn_close(admin_conn_t *c)
 
 static void flush_out(admin_conn_t *c)
 {
-    while (c->out.len > 0) {
-        ssize_t n = send(c->fd, sy_buf_data(&c->out), c->out.len, MSG_NOSIGNAL);
+    while (c->out.len > 0 || c->big_off < c->big_len) {
+        bool head = c->out.len > 0;
+        ssize_t n = head ? send(c->fd, sy_buf_data(&c->out), c->out.len, MSG_NOSIGNAL)
+                         : send(c->fd, c->big + c->big_off, c->big_len - c->big_off, MSG_NOSIGNAL);
         if (n > 0) {
-            sy_buf_consume(&c->out, (size_t)n);
+            if (head)
+                sy_buf_consume(&c->out, (size_t)n);
+            else
+                c->big_off += (size_t)n;
             continue;
         }
         if (n < 0 && errno == EINTR)
@@ -207,6 +221,30 @@ static json_t *route_json(const sy_route_t *r, const sy_route_flags_t *f)
                      (json_int_t)atomic_load_explicit(&r->json_no_key, memory_order_relaxed));
 }
 
+static json_t *side_json(const sy_side_t *sd, double seconds)
+{
+    double rate = sd->requests ? (double)sd->errors / (double)sd->requests : 0;
+    return json_pack("{s:I, s:I, s:f, s:f, s:f, s:f, s:f}", "requests", (json_int_t)sd->requests, "errors",
+                     (json_int_t)sd->errors, "error_rate", rate, "rps", seconds > 0 ? sd->requests / seconds : 0.0,
+                     "p50_ms", sy_hist_quantile_us(&sd->total, 0.50) / 1000.0, "p95_ms",
+                     sy_hist_quantile_us(&sd->total, 0.95) / 1000.0, "p99_ms",
+                     sy_hist_quantile_us(&sd->total, 0.99) / 1000.0);
+}
+
+static json_t *window_json(const sy_monitor_t *m, const char *route)
+{
+    for (size_t i = 0; m != NULL && i < sy_monitor_nroutes(m); i++) {
+        const sy_route_view_t *v = sy_monitor_route(m, i);
+        if (strcmp(v->route, route) != 0)
+            continue;
+        return json_pack("{s:f, s:s, s:s?, s:s, s:o, s:o, s:I, s:I}", "seconds", v->window_s, "verdict",
+                         sy_level_name(v->verdict.level), "rule", v->verdict.rule, "detail", v->verdict.detail,
+                         "legacy", side_json(&v->window[0], v->window_s), "new", side_json(&v->window[1], v->window_s),
+                         "trips", (json_int_t)v->trips, "warnings", (json_int_t)v->warnings);
+    }
+    return json_null();
+}
+
 static void ep_status(admin_conn_t *c, const char *route, json_t *body)
 {
     (void)route;
@@ -215,8 +253,11 @@ static void ep_status(admin_conn_t *c, const char *route, json_t *body)
     const sy_routes_t *rs = sy_config_ext(cfg, "routes");
     const sy_route_flags_t *flags = sy_flagstore_flags(c->a->store);
     json_t *routes = json_array();
-    for (size_t i = 0; rs != NULL && i < rs->n; i++)
-        json_array_append_new(routes, route_json(&rs->routes[i], &flags[i]));
+    for (size_t i = 0; rs != NULL && i < rs->n; i++) {
+        json_t *r = route_json(&rs->routes[i], &flags[i]);
+        json_object_set_new(r, "window", window_json(c->a->monitor, rs->routes[i].name));
+        json_array_append_new(routes, r);
+    }
     sy_flagstore_status_t st;
     sy_flagstore_status(c->a->store, &st);
     json_t *redis = json_pack("{s:b, s:b, s:b, s:b, s:I, s:I, s:I, s:s}", "configured", st.configured, "connected",
@@ -377,11 +418,204 @@ static void ep_promote(admin_conn_t *c, const char *route, json_t *body)
     submit(c, route, &req, body);
 }
 
+/* --- /metrics ---------------------------------------------------------------- */
+
+typedef struct text {
+    char *p;
+    size_t len, cap;
+    bool full;
+} text_t;
+
+static void metrics_append(text_t *t, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+static void metrics_append(text_t *t, const char *fmt, ...)
+{
+    if (t->full)
+        return;
+    va_list ap;
+    for (;;) {
+        va_start(ap, fmt);
+        int n = t->p ? vsnprintf(t->p + t->len, t->cap - t->len, fmt, ap) : -1;
+        va_end(ap);
+        if (n >= 0 && (size_t)n < t->cap - t->len) {
+            t->len += (size_t)n;
+            return;
+        }
+        size_t ncap = t->cap * 2 + (n > 0 ? (size_t)n : 0) + 65536;
+        char *np = ncap < (64u << 20) ? realloc(t->p, ncap) : NULL;
+        if (np == NULL) {
+            t->full = true;
+            return;
+        }
+        t->p = np;
+        t->cap = ncap;
+    }
+}
+
+#define M(...) metrics_append(&t, __VA_ARGS__)
+
+static void ep_metrics(admin_conn_t *c, const char *route, json_t *body)
+{
+    (void)route;
+    (void)body;
+    text_t t = {0};
+    static const char *const variants[] = {"legacy", "new"};
+    static const char *const kinds[] = {"status_listed", "status_5xx", "connect", "reset", "timeout", "client"};
+    static const double le[] = {0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60};
+    const sy_monitor_t *m = c->a->monitor;
+    size_t n = m ? sy_monitor_nroutes(m) : 0;
+    M("# HELP switchyard_requests_total Requests answered, by route and variant.\n"
+      "# TYPE switchyard_requests_total counter\n");
+    for (size_t i = 0; i < n; i++)
+        for (int v = 0; v < 2; v++)
+            M("switchyard_requests_total{route=\"%s\",variant=\"%s\"} %llu\n", sy_monitor_route(m, i)->route,
+              variants[v], (unsigned long long)sy_monitor_route(m, i)->total[v].requests);
+    M("# HELP switchyard_errors_total Errors by kind: a 5xx or listed status from the backend, a connect failure, "
+      "a reset, a timeout; client aborts are counted apart and are not errors.\n"
+      "# TYPE switchyard_errors_total counter\n");
+    for (size_t i = 0; i < n; i++)
+        for (int v = 0; v < 2; v++)
+            for (int k = 0; k < 5; k++)
+                M("switchyard_errors_total{route=\"%s\",variant=\"%s\",kind=\"%s\"} %llu\n",
+                  sy_monitor_route(m, i)->route, variants[v], kinds[k],
+                  (unsigned long long)sy_monitor_route(m, i)->total[v].by_kind[k]);
+    M("# HELP switchyard_client_aborts_total Exchanges the client abandoned.\n"
+      "# TYPE switchyard_client_aborts_total counter\n");
+    for (size_t i = 0; i < n; i++)
+        for (int v = 0; v < 2; v++)
+            M("switchyard_client_aborts_total{route=\"%s\",variant=\"%s\"} %llu\n", sy_monitor_route(m, i)->route,
+              variants[v], (unsigned long long)sy_monitor_route(m, i)->total[v].by_kind[5]);
+    M("# HELP switchyard_request_duration_seconds Time from the request's first byte to the response's last.\n"
+      "# TYPE switchyard_request_duration_seconds histogram\n");
+    for (size_t i = 0; i < n; i++) {
+        for (int v = 0; v < 2; v++) {
+            const sy_hist_t *h = &sy_monitor_route(m, i)->total[v].total;
+            const char *rn = sy_monitor_route(m, i)->route;
+            for (size_t k = 0; k < SY_ARRAY_LEN(le); k++)
+                M("switchyard_request_duration_seconds_bucket{route=\"%s\",variant=\"%s\",le=\"%g\"} %llu\n", rn,
+                  variants[v], le[k], (unsigned long long)sy_hist_count_le(h, (uint64_t)(le[k] * 1e6)));
+            M("switchyard_request_duration_seconds_bucket{route=\"%s\",variant=\"%s\",le=\"+Inf\"} %llu\n", rn,
+              variants[v], (unsigned long long)h->total);
+            M("switchyard_request_duration_seconds_sum{route=\"%s\",variant=\"%s\"} %.6f\n", rn, variants[v],
+              (double)h->sum_us / 1e6);
+            M("switchyard_request_duration_seconds_count{route=\"%s\",variant=\"%s\"} %llu\n", rn, variants[v],
+              (unsigned long long)h->total);
+        }
+    }
+    const sy_config_t *cfg = sy_flagstore_config(c->a->store);
+    const sy_routes_t *rs = sy_config_ext(cfg, "routes");
+    const sy_route_flags_t *flags = sy_flagstore_flags(c->a->store);
+    M("# HELP switchyard_route_percent Share of users routed to new, in percent.\n"
+      "# TYPE switchyard_route_percent gauge\n");
+    for (size_t i = 0; rs && i < rs->n; i++)
+        M("switchyard_route_percent{route=\"%s\"} %.2f\n", rs->routes[i].name, flags[i].percent_bp / 100.0);
+    M("# HELP switchyard_route_tripped 1 while the route is tripped (everyone on legacy).\n"
+      "# TYPE switchyard_route_tripped gauge\n");
+    for (size_t i = 0; rs && i < rs->n; i++)
+        M("switchyard_route_tripped{route=\"%s\"} %d\n", rs->routes[i].name, flags[i].state == SY_STATE_TRIPPED);
+    M("# HELP switchyard_route_state The route's state (1 for the current one).\n"
+      "# TYPE switchyard_route_state gauge\n");
+    for (size_t i = 0; rs && i < rs->n; i++)
+        for (int st = 0; st < 4; st++)
+            M("switchyard_route_state{route=\"%s\",state=\"%s\"} %d\n", rs->routes[i].name,
+              sy_state_name((sy_route_state_t)st), flags[i].state == (sy_route_state_t)st);
+    M("# HELP switchyard_trips_total Automatic trips by the comparator since start.\n"
+      "# TYPE switchyard_trips_total counter\n");
+    for (size_t i = 0; i < n; i++)
+        M("switchyard_trips_total{route=\"%s\"} %llu\n", sy_monitor_route(m, i)->route,
+          (unsigned long long)sy_monitor_route(m, i)->trips);
+    M("# HELP switchyard_warnings_total Warnings (warn_* rules) since start.\n"
+      "# TYPE switchyard_warnings_total counter\n");
+    for (size_t i = 0; i < n; i++)
+        M("switchyard_warnings_total{route=\"%s\"} %llu\n", sy_monitor_route(m, i)->route,
+          (unsigned long long)sy_monitor_route(m, i)->warnings);
+    sy_flagstore_status_t st;
+    sy_flagstore_status(c->a->store, &st);
+    M("# HELP switchyard_redis_connected 1 while the flag store is connected to Redis.\n"
+      "# TYPE switchyard_redis_connected gauge\n"
+      "switchyard_redis_connected %d\n"
+      "# HELP switchyard_refused_edits_total Flag edits refused as invalid.\n"
+      "# TYPE switchyard_refused_edits_total counter\n"
+      "switchyard_refused_edits_total %llu\n",
+      st.connected, (unsigned long long)st.refused);
+    M("# HELP switchyard_endpoint_up 1 when the endpoint takes traffic, 0 when health checks took it out.\n"
+      "# TYPE switchyard_endpoint_up gauge\n");
+    for (size_t p = 0; p < cfg->npools; p++)
+        for (size_t e = 0; e < cfg->pools[p].nendpoints; e++)
+            M("switchyard_endpoint_up{pool=\"%s\",endpoint=\"%s\"} %d\n", cfg->pools[p].name,
+              cfg->pools[p].endpoints[e].name, !atomic_load(&cfg->pools[p].endpoints[e].down));
+    if (t.full) {
+        free(t.p);
+        respond_error(c, 500, "metrics too large");
+        return;
+    }
+    c->responded = true;
+    c->big = t.p;
+    c->big_len = t.len;
+    if (sy_buf_take(&c->out, &c->a->bufs) != 0 ||
+        sy_buf_appendf(&c->out, "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\n"
+                                "Content-Length: %zu\r\nConnection: close\r\n\r\n", t.len) != 0) {
+        conn_close(c);
+        return;
+    }
+    flush_out(c);
+}
+
+/* --- Alertmanager ----------------------------------------------------------------- */
+
+static void ep_alertmanager(admin_conn_t *c, const char *route, json_t *body)
+{
+    (void)route;
+    json_t *alerts = body ? json_object_get(body, "alerts") : NULL;
+    const char *version = body ? json_string_value(json_object_get(body, "version")) : NULL;
+    if (!json_is_array(alerts) || version == NULL || strcmp(version, "4") != 0) {
+        sy_warn("alertmanager: refused a payload that is not version 4 with an alerts list");
+        respond_error(c, 400, "expected an Alertmanager webhook payload: {\"version\": \"4\", \"alerts\": [...]}");
+        return;
+    }
+    const sy_routes_t *rs = sy_config_ext(sy_flagstore_config(c->a->store), "routes");
+    json_t *tripped = json_array(), *unknown = json_array();
+    size_t resolved = 0, k;
+    json_t *a;
+    json_array_foreach(alerts, k, a) {
+        const char *status = json_string_value(json_object_get(a, "status"));
+        json_t *labels = json_object_get(a, "labels");
+        const char *rname = json_string_value(json_object_get(labels, c->a->alert_label));
+        const char *alertname = json_string_value(json_object_get(labels, "alertname"));
+        if (status != NULL && strcmp(status, "resolved") == 0) {
+            resolved++; /* resolving changes nothing: resume is a person's call */
+            continue;
+        }
+        if (status == NULL || strcmp(status, "firing") != 0 || rname == NULL)
+            continue;
+        if (sy_route_find(rs, rname) == NULL) {
+            json_array_append_new(unknown, json_string(rname));
+            continue;
+        }
+        char reason[256];
+        snprintf(reason, sizeof(reason), "alert:%s", alertname ? alertname : "unnamed");
+        sy_warn("alertmanager: firing alert %s trips route %s", alertname ? alertname : "unnamed", rname);
+        sy_flagstore_trip(c->a->store, rname, reason);
+        json_array_append_new(tripped, json_string(rname));
+    }
+    if (json_array_size(unknown) > 0) {
+        sy_warn("alertmanager: alerts name unknown routes (label '%s')", c->a->alert_label);
+        json_decref(tripped);
+        respond_json(c, 404, json_pack("{s:s, s:s, s:o}", "error", "Not Found", "reason",
+                                       "alerts name routes this gateway does not have", "unknown_routes", unknown));
+        return;
+    }
+    json_decref(unknown);
+    respond_json(c, 200, json_pack("{s:o, s:I}", "tripped", tripped, "resolved_ignored", (json_int_t)resolved));
+}
+
 /* The registry: every admin endpoint, in one table. */
 static const endpoint_t endpoints[] = {
     {"GET", "/status", NULL, false, ep_status},
     {"GET", "/healthz", NULL, false, ep_healthz},
     {"GET", "/readyz", NULL, false, ep_readyz},
+    {"GET", "/metrics", NULL, false, ep_metrics},
+    {"POST", "/alerts/alertmanager", NULL, true, ep_alertmanager},
     {"POST", "/routes/", "/percent", true, ep_percent},
     {"POST", "/routes/", "/test-users", true, ep_test_users},
     {"POST", "/routes/", "/rollback", true, ep_rollback},
@@ -584,7 +818,8 @@ static void set_token(sy_admin_t *a, const sy_config_t *cfg)
     a->token = ac && ac->token ? strdup(ac->token) : NULL;
 }
 
-sy_admin_t *sy_admin_create(struct ev_loop *loop, const sy_config_t *cfg, sy_flagstore_t *store)
+sy_admin_t *sy_admin_create(struct ev_loop *loop, const sy_config_t *cfg, sy_flagstore_t *store,
+                            sy_monitor_t *monitor)
 {
     const sy_admin_conf_t *ac = sy_config_ext(cfg, "admin");
     sy_addr_t addr;
@@ -598,6 +833,8 @@ sy_admin_t *sy_admin_create(struct ev_loop *loop, const sy_config_t *cfg, sy_fla
         return NULL;
     a->loop = loop;
     a->store = store;
+    a->monitor = monitor;
+    a->alert_label = "route";
     sy_list_init(&a->conns);
     sy_bufpool_init(&a->bufs, ADMIN_MAX_HEAD + 4096, 4);
     set_token(a, cfg);

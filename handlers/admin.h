@@ -10,6 +10,7 @@
 #define SY_ADMIN_H
 
 #include "flags/store.h"
+#include "healthcheck/monitor.h"
 #include "proxy/config.h"
 
 #include <ev.h>
@@ -27,7 +28,8 @@ typedef struct sy_admin sy_admin_t;
 
 /* Listens on the config's admin address (default 127.0.0.1:9901). Returns NULL
  * on error (logged). */
-sy_admin_t *sy_admin_create(struct ev_loop *loop, const sy_config_t *cfg, sy_flagstore_t *store);
+sy_admin_t *sy_admin_create(struct ev_loop *loop, const sy_config_t *cfg, sy_flagstore_t *store,
+                            sy_monitor_t *monitor);
 /* Picks up a reloaded config's token (the address needs a restart). */
 void sy_admin_reload(sy_admin_t *a, const sy_config_t *cfg);
 /* Marks the gateway ready (workers running) or draining. */

@@ -659,8 +659,7 @@ static int parse_route(sy_conf_t *c, yaml_node_t *node, const sy_config_t *cfg, 
         } else if (strcmp(key, "json_body_limit") == 0) {
             r1 = sy_conf_size(c, v, 1, 16 * 1024 * 1024, &r->json_body_limit);
         } else if (strcmp(key, "trip") == 0) {
-            r1 = sy_conf_error(c, k, "'trip' is not available in this version yet (trip rules arrive with the "
-                                     "comparator feature)");
+            /* parsed by the healthcheck's section */
         }
         if (r1 != 0)
             rc = SY_EINVAL;

@@ -1,0 +1,358 @@
+#include "healthcheck/monitor.h"
+
+#include "proxy/log.h"
+#include "proxy/snapshot.h"
+
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* One route x variant in one worker's shard. Written by that worker only. */
+typedef struct cell {
+    _Atomic uint64_t requests, errors, sum_total_us, sum_ttfb_us;
+    _Atomic uint64_t by_kind[SY_XERR_KINDS];
+    _Atomic uint32_t total[SY_HIST_BUCKETS];
+    _Atomic uint32_t ttfb[SY_HIST_BUCKETS];
+} cell_t;
+
+#define BUMP(x, n) atomic_store_explicit(&(x), atomic_load_explicit(&(x), memory_order_relaxed) + (n), \
+                                         memory_order_relaxed)
+#define READ(x) atomic_load_explicit(&(x), memory_order_relaxed)
+
+typedef struct route_state {
+    char *name;
+    const sy_trip_conf_t *conf;
+    size_t nbuckets;
+    sy_side_t *ring[2];       /* nbuckets each */
+    sy_side_t last[2];        /* cumulative at the previous tick */
+    sy_route_view_t view;
+    bool tripped, warned;
+} route_state_t;
+
+struct sy_monitor {
+    struct ev_loop *loop;
+    sy_config_t *cfg;
+    size_t nworkers;
+    cell_t *cells;            /* [worker][route][variant] */
+    _Atomic uint64_t streak[SY_MONITOR_MAX_ROUTES];
+    atomic_int alarm[SY_MONITOR_MAX_ROUTES];
+    route_state_t *routes;
+    size_t nroutes;
+    uint64_t ticks;
+    uint64_t unsignificant;
+    ev_timer tick;
+    ev_async async;
+    sy_observer_t observer;
+    sy_trip_fn trip;
+    void *ud;
+};
+
+static cell_t *cell_of(sy_monitor_t *m, size_t worker, size_t route, int variant)
+{
+    return &m->cells[(worker * SY_MONITOR_MAX_ROUTES + route) * 2 + (size_t)variant];
+}
+
+/* --- worker side ---------------------------------------------------------- */
+
+static void record(void *ctx, int worker, const sy_snapshot_t *snap, const sy_outcome_t *o)
+{
+    sy_monitor_t *m = ctx;
+    int r = o->decision->route_index;
+    int v = o->decision->variant_index;
+    if (r < 0 || r >= SY_MONITOR_MAX_ROUTES || (size_t)worker >= m->nworkers || v < 0 || v > 1)
+        return;
+    /* The rules of the request's own config, which its snapshot keeps alive. */
+    const sy_trip_confs_t *tc = sy_trip_confs(snap->config);
+    if (tc == NULL || (size_t)r >= tc->n)
+        return;
+    const sy_trip_conf_t *conf = &tc->routes[r];
+    cell_t *c = cell_of(m, (size_t)worker, (size_t)r, v);
+    if (o->error == SY_XERR_CLIENT) {
+        BUMP(c->by_kind[SY_XERR_CLIENT], 1); /* not the backend's doing: not a request of the comparison */
+        return;
+    }
+    bool err = sy_rules_is_error(conf, o->status, o->error);
+    BUMP(c->requests, 1);
+    if (err) {
+        BUMP(c->errors, 1);
+        /* by_kind[0] (no transport error) counts listed statuses below 500 */
+        int kind = o->error != SY_XERR_NONE && o->error != SY_XERR_STATUS ? (int)o->error
+                   : o->status >= 500                                  ? SY_XERR_STATUS
+                                                                       : SY_XERR_NONE;
+        BUMP(c->by_kind[kind], 1);
+    }
+    BUMP(c->total[sy_hist_index(o->total_us)], 1);
+    BUMP(c->ttfb[sy_hist_index(o->ttfb_us)], 1);
+    BUMP(c->sum_total_us, o->total_us);
+    BUMP(c->sum_ttfb_us, o->ttfb_us);
+    if (v == 1 && conf->consecutive_errors > 0) {
+        if (err) {
+            uint64_t n = atomic_fetch_add_explicit(&m->streak[r], 1, memory_order_relaxed) + 1;
+            if (n == (uint64_t)conf->consecutive_errors) {
+                atomic_store_explicit(&m->alarm[r], 1, memory_order_release);
+                ev_async_send(m->loop, &m->async);
+            }
+        } else if (atomic_load_explicit(&m->streak[r], memory_order_relaxed) != 0) {
+            atomic_store_explicit(&m->streak[r], 0, memory_order_relaxed);
+        }
+    }
+}
+
+/* --- control side ------------------------------------------------------------ */
+
+static void side_add(sy_side_t *a, const sy_side_t *b, int sign)
+{
+    a->requests += (uint64_t)sign * b->requests;
+    a->errors += (uint64_t)sign * b->errors;
+    for (int k = 0; k < SY_XERR_KINDS; k++)
+        a->by_kind[k] += (uint64_t)sign * b->by_kind[k];
+    if (b->total.total != 0) {
+        for (unsigned i = 0; i < SY_HIST_BUCKETS; i++) {
+            a->total.counts[i] += (uint32_t)((int64_t)sign * b->total.counts[i]);
+            a->ttfb.counts[i] += (uint32_t)((int64_t)sign * b->ttfb.counts[i]);
+        }
+    }
+    a->total.total += (uint64_t)sign * b->total.total;
+    a->total.sum_us += (uint64_t)sign * b->total.sum_us;
+    a->ttfb.total += (uint64_t)sign * b->ttfb.total;
+    a->ttfb.sum_us += (uint64_t)sign * b->ttfb.sum_us;
+}
+
+/* Sums route r, variant v over all workers' shards. */
+static void gather(sy_monitor_t *m, size_t r, int v, sy_side_t *out)
+{
+    memset(out, 0, sizeof(*out));
+    for (size_t w = 0; w < m->nworkers; w++) {
+        cell_t *c = cell_of(m, w, r, v);
+        out->requests += READ(c->requests);
+        out->errors += READ(c->errors);
+        for (int k = 0; k < SY_XERR_KINDS; k++)
+            out->by_kind[k] += READ(c->by_kind[k]);
+        for (unsigned i = 0; i < SY_HIST_BUCKETS; i++) {
+            out->total.counts[i] += READ(c->total[i]);
+            out->ttfb.counts[i] += READ(c->ttfb[i]);
+        }
+        out->total.sum_us += READ(c->sum_total_us);
+        out->ttfb.sum_us += READ(c->sum_ttfb_us);
+    }
+    out->total.total = out->ttfb.total = 0;
+    for (unsigned i = 0; i < SY_HIST_BUCKETS; i++) {
+        out->total.total += out->total.counts[i];
+        out->ttfb.total += out->ttfb.counts[i];
+    }
+}
+
+static void do_trip(sy_monitor_t *m, route_state_t *rs, const char *rule, const char *detail)
+{
+    if (rs->tripped)
+        return;
+    rs->tripped = true;
+    rs->view.trips++;
+    sy_warn("trip: route %s, rule %s: %s", rs->name, rule, detail);
+    m->trip(m->ud, rs->name, rule, detail);
+}
+
+static void tick_cb(struct ev_loop *loop, ev_timer *t, int revents)
+{
+    sy_monitor_t *m = t->data;
+    (void)loop;
+    (void)revents;
+    m->ticks++;
+    sy_side_t *cur = malloc(sizeof(*cur)), *delta = malloc(sizeof(*delta));
+    if (cur == NULL || delta == NULL) {
+        free(cur);
+        free(delta);
+        return;
+    }
+    for (size_t r = 0; r < m->nroutes; r++) {
+        route_state_t *rs = &m->routes[r];
+        size_t slot = (size_t)(m->ticks % rs->nbuckets);
+        for (int v = 0; v < 2; v++) {
+            gather(m, r, v, cur);
+            *delta = *cur;
+            side_add(delta, &rs->last[v], -1);
+            rs->last[v] = *cur;
+            rs->view.total[v] = *cur;
+            side_add(&rs->view.window[v], &rs->ring[v][slot], -1); /* the second that falls out */
+            rs->ring[v][slot] = *delta;
+            side_add(&rs->view.window[v], delta, +1);
+        }
+        if (rs->view.window_s < (double)rs->nbuckets)
+            rs->view.window_s += 1;
+        sy_rules_evaluate(rs->conf, &rs->view.window[0], &rs->view.window[1], &rs->view.verdict);
+        if (rs->view.verdict.would_trip_unsignificant)
+            m->unsignificant++;
+        if (rs->view.verdict.level == SY_LEVEL_TRIP) {
+            do_trip(m, rs, rs->view.verdict.rule, rs->view.verdict.detail);
+        } else if (rs->view.verdict.level == SY_LEVEL_WARN) {
+            if (!rs->warned)
+                sy_warn("warning: route %s, rule %s: %s", rs->name, rs->view.verdict.rule, rs->view.verdict.detail);
+            rs->view.warnings += !rs->warned;
+            rs->warned = true;
+        } else {
+            rs->warned = false;
+        }
+    }
+    free(cur);
+    free(delta);
+}
+
+static void async_cb(struct ev_loop *loop, ev_async *a, int revents)
+{
+    sy_monitor_t *m = a->data;
+    (void)loop;
+    (void)revents;
+    for (size_t r = 0; r < m->nroutes; r++) {
+        if (!atomic_exchange_explicit(&m->alarm[r], 0, memory_order_acq_rel))
+            continue;
+        route_state_t *rs = &m->routes[r];
+        char detail[128];
+        snprintf(detail, sizeof(detail), "%lld errors in a row on new", (long long)rs->conf->consecutive_errors);
+        do_trip(m, rs, "consecutive_errors", detail);
+    }
+}
+
+static void routes_free(sy_monitor_t *m)
+{
+    for (size_t r = 0; r < m->nroutes; r++) {
+        free(m->routes[r].name);
+        free(m->routes[r].ring[0]);
+        free(m->routes[r].ring[1]);
+    }
+    free(m->routes);
+    m->routes = NULL;
+    m->nroutes = 0;
+}
+
+static int load(sy_monitor_t *m, const sy_config_t *cfg)
+{
+    const sy_trip_confs_t *tc = sy_trip_confs(cfg);
+    size_t n = tc ? tc->n : 0;
+    if (n > SY_MONITOR_MAX_ROUTES) {
+        sy_warn("monitor: only the first %d routes are compared", SY_MONITOR_MAX_ROUTES);
+        n = SY_MONITOR_MAX_ROUTES;
+    }
+    route_state_t *routes = calloc(n + 1, sizeof(*routes));
+    if (routes == NULL)
+        return SY_ENOMEM;
+    for (size_t r = 0; r < n; r++) {
+        route_state_t *rs = &routes[r];
+        rs->conf = &tc->routes[r];
+        rs->name = strdup(rs->conf->route ? rs->conf->route : "");
+        rs->nbuckets = (size_t)(rs->conf->window_ms / 1000);
+        if (rs->nbuckets == 0)
+            rs->nbuckets = 1;
+        rs->ring[0] = calloc(rs->nbuckets, sizeof(sy_side_t));
+        rs->ring[1] = calloc(rs->nbuckets, sizeof(sy_side_t));
+        rs->view.route = rs->name;
+        if (rs->name == NULL || rs->ring[0] == NULL || rs->ring[1] == NULL) {
+            for (size_t k = 0; k <= r; k++) {
+                free(routes[k].name);
+                free(routes[k].ring[0]);
+                free(routes[k].ring[1]);
+            }
+            free(routes);
+            return SY_ENOMEM;
+        }
+    }
+    routes_free(m);
+    m->routes = routes;
+    m->nroutes = n;
+    /* Workers see the new rules from their next exchange on; a shard cell keeps
+     * counting across configs, so "last" starts from what it holds now. */
+    for (size_t r = 0; r < SY_MONITOR_MAX_ROUTES; r++)
+        atomic_store(&m->streak[r], 0);
+    for (size_t r = 0; r < n; r++)
+        for (int v = 0; v < 2; v++)
+            gather(m, r, v, &m->routes[r].last[v]);
+    return 0;
+}
+
+sy_monitor_t *sy_monitor_create(struct ev_loop *control, const sy_config_t *cfg, size_t nworkers, sy_trip_fn trip,
+                                void *ud)
+{
+    sy_monitor_t *m = calloc(1, sizeof(*m));
+    if (m == NULL)
+        return NULL;
+    m->loop = control;
+    m->nworkers = nworkers;
+    m->trip = trip;
+    m->ud = ud;
+    m->cells = calloc(nworkers * SY_MONITOR_MAX_ROUTES * 2, sizeof(cell_t));
+    if (m->cells == NULL || load(m, cfg) != 0) {
+        free(m->cells);
+        free(m);
+        return NULL;
+    }
+    m->cfg = sy_config_ref((sy_config_t *)cfg);
+    m->observer.record = record;
+    m->observer.ctx = m;
+    ev_timer_init(&m->tick, tick_cb, 1.0, 1.0);
+    m->tick.data = m;
+    ev_timer_start(control, &m->tick);
+    ev_async_init(&m->async, async_cb);
+    m->async.data = m;
+    ev_async_start(control, &m->async);
+    return m;
+}
+
+void sy_monitor_destroy(sy_monitor_t *m)
+{
+    if (m == NULL)
+        return;
+    ev_timer_stop(m->loop, &m->tick);
+    ev_async_stop(m->loop, &m->async);
+    routes_free(m);
+    sy_config_release(m->cfg);
+    free(m->cells);
+    free(m);
+}
+
+const sy_observer_t *sy_monitor_observer(sy_monitor_t *m)
+{
+    return &m->observer;
+}
+
+void sy_monitor_reload(sy_monitor_t *m, const sy_config_t *cfg)
+{
+    if (load(m, cfg) != 0) {
+        sy_error("monitor: out of memory on reload; trip rules of the previous config stay");
+        return;
+    }
+    sy_config_release(m->cfg);
+    m->cfg = sy_config_ref((sy_config_t *)cfg);
+}
+
+void sy_monitor_reset_route(sy_monitor_t *m, const char *route)
+{
+    for (size_t r = 0; r < m->nroutes; r++) {
+        route_state_t *rs = &m->routes[r];
+        if (strcmp(rs->name, route) != 0)
+            continue;
+        for (int v = 0; v < 2; v++) {
+            memset(rs->ring[v], 0, rs->nbuckets * sizeof(sy_side_t));
+            memset(&rs->view.window[v], 0, sizeof(sy_side_t));
+        }
+        rs->view.window_s = 0;
+        rs->tripped = rs->warned = false;
+        memset(&rs->view.verdict, 0, sizeof(rs->view.verdict));
+        atomic_store(&m->streak[r], 0);
+        atomic_store(&m->alarm[r], 0);
+    }
+}
+
+const sy_route_view_t *sy_monitor_route(const sy_monitor_t *m, size_t i)
+{
+    return i < m->nroutes ? &m->routes[i].view : NULL;
+}
+
+size_t sy_monitor_nroutes(const sy_monitor_t *m)
+{
+    return m->nroutes;
+}
+
+uint64_t sy_monitor_unsignificant(const sy_monitor_t *m)
+{
+    return m->unsignificant;
+}

@@ -1,0 +1,50 @@
+/* The monitor: how legacy and new behave, per route, on live traffic.
+ *
+ * Workers record every exchange through the observer hook into their own shard
+ * (single writer, relaxed loads and stores, no locks). The control thread merges
+ * the shards' deltas every second into each route's sliding window of 1 s
+ * buckets, evaluates the trip rules, and calls `trip` when one trips. N errors
+ * in a row on new are counted in the data path and signalled at once through an
+ * ev_async, so that trip does not wait for the tick. */
+#ifndef SY_MONITOR_H
+#define SY_MONITOR_H
+
+#include "healthcheck/rules.h"
+#include "proxy/hooks.h"
+
+#include <ev.h>
+
+#define SY_MONITOR_MAX_ROUTES 64
+
+typedef struct sy_monitor sy_monitor_t;
+
+/* Called on the control thread: a rule tripped route `route`. */
+typedef void (*sy_trip_fn)(void *ud, const char *route, const char *rule, const char *detail);
+
+sy_monitor_t *sy_monitor_create(struct ev_loop *control, const sy_config_t *cfg, size_t nworkers, sy_trip_fn trip,
+                                void *ud);
+void sy_monitor_destroy(sy_monitor_t *m);
+/* The observer hook to give the workers (valid until destroy). */
+const sy_observer_t *sy_monitor_observer(sy_monitor_t *m);
+/* New config: windows start again (routes are re-read by name). */
+void sy_monitor_reload(sy_monitor_t *m, const sy_config_t *cfg);
+/* The route was resumed (or otherwise left tripped): forget its window and
+ * its streak, so old numbers cannot trip it again. */
+void sy_monitor_reset_route(sy_monitor_t *m, const char *route);
+
+typedef struct sy_route_view {
+    const char *route;
+    sy_side_t window[2];     /* legacy, new: over the window */
+    sy_side_t total[2];      /* since start */
+    double window_s;         /* seconds of data in the window */
+    sy_verdict_t verdict;
+    uint64_t trips, warnings;
+} sy_route_view_t;
+
+/* Route i of the current config; NULL past the end. Control thread. */
+const sy_route_view_t *sy_monitor_route(const sy_monitor_t *m, size_t i);
+size_t sy_monitor_nroutes(const sy_monitor_t *m);
+/* How many evaluations crossed the delta threshold without being significant. */
+uint64_t sy_monitor_unsignificant(const sy_monitor_t *m);
+
+#endif

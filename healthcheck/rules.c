@@ -1,0 +1,280 @@
+#include "healthcheck/rules.h"
+
+#include <math.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* --- the trip section (under each route) ----------------------------------- */
+
+static void confs_destroy(void *p)
+{
+    sy_trip_confs_t *t = p;
+    if (t == NULL)
+        return;
+    for (size_t i = 0; i < t->n; i++)
+        free(t->routes[i].route);
+    free(t->routes);
+    free(t);
+}
+
+static void defaults(sy_trip_conf_t *c)
+{
+    c->enabled = true;
+    c->window_ms = 60000;
+    c->min_requests = 100;
+    c->max_error_rate = 0.10;
+    c->max_error_rate_delta = 0.05;
+    c->confidence = 0.99;
+    c->max_latency_ms = 10000;
+    c->latency_q = 0.99;
+    c->max_latency_ratio = 0; /* off unless asked: a ratio needs both sides busy */
+    c->ratio_q = 0.99;
+    c->consecutive_errors = 5;
+    c->warn_error_rate = 0.02;
+    c->warn_latency_ms = 7000;
+    c->warn_latency_q = 0.99;
+}
+
+static int parse_fraction(sy_conf_t *c, yaml_node_t *v, double min, double max, double *out)
+{
+    const char *s = sy_conf_scalar(v);
+    char *end = NULL;
+    double d = s ? strtod(s, &end) : 0;
+    if (s == NULL || end == s || *end != '\0' || d < min || d > max)
+        return sy_conf_error(c, v, "expected a number %g..%g", min, max);
+    *out = d;
+    return 0;
+}
+
+/* {p99: 10000}: a percentile and a number. */
+static int parse_pct_map(sy_conf_t *c, yaml_node_t *v, double min, double max, double *q, double *val)
+{
+    yaml_node_t *k, *x;
+    size_t it = 0;
+    if (sy_conf_expect(c, v, YAML_MAPPING_NODE, "a mapping like {p99: 10000}") != 0 ||
+        !sy_conf_map_next(c, v, &it, &k, &x))
+        return SY_EINVAL;
+    const char *p = sy_conf_scalar(k);
+    if (p && strcmp(p, "p50") == 0)
+        *q = 0.50;
+    else if (p && strcmp(p, "p95") == 0)
+        *q = 0.95;
+    else if (p && strcmp(p, "p99") == 0)
+        *q = 0.99;
+    else
+        return sy_conf_error(c, k, "percentile must be p50, p95 or p99");
+    return parse_fraction(c, x, min, max, val);
+}
+
+static int parse_trip(sy_conf_t *c, yaml_node_t *v, sy_trip_conf_t *t)
+{
+    if (sy_conf_expect(c, v, YAML_MAPPING_NODE, "a mapping of trip rules") != 0)
+        return SY_EINVAL;
+    int rc = 0;
+    yaml_node_t *k, *x;
+    for (size_t it = 0; sy_conf_map_next(c, v, &it, &k, &x);) {
+        const char *key = sy_conf_scalar(k) ? sy_conf_scalar(k) : "?";
+        int r = 0;
+        int64_t iv;
+        if (strcmp(key, "enabled") == 0)
+            r = sy_conf_bool(c, x, &t->enabled);
+        else if (strcmp(key, "window") == 0)
+            r = sy_conf_duration_ms(c, x, 1000, 600000, &t->window_ms);
+        else if (strcmp(key, "min_requests") == 0)
+            r = sy_conf_int(c, x, 1, 100000000, &t->min_requests);
+        else if (strcmp(key, "max_error_rate") == 0)
+            r = parse_fraction(c, x, 0, 1, &t->max_error_rate);
+        else if (strcmp(key, "max_error_rate_delta") == 0)
+            r = parse_fraction(c, x, 0, 1, &t->max_error_rate_delta);
+        else if (strcmp(key, "confidence") == 0)
+            r = parse_fraction(c, x, 0.5, 0.999999, &t->confidence);
+        else if (strcmp(key, "max_latency_ms") == 0)
+            r = parse_pct_map(c, x, 1, 600000, &t->latency_q, &t->max_latency_ms);
+        else if (strcmp(key, "max_latency_ratio") == 0)
+            r = parse_pct_map(c, x, 1, 1000, &t->ratio_q, &t->max_latency_ratio);
+        else if (strcmp(key, "warn_error_rate") == 0)
+            r = parse_fraction(c, x, 0, 1, &t->warn_error_rate);
+        else if (strcmp(key, "warn_latency_ms") == 0)
+            r = parse_pct_map(c, x, 1, 600000, &t->warn_latency_q, &t->warn_latency_ms);
+        else if (strcmp(key, "consecutive_errors") == 0)
+            r = sy_conf_int(c, x, 0, 1000000, &t->consecutive_errors);
+        else if (strcmp(key, "latency") == 0) {
+            const char *s = sy_conf_scalar(x);
+            if (s && strcmp(s, "ttfb") == 0)
+                t->use_ttfb = true;
+            else if (s && strcmp(s, "total") == 0)
+                t->use_ttfb = false;
+            else
+                r = sy_conf_error(c, x, "latency must be total or ttfb");
+        } else if (strcmp(key, "error_statuses") == 0) {
+            if (sy_conf_expect(c, x, YAML_SEQUENCE_NODE, "a list of statuses") != 0) {
+                r = SY_EINVAL;
+            } else {
+                for (yaml_node_item_t *i = x->data.sequence.items.start; i < x->data.sequence.items.top; i++) {
+                    if (t->nerror_statuses >= 16 ||
+                        sy_conf_int(c, sy_conf_node(c, *i), 100, 599, &iv) != 0) {
+                        r = SY_EINVAL;
+                        break;
+                    }
+                    t->error_statuses[t->nerror_statuses++] = (int)iv;
+                }
+            }
+        } else {
+            r = sy_conf_error(c, k, "unknown trip rule '%s'", key);
+        }
+        if (r != 0)
+            rc = SY_EINVAL;
+    }
+    return rc;
+}
+
+static int confs_parse(sy_conf_t *c, yaml_node_t *node, const sy_config_t *cfg, void **out)
+{
+    (void)cfg;
+    if (node->type != YAML_SEQUENCE_NODE)
+        return 0; /* routing reports it */
+    sy_trip_confs_t *t = calloc(1, sizeof(*t));
+    if (t == NULL)
+        return sy_conf_error(c, node, "out of memory");
+    *out = t;
+    size_t n = (size_t)(node->data.sequence.items.top - node->data.sequence.items.start);
+    t->routes = calloc(n + 1, sizeof(*t->routes));
+    if (t->routes == NULL)
+        return sy_conf_error(c, node, "out of memory");
+    int rc = 0;
+    for (size_t i = 0; i < n; i++) {
+        yaml_node_t *item = sy_conf_node(c, node->data.sequence.items.start[i]);
+        sy_trip_conf_t *tc = &t->routes[t->n++];
+        defaults(tc);
+        yaml_node_t *k, *v;
+        for (size_t it = 0; sy_conf_map_next(c, item, &it, &k, &v);) {
+            if (sy_conf_key_is(k, "name") && sy_conf_scalar(v))
+                tc->route = strdup(sy_conf_scalar(v));
+            else if (sy_conf_key_is(k, "trip") && parse_trip(c, v, tc) != 0)
+                rc = SY_EINVAL;
+        }
+    }
+    return rc;
+}
+
+const sy_conf_section_t sy_trip_section = {
+    .key = "routes",
+    .required = false,
+    .parse = confs_parse,
+    .destroy = confs_destroy,
+};
+
+const sy_trip_confs_t *sy_trip_confs(const sy_config_t *cfg)
+{
+    for (size_t i = 0; i < cfg->next; i++)
+        if (cfg->ext_sections[i] == &sy_trip_section)
+            return cfg->ext[i];
+    return NULL;
+}
+
+/* --- evaluation ------------------------------------------------------------- */
+
+bool sy_rules_is_error(const sy_trip_conf_t *c, int status, sy_xerr_t err)
+{
+    if (err == SY_XERR_CONNECT || err == SY_XERR_RESET || err == SY_XERR_TIMEOUT || status >= 500)
+        return true;
+    for (size_t i = 0; c != NULL && i < c->nerror_statuses; i++)
+        if (c->error_statuses[i] == status)
+            return true;
+    return false;
+}
+
+double sy_rules_delta_pvalue(uint64_t e_new, uint64_t n_new, uint64_t e_old, uint64_t n_old, double delta)
+{
+    if (n_new == 0 || n_old == 0)
+        return 1.0;
+    double p1 = (double)e_new / (double)n_new, p2 = (double)e_old / (double)n_old;
+    /* Unpooled standard error; a floor keeps zero-error samples from looking certain. */
+    double var = p1 * (1 - p1) / (double)n_new + p2 * (1 - p2) / (double)n_old;
+    double floor_var = 1.0 / ((double)n_new * (double)n_new) + 1.0 / ((double)n_old * (double)n_old);
+    if (var < floor_var)
+        var = floor_var;
+    double z = (p1 - p2 - delta) / sqrt(var);
+    return 0.5 * erfc(z / sqrt(2.0));
+}
+
+const char *sy_level_name(sy_level_t l)
+{
+    static const char *const names[] = {"ok", "insufficient", "warn", "trip"};
+    return (unsigned)l < 4 ? names[l] : "?";
+}
+
+static void set(sy_verdict_t *out, sy_level_t level, const char *rule, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
+static void set(sy_verdict_t *out, sy_level_t level, const char *rule, const char *fmt, ...)
+{
+    if (level <= out->level && out->rule != NULL)
+        return; /* keep the first, most serious finding */
+    out->level = level;
+    out->rule = rule;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(out->detail, sizeof(out->detail), fmt, ap);
+    va_end(ap);
+}
+
+void sy_rules_evaluate(const sy_trip_conf_t *c, const sy_side_t *legacy, const sy_side_t *fresh, sy_verdict_t *out)
+{
+    memset(out, 0, sizeof(*out));
+    out->level = SY_LEVEL_OK;
+    if (!c->enabled)
+        return;
+    if (fresh->requests < (uint64_t)c->min_requests) {
+        set(out, SY_LEVEL_INSUFFICIENT, "min_requests", "new has %llu of %lld requests in the window",
+            (unsigned long long)fresh->requests, (long long)c->min_requests);
+        return;
+    }
+    double rate_new = (double)fresh->errors / (double)fresh->requests;
+    double rate_old = legacy->requests ? (double)legacy->errors / (double)legacy->requests : 0;
+    const sy_hist_t *hn = c->use_ttfb ? &fresh->ttfb : &fresh->total;
+    const sy_hist_t *ho = c->use_ttfb ? &legacy->ttfb : &legacy->total;
+    bool both = legacy->requests >= (uint64_t)c->min_requests;
+    char sides[160];
+    snprintf(sides, sizeof(sides), "new %.2f%% (%llu/%llu), legacy %.2f%% (%llu/%llu)", rate_new * 100,
+             (unsigned long long)fresh->errors, (unsigned long long)fresh->requests, rate_old * 100,
+             (unsigned long long)legacy->errors, (unsigned long long)legacy->requests);
+
+    if (c->max_error_rate > 0 && rate_new > c->max_error_rate)
+        set(out, SY_LEVEL_TRIP, "max_error_rate", "error rate %s > %.2f%%", sides, c->max_error_rate * 100);
+    if (c->max_error_rate_delta > 0 && both && rate_new - rate_old > c->max_error_rate_delta) {
+        double p = sy_rules_delta_pvalue(fresh->errors, fresh->requests, legacy->errors, legacy->requests,
+                                         c->max_error_rate_delta);
+        if (p < 1 - c->confidence)
+            set(out, SY_LEVEL_TRIP, "max_error_rate_delta", "error rate delta %.2f points > %.2f (p=%.4f): %s",
+                (rate_new - rate_old) * 100, c->max_error_rate_delta * 100, p, sides);
+        else
+            out->would_trip_unsignificant = true;
+    }
+    if (c->max_latency_ms > 0) {
+        double v = sy_hist_quantile_us(hn, c->latency_q) / 1000.0;
+        if (v > c->max_latency_ms)
+            set(out, SY_LEVEL_TRIP, "max_latency_ms", "new p%.0f %.1f ms > %.0f ms (legacy %.1f ms)",
+                c->latency_q * 100, v, c->max_latency_ms, sy_hist_quantile_us(ho, c->latency_q) / 1000.0);
+    }
+    if (c->max_latency_ratio > 0 && both) {
+        double vn = sy_hist_quantile_us(hn, c->ratio_q), vo = sy_hist_quantile_us(ho, c->ratio_q);
+        if (vo > 0 && vn / vo > c->max_latency_ratio)
+            set(out, SY_LEVEL_TRIP, "max_latency_ratio", "new p%.0f %.1f ms is %.2fx legacy's %.1f ms > %.2fx",
+                c->ratio_q * 100, vn / 1000, vn / vo, vo / 1000, c->max_latency_ratio);
+    }
+    if (c->warn_error_rate > 0 && rate_new > c->warn_error_rate)
+        set(out, SY_LEVEL_WARN, "warn_error_rate", "error rate %s > %.2f%%", sides, c->warn_error_rate * 100);
+    if (c->warn_latency_ms > 0) {
+        double v = sy_hist_quantile_us(hn, c->warn_latency_q) / 1000.0;
+        if (v > c->warn_latency_ms)
+            set(out, SY_LEVEL_WARN, "warn_latency_ms", "new p%.0f %.1f ms > %.0f ms", c->warn_latency_q * 100, v,
+                c->warn_latency_ms);
+    }
+    if (out->level == SY_LEVEL_OK && !both && (c->max_latency_ratio > 0 || c->max_error_rate_delta > 0))
+        set(out, SY_LEVEL_INSUFFICIENT, "min_requests", "legacy has %llu of %lld requests: no comparison yet",
+            (unsigned long long)legacy->requests, (long long)c->min_requests);
+}
