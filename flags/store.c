@@ -321,9 +321,7 @@ static void apply_read(sy_flagstore_t *s, size_t i, read_ctx_t *r, redisReply *m
         if (sy_flags_op(&next, &p->req, &after, &err) == 0) {
             char expect[24];
             snprintf(expect, sizeof(expect), "%llu", (unsigned long long)next.version);
-            sy_info("redis: writing the %s made while Redis was away on route %s", p->req.op == SY_OP_ROLLBACK
-                                                                                        ? "rollback"
-                                                                                        : "change",
+            sy_info("redis: writing the local %s of route %s", p->req.op == SY_OP_ROLLBACK ? "rollback" : "change",
                     s->routes->routes[i].name);
             cas_write(s, i, &after, &p->req, expect, MAX_CAS_ATTEMPTS, NULL, NULL);
             sy_route_flags_clear(&after);

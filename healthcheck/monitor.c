@@ -333,6 +333,7 @@ void sy_monitor_reset_route(sy_monitor_t *m, const char *route)
         for (int v = 0; v < 2; v++) {
             memset(rs->ring[v], 0, rs->nbuckets * sizeof(sy_side_t));
             memset(&rs->view.window[v], 0, sizeof(sy_side_t));
+            gather(m, r, v, &rs->last[v]); /* what the shards hold now is the past too */
         }
         rs->view.window_s = 0;
         rs->tripped = rs->warned = false;

@@ -29,6 +29,7 @@ import urllib.parse
 
 STATS = {"connections": 0, "requests": 0, "open": 0}
 NAME = "backend"
+DEFAULTS = {}   # per-process behaviour (--error-rate, --latency-ms), overridden per request
 
 
 async def read_head(reader):
@@ -131,7 +132,8 @@ async def handle(reader, writer):
                 return
             STATS["requests"] += 1
             url = urllib.parse.urlsplit(target)
-            q = dict(urllib.parse.parse_qsl(url.query))
+            q = dict(DEFAULTS) if url.path not in ("/__stats", "/health") else {}
+            q.update(urllib.parse.parse_qsl(url.query))
             for k, v in headers:
                 if k.lower().startswith("x-backend-"):
                     q[k[10:].lower()] = v
@@ -204,8 +206,17 @@ async def main():
     ap.add_argument("--port", type=int, required=True)
     ap.add_argument("--host", default="127.0.0.1")
     ap.add_argument("--name", default="backend")
+    ap.add_argument("--error-rate", type=float, default=None, help="answer 500 with this probability")
+    ap.add_argument("--latency-ms", type=float, default=None, help="wait this long before answering")
+    ap.add_argument("--hang", action="store_true", help="never answer")
     args = ap.parse_args()
     NAME = args.name
+    if args.error_rate is not None:
+        DEFAULTS["error_rate"] = str(args.error_rate)
+    if args.latency_ms is not None:
+        DEFAULTS["latency_ms"] = str(args.latency_ms)
+    if args.hang:
+        DEFAULTS["hang"] = "1"
     server = await asyncio.start_server(handle, args.host, args.port, limit=1 << 20, backlog=1024)
     loop = asyncio.get_running_loop()
     stop = loop.create_future()

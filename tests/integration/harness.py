@@ -56,11 +56,11 @@ class Env:
     def path(self, name):
         return os.path.join(self.dir, name)
 
-    def start_backend(self, name, port=None):
+    def start_backend(self, name, port=None, args=()):
         port = port or free_port()
         with open(self.path("backend-%s-%d.log" % (name, port)), "w") as log:
             p = subprocess.Popen([sys.executable, os.path.join(HERE, "backend.py"), "--port", str(port), "--name",
-                                  name], stdout=log, stderr=subprocess.STDOUT)
+                                  name] + list(args), stdout=log, stderr=subprocess.STDOUT)
         self.procs.append(p)
         wait_port(port, proc=p)
         return port

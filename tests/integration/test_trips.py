@@ -1,0 +1,282 @@
+#!/usr/bin/env python3
+"""The comparator with programmable backends and a real Redis: error-rate and
+latency-ratio trips, no trip on equal sides, consecutive errors, connect
+failures and timeouts, Alertmanager, /metrics under promtool, a trip while Redis
+is down. Prints the figures asked for (requests served after the threshold was
+crossed, time from the 5th error to the first request on legacy)."""
+import json
+import shutil
+import signal
+import subprocess
+import threading
+import time
+import unittest
+
+from harness import SLOW, Client, Env, base_config, curl, free_port, main
+
+TOKEN = "trip-token-0123456789abcdef"
+
+
+class Trips(unittest.TestCase):
+    def setUp(self):
+        self.env = Env()
+
+    def tearDown(self):
+        self.env.close()
+
+    def start(self, legacy_args=(), new_args=(), trip="", percent=5000, extra_top="", new_port=None,
+              redis=True, keys=""):
+        self.legacy = self.env.start_backend("legacy", args=legacy_args)
+        self.new = new_port or self.env.start_backend("new", args=new_args)
+        self.port = free_port()
+        self.admin = free_port()
+        tok = self.env.path("token")
+        with open(tok, "w") as f:
+            f.write(TOKEN)
+        top = "admin: {address: 127.0.0.1:%d, token_file: %s}\n" % (self.admin, tok)
+        if redis:
+            self.r = self.env.start_redis()
+            top += "redis: {address: 127.0.0.1:%d, resync_interval: 1s}\n" % self.r.port
+        top += extra_top
+        cfg = base_config(self.port, self.legacy, self.new, extra_top=top, percent=percent,
+                          extra_keys=("    trip: {%s}\n" % trip if trip else "") + keys)
+        self.access_log = self.env.path("access.log")
+        self.gw = self.env.start_gateway(cfg.replace("%(log)s", self.access_log), self.port)
+
+    def status(self):
+        return json.loads(curl("http://127.0.0.1:%d/status" % self.admin)[2])
+
+    def route(self):
+        return self.status()["routes"][0]
+
+    def load(self, until, seconds=30, threads=8, path="/x"):
+        """Keep-alive clients with distinct user ids until `until()` or the time is up."""
+        stop = threading.Event()
+        counts = {"legacy": 0, "new": 0, "other": 0}
+        lock = threading.Lock()
+
+        def run(k):
+            c = Client(self.port)
+            i = k
+            while not stop.is_set():
+                try:
+                    s, h, b = c.get(path, {"X-User-Id": "user-%d" % i})
+                    with lock:
+                        counts[h.get("x-switchyard-variant", "other")] += 1
+                except Exception:
+                    with lock:
+                        counts["other"] += 1
+                i += threads
+            c.close()
+
+        ts = [threading.Thread(target=run, args=(k,)) for k in range(threads)]
+        for t in ts:
+            t.start()
+        deadline = time.time() + seconds * SLOW
+        while time.time() < deadline and not until():
+            time.sleep(0.1)
+        stop.set()
+        for t in ts:
+            t.join()
+        return counts
+
+    def access(self):
+        time.sleep(0.3)
+        with open(self.access_log) as f:
+            return [json.loads(l) for l in f if l.strip()]
+
+    def test_error_rate_trips(self):
+        self.start(legacy_args=["--error-rate", "0.005"], new_args=["--error-rate", "0.2"],
+                   trip="min_requests: 100, window: 60s, consecutive_errors: 0")
+        self.load(lambda: self.route()["state"] == "tripped")
+        r = self.route()
+        self.assertEqual(r["state"], "tripped")
+        self.assertIn(r["reason"].split(":")[0], ("max_error_rate", "max_error_rate_delta"))
+        self.assertIn("legacy", r["reason"])
+        self.assertEqual(r["actor"], "switchyard")
+        deadline = time.time() + 5 * SLOW
+        while time.time() < deadline and self.env.redis(self.r.port, "HGET", "switchyard:route:nav", "state") != "tripped":
+            time.sleep(0.05)
+        h = dict(zip(*[iter(self.env.redis(self.r.port, "HGETALL", "switchyard:route:nav").splitlines())] * 2))
+        self.assertEqual((h["state"], h["percent_bp"], h["prev_percent_bp"], h["actor"]),
+                         ("tripped", "0", "5000", "switchyard"))
+        self.assertIn("new", h["reason"])
+        # Requests new served after the rule's threshold was first crossed.
+        lines = sorted((l for l in self.access() if l["variant"] == "new"), key=lambda l: l["time"])
+        n = errs = 0
+        crossed_at = None
+        for i, l in enumerate(lines):
+            n += 1
+            errs += l["error"] is not None
+            if crossed_at is None and n >= 100 and errs / n > 0.10:
+                crossed_at = i
+        after = len(lines) - 1 - crossed_at if crossed_at is not None else None
+        print("\nerror-rate trip: new served %d requests, %s of them after the threshold was crossed (at its #%s)"
+              % (len(lines), after, crossed_at + 1 if crossed_at is not None else None), flush=True)
+        # Afterwards everyone is on legacy.
+        c = Client(self.port)
+        self.assertEqual({c.variant("u%d" % i) for i in range(30)}, {"legacy"})
+
+    def test_latency_ratio(self):
+        self.start(legacy_args=["--latency-ms", "100"], new_args=["--latency-ms", "150"],
+                   trip="min_requests: 100, window: 60s, max_latency_ratio: {p99: 1.2}")
+        self.load(lambda: self.route()["state"] == "tripped", threads=16)
+        r = self.route()
+        self.assertEqual(r["state"], "tripped")
+        self.assertTrue(r["reason"].startswith("max_latency_ratio"), r["reason"])
+
+    def test_latency_ten_percent_slower_does_not_trip(self):
+        self.start(legacy_args=["--latency-ms", "100"], new_args=["--latency-ms", "110"],
+                   trip="min_requests: 100, window: 60s, max_latency_ratio: {p99: 1.2}")
+        w = lambda: self.route()["window"]
+        self.load(lambda: w()["new"]["requests"] >= 300 and w()["legacy"]["requests"] >= 300, threads=16)
+        r = self.route()
+        self.assertGreaterEqual(r["window"]["new"]["requests"], 300)
+        self.assertEqual(r["state"], "ramping")
+
+    def test_equal_sides_do_not_trip(self):
+        # Both at 1 % errors and the same latency, many short windows.
+        self.start(legacy_args=["--error-rate", "0.01"], new_args=["--error-rate", "0.01"],
+                   trip="min_requests: 100, window: 2s")
+        t0 = time.time()
+        self.load(lambda: time.time() - t0 > 12 * SLOW or self.route()["state"] == "tripped", seconds=15)
+        r = self.route()
+        self.assertEqual(r["state"], "ramping", r)
+        self.assertGreater(r["window"]["new"]["requests"], 100)
+
+    def test_consecutive_errors(self):
+        self.start(new_args=["--error-rate", "1"], percent=0, trip="consecutive_errors: 5")
+        c = Client(self.port)
+        errors, t5, first_legacy, on_new_after = 0, None, None, 0
+        deadline = time.time() + 10 * SLOW
+        while time.time() < deadline:
+            t = time.time()
+            s, h, b = c.get("/x", {"X-User-Id": "42"})  # a test user: new while ramping
+            if h["x-switchyard-variant"] == "legacy":
+                first_legacy = t
+                break
+            if s == 500:
+                errors += 1
+                if errors == 5:
+                    t5 = time.time()
+                elif errors > 5:
+                    on_new_after += 1
+        self.assertIsNotNone(first_legacy)
+        self.assertGreaterEqual(errors, 5)
+        print("\nconsecutive errors: first request on legacy %.3f ms after the 5th error's response; %d more "
+              "requests reached new in between" % ((first_legacy - t5) * 1000, on_new_after), flush=True)
+        r = self.route()
+        self.assertEqual((r["state"], r["reason"]), ("tripped", "consecutive_errors: 5 errors in a row on new"))
+
+    def test_connect_refused_trips(self):
+        dead = free_port()
+        self.start(new_port=dead, percent=0, trip="consecutive_errors: 5")
+        c = Client(self.port)
+        statuses = [c.get("/x", {"X-User-Id": "42"})[0] for _ in range(8)]
+        self.assertEqual(statuses[:5], [502] * 5)
+        time.sleep(0.2)
+        self.assertEqual(self.route()["state"], "tripped")
+        self.assertEqual(c.variant("42"), "legacy")
+        deadline = time.time() + 3 * SLOW  # the window is filled every second
+        while time.time() < deadline and self.route()["window"]["new"]["errors"] < 5:
+            time.sleep(0.1)
+        self.assertGreaterEqual(self.route()["window"]["new"]["errors"], 5)
+
+    def test_hanging_backend_trips(self):
+        self.start(new_args=["--hang"], percent=0, trip="consecutive_errors: 3",
+                   extra_top="timeouts: {upstream_header: 300ms}\n")
+        c = Client(self.port)
+        statuses = [c.get("/x", {"X-User-Id": "42"})[0] for _ in range(3)]
+        self.assertEqual(statuses, [504] * 3)
+        time.sleep(0.2)
+        self.assertEqual(self.route()["state"], "tripped")
+        s, h, b = curl("http://127.0.0.1:%d/metrics" % self.admin)
+        self.assertIn('switchyard_errors_total{route="nav",variant="new",kind="timeout"} 3', b.decode())
+
+    def alert(self, payload, token=TOKEN):
+        args = ["http://127.0.0.1:%d/alerts/alertmanager" % self.admin, "-H", "Content-Type: application/json",
+                "--data-binary", json.dumps(payload)]
+        if token:
+            args += ["-H", "Authorization: Bearer " + token]
+        s, h, b = curl(*args)
+        return s, json.loads(b)
+
+    def test_alertmanager(self):
+        self.start()
+        firing = {"version": "4", "groupKey": "{}:{alertname=\"HighErrorRate\"}", "status": "firing",
+                  "receiver": "switchyard", "groupLabels": {"alertname": "HighErrorRate"},
+                  "commonLabels": {"alertname": "HighErrorRate", "route": "nav"}, "commonAnnotations": {},
+                  "externalURL": "http://alertmanager:9093", "truncatedAlerts": 0,
+                  "alerts": [{"status": "firing", "labels": {"alertname": "HighErrorRate", "route": "nav",
+                                                             "severity": "critical"},
+                              "annotations": {"summary": "errors"}, "startsAt": "2026-11-21T10:00:00Z",
+                              "endsAt": "0001-01-01T00:00:00Z", "generatorURL": "http://prom/graph",
+                              "fingerprint": "abc"}]}
+        self.assertEqual(self.alert(firing, token=None)[0], 401)
+        s, b = self.alert(firing)
+        self.assertEqual((s, b["tripped"]), (200, ["nav"]))
+        r = self.route()
+        self.assertEqual((r["state"], r["reason"]), ("tripped", "alert:HighErrorRate"))
+        resolved = dict(firing, status="resolved",
+                        alerts=[dict(firing["alerts"][0], status="resolved", endsAt="2026-11-21T10:05:00Z")])
+        s, b = self.alert(resolved)
+        self.assertEqual((s, b["tripped"], b["resolved_ignored"]), (200, [], 1))
+        self.assertEqual(self.route()["state"], "tripped")  # a resolved alert does not resume
+        unknown = dict(firing, alerts=[dict(firing["alerts"][0], labels={"alertname": "X", "route": "nope"})])
+        s, b = self.alert(unknown)
+        self.assertEqual((s, b["unknown_routes"]), (404, ["nope"]))
+        s, b = self.alert({"version": "3", "alerts": []})
+        self.assertEqual(s, 400)
+        with open(self.gw.log_path) as f:
+            self.assertIn("alerts name unknown routes", f.read())
+
+    @unittest.skipIf(shutil.which("promtool") is None, "promtool (Debian package prometheus) is not installed")
+    def test_metrics_pass_promtool(self):
+        self.start(new_args=["--error-rate", "0.1"])
+        self.load(lambda: self.route()["window"]["new"]["requests"] > 50, seconds=10)
+        s, h, b = curl("http://127.0.0.1:%d/metrics" % self.admin)
+        self.assertEqual(s, 200)
+        text = b.decode()
+        for name in ("switchyard_requests_total", "switchyard_errors_total", "switchyard_request_duration_seconds_bucket",
+                     "switchyard_route_percent", "switchyard_route_tripped", "switchyard_trips_total",
+                     "switchyard_redis_connected 1", "switchyard_endpoint_up"):
+            self.assertIn(name, text)
+        r = subprocess.run(["promtool", "check", "metrics"], input=b, capture_output=True)
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+
+    def test_trip_with_redis_down(self):
+        self.start(new_args=["--error-rate", "1"], percent=0, trip="consecutive_errors: 5")
+        rport = self.r.port
+        self.env.stop(self.r, signal.SIGKILL)
+        time.sleep(0.3)
+        c = Client(self.port)
+        for _ in range(6):
+            c.get("/x", {"X-User-Id": "42"})
+        time.sleep(0.1)
+        self.assertEqual(self.route()["state"], "tripped")  # local flip at once
+        self.assertEqual(c.variant("42"), "legacy")
+        self.r = self.env.start_redis(port=rport)
+        self.env.redis(rport, "HSET", "switchyard:route:nav", "state", "ramping", "percent_bp", "0", "salt", "nav",
+                       "version", "1")
+        deadline = time.time() + 15 * SLOW
+        while time.time() < deadline and self.env.redis(rport, "HGET", "switchyard:route:nav", "state") != "tripped":
+            time.sleep(0.05)
+        self.assertEqual(self.env.redis(rport, "HGET", "switchyard:route:nav", "state"), "tripped")
+        self.assertIn("consecutive_errors", self.env.redis(rport, "HGET", "switchyard:route:nav", "reason"))
+
+    def test_resume_starts_afresh(self):
+        self.start(new_args=["--error-rate", "1"], percent=0, trip="consecutive_errors: 5, min_requests: 5")
+        c = Client(self.port)
+        for _ in range(6):
+            c.get("/x", {"X-User-Id": "42"})
+        time.sleep(0.1)
+        self.assertEqual(self.route()["state"], "tripped")
+        s, h, b = curl("http://127.0.0.1:%d/routes/nav/resume" % self.admin, "-X", "POST",
+                       "-H", "Authorization: Bearer " + TOKEN)
+        self.assertEqual(json.loads(b)["state"], "ramping")
+        time.sleep(1.5)  # a tick: the old window must not trip it again by itself
+        self.assertEqual(self.route()["state"], "ramping")
+
+
+if __name__ == "__main__":
+    main()
