@@ -27,6 +27,8 @@ typedef struct route_state {
     sy_side_t *ring[2];       /* nbuckets each */
     sy_side_t last[2];        /* cumulative at the previous tick */
     sy_route_view_t view;
+    uint64_t cur_second;      /* the second the current bucket holds */
+    ev_tstamp since;          /* start of the data in the window */
     bool tripped, warned;
 } route_state_t;
 
@@ -153,12 +155,17 @@ static void do_trip(sy_monitor_t *m, route_state_t *rs, const char *rule, const 
     m->trip(m->ud, rs->name, rule, detail);
 }
 
+/* Every 100 ms: merge what the shards counted since the last tick into the
+ * bucket of the current second, then evaluate. Buckets stay 1 s wide; the
+ * evaluation is ten times as frequent so a bad new side is caught within
+ * ~100 ms of crossing a threshold, not at the next whole second. */
 static void tick_cb(struct ev_loop *loop, ev_timer *t, int revents)
 {
     sy_monitor_t *m = t->data;
-    (void)loop;
     (void)revents;
     m->ticks++;
+    ev_tstamp now = ev_now(loop);
+    uint64_t second = (uint64_t)now;
     sy_side_t *cur = malloc(sizeof(*cur)), *delta = malloc(sizeof(*delta));
     if (cur == NULL || delta == NULL) {
         free(cur);
@@ -167,19 +174,30 @@ static void tick_cb(struct ev_loop *loop, ev_timer *t, int revents)
     }
     for (size_t r = 0; r < m->nroutes; r++) {
         route_state_t *rs = &m->routes[r];
-        size_t slot = (size_t)(m->ticks % rs->nbuckets);
+        size_t slot = (size_t)(second % rs->nbuckets);
+        bool new_second = second != rs->cur_second;
+        if (rs->since == 0)
+            rs->since = now;
         for (int v = 0; v < 2; v++) {
             gather(m, r, v, cur);
             *delta = *cur;
             side_add(delta, &rs->last[v], -1);
             rs->last[v] = *cur;
             rs->view.total[v] = *cur;
-            side_add(&rs->view.window[v], &rs->ring[v][slot], -1); /* the second that falls out */
-            rs->ring[v][slot] = *delta;
+            if (new_second) {
+                /* Seconds with no tick (a stall) leave stale buckets: clear them all. */
+                uint64_t gap = second - rs->cur_second;
+                for (uint64_t k = 1; k <= gap && k <= rs->nbuckets; k++) {
+                    size_t sl = (size_t)((rs->cur_second + k) % rs->nbuckets);
+                    side_add(&rs->view.window[v], &rs->ring[v][sl], -1);
+                    memset(&rs->ring[v][sl], 0, sizeof(sy_side_t));
+                }
+            }
+            side_add(&rs->ring[v][slot], delta, +1);
             side_add(&rs->view.window[v], delta, +1);
         }
-        if (rs->view.window_s < (double)rs->nbuckets)
-            rs->view.window_s += 1;
+        rs->cur_second = second;
+        rs->view.window_s = now - rs->since < (double)rs->nbuckets ? now - rs->since : (double)rs->nbuckets;
         sy_rules_evaluate(rs->conf, &rs->view.window[0], &rs->view.window[1], &rs->view.verdict);
         if (rs->view.verdict.would_trip_unsignificant)
             m->unsignificant++;
@@ -288,7 +306,7 @@ sy_monitor_t *sy_monitor_create(struct ev_loop *control, const sy_config_t *cfg,
     m->cfg = sy_config_ref((sy_config_t *)cfg);
     m->observer.record = record;
     m->observer.ctx = m;
-    ev_timer_init(&m->tick, tick_cb, 1.0, 1.0);
+    ev_timer_init(&m->tick, tick_cb, 0.1, 0.1);
     m->tick.data = m;
     ev_timer_start(control, &m->tick);
     ev_async_init(&m->async, async_cb);
@@ -336,6 +354,7 @@ void sy_monitor_reset_route(sy_monitor_t *m, const char *route)
             gather(m, r, v, &rs->last[v]); /* what the shards hold now is the past too */
         }
         rs->view.window_s = 0;
+        rs->since = ev_now(m->loop);
         rs->tripped = rs->warned = false;
         memset(&rs->view.verdict, 0, sizeof(rs->view.verdict));
         atomic_store(&m->streak[r], 0);

@@ -2,7 +2,7 @@
  *
  * Workers record every exchange through the observer hook into their own shard
  * (single writer, relaxed loads and stores, no locks). The control thread merges
- * the shards' deltas every second into each route's sliding window of 1 s
+ * the shards' deltas every 100 ms into each route's sliding window of 1 s
  * buckets, evaluates the trip rules, and calls `trip` when one trips. N errors
  * in a row on new are counted in the data path and signalled at once through an
  * ev_async, so that trip does not wait for the tick. */
