@@ -69,8 +69,11 @@ routes:
             rc, out, _ = self.check(GOOD % port + extra)
             self.assertEqual(rc, 2)
             self.assertIn("'%s' is not available in this version yet" % word, out)
-        rc, out, _ = self.check((GOOD % port).replace("{name: r, legacy: a}", "{name: r, legacy: a, trip: {}}"))
-        self.assertIn("'trip' is not available", out)
+        rc, out, path = self.check((GOOD % port).replace("{name: r, legacy: a}",
+                                                         "{name: r, legacy: a, trip: {max_error_rate: 2, x: 1}}"))
+        self.assertEqual(rc, 2)
+        self.assertIn("%s:7:49: expected a number 0..1" % path, out)
+        self.assertIn("%s:7:52: unknown trip rule 'x'" % path, out)
         rc, out, _ = self.check((GOOD % port).replace("a: {endpoints: [127.0.0.1:1]}",
                                                       "a: {colors: {blue: [127.0.0.1:1]}}"))
         self.assertIn("not available in this version yet", out)
