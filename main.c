@@ -3,6 +3,7 @@
 #include "flags/store.h"
 #include "handlers/admin.h"
 #include "handlers/ctl.h"
+#include "healthcheck/health.h"
 #include "healthcheck/monitor.h"
 #include "healthcheck/rules.h"
 #include "proxy/config.h"
@@ -73,6 +74,7 @@ typedef struct app {
     sy_flagstore_t *store;
     sy_admin_t *admin;
     sy_monitor_t *monitor;
+    sy_health_t *health;
     sy_route_state_t last_state[SY_MONITOR_MAX_ROUTES];
     const char *config_path;
     ev_signal sigterm, sigquit, sigint, sighup;
@@ -150,6 +152,7 @@ static void on_reload_signal(struct ev_loop *loop, ev_signal *w, int revents)
     /* The store keeps each route's live flags and publishes a snapshot of the new config. */
     sy_flagstore_reload(app->store, cfg);
     sy_monitor_reload(app->monitor, cfg);
+    sy_health_reload(app->health, cfg);
     if (app->admin != NULL)
         sy_admin_reload(app->admin, cfg);
     sy_config_release(cfg);
@@ -179,9 +182,12 @@ static int cmd_run(const char *path)
     }
     app.store = sy_flagstore_create(app.loop, cfg, publish_flags, &app);
     app.admin = app.store ? sy_admin_create(app.loop, cfg, app.store, app.monitor) : NULL;
+    app.health = app.admin ? sy_health_create(app.loop, cfg) : NULL;
     sy_config_release(cfg);
-    if (app.store == NULL || app.admin == NULL) {
+    if (app.store == NULL || app.admin == NULL || app.health == NULL) {
+        sy_health_destroy(app.health);
         sy_flagstore_destroy(app.store);
+        sy_admin_destroy(app.admin);
         sy_server_destroy(app.server);
         sy_monitor_destroy(app.monitor);
         return 1;
@@ -213,6 +219,7 @@ static int cmd_run(const char *path)
     for (size_t i = 0; i < SY_ARRAY_LEN(sigs); i++)
         ev_signal_stop(app.loop, sigs[i].w);
     /* The store answers writes still in flight before the admin side goes. */
+    sy_health_destroy(app.health);
     sy_flagstore_destroy(app.store);
     sy_admin_destroy(app.admin);
     sy_server_destroy(app.server);

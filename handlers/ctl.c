@@ -146,6 +146,23 @@ static void print_route(json_t *r)
     const char *reason = json_string_value(json_object_get(r, "reason"));
     if (reason != NULL && *reason)
         printf("%-20s reason: %s\n", "", reason);
+    json_t *w = json_object_get(r, "window");
+    if (json_is_object(w)) {
+        printf("%-20s window %.0fs: %s%s%s\n", "", json_number_value(json_object_get(w, "seconds")),
+               json_string_value(json_object_get(w, "verdict")), json_string_value(json_object_get(w, "rule")) ? " " : "",
+               json_string_value(json_object_get(w, "rule")) ? json_string_value(json_object_get(w, "detail")) : "");
+        static const char *const sides[] = {"legacy", "new"};
+        for (int i = 0; i < 2; i++) {
+            json_t *sd = json_object_get(w, sides[i]);
+            printf("%-20s   %-6s %8.1f req/s  errors %6.2f%% (%lld/%lld)  p50 %8.1f  p95 %8.1f  p99 %8.1f ms\n", "",
+                   sides[i], json_number_value(json_object_get(sd, "rps")),
+                   json_number_value(json_object_get(sd, "error_rate")) * 100,
+                   (long long)json_integer_value(json_object_get(sd, "errors")),
+                   (long long)json_integer_value(json_object_get(sd, "requests")),
+                   json_number_value(json_object_get(sd, "p50_ms")), json_number_value(json_object_get(sd, "p95_ms")),
+                   json_number_value(json_object_get(sd, "p99_ms")));
+        }
+    }
 }
 
 static char *read_token(const char *path)

@@ -41,6 +41,7 @@ struct sy_monitor {
     atomic_int alarm[SY_MONITOR_MAX_ROUTES];
     route_state_t *routes;
     size_t nroutes;
+    bool legacy_down[SY_MONITOR_MAX_ROUTES];
     uint64_t ticks;
     uint64_t unsignificant;
     ev_timer tick;
@@ -73,6 +74,18 @@ static void record(void *ctx, int worker, const sy_snapshot_t *snap, const sy_ou
     if (o->error == SY_XERR_CLIENT) {
         BUMP(c->by_kind[SY_XERR_CLIENT], 1); /* not the backend's doing: not a request of the comparison */
         return;
+    }
+    /* Passive ejection: connect failures in a row take an endpoint out; the
+     * health prober re-probes it before it returns. */
+    sy_endpoint_t *ep = (sy_endpoint_t *)o->decision->endpoint;
+    if (ep != NULL) {
+        if (o->error == SY_XERR_CONNECT) {
+            unsigned n = atomic_fetch_add_explicit(&ep->connect_failures, 1, memory_order_relaxed) + 1;
+            if (n == 3 && !atomic_exchange(&ep->down, 1))
+                sy_warn("health: %s taken out after %u connect failures in a row", ep->name, n);
+        } else if (o->error == SY_XERR_NONE && atomic_load_explicit(&ep->connect_failures, memory_order_relaxed)) {
+            atomic_store_explicit(&ep->connect_failures, 0, memory_order_relaxed);
+        }
     }
     bool err = sy_rules_is_error(conf, o->status, o->error);
     BUMP(c->requests, 1);
@@ -159,6 +172,35 @@ static void do_trip(sy_monitor_t *m, route_state_t *rs, const char *rule, const 
  * bucket of the current second, then evaluate. Buckets stay 1 s wide; the
  * evaluation is ten times as frequent so a bad new side is caught within
  * ~100 ms of crossing a threshold, not at the next whole second. */
+static bool all_down(const sy_pool_t *p)
+{
+    if (p == NULL || p->nendpoints == 0)
+        return false;
+    for (size_t i = 0; i < p->nendpoints; i++)
+        if (!atomic_load_explicit(&p->endpoints[i].down, memory_order_relaxed))
+            return false;
+    return true;
+}
+
+/* Every endpoint of new down: trip (new_unavailable). Every endpoint of legacy
+ * down: nothing to fall back to; say so loudly, once per outage. */
+static void check_pools(sy_monitor_t *m, size_t r, route_state_t *rs)
+{
+    const sy_pool_t *np = rs->conf->new_pool ? sy_config_pool(m->cfg, rs->conf->new_pool) : NULL;
+    const sy_pool_t *lp = rs->conf->legacy_pool ? sy_config_pool(m->cfg, rs->conf->legacy_pool) : NULL;
+    if (rs->conf->enabled && all_down(np)) {
+        char detail[160];
+        snprintf(detail, sizeof(detail), "all %zu endpoints of pool %s are down", np->nendpoints, np->name);
+        do_trip(m, rs, "new_unavailable", detail);
+    }
+    bool ld = all_down(lp);
+    if (ld && !m->legacy_down[r])
+        sy_error("route %s: every endpoint of its legacy pool %s is down: requests get 503", rs->name, lp->name);
+    else if (!ld && m->legacy_down[r])
+        sy_info("route %s: legacy pool %s has endpoints up again", rs->name, lp->name);
+    m->legacy_down[r] = ld;
+}
+
 static void tick_cb(struct ev_loop *loop, ev_timer *t, int revents)
 {
     sy_monitor_t *m = t->data;
@@ -199,6 +241,7 @@ static void tick_cb(struct ev_loop *loop, ev_timer *t, int revents)
         rs->cur_second = second;
         rs->view.window_s = now - rs->since < (double)rs->nbuckets ? now - rs->since : (double)rs->nbuckets;
         sy_rules_evaluate(rs->conf, &rs->view.window[0], &rs->view.window[1], &rs->view.verdict);
+        check_pools(m, r, rs);
         if (rs->view.verdict.would_trip_unsignificant)
             m->unsignificant++;
         if (rs->view.verdict.level == SY_LEVEL_TRIP) {

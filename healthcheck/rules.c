@@ -14,8 +14,11 @@ static void confs_destroy(void *p)
     sy_trip_confs_t *t = p;
     if (t == NULL)
         return;
-    for (size_t i = 0; i < t->n; i++)
+    for (size_t i = 0; i < t->n; i++) {
         free(t->routes[i].route);
+        free(t->routes[i].legacy_pool);
+        free(t->routes[i].new_pool);
+    }
     free(t->routes);
     free(t);
 }
@@ -153,6 +156,10 @@ static int confs_parse(sy_conf_t *c, yaml_node_t *node, const sy_config_t *cfg, 
         for (size_t it = 0; sy_conf_map_next(c, item, &it, &k, &v);) {
             if (sy_conf_key_is(k, "name") && sy_conf_scalar(v))
                 tc->route = strdup(sy_conf_scalar(v));
+            else if (sy_conf_key_is(k, "legacy") && sy_conf_scalar(v))
+                tc->legacy_pool = strdup(sy_conf_scalar(v));
+            else if (sy_conf_key_is(k, "new") && sy_conf_scalar(v))
+                tc->new_pool = strdup(sy_conf_scalar(v));
             else if (sy_conf_key_is(k, "trip") && parse_trip(c, v, tc) != 0)
                 rc = SY_EINVAL;
         }

@@ -23,6 +23,7 @@
 
 typedef struct sy_trip_conf {
     char *route;
+    char *legacy_pool, *new_pool; /* names, for the all-endpoints-down checks */
     bool enabled;
     uint64_t window_ms;
     int64_t min_requests;

@@ -37,9 +37,18 @@ static const sy_conf_field_t limit_fields[] = {
     {"upstream_keepalive", SY_CT_INT, offsetof(sy_limits_t, upstream_keepalive), "256", 0, 100000},
 };
 
+static const sy_conf_field_t health_fields[] = {
+    {"path", SY_CT_STRING, offsetof(sy_health_conf_t, path), NULL, 0, 0},
+    {"interval", SY_CT_DURATION, offsetof(sy_health_conf_t, interval), "2s", 100, 3600000},
+    {"timeout", SY_CT_DURATION, offsetof(sy_health_conf_t, timeout), "1s", 10, 600000},
+    {"rise", SY_CT_INT, offsetof(sy_health_conf_t, rise), "2", 1, 100},
+    {"fall", SY_CT_INT, offsetof(sy_health_conf_t, fall), "3", 1, 100},
+};
+
 static void free_pools(sy_pool_t *pools, size_t n)
 {
     for (size_t i = 0; i < n; i++) {
+        free(pools[i].health.path);
         for (size_t j = 0; j < pools[i].nendpoints; j++)
             free(pools[i].endpoints[j].name);
         free(pools[i].endpoints);
@@ -181,6 +190,7 @@ static int parse_pools(sy_conf_t *c, yaml_node_t *node, sy_config_t *cfg)
         }
         sy_pool_t *p = &cfg->pools[cfg->npools++];
         p->name = strdup(name);
+        sy_conf_defaults(health_fields, SY_ARRAY_LEN(health_fields), &p->health);
         if (sy_conf_expect(c, v, YAML_MAPPING_NODE, "a pool ({endpoints: [host:port, ...]})") != 0) {
             rc = SY_EINVAL;
             continue;
@@ -196,8 +206,11 @@ static int parse_pools(sy_conf_t *c, yaml_node_t *node, sy_config_t *cfg)
                 rc = sy_conf_error(c, pk, "'%s' is not available in this version yet (blue-green pools "
                                           "arrive with the blue-green feature)", sy_conf_scalar(pk));
             } else if (sy_conf_key_is(pk, "health")) {
-                rc = sy_conf_error(c, pk, "'health' is not available in this version yet (health checks "
-                                          "arrive with the comparator and health feature)");
+                p->has_health = true;
+                if (sy_conf_fields(c, pv, health_fields, SY_ARRAY_LEN(health_fields), &p->health, NULL) != 0)
+                    rc = SY_EINVAL;
+                else if (p->health.path != NULL && p->health.path[0] != '/')
+                    rc = sy_conf_error(c, pv, "health.path must start with '/'");
             } else {
                 rc = sy_conf_error(c, pk, "unknown key '%s' in pool '%s' (known: endpoints)",
                                    sy_conf_scalar(pk) ? sy_conf_scalar(pk) : "?", name);

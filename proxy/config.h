@@ -22,12 +22,22 @@ typedef struct sy_endpoint {
     char *name;           /* as written, e.g. "127.0.0.1:7001"; also the pool key */
     sy_addr_t addr;
     atomic_int down;      /* 1 when health checks took it out (set by healthcheck) */
+    atomic_uint connect_failures; /* in a row, from the data path (passive ejection) */
 } sy_endpoint_t;
+
+/* Active health checks of a pool's endpoints (run by healthcheck/). */
+typedef struct sy_health_conf {
+    char *path;           /* NULL: a TCP connect is the probe */
+    uint64_t interval, timeout; /* ms */
+    int64_t rise, fall;
+} sy_health_conf_t;
 
 typedef struct sy_pool {
     char *name;
     sy_endpoint_t *endpoints;
     size_t nendpoints;
+    bool has_health;      /* health: was configured (else only passive ejection and TCP re-probes) */
+    sy_health_conf_t health;
 } sy_pool_t;
 
 typedef struct sy_listen {

@@ -192,6 +192,14 @@ static int decide(void *ctx, const sy_snapshot_t *snap, const sy_request_view_t 
         out->user[n] = '\0';
     }
     out->endpoint = sy_pool_pick(v == SY_NEW ? r->new_pool : r->legacy, rr);
+    if (out->endpoint == NULL && v == SY_NEW) {
+        /* No healthy endpoint on new (the route is about to trip): serve the
+         * user from legacy rather than fail the request. */
+        out->endpoint = sy_pool_pick(r->legacy, rr);
+        out->variant_index = SY_LEGACY;
+        out->variant = sy_variant_name(SY_LEGACY);
+        out->reason = sy_reason_name(SY_REASON_DEFAULT);
+    }
     if (out->endpoint == NULL) {
         out->status = 503;
         out->error = "no healthy endpoint in the chosen pool";

@@ -24,12 +24,20 @@ SLOW = 3.0 if SANITIZED else 1.0
 BAD_LOG = re.compile(r"(ERROR: AddressSanitizer|runtime error:|LeakSanitizer|Z error \[)")
 
 
+_given = set()
+
+
 def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
+    """A port nothing listens on, never the same twice in one test process (the
+    gateway's SO_REUSEPORT would otherwise share it between two listeners)."""
+    while True:
+        s = socket.socket()
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+        s.close()
+        if port not in _given:
+            _given.add(port)
+            return port
 
 
 def wait_port(port, timeout=10.0, proc=None):

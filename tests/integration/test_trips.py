@@ -172,15 +172,17 @@ class Trips(unittest.TestCase):
         dead = free_port()
         self.start(new_port=dead, percent=0, trip="consecutive_errors: 5")
         c = Client(self.port)
-        statuses = [c.get("/x", {"X-User-Id": "42"})[0] for _ in range(8)]
-        self.assertEqual(statuses[:5], [502] * 5)
-        time.sleep(0.2)
-        self.assertEqual(self.route()["state"], "tripped")
+        answers = [c.get("/x", {"X-User-Id": "42"}) for _ in range(8)]
+        # Three connect failures take the endpoint out (passive ejection); from
+        # then on the test user is served by legacy until the route trips.
+        self.assertEqual([a[0] for a in answers[:3]], [502] * 3)
+        self.assertEqual([(a[0], a[1]["x-backend"]) for a in answers[3:]], [(200, "legacy")] * 5)
+        time.sleep(0.3)
+        r = self.route()
+        self.assertEqual(r["state"], "tripped")
+        self.assertTrue(r["reason"].startswith("new_unavailable"), r["reason"])
         self.assertEqual(c.variant("42"), "legacy")
-        deadline = time.time() + 3 * SLOW  # the window is filled every second
-        while time.time() < deadline and self.route()["window"]["new"]["errors"] < 5:
-            time.sleep(0.1)
-        self.assertGreaterEqual(self.route()["window"]["new"]["errors"], 5)
+        self.assertEqual(self.route()["window"]["new"]["errors"], 3)
 
     def test_hanging_backend_trips(self):
         self.start(new_args=["--hang"], percent=0, trip="consecutive_errors: 3",
@@ -263,6 +265,58 @@ class Trips(unittest.TestCase):
             time.sleep(0.05)
         self.assertEqual(self.env.redis(rport, "HGET", "switchyard:route:nav", "state"), "tripped")
         self.assertIn("consecutive_errors", self.env.redis(rport, "HGET", "switchyard:route:nav", "reason"))
+
+    def test_new_unavailable(self):
+        # The new side's health endpoint fails: probes take it out, the route trips.
+        self.start(percent=5000, keys="",
+                   extra_top="")
+        self.env.stop(self.env.gateways.pop())
+        cfg = base_config(self.port, self.legacy, self.new,
+                          extra_top="admin: {address: 127.0.0.1:%d, token_file: %s}\n" % (self.admin,
+                                                                                         self.env.path("token")),
+                          percent=5000).replace(
+            "  new: {endpoints: [127.0.0.1:%d]}" % self.new,
+            "  new:\n    endpoints: [127.0.0.1:%d]\n"
+            "    health: {path: \"/health?status=503\", interval: 200ms, timeout: 200ms, rise: 2, fall: 2}" % self.new)
+        self.gw = self.env.start_gateway(cfg.replace("%(log)s", self.access_log), self.port, name="gw-health")
+        deadline = time.time() + 5 * SLOW
+        while time.time() < deadline and self.route()["state"] != "tripped":
+            time.sleep(0.05)
+        r = self.route()
+        self.assertEqual(r["state"], "tripped")
+        self.assertTrue(r["reason"].startswith("new_unavailable"), r["reason"])
+        s, h, b = curl("http://127.0.0.1:%d/metrics" % self.admin)
+        self.assertIn('switchyard_endpoint_up{pool="new",endpoint="127.0.0.1:%d"} 0' % self.new, b.decode())
+
+    def test_passive_ejection_and_return(self):
+        dead = free_port()
+        self.start(percent=10000, trip="enabled: false")
+        self.env.stop(self.env.gateways.pop())
+        cfg = base_config(self.port, self.legacy, self.new,
+                          extra_top="admin: {address: 127.0.0.1:%d, token_file: %s}\n" % (self.admin,
+                                                                                         self.env.path("token")),
+                          percent=10000, extra_keys="    trip: {enabled: false}\n").replace(
+            "  new: {endpoints: [127.0.0.1:%d]}" % self.new, "  new: {endpoints: [127.0.0.1:%d, 127.0.0.1:%d]}" % (
+                self.new, dead))
+        self.gw = self.env.start_gateway(cfg.replace("%(log)s", self.access_log), self.port, name="gw-passive")
+        c = Client(self.port)
+        statuses = [c.get("/x", {"X-User-Id": "u%d" % i})[0] for i in range(40)]
+        # Round robin: the dead endpoint fails until 3 connect failures take it out.
+        self.assertLessEqual(statuses.count(502), 3)
+        self.assertEqual(statuses[-20:], [200] * 20)
+        s, h, b = curl("http://127.0.0.1:%d/metrics" % self.admin)
+        self.assertIn('switchyard_endpoint_up{pool="new",endpoint="127.0.0.1:%d"} 0' % dead, b.decode())
+        # It comes back once it answers the re-probes (a TCP connect here).
+        self.env.start_backend("revived", port=dead)
+        deadline = time.time() + 6 * SLOW
+        while time.time() < deadline:
+            s, h, b = curl("http://127.0.0.1:%d/metrics" % self.admin)
+            if 'endpoint="127.0.0.1:%d"} 1' % dead in b.decode():
+                break
+            time.sleep(0.2)
+        self.assertIn('switchyard_endpoint_up{pool="new",endpoint="127.0.0.1:%d"} 1' % dead, b.decode())
+        backends = {c.get("/x", {"X-User-Id": "v%d" % i})[1]["x-backend"] for i in range(10)}
+        self.assertEqual(backends, {"new", "revived"})
 
     def test_resume_starts_afresh(self):
         self.start(new_args=["--error-rate", "1"], percent=0, trip="consecutive_errors: 5, min_requests: 5")

@@ -156,9 +156,16 @@ static void test_router_decisions(void **state)
     d = decide("/nav", tu, 1, "10.0.0.1");
     assert_string_equal(d.endpoint->name, "127.0.0.1:7003");
     atomic_store(&((sy_endpoint_t *)&n->endpoints[1])->down, 1);
-    d = decide("/nav", tu, 1, "10.0.0.1");
+    d = decide("/nav", tu, 1, "10.0.0.1"); /* all of new down: served by legacy */
+    assert_non_null(d.endpoint);
+    assert_string_equal(d.endpoint->name, "127.0.0.1:7001");
+    assert_string_equal(d.variant, "legacy");
+    const sy_pool_t *l = sy_config_pool(cfg, "L");
+    atomic_store(&((sy_endpoint_t *)&l->endpoints[0])->down, 1);
+    d = decide("/nav", tu, 1, "10.0.0.1"); /* and legacy too: 503 */
     assert_null(d.endpoint);
     assert_int_equal(d.status, 503);
+    atomic_store(&((sy_endpoint_t *)&l->endpoints[0])->down, 0);
     atomic_store(&((sy_endpoint_t *)&n->endpoints[0])->down, 0);
     atomic_store(&((sy_endpoint_t *)&n->endpoints[1])->down, 0);
 }
