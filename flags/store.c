@@ -1044,9 +1044,11 @@ static int load_config(sy_flagstore_t *s, sy_config_t *cfg)
     char **last = calloc(rs->n + 1, sizeof(char *));
     if (cur == NULL || dirty == NULL || reading == NULL || pending == NULL || last == NULL)
         goto fail;
+    bool live = sy_config_ext(cfg, "redis") != NULL;
     for (size_t i = 0; i < rs->n; i++) {
-        /* A route that existed before keeps its live flags (and pending writes). */
-        long old = s->routes ? route_index(s, rs->routes[i].name, strlen(rs->routes[i].name)) : -1;
+        /* With Redis, a route that existed before keeps its live flags (and pending
+         * writes) until Redis is read again; without it the config is the source. */
+        long old = s->routes && live ? route_index(s, rs->routes[i].name, strlen(rs->routes[i].name)) : -1;
         const sy_route_flags_t *src = old >= 0 ? &s->cur[old] : &def->flags[i];
         if (sy_route_flags_copy(&cur[i], src) != 0)
             goto fail;

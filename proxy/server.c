@@ -312,8 +312,25 @@ fail:
     return NULL;
 }
 
+/* With SO_REUSEPORT, connections queued on a listener that closes are reset
+ * unless the kernel migrates them to the other listeners of the group. */
+static void check_migrate_req(void)
+{
+    FILE *f = fopen("/proc/sys/net/ipv4/tcp_migrate_req", "r");
+    int v = -1;
+    if (f != NULL) {
+        if (fscanf(f, "%d", &v) != 1)
+            v = -1;
+        fclose(f);
+    }
+    if (v == 0)
+        sy_warn("net.ipv4.tcp_migrate_req is 0: during a binary upgrade, connections queued on the old process's "
+                "listeners when it stops may be reset; set it to 1 (deploy/upgrade.sh does)");
+}
+
 int sy_server_start(sy_server_t *s)
 {
+    check_migrate_req();
     /* Workers take no signals: the control loop handles them. */
     sigset_t all, old;
     sigfillset(&all);

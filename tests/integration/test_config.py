@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """`switchyard check`: every error with file:line:col; the gateway refuses to
 start on the same errors; sections of later features are refused clearly."""
+import os
 import subprocess
 
 from harness import BIN, Env, free_port, main
@@ -56,6 +57,18 @@ routes:
             self.assertIn(where, out)
         self.assertIn("out of range", out)
         self.assertIn("unknown pool 'missing'", out)
+
+    def test_shipped_configs_pass(self):
+        import harness
+        tok = self.env.path("admin.token")
+        with open(tok, "w") as f:
+            f.write("0123456789abcdef0123\n")
+        for name in ("switchyard.example.yaml", "quickstart.yaml"):
+            with open(os.path.join(harness.ROOT, "deploy", name)) as f:
+                text = f.read().replace("/etc/switchyard/admin.token", tok).replace(
+                    "/tmp/switchyard-quickstart/admin.token", tok)
+            rc, out, _ = self.check(text)
+            self.assertEqual(rc, 0, (name, out))
 
     def test_yaml_syntax_error(self):
         rc, out, path = self.check("listen: [\n  - a: b\n")
