@@ -76,13 +76,17 @@ typedef struct app {
     sy_monitor_t *monitor;
     sy_health_t *health;
     sy_route_state_t last_state[SY_MONITOR_MAX_ROUTES];
+    int *last_active;         /* per pool, to notice swaps */
+    size_t last_npools;
+    uint64_t close_idle_serial;
     const char *config_path;
     ev_signal sigterm, sigquit, sigint, sighup;
 } app_t;
 
 /* The flag store hands over new flags: build the routing state and publish a
  * snapshot to the workers. */
-static void publish_flags(void *ud, const sy_config_t *cfg, const sy_route_flags_t *flags)
+static void publish_flags(void *ud, const sy_config_t *cfg, const sy_route_flags_t *flags,
+                          const sy_pool_flags_t *pools)
 {
     app_t *app = ud;
     /* A route leaving tripped/off starts its comparison afresh. */
@@ -94,12 +98,25 @@ static void publish_flags(void *ud, const sy_config_t *cfg, const sy_route_flags
             sy_monitor_reset_route(app->monitor, rs->routes[i].name);
         app->last_state[i] = flags[i].state;
     }
-    sy_routing_t *rt = sy_routing_with_flags(cfg, flags);
+    sy_routing_t *rt = sy_routing_with_flags(cfg, flags, pools);
     sy_snapshot_t *snap = rt ? sy_snapshot_create((sy_config_t *)cfg, rt, sy_routing_free) : NULL;
     if (snap == NULL) {
         sy_error("flags: out of memory building a snapshot; the previous flags stay in force");
         return;
     }
+    /* A colour swap: the workers drop idle connections to the old colour. */
+    bool swapped = app->last_npools != cfg->npools;
+    int *active = calloc(cfg->npools + 1, sizeof(int));
+    for (size_t i = 0; active != NULL && i < cfg->npools; i++) {
+        active[i] = pools[i].active;
+        swapped |= !swapped && app->last_active != NULL && app->last_active[i] != active[i];
+    }
+    free(app->last_active);
+    app->last_active = active;
+    app->last_npools = cfg->npools;
+    if (swapped)
+        app->close_idle_serial++;
+    snap->close_idle_serial = app->close_idle_serial;
     sy_server_publish(app->server, snap);
 }
 
@@ -224,6 +241,7 @@ static int cmd_run(const char *path)
     sy_admin_destroy(app.admin);
     sy_server_destroy(app.server);
     sy_monitor_destroy(app.monitor); /* after the workers: they wrote into it */
+    free(app.last_active);
     ev_loop_destroy(app.loop);
     sy_info("stopped");
     return 0;

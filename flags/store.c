@@ -54,6 +54,9 @@ struct sy_flagstore {
     const sy_redis_conf_t *rc;
     sy_route_flags_t *cur;
     size_t n;
+    sy_pool_flags_t *pcur;   /* one per config pool (only coloured ones live in Redis) */
+    size_t npools;
+    bool *pdirty;
     sy_flags_publish_fn publish;
     void *ud;
 
@@ -146,7 +149,7 @@ static void set_error(sy_flagstore_t *s, const char *what, const char *detail)
 static void do_publish(sy_flagstore_t *s)
 {
     s->st.publishes++;
-    s->publish(s->ud, s->cfg, s->cur);
+    s->publish(s->ud, s->cfg, s->cur, s->pcur);
 }
 
 static void refuse_cb(void *ud, const char *route, const char *field, const char *value, const char *why)
@@ -190,6 +193,7 @@ static void got_reply(sy_flagstore_t *s)
 static void connect_all(sy_flagstore_t *s);
 static void read_route(sy_flagstore_t *s, size_t i);
 static void mark_dirty(sy_flagstore_t *s, long i);
+static void read_pool(sy_flagstore_t *s, size_t j);
 static void cas_write(sy_flagstore_t *s, size_t i, const sy_route_flags_t *next, const sy_flag_request_t *req,
                       const char *expect, int attempt, sy_flags_done_fn done, void *ud);
 
@@ -434,6 +438,9 @@ static void sync_all(sy_flagstore_t *s)
         s->dirty[i] = true;
         read_route(s, i);
     }
+    for (size_t j = 0; j < s->npools; j++)
+        if (s->cfg->pools[j].colored)
+            read_pool(s, j);
 }
 
 static void dirty_cb(struct ev_loop *loop, ev_timer *t, int revents)
@@ -444,13 +451,15 @@ static void dirty_cb(struct ev_loop *loop, ev_timer *t, int revents)
     for (size_t i = 0; i < s->n; i++)
         if (s->dirty[i])
             read_route(s, i);
+    for (size_t j = 0; j < s->npools; j++)
+        if (s->pdirty[j])
+            read_pool(s, j);
 }
 
 static void mark_dirty(sy_flagstore_t *s, long i)
 {
-    if (i < 0)
-        return;
-    s->dirty[i] = true;
+    if (i >= 0)
+        s->dirty[i] = true;
     if (!ev_is_active(&s->dirty_timer)) {
         ev_timer_set(&s->dirty_timer, 0., 0.);
         ev_timer_start(s->loop, &s->dirty_timer);
@@ -804,6 +813,241 @@ void sy_flagstore_trip(sy_flagstore_t *s, const char *route, const char *reason)
         mark_dirty(s, i);
 }
 
+/* --- pools (blue-green) ------------------------------------------------------- */
+
+static long pool_index(const sy_flagstore_t *s, const char *name, size_t len)
+{
+    for (size_t i = 0; i < s->npools; i++)
+        if (s->cfg->pools[i].colored && strlen(s->cfg->pools[i].name) == len &&
+            memcmp(s->cfg->pools[i].name, name, len) == 0)
+            return (long)i;
+    return -1;
+}
+
+static void pool_key(const sy_flagstore_t *s, size_t j, char *out, size_t cap)
+{
+    snprintf(out, cap, "%spool:%s", s->rc->prefix, s->cfg->pools[j].name);
+}
+
+static const char *const color_names[2] = {"blue", "green"};
+
+typedef struct pool_ctx {
+    sy_flagstore_t *s;
+    uint64_t epoch;
+    size_t pool;
+    sy_pool_flags_t next;
+    bool seed;
+    sy_flags_done_fn done;
+    void *ud;
+} pool_ctx_t;
+
+static void pool_cas(sy_flagstore_t *s, size_t j, const sy_pool_flags_t *next, const char *expect, bool seed,
+                     sy_flags_done_fn done, void *ud);
+
+static void on_pool_cas(redisAsyncContext *ac, void *reply, void *priv)
+{
+    (void)ac;
+    pool_ctx_t *c = priv;
+    sy_flagstore_t *s = c->s;
+    redisReply *rep = reply;
+    if (!s->destroying && c->epoch == s->epoch)
+        got_reply(s);
+    if (s->destroying || rep == NULL || c->epoch != s->epoch) {
+        finish(c->done, c->ud, 503, s->destroying ? "shutting down" : "redis went away during the write", NULL);
+    } else if (rep->type == REDIS_REPLY_ERROR) {
+        if (!c->seed)
+            finish(c->done, c->ud, 409, "the pool changed at the same time; try again", NULL);
+        s->pdirty[c->pool] = true;
+        mark_dirty(s, -1);
+    } else {
+        sy_pool_flags_t old = s->pcur[c->pool];
+        bool differs = old.active != c->next.active;
+        s->pcur[c->pool] = c->next;
+        c->next = old;
+        s->pcur[c->pool].source = "redis";
+        if (differs) {
+            sy_info("pool %s: active colour is now %s (by %s)", s->cfg->pools[c->pool].name,
+                    color_names[s->pcur[c->pool].active], s->pcur[c->pool].actor ? s->pcur[c->pool].actor : "?");
+            do_publish(s);
+        }
+        finish(c->done, c->ud, 200, NULL, NULL);
+    }
+    sy_pool_flags_clear(&c->next);
+    free(c);
+}
+
+static void pool_cas(sy_flagstore_t *s, size_t j, const sy_pool_flags_t *next, const char *expect, bool seed,
+                     sy_flags_done_fn done, void *ud)
+{
+    pool_ctx_t *c = calloc(1, sizeof(*c));
+    if (c == NULL || sy_pool_flags_copy(&c->next, next) != 0) {
+        free(c);
+        finish(done, ud, 500, "out of memory", NULL);
+        return;
+    }
+    c->s = s;
+    c->epoch = s->epoch;
+    c->pool = j;
+    c->seed = seed;
+    c->done = done;
+    c->ud = ud;
+    char hkey[256], skey[264], channel[128], msg[128], ver[24];
+    pool_key(s, j, hkey, sizeof(hkey));
+    snprintf(skey, sizeof(skey), "%s:unused", hkey);
+    snprintf(channel, sizeof(channel), "%sevents", s->rc->prefix);
+    snprintf(msg, sizeof(msg), "pool:%s", s->cfg->pools[j].name);
+    snprintf(ver, sizeof(ver), "%llu", (unsigned long long)next->version);
+    const char *argv[] = {"EVAL", CAS_SCRIPT, "2", hkey, skey, expect, channel, msg, "5",
+                          "active", color_names[next->active], "version", ver,
+                          "actor", next->actor ? next->actor : "", "reason", next->reason ? next->reason : "",
+                          "updated_at", next->updated_at ? next->updated_at : "", "0", "0"};
+    if (send_cmd(s, on_pool_cas, c, (int)SY_ARRAY_LEN(argv), argv, NULL) != 0) {
+        finish(done, ud, 503, "redis is unavailable", NULL);
+        sy_pool_flags_clear(&c->next);
+        free(c);
+    }
+}
+
+typedef struct pool_read {
+    sy_flagstore_t *s;
+    uint64_t epoch;
+    size_t pool;
+} pool_read_t;
+
+static void on_pool_hash(redisAsyncContext *ac, void *reply, void *priv)
+{
+    (void)ac;
+    pool_read_t *r = priv;
+    sy_flagstore_t *s = r->s;
+    redisReply *rep = reply;
+    if (s->destroying || r->epoch != s->epoch || rep == NULL || rep->type != REDIS_REPLY_ARRAY) {
+        free(r);
+        return;
+    }
+    got_reply(s);
+    size_t j = r->pool;
+    free(r);
+    sy_pool_flags_t next;
+    if (sy_pool_flags_copy(&next, &s->pcur[j]) != 0)
+        return;
+    if (rep->elements == 0) {
+        /* Missing: seed from the config, once for all instances. */
+        char now[32];
+        sy_flags_now(now);
+        free(next.actor);
+        free(next.reason);
+        free(next.updated_at);
+        next.actor = strdup("switchyard");
+        next.reason = strdup("seeded from the config");
+        next.updated_at = strdup(now);
+        next.version = 1;
+        pool_cas(s, j, &next, "0", true, NULL, NULL);
+        sy_pool_flags_clear(&next);
+        return;
+    }
+    for (size_t k = 0; k + 1 < rep->elements; k += 2) {
+        const char *f = rep->element[k]->str, *v = rep->element[k + 1]->str;
+        if (f == NULL || v == NULL)
+            continue;
+        if (strcmp(f, "active") == 0) {
+            if (strcmp(v, "blue") == 0)
+                next.active = SY_BLUE;
+            else if (strcmp(v, "green") == 0)
+                next.active = SY_GREEN;
+            else {
+                s->st.refused++;
+                sy_warn("redis: refused active=\"%s\" on %spool:%s: active must be blue or green; the last good "
+                        "value stays", v, s->rc->prefix, s->cfg->pools[j].name);
+            }
+        } else if (strcmp(f, "version") == 0) {
+            next.version = strtoull(v, NULL, 10);
+        } else if (strcmp(f, "actor") == 0 || strcmp(f, "reason") == 0 || strcmp(f, "updated_at") == 0) {
+            char **dst = f[0] == 'a' ? &next.actor : f[0] == 'r' ? &next.reason : &next.updated_at;
+            free(*dst);
+            *dst = strdup(v);
+        }
+    }
+    next.source = "redis";
+    bool differs = next.active != s->pcur[j].active;
+    sy_pool_flags_clear(&s->pcur[j]);
+    s->pcur[j] = next;
+    if (differs) {
+        sy_info("pool %s: active colour is now %s", s->cfg->pools[j].name, color_names[next.active]);
+        do_publish(s);
+    }
+}
+
+static void read_pool(sy_flagstore_t *s, size_t j)
+{
+    if (!s->cmd_up)
+        return;
+    pool_read_t *r = calloc(1, sizeof(*r));
+    if (r == NULL)
+        return;
+    r->s = s;
+    r->epoch = s->epoch;
+    r->pool = j;
+    char key[256];
+    pool_key(s, j, key, sizeof(key));
+    const char *argv[] = {"HGETALL", key};
+    if (send_cmd(s, on_pool_hash, r, 2, argv, NULL) != 0)
+        free(r);
+    s->pdirty[j] = false;
+}
+
+void sy_flagstore_swap(sy_flagstore_t *s, const char *pool, int to, const char *actor, const char *reason,
+                       sy_flags_done_fn done, void *ud)
+{
+    long j = -1;
+    for (size_t i = 0; i < s->npools; i++)
+        if (strcmp(s->cfg->pools[i].name, pool) == 0)
+            j = (long)i;
+    if (j < 0) {
+        finish(done, ud, 404, "no such pool", NULL);
+        return;
+    }
+    if (!s->cfg->pools[j].colored) {
+        finish(done, ud, 400, "the pool has no colours (colors: {blue, green})", NULL);
+        return;
+    }
+    sy_pool_flags_t next;
+    if (sy_pool_flags_copy(&next, &s->pcur[j]) != 0) {
+        finish(done, ud, 500, "out of memory", NULL);
+        return;
+    }
+    char now[32];
+    sy_flags_now(now);
+    next.active = to < 0 ? !s->pcur[j].active : to;
+    next.version = s->pcur[j].version + 1;
+    free(next.actor);
+    free(next.reason);
+    free(next.updated_at);
+    next.actor = strdup(actor ? actor : "unknown");
+    next.reason = strdup(reason ? reason : "");
+    next.updated_at = strdup(now);
+    if (s->rc == NULL) {
+        sy_pool_flags_clear(&s->pcur[j]);
+        s->pcur[j] = next;
+        do_publish(s);
+        finish(done, ud, 200, NULL, NULL);
+        return;
+    }
+    if (!s->cmd_up) {
+        sy_pool_flags_clear(&next);
+        finish(done, ud, 503, "redis is unavailable: the swap is not made (every instance must agree)", NULL);
+        return;
+    }
+    char expect[24];
+    snprintf(expect, sizeof(expect), "%llu", (unsigned long long)s->pcur[j].version);
+    pool_cas(s, (size_t)j, &next, expect, false, done, ud);
+    sy_pool_flags_clear(&next);
+}
+
+const sy_pool_flags_t *sy_flagstore_pools(const sy_flagstore_t *s)
+{
+    return s->pcur;
+}
+
 /* --- connection ---------------------------------------------------------------- */
 
 static void on_notify(redisAsyncContext *ac, void *reply, void *priv)
@@ -822,12 +1066,28 @@ static void on_notify(redisAsyncContext *ac, void *reply, void *priv)
         const char *ch = r->element[2]->str;
         const char *k = ch ? strchr(ch, ':') : NULL;
         size_t plen = strlen(s->rc->prefix);
+        if (k != NULL && strncmp(k + 1, s->rc->prefix, plen) == 0 && strncmp(k + 1 + plen, "pool:", 5) == 0) {
+            long j = pool_index(s, k + 1 + plen + 5, strlen(k + 1 + plen + 5));
+            if (j >= 0) {
+                s->pdirty[j] = true;
+                mark_dirty(s, -1);
+            }
+            return;
+        }
         if (k == NULL || strncmp(k + 1, s->rc->prefix, plen) != 0 || strncmp(k + 1 + plen, "route:", 6) != 0)
             return;
         const char *name = k + 1 + plen + 6;
         const char *end = strstr(name, ":test_users");
         mark_dirty(s, route_index(s, name, end ? (size_t)(end - name) : strlen(name)));
     } else if (strcmp(kind, "message") == 0 && r->elements >= 3 && r->element[2]->str != NULL) {
+        if (r->element[2]->len > 5 && strncmp(r->element[2]->str, "pool:", 5) == 0) {
+            long j = pool_index(s, r->element[2]->str + 5, r->element[2]->len - 5);
+            if (j >= 0) {
+                s->pdirty[j] = true;
+                mark_dirty(s, -1);
+            }
+            return;
+        }
         mark_dirty(s, route_index(s, r->element[2]->str, r->element[2]->len));
     } else if (strcmp(kind, "psubscribe") == 0) {
         sy_debug("redis: watching keyspace notifications");
@@ -909,10 +1169,13 @@ static void start_session(sy_flagstore_t *s)
     send_cmd(s, on_selected, s, 2, sel, NULL);
     const char *get[] = {"CONFIG", "GET", "notify-keyspace-events"};
     send_cmd(s, on_config_get, s, 3, get, NULL);
-    char pattern[256], channel[128];
+    char pattern[256], ppattern[256], channel[128];
     snprintf(pattern, sizeof(pattern), "__keyspace@%lld__:%sroute:*", (long long)s->rc->db, s->rc->prefix);
+    snprintf(ppattern, sizeof(ppattern), "__keyspace@%lld__:%spool:*", (long long)s->rc->db, s->rc->prefix);
     snprintf(channel, sizeof(channel), "%sevents", s->rc->prefix);
     const char *psub[] = {"PSUBSCRIBE", pattern};
+    const char *ppsub[] = {"PSUBSCRIBE", ppattern};
+    redisAsyncCommandArgv(s->sub, on_notify, NULL, 2, ppsub, NULL);
     const char *sub[] = {"SUBSCRIBE", channel};
     redisAsyncCommandArgv(s->sub, on_notify, NULL, 2, psub, NULL);
     redisAsyncCommandArgv(s->sub, on_notify, NULL, 2, sub, NULL);
@@ -1038,13 +1301,25 @@ static int load_config(sy_flagstore_t *s, sy_config_t *cfg)
         sy_routing_free(def);
         return SY_ENOMEM;
     }
+    bool live = sy_config_ext(cfg, "redis") != NULL;
     sy_route_flags_t *cur = calloc(rs->n + 1, sizeof(*cur));
     bool *dirty = calloc(rs->n + 1, sizeof(bool)), *reading = calloc(rs->n + 1, sizeof(bool));
     pending_local_t *pending = calloc(rs->n + 1, sizeof(*pending));
     char **last = calloc(rs->n + 1, sizeof(char *));
-    if (cur == NULL || dirty == NULL || reading == NULL || pending == NULL || last == NULL)
+    sy_pool_flags_t *pcur = calloc(cfg->npools + 1, sizeof(*pcur));
+    bool *pdirty = calloc(cfg->npools + 1, sizeof(bool));
+    if (cur == NULL || dirty == NULL || reading == NULL || pending == NULL || last == NULL || pcur == NULL ||
+        pdirty == NULL)
         goto fail;
-    bool live = sy_config_ext(cfg, "redis") != NULL;
+    for (size_t j = 0; j < cfg->npools; j++) {
+        pcur[j].active = cfg->pools[j].active_default;
+        pcur[j].source = "config";
+        /* A pool that existed keeps its live colour until Redis is read again. */
+        for (size_t o = 0; live && s->cfg != NULL && o < s->npools; o++)
+            if (strcmp(s->cfg->pools[o].name, cfg->pools[j].name) == 0 && s->cfg->pools[o].colored &&
+                cfg->pools[j].colored && sy_pool_flags_copy(&pcur[j], &s->pcur[o]) != 0)
+                goto fail;
+    }
     for (size_t i = 0; i < rs->n; i++) {
         /* With Redis, a route that existed before keeps its live flags (and pending
          * writes) until Redis is read again; without it the config is the source. */
@@ -1065,6 +1340,13 @@ static int load_config(sy_flagstore_t *s, sy_config_t *cfg)
     free(s->reading);
     free(s->pending);
     free(s->last_refusal);
+    for (size_t j = 0; s->pcur != NULL && j < s->npools; j++)
+        sy_pool_flags_clear(&s->pcur[j]);
+    free(s->pcur);
+    free(s->pdirty);
+    s->pcur = pcur;
+    s->pdirty = pdirty;
+    s->npools = cfg->npools;
     if (s->cfg != NULL)
         sy_config_release(s->cfg);
     s->cfg = sy_config_ref(cfg);
@@ -1086,6 +1368,10 @@ fail:
     free(reading);
     free(pending);
     free(last);
+    for (size_t j = 0; pcur != NULL && j < cfg->npools; j++)
+        sy_pool_flags_clear(&pcur[j]);
+    free(pcur);
+    free(pdirty);
     sy_routing_free(def);
     return SY_ENOMEM;
 }
@@ -1174,6 +1460,10 @@ void sy_flagstore_destroy(sy_flagstore_t *s)
     free(s->reading);
     free(s->pending);
     free(s->last_refusal);
+    for (size_t j = 0; j < s->npools; j++)
+        sy_pool_flags_clear(&s->pcur[j]);
+    free(s->pcur);
+    free(s->pdirty);
     sy_config_release(s->cfg);
     free(s);
 }

@@ -38,7 +38,8 @@ extern const sy_conf_section_t sy_redis_section;
 /* Called with the config and the full flag array (one per route, in the
  * config's order) after every accepted change, and once at creation. The array
  * is only valid during the call. */
-typedef void (*sy_flags_publish_fn)(void *ud, const sy_config_t *cfg, const sy_route_flags_t *flags);
+typedef void (*sy_flags_publish_fn)(void *ud, const sy_config_t *cfg, const sy_route_flags_t *flags,
+                                    const sy_pool_flags_t *pools);
 
 /* Starts from the config's flags (published at once) and, with a redis section,
  * connects. cfg is referenced until destroy or reload. */
@@ -75,5 +76,14 @@ void sy_flagstore_request(sy_flagstore_t *s, const char *route, const sy_flag_re
  * the reason; if Redis is down the local trip stands and the write is retried
  * after reconnect. Does nothing for a route already tripped or off. */
 void sy_flagstore_trip(sy_flagstore_t *s, const char *route, const char *reason);
+
+/* A blue-green swap of a coloured pool: to SY_BLUE, SY_GREEN, or -1 for the
+ * other colour. Written to switchyard:pool:{name} (compare-and-set, published);
+ * refused with 503 while Redis is away (instances must agree). The caller
+ * checks the target colour's health first. `done` gets result NULL. */
+void sy_flagstore_swap(sy_flagstore_t *s, const char *pool, int to, const char *actor, const char *reason,
+                       sy_flags_done_fn done, void *ud);
+/* The pools' flags in force, one per config pool. */
+const sy_pool_flags_t *sy_flagstore_pools(const sy_flagstore_t *s);
 
 #endif

@@ -221,6 +221,8 @@ static json_t *route_json(const sy_route_t *r, const sy_route_flags_t *f)
                      (json_int_t)atomic_load_explicit(&r->json_no_key, memory_order_relaxed));
 }
 
+static json_t *pools_json(const sy_admin_t *a);
+
 static json_t *side_json(const sy_side_t *sd, double seconds)
 {
     double rate = sd->requests ? (double)sd->errors / (double)sd->requests : 0;
@@ -264,7 +266,8 @@ static void ep_status(admin_conn_t *c, const char *route, json_t *body)
                               st.connected, "keyspace_notifications", st.notifications, "synced", st.synced,
                               "refused_edits", (json_int_t)st.refused, "syncs", (json_int_t)st.syncs, "reconnects",
                               (json_int_t)st.reconnects, "last_error", st.last_error);
-    respond_json(c, 200, json_pack("{s:o, s:o, s:s}", "routes", routes, "redis", redis, "flags_from",
+    respond_json(c, 200, json_pack("{s:o, s:o, s:o, s:s}", "routes", routes, "pools", pools_json(c->a), "redis", redis,
+                                   "flags_from",
                                    !st.configured ? "config" : st.synced ? "redis" : "config (redis not read yet)"));
 }
 
@@ -398,6 +401,95 @@ static void ep_test_users(admin_conn_t *c, const char *route, json_t *body)
     submit(c, route, &req, body);
     free(add);
     free(rem);
+}
+
+static void swap_done(void *ud, int status, const char *err, const sy_route_flags_t *result)
+{
+    admin_conn_t *c = ud;
+    (void)result;
+    c->waiting = false;
+    if (status == 200)
+        respond_json(c, 200, json_pack("{s:s}", "status", "swapped"));
+    else
+        respond_error(c, status, err ? err : "failed");
+    conn_release(c);
+}
+
+static json_t *pools_json(const sy_admin_t *a)
+{
+    const sy_config_t *cfg = sy_flagstore_config(a->store);
+    const sy_pool_flags_t *pf = sy_flagstore_pools(a->store);
+    static const char *const colors[2] = {"blue", "green"};
+    json_t *out = json_array();
+    for (size_t i = 0; i < cfg->npools; i++) {
+        const sy_pool_t *p = &cfg->pools[i];
+        json_t *eps = json_array();
+        long draining = 0;
+        for (size_t e = 0; e < p->nendpoints; e++) {
+            const sy_endpoint_t *ep = &p->endpoints[e];
+            int color = p->colored && e >= p->color_first[1] ? 1 : 0;
+            long inflight = atomic_load(&((sy_endpoint_t *)ep)->inflight);
+            if (p->colored && color != pf[i].active)
+                draining += inflight;
+            json_array_append_new(eps, json_pack("{s:s, s:s?, s:b, s:i, s:I}", "endpoint", ep->name, "color",
+                                                 p->colored ? colors[color] : NULL, "up", !atomic_load(&((sy_endpoint_t *)ep)->down),
+                                                 "good_probes", atomic_load(&((sy_endpoint_t *)ep)->probe_ok),
+                                                 "in_flight", (json_int_t)inflight));
+        }
+        json_array_append_new(out, json_pack("{s:s, s:b, s:s?, s:I, s:s?, s:s?, s:s?, s:I, s:o}", "name", p->name,
+                                             "colored", p->colored, "active",
+                                             p->colored ? colors[pf[i].active] : NULL, "version",
+                                             (json_int_t)pf[i].version, "actor", pf[i].actor, "reason", pf[i].reason,
+                                             "updated_at", pf[i].updated_at, "draining", (json_int_t)draining,
+                                             "endpoints", eps));
+    }
+    return out;
+}
+
+/* POST /pools/{name}/swap {"to": "green", "reason": "..."}: the target colour must
+ * have passed `rise` probes in a row on every endpoint. */
+static void ep_swap(admin_conn_t *c, const char *pool, json_t *body)
+{
+    const sy_config_t *cfg = sy_flagstore_config(c->a->store);
+    const sy_pool_t *p = sy_config_pool(cfg, pool);
+    if (p == NULL) {
+        respond_error(c, 404, "no such pool");
+        return;
+    }
+    if (!p->colored) {
+        respond_error(c, 400, "the pool has no colours (colors: {blue, green})");
+        return;
+    }
+    const char *to = body ? json_string_value(json_object_get(body, "to")) : NULL;
+    int target;
+    if (to == NULL)
+        target = !sy_flagstore_pools(c->a->store)[p - cfg->pools].active;
+    else if (strcmp(to, "blue") == 0)
+        target = SY_BLUE;
+    else if (strcmp(to, "green") == 0)
+        target = SY_GREEN;
+    else {
+        respond_error(c, 400, "\"to\" must be \"blue\" or \"green\"");
+        return;
+    }
+    for (size_t e = p->color_first[target]; e < p->color_first[target] + p->color_count[target]; e++) {
+        sy_endpoint_t *ep = &p->endpoints[e];
+        if (atomic_load(&ep->down) || atomic_load(&ep->probe_ok) < p->health.rise) {
+            char why[256];
+            snprintf(why, sizeof(why), "refused: %s endpoint %s has not passed %lld health probes in a row (%d so far)",
+                     target ? "green" : "blue", ep->name, (long long)p->health.rise, atomic_load(&ep->probe_ok));
+            sy_warn("swap of pool %s %s", pool, why);
+            respond_error(c, 409, why);
+            return;
+        }
+    }
+    const char *reason = "";
+    if (!reason_of(c, body, &reason))
+        return;
+    sy_info("swap: pool %s to %s requested by %s", pool, target ? "green" : "blue", actor_of(c, body));
+    c->refs++;
+    c->waiting = true;
+    sy_flagstore_swap(c->a->store, pool, target, actor_of(c, body), reason, swap_done, c);
 }
 
 static void ep_rollback(admin_conn_t *c, const char *route, json_t *body)
@@ -621,6 +713,7 @@ static const endpoint_t endpoints[] = {
     {"POST", "/routes/", "/rollback", true, ep_rollback},
     {"POST", "/routes/", "/resume", true, ep_resume},
     {"POST", "/routes/", "/promote", true, ep_promote},
+    {"POST", "/pools/", "/swap", true, ep_swap},
 };
 
 static bool authorized(admin_conn_t *c)

@@ -50,6 +50,7 @@ static int usage(void)
             "  rollback ROUTE [--reason R]\n"
             "  resume ROUTE [--reason R]\n"
             "  promote ROUTE [--reason R]\n"
+            "  swap POOL [--to blue|green] [--reason R]\n"
             "ADDR defaults to the config's admin.address, else 127.0.0.1:9901; TOKENFILE to\n"
             "admin.token_file, else $SWITCHYARD_TOKEN_FILE.\n");
     return 2;
@@ -184,7 +185,7 @@ static char *read_token(const char *path)
 
 int sy_ctl_main(int argc, char **argv, const char *config_path)
 {
-    const char *addr = NULL, *token_file = getenv("SWITCHYARD_TOKEN_FILE"), *reason = NULL;
+    const char *addr = NULL, *token_file = getenv("SWITCHYARD_TOKEN_FILE"), *reason = NULL, *to = NULL;
     bool as_json = false;
     const char *pos[64];
     int npos = 0;
@@ -195,6 +196,8 @@ int sy_ctl_main(int argc, char **argv, const char *config_path)
             token_file = argv[++i];
         else if (strcmp(argv[i], "--reason") == 0 && i + 1 < argc)
             reason = argv[++i];
+        else if (strcmp(argv[i], "--to") == 0 && i + 1 < argc)
+            to = argv[++i];
         else if (strcmp(argv[i], "--json") == 0)
             as_json = true;
         else if (argv[i][0] == '-' && argv[i][1] != '\0')
@@ -256,6 +259,10 @@ int sy_ctl_main(int argc, char **argv, const char *config_path)
                npos == 2) {
         snprintf(path, sizeof(path), "/routes/%s/%s", pos[1], cmd);
         j = json_pack("{s:s}", "reason", reason ? reason : "");
+    } else if (strcmp(cmd, "swap") == 0 && npos == 2) {
+        snprintf(path, sizeof(path), "/pools/%s/swap", pos[1]);
+        j = to ? json_pack("{s:s, s:s}", "to", to, "reason", reason ? reason : "")
+               : json_pack("{s:s}", "reason", reason ? reason : "");
     } else {
         rc = usage();
         goto out;
@@ -279,12 +286,29 @@ int sy_ctl_main(int argc, char **argv, const char *config_path)
         size_t k;
         json_t *route;
         json_array_foreach(routes, k, route) print_route(route);
+        json_t *pools = json_object_get(r, "pools"), *pool;
+        json_array_foreach(pools, k, pool) {
+            json_t *eps = json_object_get(pool, "endpoints"), *ep;
+            size_t e;
+            printf("pool %-15s %s%s%s draining %lld\n", json_string_value(json_object_get(pool, "name")),
+                   json_is_true(json_object_get(pool, "colored")) ? "active " : "",
+                   json_is_true(json_object_get(pool, "colored")) ? json_string_value(json_object_get(pool, "active")) : "",
+                   json_is_true(json_object_get(pool, "colored")) ? "," : "",
+                   (long long)json_integer_value(json_object_get(pool, "draining")));
+            json_array_foreach(eps, e, ep) printf("  %-22s %-6s %-4s in flight %lld\n",
+                                                  json_string_value(json_object_get(ep, "endpoint")),
+                                                  json_string_value(json_object_get(ep, "color")) ? json_string_value(json_object_get(ep, "color")) : "",
+                                                  json_is_true(json_object_get(ep, "up")) ? "up" : "DOWN",
+                                                  (long long)json_integer_value(json_object_get(ep, "in_flight")));
+        }
         printf("flags from %s; redis: %s%s%s\n", json_string_value(json_object_get(r, "flags_from")),
                !json_is_true(json_object_get(redis, "configured")) ? "not configured"
                : json_is_true(json_object_get(redis, "connected")) ? "connected"
                                                                    : "DISCONNECTED",
                json_is_true(json_object_get(redis, "keyspace_notifications")) ? ", keyspace notifications on" : "",
                json_integer_value(json_object_get(redis, "refused_edits")) ? ", refused edits seen" : "");
+    } else if (strcmp(cmd, "swap") == 0) {
+        printf("pool %s swapped\n", pos[1]);
     } else if (r != NULL) {
         print_route(r);
     }

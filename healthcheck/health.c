@@ -59,6 +59,7 @@ static void finish(probe_t *p, bool ok, const char *why)
     if (ok) {
         p->ok_run++;
         p->fail_run = 0;
+        atomic_store(&p->ep->probe_ok, p->ok_run);
         if (down && p->ok_run >= rise) {
             atomic_store(&p->ep->connect_failures, 0);
             atomic_store(&p->ep->down, 0);
@@ -67,6 +68,7 @@ static void finish(probe_t *p, bool ok, const char *why)
     } else {
         p->fail_run++;
         p->ok_run = 0;
+        atomic_store(&p->ep->probe_ok, 0);
         if (!down && p->fail_run >= fall) {
             atomic_store(&p->ep->down, 1);
             sy_warn("health: %s (pool %s) is down: %s (%d failed probes)", p->ep->name, p->pool->name, why,

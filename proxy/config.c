@@ -168,6 +168,45 @@ static int parse_endpoints(sy_conf_t *c, yaml_node_t *node, sy_pool_t *pool)
     return rc;
 }
 
+/* colors: {blue: [...], green: [...]}: one endpoint array, blue's then green's. */
+static int parse_colors(sy_conf_t *c, yaml_node_t *node, sy_pool_t *pool)
+{
+    static const char *const names[2] = {"blue", "green"};
+    yaml_node_t *lists[2] = {NULL, NULL};
+    if (sy_conf_expect(c, node, YAML_MAPPING_NODE, "a mapping {blue: [...], green: [...]}") != 0)
+        return SY_EINVAL;
+    yaml_node_t *k, *v;
+    for (size_t it = 0; sy_conf_map_next(c, node, &it, &k, &v);) {
+        int idx = sy_conf_key_is(k, "blue") ? 0 : sy_conf_key_is(k, "green") ? 1 : -1;
+        if (idx < 0)
+            return sy_conf_error(c, k, "colours are blue and green");
+        if (sy_conf_expect(c, v, YAML_SEQUENCE_NODE, "a list of endpoints (host:port)") != 0)
+            return SY_EINVAL;
+        lists[idx] = v;
+    }
+    size_t total = 0;
+    for (int i = 0; i < 2; i++) {
+        if (lists[i] == NULL || lists[i]->data.sequence.items.top == lists[i]->data.sequence.items.start)
+            return sy_conf_error(c, node, "colors needs a non-empty '%s' list", names[i]);
+        total += (size_t)(lists[i]->data.sequence.items.top - lists[i]->data.sequence.items.start);
+    }
+    pool->endpoints = calloc(total, sizeof(*pool->endpoints));
+    if (pool->endpoints == NULL)
+        return sy_conf_error(c, node, "out of memory");
+    pool->colored = true;
+    int rc = 0;
+    for (int i = 0; i < 2; i++) {
+        pool->color_first[i] = pool->nendpoints;
+        for (yaml_node_item_t *it = lists[i]->data.sequence.items.start; it < lists[i]->data.sequence.items.top; it++) {
+            sy_endpoint_t *e = &pool->endpoints[pool->nendpoints++];
+            if (parse_address(c, sy_conf_node(c, *it), &e->name, &e->addr) != 0)
+                rc = SY_EINVAL;
+        }
+        pool->color_count[i] = pool->nendpoints - pool->color_first[i];
+    }
+    return rc;
+}
+
 static int parse_pools(sy_conf_t *c, yaml_node_t *node, sy_config_t *cfg)
 {
     if (sy_conf_expect(c, node, YAML_MAPPING_NODE, "a mapping of pool names to pools") != 0)
@@ -198,13 +237,25 @@ static int parse_pools(sy_conf_t *c, yaml_node_t *node, sy_config_t *cfg)
         yaml_node_t *pk, *pv;
         for (size_t pit = 0; sy_conf_map_next(c, v, &pit, &pk, &pv);) {
             if (sy_conf_key_is(pk, "endpoints")) {
-                if (p->endpoints != NULL)
+                if (p->colored)
+                    rc = sy_conf_error(c, pk, "a pool has either 'endpoints' or 'colors'");
+                else if (p->endpoints != NULL)
                     rc = sy_conf_error(c, pk, "key 'endpoints' is repeated");
                 else if (parse_endpoints(c, pv, p) != 0)
                     rc = SY_EINVAL;
-            } else if (sy_conf_key_is(pk, "colors") || sy_conf_key_is(pk, "active")) {
-                rc = sy_conf_error(c, pk, "'%s' is not available in this version yet (blue-green pools "
-                                          "arrive with the blue-green feature)", sy_conf_scalar(pk));
+            } else if (sy_conf_key_is(pk, "colors")) {
+                if (p->endpoints != NULL)
+                    rc = sy_conf_error(c, pk, "a pool has either 'endpoints' or 'colors'");
+                else if (parse_colors(c, pv, p) != 0)
+                    rc = SY_EINVAL;
+            } else if (sy_conf_key_is(pk, "active")) {
+                const char *a = sy_conf_scalar(pv);
+                if (a && strcmp(a, "blue") == 0)
+                    p->active_default = SY_BLUE;
+                else if (a && strcmp(a, "green") == 0)
+                    p->active_default = SY_GREEN;
+                else
+                    rc = sy_conf_error(c, pv, "active must be blue or green");
             } else if (sy_conf_key_is(pk, "health")) {
                 p->has_health = true;
                 if (sy_conf_fields(c, pv, health_fields, SY_ARRAY_LEN(health_fields), &p->health, NULL) != 0)
@@ -217,7 +268,10 @@ static int parse_pools(sy_conf_t *c, yaml_node_t *node, sy_config_t *cfg)
             }
         }
         if (p->endpoints == NULL && rc == 0)
-            rc = sy_conf_error(c, v, "pool '%s' needs 'endpoints'", name);
+            rc = sy_conf_error(c, v, "pool '%s' needs 'endpoints' (or 'colors')", name);
+        if (p->colored && !p->has_health && rc == 0)
+            rc = sy_conf_error(c, v, "pool '%s' has colours: give it health checks (health: {path: ...}) so that a "
+                                     "swap can check the target colour first", name);
     }
     return rc;
 }

@@ -23,6 +23,8 @@ typedef struct sy_endpoint {
     sy_addr_t addr;
     atomic_int down;      /* 1 when health checks took it out (set by healthcheck) */
     atomic_uint connect_failures; /* in a row, from the data path (passive ejection) */
+    atomic_long inflight; /* exchanges using it now (drain status after a swap) */
+    atomic_int probe_ok;  /* good probes in a row (health), for swap checks */
 } sy_endpoint_t;
 
 /* Active health checks of a pool's endpoints (run by healthcheck/). */
@@ -32,10 +34,15 @@ typedef struct sy_health_conf {
     int64_t rise, fall;
 } sy_health_conf_t;
 
+enum { SY_BLUE = 0, SY_GREEN = 1 };
+
 typedef struct sy_pool {
     char *name;
-    sy_endpoint_t *endpoints;
+    sy_endpoint_t *endpoints;   /* all of them; with colours, blue's first, then green's */
     size_t nendpoints;
+    bool colored;               /* colors: {blue, green}; the active one comes from the flags */
+    size_t color_first[2], color_count[2];
+    int active_default;         /* SY_BLUE or SY_GREEN, from `active:` */
     bool has_health;      /* health: was configured (else only passive ejection and TCP re-probes) */
     sy_health_conf_t health;
 } sy_pool_t;

@@ -249,6 +249,8 @@ static void detach_upstream(sy_conn_t *c, bool reusable)
 {
     if (c->up == NULL)
         return;
+    if (c->dec.endpoint != NULL)
+        atomic_fetch_sub_explicit(&((sy_endpoint_t *)c->dec.endpoint)->inflight, 1, memory_order_relaxed);
     /* A reusable connection keeps reading (the pool watches it for EOF). */
     set_events(c->w->loop, &c->up->io, c->up->fd, &c->up_events, reusable ? EV_READ : 0);
     sy_upstream_release(c->w->ups, c->up, reusable);
@@ -604,6 +606,7 @@ static void start_upstream(sy_conn_t *c)
         return;
     }
     c->up = up;
+    atomic_fetch_add_explicit(&((sy_endpoint_t *)c->dec.endpoint)->inflight, 1, memory_order_relaxed);
     /* A pooled connection's read watcher stays active across the hand-off. */
     c->up_events = ev_is_active(&up->io) ? (up->io.events & (EV_READ | EV_WRITE)) : 0;
     c->up_wrote = false;

@@ -132,6 +132,12 @@ static void wake_cb(struct ev_loop *loop, ev_async *a, int revents)
     (void)revents;
     /* Announce the generation we now use, even with no traffic. */
     sy_snapshot_refresh(w->slot, (size_t)w->id, &w->snap);
+    if (w->snap != NULL && w->snap->close_idle_serial != w->close_idle_serial) {
+        /* Backends changed colour: idle connections to the old ones go now;
+         * exchanges in flight finish where they are. */
+        w->close_idle_serial = w->snap->close_idle_serial;
+        sy_upstreams_close_idle(w->ups);
+    }
     if (atomic_load(&w->drain_requested) && !w->draining) {
         w->draining = true;
         close_listeners(w);

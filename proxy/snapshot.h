@@ -23,6 +23,7 @@ typedef struct sy_snapshot {
     sy_config_t *config;      /* a reference, dropped with the snapshot */
     void *data;               /* the router's state for this snapshot; owned */
     void (*data_free)(void *data);
+    uint64_t close_idle_serial; /* changed: workers close their idle upstream connections (a swap) */
     struct sy_snapshot *_retired_next; /* control thread only */
 } sy_snapshot_t;
 

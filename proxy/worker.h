@@ -58,6 +58,7 @@ typedef struct sy_worker {
     size_t nconns, max_conns;
 
     uint32_t rr;              /* round-robin counter passed to the router */
+    uint64_t close_idle_serial; /* the last snapshot serial acted on */
     uint64_t rng[2];          /* request id generator */
     sy_worker_stats_t stats;
 } sy_worker_t;

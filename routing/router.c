@@ -50,6 +50,26 @@ fail:
     return SY_ENOMEM;
 }
 
+void sy_pool_flags_clear(sy_pool_flags_t *f)
+{
+    free(f->actor);
+    free(f->reason);
+    free(f->updated_at);
+    memset(f, 0, sizeof(*f));
+}
+
+int sy_pool_flags_copy(sy_pool_flags_t *dst, const sy_pool_flags_t *src)
+{
+    *dst = *src;
+    dst->actor = dst->reason = dst->updated_at = NULL;
+    if (dup_opt(&dst->actor, src->actor) != 0 || dup_opt(&dst->reason, src->reason) != 0 ||
+        dup_opt(&dst->updated_at, src->updated_at) != 0) {
+        sy_pool_flags_clear(dst);
+        return SY_ENOMEM;
+    }
+    return 0;
+}
+
 void sy_routing_free(void *p)
 {
     sy_routing_t *rt = p;
@@ -58,10 +78,12 @@ void sy_routing_free(void *p)
     for (size_t i = 0; rt->flags && i < rt->routes->n; i++)
         sy_route_flags_clear(&rt->flags[i]);
     free(rt->flags);
+    free(rt->pool_active);
     free(rt);
 }
 
-sy_routing_t *sy_routing_with_flags(const sy_config_t *cfg, const sy_route_flags_t *flags)
+sy_routing_t *sy_routing_with_flags(const sy_config_t *cfg, const sy_route_flags_t *flags,
+                                    const sy_pool_flags_t *pools)
 {
     const sy_routes_t *rs = sy_config_ext(cfg, "routes");
     if (rs == NULL)
@@ -70,12 +92,16 @@ sy_routing_t *sy_routing_with_flags(const sy_config_t *cfg, const sy_route_flags
     if (rt == NULL)
         return NULL;
     rt->routes = rs;
+    rt->cfg = cfg;
     rt->flags = calloc(rs->n + 1, sizeof(*rt->flags));
-    if (rt->flags == NULL)
+    rt->pool_active = calloc(cfg->npools + 1, sizeof(int));
+    if (rt->flags == NULL || rt->pool_active == NULL)
         goto fail;
     for (size_t i = 0; i < rs->n; i++)
         if (sy_route_flags_copy(&rt->flags[i], &flags[i]) != 0)
             goto fail;
+    for (size_t i = 0; i < cfg->npools; i++)
+        rt->pool_active[i] = pools ? pools[i].active : cfg->pools[i].active_default;
     return rt;
 fail:
     sy_routing_free(rt);
@@ -99,21 +125,34 @@ sy_routing_t *sy_routing_from_config(const sy_config_t *cfg)
         defaults[i].ntest_users = r->ntest_users;
         defaults[i].source = "config";
     }
-    sy_routing_t *rt = sy_routing_with_flags(cfg, defaults); /* copies: nothing here is owned */
+    sy_routing_t *rt = sy_routing_with_flags(cfg, defaults, NULL); /* copies: nothing here is owned */
     free(defaults);
     return rt;
 }
 
-const sy_endpoint_t *sy_pool_pick(const sy_pool_t *p, uint32_t rr)
+const sy_endpoint_t *sy_pool_pick(const sy_pool_t *p, int active, uint32_t rr)
 {
     if (p == NULL || p->nendpoints == 0)
         return NULL;
-    for (size_t i = 0; i < p->nendpoints; i++) {
-        const sy_endpoint_t *e = &p->endpoints[(rr + i) % p->nendpoints];
+    size_t first = 0, n = p->nendpoints;
+    if (p->colored) {
+        first = p->color_first[active ? 1 : 0];
+        n = p->color_count[active ? 1 : 0];
+    }
+    for (size_t i = 0; i < n; i++) {
+        const sy_endpoint_t *e = &p->endpoints[first + (rr + i) % n];
         if (!atomic_load_explicit(&e->down, memory_order_relaxed))
             return e;
     }
     return NULL;
+}
+
+static const sy_endpoint_t *pick(const sy_routing_t *rt, const sy_pool_t *p, uint32_t rr)
+{
+    if (p == NULL)
+        return NULL;
+    size_t idx = (size_t)(p - rt->cfg->pools);
+    return sy_pool_pick(p, idx < rt->cfg->npools ? rt->pool_active[idx] : 0, rr);
 }
 
 static int override_of(const sy_route_t *r, const sy_request_view_t *req)
@@ -191,11 +230,11 @@ static int decide(void *ctx, const sy_snapshot_t *snap, const sy_request_view_t 
         memcpy(out->user, key, n);
         out->user[n] = '\0';
     }
-    out->endpoint = sy_pool_pick(v == SY_NEW ? r->new_pool : r->legacy, rr);
+    out->endpoint = pick(rt, v == SY_NEW ? r->new_pool : r->legacy, rr);
     if (out->endpoint == NULL && v == SY_NEW) {
         /* No healthy endpoint on new (the route is about to trip): serve the
          * user from legacy rather than fail the request. */
-        out->endpoint = sy_pool_pick(r->legacy, rr);
+        out->endpoint = pick(rt, r->legacy, rr);
         out->variant_index = SY_LEGACY;
         out->variant = sy_variant_name(SY_LEGACY);
         out->reason = sy_reason_name(SY_REASON_DEFAULT);

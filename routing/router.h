@@ -32,17 +32,31 @@ typedef struct sy_route_flags {
 
 
 
+/* A coloured pool's flags (switchyard:pool:{name}). */
+typedef struct sy_pool_flags {
+    int active;         /* SY_BLUE or SY_GREEN */
+    uint64_t version;
+    const char *source; /* static */
+    char *actor, *reason, *updated_at;
+} sy_pool_flags_t;
+
 typedef struct sy_routing {
     const sy_routes_t *routes;  /* the config's; the snapshot keeps the config alive */
     sy_route_flags_t *flags;    /* routes->n entries, owned */
+    const sy_config_t *cfg;
+    int *pool_active;           /* cfg->npools entries: the active colour of each pool */
 } sy_routing_t;
 
 /* Deep copy (0 or SY_ENOMEM) and release of one route's flags. */
 int sy_route_flags_copy(sy_route_flags_t *dst, const sy_route_flags_t *src) SY_MUST_USE;
 void sy_route_flags_clear(sy_route_flags_t *f);
 /* Builds routing state for cfg with the given flags (deep-copied; one per route,
- * in the config's route order). */
-sy_routing_t *sy_routing_with_flags(const sy_config_t *cfg, const sy_route_flags_t *flags);
+ * in the config's route order) and pool flags (one per pool; NULL: the config's
+ * active colours). */
+sy_routing_t *sy_routing_with_flags(const sy_config_t *cfg, const sy_route_flags_t *flags,
+                                    const sy_pool_flags_t *pools);
+int sy_pool_flags_copy(sy_pool_flags_t *dst, const sy_pool_flags_t *src) SY_MUST_USE;
+void sy_pool_flags_clear(sy_pool_flags_t *f);
 
 /* Builds routing state with every route's flags at their config defaults. */
 sy_routing_t *sy_routing_from_config(const sy_config_t *cfg);
@@ -51,9 +65,9 @@ void sy_routing_free(void *routing);
 /* The router hook (ctx unused). */
 extern const sy_router_t sy_router;
 
-/* Picks an endpoint of a pool by round robin, skipping endpoints marked down;
- * NULL when all are down. */
-const sy_endpoint_t *sy_pool_pick(const sy_pool_t *p, uint32_t rr);
+/* Picks an endpoint of a pool (of its active colour) by round robin, skipping
+ * endpoints marked down; NULL when all are down. */
+const sy_endpoint_t *sy_pool_pick(const sy_pool_t *p, int active, uint32_t rr);
 
 /* What `switchyard cohort` prints: the bucket and the decision for a user on a
  * route, from flags alone. Returns 0, or -1 for an unknown route. */

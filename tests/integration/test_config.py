@@ -89,7 +89,14 @@ routes:
         self.assertIn("%s:7:52: unknown trip rule 'x'" % path, out)
         rc, out, _ = self.check((GOOD % port).replace("a: {endpoints: [127.0.0.1:1]}",
                                                       "a: {colors: {blue: [127.0.0.1:1]}}"))
-        self.assertIn("not available in this version yet", out)
+        self.assertIn("colors needs a non-empty 'green' list", out)
+        rc, out, _ = self.check((GOOD % port).replace("a: {endpoints: [127.0.0.1:1]}",
+                                                      "a: {colors: {blue: [127.0.0.1:1], green: [127.0.0.1:2]}}"))
+        self.assertIn("give it health checks", out)
+        rc, out, _ = self.check((GOOD % port).replace(
+            "a: {endpoints: [127.0.0.1:1]}",
+            "a: {colors: {blue: [127.0.0.1:1], green: [127.0.0.1:2]}, active: green, health: {path: /health}}"))
+        self.assertEqual(rc, 0, out)
 
     def test_gateway_refuses_to_start(self):
         path = self.env.write_config("workers: 1\nlisten: []\npools: {}\nroutes: []\n")
