@@ -8,7 +8,7 @@ PKGS=(
   libev-dev node-llhttp libyaml-dev libxxhash-dev libcmocka-dev
   libnghttp2-dev libssl-dev libhiredis-dev libjansson-dev libpq-dev
   curl python3 procps redis-server redis-tools openssl
-  clang libclang-rt-14-dev valgrind prometheus
+  clang libclang-rt-14-dev valgrind prometheus wrk iproute2
 )
 if [ "${1:-}" = "--bench" ]; then
   PKGS+=(nginx-light haproxy wrk util-linux)
