@@ -17,13 +17,14 @@ stop() {
   echo
   echo "stopping..."
   for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+  for f in "$RUN"/stts-state/*.pid; do [ -f "$f" ] && kill "$(cat "$f")" 2>/dev/null; rm -f "$f"; done
   wait 2>/dev/null || true
   echo "stopped; logs are in $RUN"
 }
 trap stop EXIT
 trap 'exit 0' INT TERM
 
-for p in 7001 7002 8080 9901 6390; do
+for p in 7001 7002 8004 8005 8080 9901 6390; do
   if (exec 3<>/dev/tcp/127.0.0.1/$p) 2>/dev/null; then
     echo "port $p is already in use: stop what runs there first" >&2
     exit 1
@@ -35,6 +36,9 @@ chmod 600 "$RUN/admin.token"
 redis-server --port 6390 --bind 127.0.0.1 --save '' --appendonly no >"$RUN/redis.log" 2>&1 & PIDS+=($!)
 python3 tests/integration/backend.py --port 7001 --name legacy >"$RUN/legacy.log" 2>&1 & PIDS+=($!)
 python3 tests/integration/backend.py --port 7002 --name new >"$RUN/new.log" 2>&1 & PIDS+=($!)
+python3 tests/integration/backend.py --port 8004 --name speech-v1 >"$RUN/speech-blue.log" 2>&1 & PIDS+=($!)
+mkdir -p "$RUN/stts-state"
+echo $! > "$RUN/stts-state/speech.blue.pid"   # so that the blue-green script can stop v1
 build/switchyard check -c deploy/quickstart.yaml
 build/switchyard -c deploy/quickstart.yaml 2>"$RUN/switchyard.log" & PIDS+=($!)
 GW=$!
@@ -75,6 +79,13 @@ The flags live in Redis (127.0.0.1:6390):
 Roll back in one command (everyone to legacy), then resume:
   $CTL rollback navigation --reason "errors on new"
   $CTL resume navigation
+Blue-green on /tts (pool "speech": blue on 8004 runs speech-v1, green 8005 is idle):
+  curl -s http://127.0.0.1:8080/tts          # hello from speech-v1
+  # start v2 on the idle colour, wait for /health, swap, drain, stop v1 - one command:
+  SWITCHYARD_TOKEN_FILE=$RUN/admin.token STATE_DIR=$RUN/stts-state LOG=$RUN/speech-green.log \
+    deploy/blue-green.sh speech python3 tests/integration/backend.py --port {port} --name speech-v2
+  curl -s http://127.0.0.1:8080/tts          # hello from speech-v2
+  $CTL status                                # pools: active colour, endpoints, draining
 The admin token is in $RUN/admin.token; the gateway's log in $RUN/switchyard.log.
 
 Press Ctrl-C to stop everything.
