@@ -5,7 +5,9 @@
 #include "handlers/ctl.h"
 #include "healthcheck/health.h"
 #include "healthcheck/monitor.h"
+#include "healthcheck/notify.h"
 #include "healthcheck/rules.h"
+#include "proxy/accesslog.h"
 #include "proxy/config.h"
 #include "proxy/log.h"
 #include "proxy/server.h"
@@ -28,6 +30,7 @@ static const sy_conf_section_t *const sections[] = {
     &sy_redis_section,
     &sy_admin_section,
     &sy_trip_section,
+    &sy_notify_section,
 };
 
 static void usage(FILE *out)
@@ -75,6 +78,7 @@ typedef struct app {
     sy_admin_t *admin;
     sy_monitor_t *monitor;
     sy_health_t *health;
+    sy_notify_t *notify;
     sy_route_state_t last_state[SY_MONITOR_MAX_ROUTES];
     int *last_active;         /* per pool, to notice swaps */
     size_t last_npools;
@@ -116,6 +120,21 @@ static void publish_flags(void *ud, const sy_config_t *cfg, const sy_route_flags
     app->last_npools = cfg->npools;
     if (swapped)
         app->close_idle_serial++;
+    /* Endpoints of an inactive colour are retired: what still runs on them gets
+     * timeouts.drain from now. */
+    int64_t now_ms = (int64_t)(ev_now(app->loop) * 1000);
+    for (size_t i = 0; i < cfg->npools; i++) {
+        const sy_pool_t *p = &cfg->pools[i];
+        for (size_t e = 0; p->colored && e < p->nendpoints; e++) {
+            sy_endpoint_t *ep = &p->endpoints[e];
+            bool inactive = (e >= p->color_first[1]) != (pools[i].active == SY_GREEN);
+            int64_t cur = atomic_load(&ep->retired_ms);
+            if (inactive && cur == 0)
+                atomic_store(&ep->retired_ms, now_ms);
+            else if (!inactive && cur != 0)
+                atomic_store(&ep->retired_ms, 0);
+        }
+    }
     snap->close_idle_serial = app->close_idle_serial;
     sy_server_publish(app->server, snap);
 }
@@ -127,6 +146,15 @@ static void on_trip(void *ud, const char *route, const char *rule, const char *d
     char reason[512];
     snprintf(reason, sizeof(reason), "%s: %s", rule, detail);
     sy_flagstore_trip(app->store, route, reason);
+    if (app->notify != NULL) {
+        char now[32], body[1536], esc[1100];
+        sy_flags_now(now);
+        esc[sy_json_escape(esc, sizeof(esc) - 1, reason, strlen(reason))] = '\0';
+        snprintf(body, sizeof(body), "{\"event\":\"trip\",\"route\":\"%s\",\"rule\":\"%s\",\"reason\":\"%s\","
+                                     "\"actor\":\"switchyard\",\"at\":\"%s\"}",
+                 route, rule, esc, now);
+        sy_notify_send(app->notify, body);
+    }
 }
 
 static void drained(void *arg)
@@ -200,6 +228,7 @@ static int cmd_run(const char *path)
     app.store = sy_flagstore_create(app.loop, cfg, publish_flags, &app);
     app.admin = app.store ? sy_admin_create(app.loop, cfg, app.store, app.monitor) : NULL;
     app.health = app.admin ? sy_health_create(app.loop, cfg) : NULL;
+    app.notify = sy_notify_create(app.loop, cfg); /* NULL without a notify section */
     sy_config_release(cfg);
     if (app.store == NULL || app.admin == NULL || app.health == NULL) {
         sy_health_destroy(app.health);
@@ -236,6 +265,7 @@ static int cmd_run(const char *path)
     for (size_t i = 0; i < SY_ARRAY_LEN(sigs); i++)
         ev_signal_stop(app.loop, sigs[i].w);
     /* The store answers writes still in flight before the admin side goes. */
+    sy_notify_destroy(app.notify);
     sy_health_destroy(app.health);
     sy_flagstore_destroy(app.store);
     sy_admin_destroy(app.admin);

@@ -14,7 +14,6 @@ static const struct {
     const char *feature;
 } planned_sections[] = {
     {"postgres", "the PostgreSQL record"},
-    {"notify", "trip notifications"},
 };
 
 static const sy_conf_field_t timeout_fields[] = {

@@ -25,6 +25,7 @@ typedef struct sy_endpoint {
     atomic_uint connect_failures; /* in a row, from the data path (passive ejection) */
     atomic_long inflight; /* exchanges using it now (drain status after a swap) */
     atomic_int probe_ok;  /* good probes in a row (health), for swap checks */
+    _Atomic int64_t retired_ms; /* when its colour stopped being active (ev time, ms); 0: active */
 } sy_endpoint_t;
 
 /* Active health checks of a pool's endpoints (run by healthcheck/). */

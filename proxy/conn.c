@@ -50,6 +50,7 @@ typedef enum deadline_kind {
     DL_UPSTREAM_BODY,
     DL_TUNNEL,
     DL_CLOSING,
+    DL_RETIRED,
 } deadline_kind_t;
 
 typedef struct sy_conn {
@@ -956,6 +957,12 @@ static ev_tstamp next_deadline(const sy_conn_t *c, deadline_kind_t *kind)
     default:
         break;
     }
+    /* Its backend's colour was swapped out: it finishes within timeouts.drain. */
+    if ((c->state == CS_ACTIVE || c->state == CS_TUNNEL) && c->up != NULL && c->dec.endpoint != NULL) {
+        int64_t retired = atomic_load_explicit(&((sy_endpoint_t *)c->dec.endpoint)->retired_ms, memory_order_relaxed);
+        if (retired > 0)
+            CONSIDER((double)retired / 1e3 + t->drain / 1e3, DL_RETIRED);
+    }
 #undef CONSIDER
     return best;
 }
@@ -1027,6 +1034,11 @@ static void timer_cb(struct ev_loop *loop, ev_timer *tm, int revents)
     case DL_TUNNEL:
     case DL_CLOSING:
         conn_close(c, NULL);
+        return;
+    case DL_RETIRED:
+        if (c->xerr == SY_XERR_NONE && c->state == CS_ACTIVE)
+            c->xerr = SY_XERR_TIMEOUT;
+        conn_close(c, "its backend was swapped out and timeouts.drain passed");
         return;
     case DL_NONE:
         break;
@@ -1202,6 +1214,12 @@ void sy_conn_drain_all(sy_worker_t *w)
         else if (c->state == CS_ACTIVE)
             c->close_after = true;
     }
+}
+
+void sy_conn_rearm_all(sy_worker_t *w)
+{
+    for (sy_list_t *n = w->conns.next; n != &w->conns; n = n->next)
+        arm_timer(sy_container_of(n, sy_conn_t, node));
 }
 
 void sy_conn_close_all(sy_worker_t *w, const char *reason)

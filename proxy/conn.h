@@ -13,6 +13,9 @@
 void sy_conn_accept(sy_worker_t *w, int fd, const struct sockaddr *peer, socklen_t len);
 /* Drain: idle connections close now, busy ones after their current exchange. */
 void sy_conn_drain_all(sy_worker_t *w);
+/* Re-evaluates every connection's deadline (after a swap retired endpoints:
+ * exchanges and tunnels on them get timeouts.drain from the swap). */
+void sy_conn_rearm_all(sy_worker_t *w);
 /* Closes every connection at once (drain deadline, shutdown). */
 void sy_conn_close_all(sy_worker_t *w, const char *reason);
 /* Frees connections closed earlier (the reaper; never from a connection's callback). */

@@ -137,6 +137,7 @@ static void wake_cb(struct ev_loop *loop, ev_async *a, int revents)
          * exchanges in flight finish where they are. */
         w->close_idle_serial = w->snap->close_idle_serial;
         sy_upstreams_close_idle(w->ups);
+        sy_conn_rearm_all(w);
     }
     if (atomic_load(&w->drain_requested) && !w->draining) {
         w->draining = true;

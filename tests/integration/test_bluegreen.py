@@ -27,7 +27,7 @@ class BlueGreen(unittest.TestCase):
     def tearDown(self):
         self.env.close()
 
-    def start(self, green=True, redis=True):
+    def start(self, green=True, redis=True, drain="30s"):
         self.blue = self.env.start_backend("blue")
         self.green = self.env.start_backend("green") if green else free_port()
         self.port, self.admin = free_port(), free_port()
@@ -39,6 +39,7 @@ class BlueGreen(unittest.TestCase):
 listen: [{address: 127.0.0.1:%d}]
 access_log: %s
 admin: {address: 127.0.0.1:%d, token_file: %s}
+timeouts: {drain: %s}
 %s
 pools:
   stts:
@@ -48,7 +49,7 @@ pools:
 routes:
   - name: speech
     legacy: stts
-""" % (self.port, self.env.path("access.log"), self.admin, self.tok,
+""" % (self.port, self.env.path("access.log"), self.admin, self.tok, drain,
        "redis: {address: 127.0.0.1:%d}" % self.r.port if redis else "", self.blue, self.green)
         self.gw = self.env.start_gateway(cfg, self.port)
         self.url = "http://127.0.0.1:%d" % self.port
@@ -114,7 +115,7 @@ routes:
         self.env.allowed.append(r"health:")
 
     def test_websocket_on_blue_survives_a_swap(self):
-        self.start(redis=False)
+        self.start(redis=False, drain="1500ms")
         self.wait_green_ready()
         import socket
         s = socket.create_connection(("127.0.0.1", self.port))
@@ -139,6 +140,11 @@ routes:
         time.sleep(0.3)
         self.assertEqual(echo(b"after"), b"after")  # the tunnel on blue goes on
         self.assertEqual(self.pool()["draining"], 1)
+        # ... within timeouts.drain (1.5 s) of the swap, then it is closed.
+        start = time.time()
+        self.assertEqual(s.recv(10), b"")
+        self.assertLess(time.time() - start, 3 * SLOW)
+        self.assertEqual(self.pool()["draining"], 0)
         s.close()
 
     def script(self, *cmd, timeout_s=20):

@@ -318,6 +318,42 @@ class Trips(unittest.TestCase):
         backends = {c.get("/x", {"X-User-Id": "v%d" % i})[1]["x-backend"] for i in range(10)}
         self.assertEqual(backends, {"new", "revived"})
 
+    def test_trip_notification_webhook(self):
+        import http.server
+        got = []
+
+        class Hook(http.server.BaseHTTPRequestHandler):
+            def do_POST(self):
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                got.append(json.loads(body))
+                # The first try fails: the gateway must retry.
+                self.send_response(500 if len(got) == 1 else 200)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *a):
+                pass
+
+        hook_port = free_port()
+        srv = http.server.HTTPServer(("127.0.0.1", hook_port), Hook)
+        threading.Thread(target=srv.serve_forever, daemon=True).start()
+        try:
+            self.start(new_args=["--error-rate", "1"], percent=0, trip="consecutive_errors: 5",
+                       extra_top="notify: {webhook_url: \"http://127.0.0.1:%d/hooks/switchyard\", timeout: 1s, "
+                                 "retries: 3}\n" % hook_port)
+            c = Client(self.port)
+            for _ in range(6):
+                c.get("/x", {"X-User-Id": "42"})
+            deadline = time.time() + 6 * SLOW
+            while time.time() < deadline and len(got) < 2:
+                time.sleep(0.05)
+            self.assertEqual(len(got), 2, got)  # one failure, one retry that was taken
+            self.assertEqual((got[1]["event"], got[1]["route"], got[1]["rule"]), ("trip", "nav", "consecutive_errors"))
+            self.assertIn("5 errors in a row", got[1]["reason"])
+            self.env.allowed.append(r"notify:")
+        finally:
+            srv.shutdown()
+
     def test_resume_starts_afresh(self):
         self.start(new_args=["--error-rate", "1"], percent=0, trip="consecutive_errors: 5, min_requests: 5")
         c = Client(self.port)
