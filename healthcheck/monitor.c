@@ -75,18 +75,13 @@ static void record(void *ctx, int worker, const sy_snapshot_t *snap, const sy_ou
         BUMP(c->by_kind[SY_XERR_CLIENT], 1); /* not the backend's doing: not a request of the comparison */
         return;
     }
-    /* Passive ejection: connect failures in a row take an endpoint out; the
-     * health prober re-probes it before it returns. */
+    /* Passive ejection at once when the exchange itself failed to connect (the
+     * tick catches endpoints that failed behind a successful retry elsewhere). */
     sy_endpoint_t *ep = (sy_endpoint_t *)o->decision->endpoint;
-    if (ep != NULL) {
-        if (o->error == SY_XERR_CONNECT) {
-            unsigned n = atomic_fetch_add_explicit(&ep->connect_failures, 1, memory_order_relaxed) + 1;
-            if (n == 3 && !atomic_exchange(&ep->down, 1))
-                sy_warn("health: %s taken out after %u connect failures in a row", ep->name, n);
-        } else if (o->error == SY_XERR_NONE && atomic_load_explicit(&ep->connect_failures, memory_order_relaxed)) {
-            atomic_store_explicit(&ep->connect_failures, 0, memory_order_relaxed);
-        }
-    }
+    if (ep != NULL && o->error == SY_XERR_CONNECT &&
+        atomic_load_explicit(&ep->connect_failures, memory_order_relaxed) >= 3 && !atomic_exchange(&ep->down, 1))
+        sy_warn("health: %s taken out after %u connect failures in a row", ep->name,
+                atomic_load_explicit(&ep->connect_failures, memory_order_relaxed));
     bool err = sy_rules_is_error(conf, o->status, o->error);
     BUMP(c->requests, 1);
     if (err) {
@@ -182,6 +177,23 @@ static bool all_down(const sy_pool_t *p)
     return true;
 }
 
+/* Passive ejection: the engine counts connect failures in a row per endpoint
+ * (a successful connect resets it); 3 take the endpoint out, and the health
+ * prober re-probes it before it returns. */
+static void eject(sy_monitor_t *m)
+{
+    for (size_t p = 0; p < m->cfg->npools; p++)
+        for (size_t e = 0; e < m->cfg->pools[p].nendpoints; e++) {
+            sy_endpoint_t *ep = &m->cfg->pools[p].endpoints[e];
+            unsigned n = atomic_load_explicit(&ep->connect_failures, memory_order_relaxed);
+            if (n >= 3 && !atomic_load(&ep->down)) {
+                atomic_store(&ep->down, 1);
+                sy_warn("health: %s (pool %s) taken out after %u connect failures in a row", ep->name,
+                        m->cfg->pools[p].name, n);
+            }
+        }
+}
+
 /* Every endpoint of new down: trip (new_unavailable). Every endpoint of legacy
  * down: nothing to fall back to; say so loudly, once per outage. */
 static void check_pools(sy_monitor_t *m, size_t r, route_state_t *rs)
@@ -208,6 +220,7 @@ static void tick_cb(struct ev_loop *loop, ev_timer *t, int revents)
     m->ticks++;
     ev_tstamp now = ev_now(loop);
     uint64_t second = (uint64_t)now;
+    eject(m);
     sy_side_t *cur = malloc(sizeof(*cur)), *delta = malloc(sizeof(*delta));
     if (cur == NULL || delta == NULL) {
         free(cur);

@@ -246,7 +246,15 @@ static void exchange_begin(sy_conn_t *c)
     c->method[0] = c->target[0] = c->host[0] = c->request_id[0] = '\0';
 }
 
+static void detach_upstream_keep(sy_conn_t *c, bool reusable, bool keep_request);
+
 static void detach_upstream(sy_conn_t *c, bool reusable)
+{
+    detach_upstream_keep(c, reusable, false);
+}
+
+/* keep_request: the bytes bound for the upstream stay (a retry elsewhere). */
+static void detach_upstream_keep(sy_conn_t *c, bool reusable, bool keep_request)
 {
     if (c->up == NULL)
         return;
@@ -258,7 +266,8 @@ static void detach_upstream(sy_conn_t *c, bool reusable)
     c->up = NULL;
     c->up_events = 0;
     give(c, &c->up_in);
-    give(c, &c->up_out);
+    if (!keep_request)
+        give(c, &c->up_out);
     give(c, &c->resp_arena);
     sy_h1_reset(&c->resp);
 }
@@ -340,9 +349,43 @@ static int serialize_request(sy_conn_t *c)
     return sy_headers_request(&c->up_out, &c->req.msg, &f);
 }
 
+static void build_view(sy_conn_t *c, sy_request_view_t *v, int body_state);
+
+/* A connect failure sent nothing: the request can go to another endpoint of the
+ * same route and variant, if the router has one (round robin moves on). */
+static bool retry_elsewhere(sy_conn_t *c)
+{
+    if (c->up_wrote || c->retries >= 2 || c->dec.route_index < 0 || c->want_tunnel || c->holding ||
+        c->hold != NULL || c->resp_head_sent)
+        return false;
+    const sy_endpoint_t *failed = c->dec.endpoint;
+    sy_request_view_t view;
+    build_view(c, &view, SY_BODY_NONE);
+    for (int k = 0; k < 4; k++) {
+        sy_decision_t d;
+        memset(&d, 0, sizeof(d));
+        d.route_index = -1;
+        c->w->router->decide(c->w->router->ctx, c->snap, &view, c->w->rr++, &d);
+        if (d.want_body > 0 || d.endpoint == NULL || d.route_index != c->dec.route_index)
+            return false;
+        if (d.endpoint == failed)
+            continue;
+        detach_upstream_keep(c, false, true);
+        c->dec = d;
+        c->retries++;
+        start_upstream(c);
+        return true;
+    }
+    return false;
+}
+
 static void upstream_failed(sy_conn_t *c, sy_xerr_t kind, const char *reason)
 {
     c->w->stats.upstream_errors++;
+    if (kind == SY_XERR_CONNECT && c->dec.endpoint != NULL)
+        atomic_fetch_add_explicit(&((sy_endpoint_t *)c->dec.endpoint)->connect_failures, 1, memory_order_relaxed);
+    if (kind == SY_XERR_CONNECT && retry_elsewhere(c))
+        return;
     if (kind != SY_XERR_TIMEOUT && can_retry(c)) {
         c->retries++;
         detach_upstream(c, false);
@@ -602,6 +645,7 @@ static void start_upstream(sy_conn_t *c)
     sy_upconn_t *up = NULL;
     int rc = sy_upstream_acquire(c->w->ups, c->dec.endpoint, &up);
     if (rc != 0) {
+        atomic_fetch_add_explicit(&((sy_endpoint_t *)c->dec.endpoint)->connect_failures, 1, memory_order_relaxed);
         c->xerr = SY_XERR_CONNECT;
         respond_local(c, 502, rc == -ECONNREFUSED ? "upstream refused the connection" : "upstream connect failed");
         return;
@@ -666,6 +710,9 @@ static void upstream_io_cb(struct ev_loop *loop, ev_io *io, int revents)
         }
         c->up->connected = true;
         c->up_blocked = false;
+        sy_endpoint_t *ep = (sy_endpoint_t *)c->dec.endpoint;
+        if (atomic_load_explicit(&ep->connect_failures, memory_order_relaxed) != 0)
+            atomic_store_explicit(&ep->connect_failures, 0, memory_order_relaxed);
     } else if (revents & EV_WRITE) {
         c->up_blocked = false;
     }
