@@ -60,8 +60,9 @@ routes:
                        "-H", "Content-Type: application/json", "-d", body)
         return s, json.loads(b)
 
-    def pool(self):
-        return json.loads(curl("http://127.0.0.1:%d/status" % self.admin)[2])["pools"][0]
+    def pool(self, name="stts"):
+        pools = json.loads(curl("http://127.0.0.1:%d/status" % self.admin)[2])["pools"]
+        return [p for p in pools if p["name"] == name][0]
 
     def wait_green_ready(self):
         deadline = time.time() + 5 * SLOW
@@ -146,6 +147,41 @@ routes:
         self.assertLess(time.time() - start, 3 * SLOW)
         self.assertEqual(self.pool()["draining"], 0)
         s.close()
+
+    def test_coloured_pool_as_the_new_side_of_a_ramp(self):
+        legacy = self.env.start_backend("legacy")
+        blue, green = self.env.start_backend("new-blue"), self.env.start_backend("new-green")
+        self.port, self.admin = free_port(), free_port()
+        self.tok = self.env.path("token")
+        with open(self.tok, "w") as f:
+            f.write(TOKEN)
+        cfg = """workers: 1
+listen: [{address: 127.0.0.1:%d}]
+access_log: "off"
+admin: {address: 127.0.0.1:%d, token_file: %s}
+pools:
+  old: {endpoints: [127.0.0.1:%d]}
+  stts:
+    colors: {blue: [127.0.0.1:%d], green: [127.0.0.1:%d]}
+    health: {path: /health, interval: 200ms, timeout: 300ms, rise: 2, fall: 2}
+routes:
+  - name: speech
+    user_key: [{header: X-User-Id}]
+    legacy: old
+    new: stts
+    percent_bp: 5000
+""" % (self.port, self.admin, self.tok, legacy, blue, green)
+        self.env.start_gateway(cfg, self.port)
+        self.url = "http://127.0.0.1:%d" % self.port
+        from harness import Client
+        c = Client(self.port)
+        before = {c.get("/x", {"X-User-Id": "u%d" % i})[1]["x-backend"] for i in range(60)}
+        self.assertEqual(before, {"legacy", "new-blue"})  # the ramp splits users; new means blue
+        self.wait_green_ready()
+        self.assertEqual(self.swap("green")[0], 200)
+        after = {c.get("/x", {"X-User-Id": "u%d" % i})[1]["x-backend"] for i in range(60)}
+        self.assertEqual(after, {"legacy", "new-green"})  # same users on new, now green
+        c.close()
 
     def script(self, *cmd, timeout_s=20):
         env = dict(os.environ, SWITCHYARD_ADMIN="127.0.0.1:%d" % self.admin, SWITCHYARD_TOKEN_FILE=self.tok,
