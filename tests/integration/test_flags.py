@@ -165,6 +165,19 @@ class Flags(GatewayTest):
         out = events.communicate(timeout=5)[0]
         self.assertGreaterEqual(out.count("\nnav"), 5, out)
 
+    def test_write_conflict_is_retried_on_fresh_values(self):
+        # No notifications and a long re-read: the gateway's cached version goes stale.
+        self.start(set_notify=False, resync="60s")
+        self.env.redis(self.rport, "HSET", self.key(), "version", "50", "percent_bp", "3000")
+        hdr = ["-H", "Authorization: Bearer " + TOKEN, "-H", "Content-Type: application/json"]
+        s, h, b = curl("http://127.0.0.1:%d/routes/nav/rollback" % self.admin, "-d", '{"reason": "r"}', *hdr)
+        self.assertEqual(s, 200, b)
+        r = json.loads(b)
+        # Recomputed on what Redis held: prev is the hand-set 3000, version follows 50.
+        self.assertEqual((r["state"], r["prev_percent_bp"], r["version"]), ("tripped", 3000, 51))
+        h = dict(zip(*[iter(self.env.redis(self.rport, "HGETALL", self.key()).splitlines())] * 2))
+        self.assertEqual((h["state"], h["prev_percent_bp"], h["version"]), ("tripped", "3000", "51"))
+
     def test_ctl(self):
         self.start()
         tok = self.env.path("token")
