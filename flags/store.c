@@ -190,8 +190,13 @@ static void got_reply(sy_flagstore_t *s)
     s->last_progress = ev_now(s->loop);
 }
 
+typedef struct cas_ctx cas_ctx_t;
+
 static void connect_all(sy_flagstore_t *s);
 static void read_route(sy_flagstore_t *s, size_t i);
+static void read_route_ctx(sy_flagstore_t *s, size_t i, cas_ctx_t *retry);
+static void retry_after_read(sy_flagstore_t *s, cas_ctx_t *c);
+static void cas_fail(cas_ctx_t *c, const char *why);
 static void mark_dirty(sy_flagstore_t *s, long i);
 static void read_pool(sy_flagstore_t *s, size_t j);
 static void cas_write(sy_flagstore_t *s, size_t i, const sy_route_flags_t *next, const sy_flag_request_t *req,
@@ -237,7 +242,8 @@ typedef struct read_ctx {
     char **kv;
     size_t nkv;
     bool have_hash;
-    bool orphan; /* SMEMBERS was never sent: on_hash frees it */
+    bool orphan;       /* SMEMBERS was never sent: on_hash frees it */
+    cas_ctx_t *retry;  /* a write that met a CONFLICT: retried on what this read finds */
 } read_ctx_t;
 
 static void read_ctx_free(read_ctx_t *r)
@@ -349,22 +355,34 @@ static void on_members(redisAsyncContext *ac, void *reply, void *priv)
     (void)ac;
     read_ctx_t *r = priv;
     sy_flagstore_t *s = r->s;
-    if (s->destroying || r->epoch != s->epoch) {
-        read_ctx_free(r);
-        return;
-    }
-    got_reply(s);
+    cas_ctx_t *retry = r->retry;
+    bool live = !s->destroying && r->epoch == s->epoch;
+    bool applied = false;
     redisReply *rep = reply;
-    s->reading[r->route] = false;
-    if (rep != NULL && rep->type == REDIS_REPLY_ARRAY && r->have_hash)
-        apply_read(s, r->route, r, rep);
-    else if (rep != NULL && rep->type == REDIS_REPLY_ERROR)
-        set_error(s, "SMEMBERS", rep->str);
-    sync_done_one(s);
+    if (live) {
+        got_reply(s);
+        if (retry == NULL)
+            s->reading[r->route] = false;
+        if (rep != NULL && rep->type == REDIS_REPLY_ARRAY && r->have_hash) {
+            apply_read(s, r->route, r, rep);
+            applied = true;
+        } else if (rep != NULL && rep->type == REDIS_REPLY_ERROR) {
+            set_error(s, "SMEMBERS", rep->str);
+        }
+        if (retry == NULL)
+            sync_done_one(s);
+    }
     size_t route = r->route;
     read_ctx_free(r);
+    if (retry != NULL) {
+        if (applied)
+            retry_after_read(s, retry);
+        else
+            cas_fail(retry, s->destroying ? "shutting down" : "redis went away during the write");
+        return;
+    }
     /* Dirtied again while the read was on its way: read once more. */
-    if (s->dirty[route])
+    if (live && s->dirty[route])
         mark_dirty(s, (long)route);
 }
 
@@ -374,7 +392,10 @@ static void on_hash(redisAsyncContext *ac, void *reply, void *priv)
     read_ctx_t *r = priv;
     sy_flagstore_t *s = r->s;
     if (r->orphan) {
+        cas_ctx_t *retry = r->retry;
         read_ctx_free(r);
+        if (retry != NULL)
+            cas_fail(retry, "redis went away during the write");
         return;
     }
     if (s->destroying || r->epoch != s->epoch)
@@ -402,16 +423,25 @@ static void on_hash(redisAsyncContext *ac, void *reply, void *priv)
     r->have_hash = true;
 }
 
-static void read_route(sy_flagstore_t *s, size_t i)
+/* Reads a route's hash and test users (pipelined). With `retry`, the read serves
+ * a write that met a CONFLICT and does not count as a sync read. */
+static void read_route_ctx(sy_flagstore_t *s, size_t i, cas_ctx_t *retry)
 {
-    if (!s->cmd_up || s->reading[i])
+    if (!s->cmd_up || (retry == NULL && s->reading[i])) {
+        if (retry != NULL)
+            cas_fail(retry, "redis is unavailable");
         return;
+    }
     read_ctx_t *r = calloc(1, sizeof(*r));
-    if (r == NULL)
+    if (r == NULL) {
+        if (retry != NULL)
+            cas_fail(retry, "out of memory");
         return;
+    }
     r->s = s;
     r->epoch = s->epoch;
     r->route = i;
+    r->retry = retry;
     char hkey[256], skey[256];
     key_of(s, i, false, hkey, sizeof(hkey));
     key_of(s, i, true, skey, sizeof(skey));
@@ -420,15 +450,24 @@ static void read_route(sy_flagstore_t *s, size_t i)
     /* Pipelined: SMEMBERS's reply comes after HGETALL's, and owns r. */
     if (send_cmd(s, on_hash, r, 2, a1, NULL) != 0) {
         free(r);
+        if (retry != NULL)
+            cas_fail(retry, "redis is unavailable");
         return;
     }
     if (send_cmd(s, on_members, r, 2, a2, NULL) != 0) {
-        r->orphan = true; /* the connection is going away: on_hash frees r */
+        r->orphan = true; /* the connection is going away: on_hash frees r (and fails the retry) */
         return;
     }
-    s->reading[i] = true;
-    s->dirty[i] = false;
-    s->sync_left++;
+    if (retry == NULL) {
+        s->reading[i] = true;
+        s->dirty[i] = false;
+        s->sync_left++;
+    }
+}
+
+static void read_route(sy_flagstore_t *s, size_t i)
+{
+    read_route_ctx(s, i, NULL);
 }
 
 static void sync_all(sy_flagstore_t *s)
@@ -468,7 +507,7 @@ static void mark_dirty(sy_flagstore_t *s, long i)
 
 /* --- writes ------------------------------------------------------------------ */
 
-typedef struct cas_ctx {
+struct cas_ctx {
     sy_flagstore_t *s;
     uint64_t epoch;
     size_t route;
@@ -481,7 +520,7 @@ typedef struct cas_ctx {
     sy_route_flags_t next;
     sy_flags_done_fn done;
     void *ud;
-} cas_ctx_t;
+};
 
 static void cas_free(cas_ctx_t *c)
 {
@@ -501,13 +540,13 @@ static void finish(sy_flags_done_fn done, void *ud, int status, const char *err,
         done(ud, status, err, res);
 }
 
-/* After a CONFLICT: read the route again, then retry the operation on it. */
-typedef struct retry_ctx {
-    cas_ctx_t *cas;
-    char **kv;
-    size_t nkv;
-} retry_ctx_t;
+static void cas_fail(cas_ctx_t *c, const char *why)
+{
+    finish(c->done, c->ud, 503, why, NULL);
+    cas_free(c);
+}
 
+/* After a CONFLICT the route was read again: recompute the change on it. */
 static void retry_after_read(sy_flagstore_t *s, cas_ctx_t *c)
 {
     sy_route_flags_t after;
@@ -524,45 +563,6 @@ static void retry_after_read(sy_flagstore_t *s, cas_ctx_t *c)
     cas_write(s, c->route, &after, &c->req, expect, c->attempts_left, c->done, c->ud);
     sy_route_flags_clear(&after);
     cas_free(c);
-}
-
-static void on_retry_members(redisAsyncContext *ac, void *reply, void *priv)
-{
-    (void)ac;
-    retry_ctx_t *r = priv;
-    cas_ctx_t *c = r->cas;
-    sy_flagstore_t *s = c->s;
-    bool live = !s->destroying && c->epoch == s->epoch;
-    redisReply *rep = reply;
-    if (live)
-        got_reply(s);
-    if (live && rep != NULL && rep->type == REDIS_REPLY_ARRAY) {
-        read_ctx_t rc = {.s = s, .kv = r->kv, .nkv = r->nkv, .route = c->route, .have_hash = true};
-        apply_read(s, c->route, &rc, rep);
-        retry_after_read(s, c);
-    } else {
-        finish(c->done, c->ud, 503, s->destroying ? "shutting down" : "redis went away during the write", NULL);
-        cas_free(c);
-    }
-    for (size_t k = 0; k < r->nkv; k++)
-        free(r->kv[k]);
-    free(r->kv);
-    free(r);
-}
-
-static void on_retry_hash(redisAsyncContext *ac, void *reply, void *priv)
-{
-    (void)ac;
-    retry_ctx_t *r = priv;
-    sy_flagstore_t *s = r->cas->s;
-    redisReply *rep = reply;
-    if (s->destroying || r->cas->epoch != s->epoch || rep == NULL || rep->type != REDIS_REPLY_ARRAY)
-        return;
-    got_reply(s);
-    r->kv = calloc(rep->elements + 1, sizeof(char *));
-    for (size_t k = 0; r->kv != NULL && k < rep->elements; k++)
-        if ((r->kv[r->nkv] = strndup(rep->element[k]->str ? rep->element[k]->str : "", rep->element[k]->len)) != NULL)
-            r->nkv++;
 }
 
 static void on_cas(redisAsyncContext *ac, void *reply, void *priv)
@@ -595,23 +595,7 @@ static void on_cas(redisAsyncContext *ac, void *reply, void *priv)
             cas_free(c);
             return;
         }
-        retry_ctx_t *r = calloc(1, sizeof(*r));
-        if (r == NULL) {
-            finish(c->done, c->ud, 500, "out of memory", NULL);
-            cas_free(c);
-            return;
-        }
-        r->cas = c;
-        char hkey[256], skey[256];
-        key_of(s, c->route, false, hkey, sizeof(hkey));
-        key_of(s, c->route, true, skey, sizeof(skey));
-        const char *a1[] = {"HGETALL", hkey};
-        const char *a2[] = {"SMEMBERS", skey};
-        if (send_cmd(s, on_retry_hash, r, 2, a1, NULL) != 0 || send_cmd(s, on_retry_members, r, 2, a2, NULL) != 0) {
-            free(r);
-            finish(c->done, c->ud, 503, "redis is unavailable", NULL);
-            cas_free(c);
-        }
+        read_route_ctx(s, c->route, c); /* the read owns c now */
         return;
     }
     if (rep->type == REDIS_REPLY_ERROR) {
