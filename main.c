@@ -1,5 +1,6 @@
 /* switchyard: the command line. Thin by design: it loads the config, wires the
  * router and observer hooks into the engine, and handles signals. */
+#include "flags/audit.h"
 #include "flags/store.h"
 #include "handlers/admin.h"
 #include "handlers/ctl.h"
@@ -16,10 +17,12 @@
 #include "routing/router.h"
 
 #include <ev.h>
+#include <jansson.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #define SY_VERSION "0.1.0"
 #define DEFAULT_CONFIG "/etc/switchyard/switchyard.yaml"
@@ -31,6 +34,7 @@ static const sy_conf_section_t *const sections[] = {
     &sy_admin_section,
     &sy_trip_section,
     &sy_notify_section,
+    &sy_postgres_section,
 };
 
 static void usage(FILE *out)
@@ -42,7 +46,8 @@ static void usage(FILE *out)
             "  switchyard cohort ROUTE USER [-c FILE]\n"
             "                                    print the bucket and variant of USER on ROUTE\n"
             "                                    (USER \"-\": one user per line from stdin)\n"
-            "  switchyard ctl [-a ADDR] [-t TOKENFILE] [--json] status|set|test-users|rollback|resume|promote ...\n"
+            "  switchyard migrate -c FILE        create or migrate the PostgreSQL schema, then exit\n"
+            "  switchyard ctl [-a ADDR] [-t TOKENFILE] [--json] status|set|test-users|rollback|resume|promote|swap|events ...\n"
             "                                    talk to the admin API (switchyard ctl -h for more)\n"
             "  switchyard --version\n"
             "default FILE: " DEFAULT_CONFIG "\n");
@@ -79,6 +84,7 @@ typedef struct app {
     sy_monitor_t *monitor;
     sy_health_t *health;
     sy_notify_t *notify;
+    sy_audit_t *audit;
     sy_route_state_t last_state[SY_MONITOR_MAX_ROUTES];
     int *last_active;         /* per pool, to notice swaps */
     size_t last_npools;
@@ -140,12 +146,35 @@ static void publish_flags(void *ud, const sy_config_t *cfg, const sy_route_flags
 }
 
 /* A trip rule fired (monitor) : roll the route back, locally first. */
+/* Both sides' numbers over the window, for the record of a trip or a warning. */
+static json_t *side_stats(const sy_side_t *sd)
+{
+    double rate = sd->requests ? (double)sd->errors / (double)sd->requests : 0.0;
+    return json_pack("{s:I, s:I, s:f, s:f, s:f, s:f}", "requests", (json_int_t)sd->requests, "errors",
+                     (json_int_t)sd->errors, "error_rate", rate, "p50_ms", sy_hist_quantile_us(&sd->total, 0.5) / 1e3,
+                     "p95_ms", sy_hist_quantile_us(&sd->total, 0.95) / 1e3, "p99_ms",
+                     sy_hist_quantile_us(&sd->total, 0.99) / 1e3);
+}
+
+static json_t *route_stats(app_t *app, const char *route, const char *rule, const char *detail)
+{
+    for (size_t i = 0; i < sy_monitor_nroutes(app->monitor); i++) {
+        const sy_route_view_t *v = sy_monitor_route(app->monitor, i);
+        if (strcmp(v->route, route) == 0)
+            return json_pack("{s:s, s:s, s:f, s:o, s:o}", "rule", rule, "detail", detail, "window_s", v->window_s,
+                             "legacy", side_stats(&v->window[0]), "new", side_stats(&v->window[1]));
+    }
+    return json_pack("{s:s, s:s}", "rule", rule, "detail", detail);
+}
+
 static void on_trip(void *ud, const char *route, const char *rule, const char *detail)
 {
     app_t *app = ud;
     char reason[512];
     snprintf(reason, sizeof(reason), "%s: %s", rule, detail);
-    sy_flagstore_trip(app->store, route, reason);
+    json_t *stats = route_stats(app, route, rule, detail);
+    sy_flagstore_trip(app->store, route, reason, stats);
+    json_decref(stats);
     if (app->notify != NULL) {
         char now[32], body[1536], esc[1100];
         sy_flags_now(now);
@@ -155,6 +184,33 @@ static void on_trip(void *ud, const char *route, const char *rule, const char *d
                  route, rule, esc, now);
         sy_notify_send(app->notify, body);
     }
+}
+
+static void on_warn(void *ud, const char *route, const char *rule, const char *detail)
+{
+    app_t *app = ud;
+    json_t *stats = route_stats(app, route, rule, detail);
+    char reason[512];
+    snprintf(reason, sizeof(reason), "%s: %s", rule, detail);
+    sy_audit_event_t ev = {.kind = "warning", .route = route, .actor = "switchyard", .reason = reason, .stats = stats};
+    sy_audit_record(app->audit, &ev);
+    json_decref(stats);
+}
+
+static void on_window(void *ud, int64_t at_ms, const char *route, int variant, const sy_side_t *sd)
+{
+    app_t *app = ud;
+    sy_audit_window(app->audit, at_ms, route, variant ? "new" : "legacy", sd->requests, sd->errors,
+                    sy_hist_quantile_us(&sd->total, 0.5) / 1e3, sy_hist_quantile_us(&sd->total, 0.95) / 1e3,
+                    sy_hist_quantile_us(&sd->total, 0.99) / 1e3);
+}
+
+static void record_gateway(app_t *app, const char *kind, const char *reason)
+{
+    json_t *st = json_pack("{s:s, s:s, s:i}", "version", SY_VERSION, "config", app->config_path, "pid", (int)getpid());
+    sy_audit_event_t ev = {.kind = kind, .actor = "switchyard", .reason = reason, .stats = st};
+    sy_audit_record(app->audit, &ev);
+    json_decref(st);
 }
 
 static void drained(void *arg)
@@ -170,6 +226,9 @@ static void on_stop_signal(struct ev_loop *loop, ev_signal *w, int revents)
     (void)loop;
     (void)revents;
     sy_info("signal %d: draining (in-flight requests finish, up to timeouts.drain)", w->signum);
+    char why[64];
+    snprintf(why, sizeof(why), "signal %d: draining", w->signum);
+    record_gateway(app, "stop", why);
     if (app->admin != NULL)
         sy_admin_set_ready(app->admin, false);
     sy_server_drain(app->server, drained, app);
@@ -187,6 +246,7 @@ static void on_reload_signal(struct ev_loop *loop, ev_signal *w, int revents)
         for (size_t i = 0; i < errs.nerrors; i++)
             sy_error("reload refused, still running on the previous config: %s",
                      errs.errors[i] ? errs.errors[i] : "?");
+        record_gateway(app, "reload", errs.nerrors > 0 && errs.errors[0] ? errs.errors[0] : "reload refused");
         sy_conf_close(&errs);
         return;
     }
@@ -197,6 +257,7 @@ static void on_reload_signal(struct ev_loop *loop, ev_signal *w, int revents)
     /* The store keeps each route's live flags and publishes a snapshot of the new config. */
     sy_flagstore_reload(app->store, cfg);
     sy_monitor_reload(app->monitor, cfg);
+    record_gateway(app, "reload", "SIGHUP: new requests use the new config");
     sy_health_reload(app->health, cfg);
     if (app->admin != NULL)
         sy_admin_reload(app->admin, cfg);
@@ -211,22 +272,38 @@ static int cmd_run(const char *path)
         return 2;
     signal(SIGPIPE, SIG_IGN);
     app_t app = {.loop = ev_default_loop(EVFLAG_AUTO), .config_path = path};
+    /* The record first: a journal that cannot be opened stops the start. */
+    if (sy_audit_create(app.loop, cfg, &app.audit) != 0) {
+        sy_config_release(cfg);
+        return 1;
+    }
     sy_snapshot_t *snap = snapshot_of(cfg);
     if (snap == NULL) {
+        sy_audit_destroy(app.audit);
         sy_config_release(cfg);
         sy_error("out of memory");
         return 1;
     }
     size_t nworkers = (size_t)snap->config->workers;
-    app.monitor = sy_monitor_create(app.loop, cfg, nworkers, on_trip, &app);
+    sy_monitor_hooks_t hooks = {.trip = on_trip,
+                                .warn = on_warn,
+                                .window = on_window,
+                                .window_ms = sy_audit_window_ms(app.audit),
+                                .ud = &app};
+    app.monitor = sy_monitor_create(app.loop, cfg, nworkers, &hooks);
     app.server = app.monitor ? sy_server_create(app.loop, snap, &sy_router, sy_monitor_observer(app.monitor)) : NULL;
     if (app.server == NULL) {
         sy_monitor_destroy(app.monitor);
+        sy_audit_destroy(app.audit);
         sy_config_release(cfg);
         return 1;
     }
     app.store = sy_flagstore_create(app.loop, cfg, publish_flags, &app);
+    if (app.store != NULL)
+        sy_flagstore_set_audit(app.store, app.audit);
     app.admin = app.store ? sy_admin_create(app.loop, cfg, app.store, app.monitor) : NULL;
+    if (app.admin != NULL)
+        sy_admin_set_audit(app.admin, app.audit);
     app.health = app.admin ? sy_health_create(app.loop, cfg) : NULL;
     app.notify = sy_notify_create(app.loop, cfg); /* NULL without a notify section */
     sy_config_release(cfg);
@@ -236,6 +313,7 @@ static int cmd_run(const char *path)
         sy_admin_destroy(app.admin);
         sy_server_destroy(app.server);
         sy_monitor_destroy(app.monitor);
+        sy_audit_destroy(app.audit);
         return 1;
     }
     struct {
@@ -257,10 +335,12 @@ static int cmd_run(const char *path)
         sy_admin_destroy(app.admin);
         sy_server_destroy(app.server);
         sy_monitor_destroy(app.monitor);
+        sy_audit_destroy(app.audit);
         return 1;
     }
     sy_admin_set_ready(app.admin, true);
     sy_info("switchyard %s started: %zu workers, config %s", SY_VERSION, nworkers, path);
+    record_gateway(&app, "start", "started");
     ev_run(app.loop, 0);
     for (size_t i = 0; i < SY_ARRAY_LEN(sigs); i++)
         ev_signal_stop(app.loop, sigs[i].w);
@@ -268,6 +348,10 @@ static int cmd_run(const char *path)
     sy_notify_destroy(app.notify);
     sy_health_destroy(app.health);
     sy_flagstore_destroy(app.store);
+    /* The last period's numbers, then the record: it journals what is queued
+     * and fails reads still waiting (their admin connections still exist). */
+    sy_monitor_flush_windows(app.monitor);
+    sy_audit_destroy(app.audit);
     sy_admin_destroy(app.admin);
     sy_server_destroy(app.server);
     sy_monitor_destroy(app.monitor); /* after the workers: they wrote into it */
@@ -394,6 +478,14 @@ int main(int argc, char **argv)
         return cmd_run(config);
     if (strcmp(cmd, "check") == 0 && npos == 1)
         return cmd_check(config);
+    if (strcmp(cmd, "migrate") == 0 && npos == 1) {
+        sy_config_t *cfg = load_or_report(config);
+        if (cfg == NULL)
+            return 2;
+        int rc = sy_audit_migrate(cfg);
+        sy_config_release(cfg);
+        return rc;
+    }
     if (strcmp(cmd, "cohort") == 0 && npos == 3)
         return cmd_cohort(config, pos[1], pos[2]);
     usage(stderr);

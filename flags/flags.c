@@ -36,6 +36,17 @@ static int parse_u64(const char *s, uint64_t *out)
     return 0;
 }
 
+json_t *sy_flags_to_json(const sy_route_flags_t *f)
+{
+    json_t *users = json_array();
+    for (size_t k = 0; users != NULL && k < f->ntest_users; k++)
+        json_array_append_new(users, json_string(f->test_users[k]));
+    return json_pack("{s:s, s:i, s:i, s:s?, s:o*, s:I, s:s?, s:s?, s:s?}", "state", sy_state_name(f->state),
+                     "percent_bp", (int)f->percent_bp, "prev_percent_bp", (int)f->prev_percent_bp, "salt", f->salt,
+                     "test_users", users, "version", (json_int_t)f->version, "actor", f->actor, "reason", f->reason,
+                     "updated_at", f->updated_at);
+}
+
 void sy_flags_now(char out[32])
 {
     struct timeval tv;

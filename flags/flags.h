@@ -11,6 +11,7 @@
 #include "proxy/err.h"
 #include "routing/router.h"
 
+#include <jansson.h>
 #include <stdbool.h>
 #include <stddef.h>
 
@@ -54,6 +55,11 @@ typedef struct sy_flag_request {
  * a 409), or SY_ENOMEM. version is bumped. */
 int sy_flags_op(const sy_route_flags_t *cur, const sy_flag_request_t *req, sy_route_flags_t *out,
                 const char **err) SY_MUST_USE;
+
+/* The flags as a JSON object for the record (state, percent_bp,
+ * prev_percent_bp, salt, test_users, version, actor, reason, updated_at).
+ * A new reference, or NULL without memory. */
+json_t *sy_flags_to_json(const sy_route_flags_t *f);
 
 /* Parses a percent_bp value as Redis holds it: digits only, 0..10000. */
 int sy_flags_parse_bp(const char *s, int32_t *out) SY_MUST_USE;

@@ -7,6 +7,7 @@
  * on, so a reply that arrives for an older connection is dropped. */
 #include "flags/store.h"
 
+#include "flags/audit.h"
 #include "proxy/log.h"
 #include "routing/route.h"
 
@@ -74,6 +75,7 @@ struct sy_flagstore {
     ev_tstamp last_progress;
     bool destroying;
     char **last_refusal;     /* per route: last refusal logged, to log each once */
+    sy_audit_t *audit;       /* the record (NULL: none) */
     sy_flagstore_status_t st;
 };
 
@@ -152,6 +154,76 @@ static void do_publish(sy_flagstore_t *s)
     s->publish(s->ud, s->cfg, s->cur, s->pcur);
 }
 
+/* --- the record ------------------------------------------------------------ */
+
+static const char *op_kind(sy_flag_op_t op)
+{
+    switch (op) {
+    case SY_OP_ROLLBACK:
+        return "rollback";
+    case SY_OP_RESUME:
+        return "resume";
+    case SY_OP_PROMOTE:
+        return "promote";
+    default:
+        return "flag_change";
+    }
+}
+
+/* A route's flag change, with the flags before and after. id NULL: a random one. */
+static void record_route(sy_flagstore_t *s, const char *kind, size_t i, const char *actor, const char *reason,
+                         const sy_route_flags_t *before, const sy_route_flags_t *after, const char *id)
+{
+    if (s->audit == NULL)
+        return;
+    json_t *b = sy_flags_to_json(before), *a = sy_flags_to_json(after);
+    sy_audit_event_t ev = {.kind = kind,
+                           .route = s->routes->routes[i].name,
+                           .actor = actor,
+                           .reason = reason,
+                           .before = b,
+                           .after = a,
+                           .id = id};
+    sy_audit_record(s->audit, &ev);
+    json_decref(b);
+    json_decref(a);
+}
+
+/* A hand edit seen in Redis: every instance sees the same one, so its id is
+ * derived from what changed, and the record keeps it once. */
+static void record_hand_edit(sy_flagstore_t *s, const char *what, const char *name, json_t *before, json_t *after)
+{
+    char *bt = json_dumps(before, JSON_COMPACT | JSON_SORT_KEYS), *at = json_dumps(after, JSON_COMPACT | JSON_SORT_KEYS);
+    size_t n = strlen(s->rc->prefix) + strlen(what) + strlen(name) + (bt ? strlen(bt) : 0) + (at ? strlen(at) : 0) + 8;
+    char *text = malloc(n);
+    char id[37];
+    if (text != NULL)
+        snprintf(text, n, "%s%s:%s|%s|%s", s->rc->prefix, what, name, bt ? bt : "", at ? at : "");
+    sy_audit_uuid(id, text); /* NULL text (no memory): a random id */
+    sy_audit_event_t ev = {.kind = "hand_edit",
+                           .route = name,
+                           .actor = "hand edit",
+                           .reason = "changed in Redis directly, not through Switchyard",
+                           .before = before,
+                           .after = after,
+                           .id = id};
+    sy_audit_record(s->audit, &ev);
+    free(text);
+    free(bt);
+    free(at);
+}
+
+static json_t *pool_json(const sy_pool_flags_t *p)
+{
+    return json_pack("{s:s, s:I, s:s?, s:s?, s:s?}", "active", p->active == SY_GREEN ? "green" : "blue", "version",
+                     (json_int_t)p->version, "actor", p->actor, "reason", p->reason, "updated_at", p->updated_at);
+}
+
+void sy_flagstore_set_audit(sy_flagstore_t *s, sy_audit_t *a)
+{
+    s->audit = a;
+}
+
 static void refuse_cb(void *ud, const char *route, const char *field, const char *value, const char *why)
 {
     sy_flagstore_t *s = ud;
@@ -168,6 +240,13 @@ static void refuse_cb(void *ud, const char *route, const char *field, const char
     }
     sy_warn("redis: refused %s=\"%s\" on %sroute:%s: %s; the last good value stays", field, value, s->rc->prefix,
             route ? route : "?", why);
+    if (s->audit != NULL) {
+        json_t *after = json_pack("{s:s, s:s}", "field", field, "value", value);
+        sy_audit_event_t ev = {.kind = "refused_edit", .route = route, .actor = "hand edit", .reason = why,
+                               .after = after};
+        sy_audit_record(s->audit, &ev);
+        json_decref(after);
+    }
 }
 
 /* Commands: count what is outstanding for the watchdog. */
@@ -200,7 +279,7 @@ static void cas_fail(cas_ctx_t *c, const char *why);
 static void mark_dirty(sy_flagstore_t *s, long i);
 static void read_pool(sy_flagstore_t *s, size_t j);
 static void cas_write(sy_flagstore_t *s, size_t i, const sy_route_flags_t *next, const sy_flag_request_t *req,
-                      const char *expect, int attempt, sy_flags_done_fn done, void *ud);
+                      const char *expect, int attempt, bool record, sy_flags_done_fn done, void *ud);
 
 static void schedule_reconnect(sy_flagstore_t *s)
 {
@@ -284,7 +363,7 @@ static void seed_route(sy_flagstore_t *s, size_t i)
     sy_flag_request_t req = {.op = SY_OP_TEST_USERS, .add = (const char *const *)seeded.test_users,
                              .nadd = seeded.ntest_users};
     if (seeded.actor && seeded.reason && seeded.updated_at)
-        cas_write(s, i, &seeded, &req, "0", MAX_CAS_ATTEMPTS, NULL, NULL);
+        cas_write(s, i, &seeded, &req, "0", MAX_CAS_ATTEMPTS, false, NULL, NULL);
     sy_route_flags_clear(&seeded);
 }
 
@@ -333,13 +412,21 @@ static void apply_read(sy_flagstore_t *s, size_t i, read_ctx_t *r, redisReply *m
             snprintf(expect, sizeof(expect), "%llu", (unsigned long long)next.version);
             sy_info("redis: writing the local %s of route %s", p->req.op == SY_OP_ROLLBACK ? "rollback" : "change",
                     s->routes->routes[i].name);
-            cas_write(s, i, &after, &p->req, expect, MAX_CAS_ATTEMPTS, NULL, NULL);
+            cas_write(s, i, &after, &p->req, expect, MAX_CAS_ATTEMPTS, false, NULL, NULL); /* recorded when applied */
             sy_route_flags_clear(&after);
         }
         sy_route_flags_clear(&next);
         return;
     }
     bool differs = sy_flags_routing_differs(&s->cur[i], &next);
+    /* Switchyard always bumps the version; a change without a new version was
+     * made by hand (after the first read: before it, the config's values are no edit). */
+    if (differs && s->audit != NULL && next.version == s->cur[i].version && strcmp(s->cur[i].source, "config") != 0) {
+        json_t *b = sy_flags_to_json(&s->cur[i]), *a = sy_flags_to_json(&next);
+        record_hand_edit(s, "route:", s->routes->routes[i].name, b, a);
+        json_decref(b);
+        json_decref(a);
+    }
     sy_route_flags_clear(&s->cur[i]);
     s->cur[i] = next;
     if (differs) {
@@ -513,6 +600,7 @@ struct cas_ctx {
     size_t route;
     int attempts_left;
     bool seed;               /* writing the config's values into a missing key */
+    bool record;             /* a change to record when written (not a seed, not one recorded already) */
     sy_flag_request_t req;   /* strings and lists copied below */
     char actor[64], reason[256], now[32];
     char **add, **rem;
@@ -560,7 +648,7 @@ static void retry_after_read(sy_flagstore_t *s, cas_ctx_t *c)
     }
     char expect[24];
     snprintf(expect, sizeof(expect), "%llu", (unsigned long long)s->cur[c->route].version);
-    cas_write(s, c->route, &after, &c->req, expect, c->attempts_left, c->done, c->ud);
+    cas_write(s, c->route, &after, &c->req, expect, c->attempts_left, c->record, c->done, c->ud);
     sy_route_flags_clear(&after);
     cas_free(c);
 }
@@ -613,6 +701,8 @@ static void on_cas(redisAsyncContext *ac, void *reply, void *priv)
     s->cur[i] = c->next;
     c->next = tmp;
     s->cur[i].source = "redis";
+    if (c->record)
+        record_route(s, op_kind(c->req.op), i, c->req.actor, c->req.reason, &c->next, &s->cur[i], NULL);
     if (differs)
         do_publish(s);
     finish(c->done, c->ud, 200, NULL, &s->cur[i]);
@@ -629,7 +719,7 @@ static char **copy_list(const char *const *v, size_t n)
 }
 
 static void cas_write(sy_flagstore_t *s, size_t i, const sy_route_flags_t *next, const sy_flag_request_t *req,
-                      const char *expect, int attempts, sy_flags_done_fn done, void *ud)
+                      const char *expect, int attempts, bool record, sy_flags_done_fn done, void *ud)
 {
     cas_ctx_t *c = calloc(1, sizeof(*c));
     if (c == NULL || sy_route_flags_copy(&c->next, next) != 0) {
@@ -642,6 +732,7 @@ static void cas_write(sy_flagstore_t *s, size_t i, const sy_route_flags_t *next,
     c->route = i;
     c->attempts_left = attempts;
     c->seed = strcmp(expect, "0") == 0;
+    c->record = record;
     c->done = done;
     c->ud = ud;
     c->req = *req;
@@ -730,6 +821,7 @@ void sy_flagstore_request(sy_flagstore_t *s, const char *route, const sy_flag_re
     if (s->rc == NULL) {
         /* No Redis: the config is the store; the change lives until restart. */
         bool differs = sy_flags_routing_differs(&s->cur[i], &next);
+        record_route(s, op_kind(req->op), (size_t)i, req->actor, req->reason, &s->cur[i], &next, NULL);
         sy_route_flags_clear(&s->cur[i]);
         s->cur[i] = next;
         if (differs)
@@ -751,6 +843,7 @@ void sy_flagstore_request(sy_flagstore_t *s, const char *route, const sy_flag_re
         snprintf(p->reason, sizeof(p->reason), "%s", req->reason ? req->reason : "");
         p->req.add = p->req.remove = NULL;
         p->req.nadd = p->req.nremove = 0;
+        record_route(s, "rollback", (size_t)i, req->actor, req->reason, &s->cur[i], &next, NULL);
         sy_route_flags_clear(&s->cur[i]);
         s->cur[i] = next;
         s->cur[i].source = "local (redis write pending)";
@@ -762,15 +855,15 @@ void sy_flagstore_request(sy_flagstore_t *s, const char *route, const sy_flag_re
     }
     char expect[24];
     snprintf(expect, sizeof(expect), "%llu", (unsigned long long)s->cur[i].version);
-    cas_write(s, (size_t)i, &next, req, expect, MAX_CAS_ATTEMPTS, done, ud);
+    cas_write(s, (size_t)i, &next, req, expect, MAX_CAS_ATTEMPTS, true, done, ud);
     sy_route_flags_clear(&next);
 }
 
-void sy_flagstore_trip(sy_flagstore_t *s, const char *route, const char *reason)
+bool sy_flagstore_trip(sy_flagstore_t *s, const char *route, const char *reason, json_t *stats)
 {
     long i = route_index(s, route, strlen(route));
     if (i < 0 || s->cur[i].state == SY_STATE_TRIPPED || s->cur[i].state == SY_STATE_OFF)
-        return;
+        return false;
     char now[32];
     sy_flags_now(now);
     sy_flag_request_t req = {.op = SY_OP_ROLLBACK, .actor = "switchyard", .reason = reason, .now = now};
@@ -778,14 +871,22 @@ void sy_flagstore_trip(sy_flagstore_t *s, const char *route, const char *reason)
     const char *err = NULL;
     if (sy_flags_op(&s->cur[i], &req, &next, &err) != 0) {
         sy_error("trip of route %s could not be applied: %s", route, err ? err : "out of memory");
-        return;
+        return false;
+    }
+    if (s->audit != NULL) {
+        json_t *b = sy_flags_to_json(&s->cur[i]), *a = sy_flags_to_json(&next);
+        sy_audit_event_t ev = {.kind = "trip", .route = route, .actor = "switchyard", .reason = reason,
+                               .before = b, .after = a, .stats = stats};
+        sy_audit_record(s->audit, &ev);
+        json_decref(b);
+        json_decref(a);
     }
     sy_route_flags_clear(&s->cur[i]);
     s->cur[i] = next;
     s->cur[i].source = s->rc ? "local (redis write pending)" : "config";
     do_publish(s); /* the workers route everyone to legacy from now on */
     if (s->rc == NULL)
-        return;
+        return true;
     pending_local_t *p = &s->pending[i];
     p->active = true;
     p->req = req;
@@ -795,6 +896,7 @@ void sy_flagstore_trip(sy_flagstore_t *s, const char *route, const char *reason)
      * Redis holds, then compare-and-set (retried after reconnect if need be). */
     if (s->cmd_up)
         mark_dirty(s, i);
+    return true;
 }
 
 /* --- pools (blue-green) ------------------------------------------------------- */
@@ -849,6 +951,18 @@ static void on_pool_cas(redisAsyncContext *ac, void *reply, void *priv)
         s->pcur[c->pool] = c->next;
         c->next = old;
         s->pcur[c->pool].source = "redis";
+        if (!c->seed && s->audit != NULL) {
+            json_t *b = pool_json(&c->next), *a = pool_json(&s->pcur[c->pool]);
+            sy_audit_event_t ev = {.kind = "swap",
+                                   .route = s->cfg->pools[c->pool].name,
+                                   .actor = s->pcur[c->pool].actor,
+                                   .reason = s->pcur[c->pool].reason,
+                                   .before = b,
+                                   .after = a};
+            sy_audit_record(s->audit, &ev);
+            json_decref(b);
+            json_decref(a);
+        }
         if (differs) {
             sy_info("pool %s: active colour is now %s (by %s)", s->cfg->pools[c->pool].name,
                     color_names[s->pcur[c->pool].active], s->pcur[c->pool].actor ? s->pcur[c->pool].actor : "?");
@@ -953,6 +1067,12 @@ static void on_pool_hash(redisAsyncContext *ac, void *reply, void *priv)
     }
     next.source = "redis";
     bool differs = next.active != s->pcur[j].active;
+    if (differs && s->audit != NULL && next.version == s->pcur[j].version && strcmp(s->pcur[j].source, "config") != 0) {
+        json_t *b = pool_json(&s->pcur[j]), *a = pool_json(&next);
+        record_hand_edit(s, "pool:", s->cfg->pools[j].name, b, a);
+        json_decref(b);
+        json_decref(a);
+    }
     sy_pool_flags_clear(&s->pcur[j]);
     s->pcur[j] = next;
     if (differs) {
@@ -1010,6 +1130,14 @@ void sy_flagstore_swap(sy_flagstore_t *s, const char *pool, int to, const char *
     next.reason = strdup(reason ? reason : "");
     next.updated_at = strdup(now);
     if (s->rc == NULL) {
+        if (s->audit != NULL) {
+            json_t *b = pool_json(&s->pcur[j]), *a = pool_json(&next);
+            sy_audit_event_t ev = {.kind = "swap", .route = pool, .actor = next.actor, .reason = next.reason,
+                                   .before = b, .after = a};
+            sy_audit_record(s->audit, &ev);
+            json_decref(b);
+            json_decref(a);
+        }
         sy_pool_flags_clear(&s->pcur[j]);
         s->pcur[j] = next;
         do_publish(s);

@@ -16,10 +16,12 @@
 #include "proxy/config.h"
 
 #include <ev.h>
+#include <jansson.h>
 #include <stdbool.h>
 #include <stdint.h>
 
 typedef struct sy_flagstore sy_flagstore_t;
+struct sy_audit; /* flags/audit.h */
 
 typedef struct sy_redis_conf {
     char *address;
@@ -74,8 +76,15 @@ void sy_flagstore_request(sy_flagstore_t *s, const char *route, const sy_flag_re
 /* A trip: the route is rolled back here at once (published before this
  * returns), then the same change is written to Redis with actor=switchyard and
  * the reason; if Redis is down the local trip stands and the write is retried
- * after reconnect. Does nothing for a route already tripped or off. */
-void sy_flagstore_trip(sy_flagstore_t *s, const char *route, const char *reason);
+ * after reconnect. The record gets a `trip` event with the flags before and
+ * after and `stats` (borrowed; the numbers that tripped it). Does nothing and
+ * returns false for a route already tripped or off. */
+bool sy_flagstore_trip(sy_flagstore_t *s, const char *route, const char *reason, json_t *stats);
+
+/* Every change from now on is recorded there too (flag changes made here, hand
+ * edits seen in Redis with before and after, refused edits, trips, swaps).
+ * audit may be NULL; it must outlive the store. */
+void sy_flagstore_set_audit(sy_flagstore_t *s, struct sy_audit *audit);
 
 /* A blue-green swap of a coloured pool: to SY_BLUE, SY_GREEN, or -1 for the
  * other colour. Written to switchyard:pool:{name} (compare-and-set, published);

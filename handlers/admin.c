@@ -109,6 +109,7 @@ struct sy_admin {
     const sy_config_t *cfg;
     sy_flagstore_t *store;
     sy_monitor_t *monitor;
+    sy_audit_t *audit;
     int fd;
     ev_io accept_io;
     sy_bufpool_t bufs;
@@ -203,6 +204,78 @@ static void respond_error(admin_conn_t *c, int status, const char *reason)
     respond_json(c, status, json_pack("{s:s, s:s}", "error", sy_headers_status_text(status), "reason", reason));
 }
 
+/* A JSON text made elsewhere (PostgreSQL's), of any size: sent after the head. */
+static void respond_raw_json(admin_conn_t *c, const char *text)
+{
+    if (c->closed || c->responded)
+        return;
+    size_t len = strlen(text);
+    c->big = malloc(len + 1);
+    if (c->big == NULL) {
+        respond_error(c, 500, "out of memory");
+        return;
+    }
+    c->responded = true;
+    memcpy(c->big, text, len);
+    c->big[len] = '\n';
+    c->big_len = len + 1;
+    if (sy_buf_take(&c->out, &c->a->bufs) != 0 ||
+        sy_buf_appendf(&c->out, "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %zu\r\n"
+                                "Cache-Control: no-store\r\nConnection: close\r\n\r\n",
+                       c->big_len) != 0) {
+        conn_close(c);
+        return;
+    }
+    flush_out(c);
+}
+
+static int hexval(char ch)
+{
+    return ch >= '0' && ch <= '9' ? ch - '0' : ch >= 'a' && ch <= 'f' ? ch - 'a' + 10 : ch >= 'A' && ch <= 'F' ? ch - 'A' + 10 : -1;
+}
+
+/* One query-string parameter, percent-decoded. Returns false when absent;
+ * *bad is set when it is present but malformed or too long. */
+static bool query_param(const admin_conn_t *c, const char *name, char *out, size_t cap, bool *bad)
+{
+    const sy_h1_msg_t *m = &c->req.msg;
+    const char *q = memchr(m->target, '?', m->target_len);
+    if (q == NULL)
+        return false;
+    const char *p = q + 1, *end = m->target + m->target_len;
+    size_t nl = strlen(name);
+    while (p < end) {
+        const char *amp = memchr(p, '&', (size_t)(end - p));
+        const char *e = amp ? amp : end;
+        if ((size_t)(e - p) > nl && memcmp(p, name, nl) == 0 && p[nl] == '=') {
+            size_t o = 0;
+            for (const char *x = p + nl + 1; x < e; x++) {
+                char ch = *x;
+                if (ch == '+') {
+                    ch = ' ';
+                } else if (ch == '%') {
+                    int hi, lo;
+                    if (e - x < 3 || (hi = hexval(x[1])) < 0 || (lo = hexval(x[2])) < 0) {
+                        *bad = true;
+                        return false;
+                    }
+                    ch = (char)(hi * 16 + lo);
+                    x += 2;
+                }
+                if (o + 1 >= cap || ch == '\0') {
+                    *bad = true;
+                    return false;
+                }
+                out[o++] = ch;
+            }
+            out[o] = '\0';
+            return o > 0;
+        }
+        p = e + 1;
+    }
+    return false;
+}
+
 /* --- the endpoints ---------------------------------------------------------------- */
 
 static json_t *route_json(const sy_route_t *r, const sy_route_flags_t *f)
@@ -222,6 +295,7 @@ static json_t *route_json(const sy_route_t *r, const sy_route_flags_t *f)
 }
 
 static json_t *pools_json(const sy_admin_t *a);
+static json_t *record_json(sy_audit_t *a);
 
 static json_t *side_json(const sy_side_t *sd, double seconds)
 {
@@ -266,9 +340,97 @@ static void ep_status(admin_conn_t *c, const char *route, json_t *body)
                               st.connected, "keyspace_notifications", st.notifications, "synced", st.synced,
                               "refused_edits", (json_int_t)st.refused, "syncs", (json_int_t)st.syncs, "reconnects",
                               (json_int_t)st.reconnects, "last_error", st.last_error);
-    respond_json(c, 200, json_pack("{s:o, s:o, s:o, s:s}", "routes", routes, "pools", pools_json(c->a), "redis", redis,
-                                   "flags_from",
+    respond_json(c, 200, json_pack("{s:o, s:o, s:o, s:o, s:s}", "routes", routes, "pools", pools_json(c->a), "redis",
+                                   redis, "record", record_json(c->a->audit), "flags_from",
                                    !st.configured ? "config" : st.synced ? "redis" : "config (redis not read yet)"));
+}
+
+/* --- the record: /events and /windows ------------------------------------------------ */
+
+static void read_done(void *ud, int status, const char *text)
+{
+    admin_conn_t *c = ud;
+    c->waiting = false;
+    if (status == 200)
+        respond_raw_json(c, text);
+    else
+        respond_error(c, status, text);
+    conn_release(c);
+}
+
+static bool read_params(admin_conn_t *c, const char *const *names, char (*vals)[160], bool *has, long *limit)
+{
+    bool bad = false;
+    for (size_t i = 0; names[i] != NULL; i++) {
+        has[i] = query_param(c, names[i], vals[i], sizeof(vals[i]), &bad);
+        if (bad) {
+            char why[200];
+            snprintf(why, sizeof(why), "query parameter '%s' is malformed or longer than 159 bytes", names[i]);
+            respond_error(c, 400, why);
+            return false;
+        }
+    }
+    char lim[32];
+    *limit = 100;
+    if (query_param(c, "limit", lim, sizeof(lim), &bad)) {
+        char *end;
+        *limit = strtol(lim, &end, 10);
+        bad = *end != '\0' || *limit < 1 || *limit > 1000;
+    }
+    if (bad) {
+        respond_error(c, 400, "limit must be a whole number from 1 to 1000");
+        return false;
+    }
+    return true;
+}
+
+static void ep_events(admin_conn_t *c, const char *route, json_t *body)
+{
+    (void)route;
+    (void)body;
+    static const char *const names[] = {"route", "kind", "since", NULL};
+    char vals[3][160];
+    bool has[3];
+    long limit;
+    if (!read_params(c, names, vals, has, &limit))
+        return;
+    c->refs++;
+    c->waiting = true;
+    sy_audit_events(c->a->audit, has[0] ? vals[0] : NULL, has[1] ? vals[1] : NULL, has[2] ? vals[2] : NULL, limit,
+                    read_done, c);
+}
+
+static void ep_windows(admin_conn_t *c, const char *route, json_t *body)
+{
+    (void)route;
+    (void)body;
+    static const char *const names[] = {"route", "since", NULL};
+    char vals[2][160];
+    bool has[2];
+    long limit;
+    if (!read_params(c, names, vals, has, &limit))
+        return;
+    c->refs++;
+    c->waiting = true;
+    sy_audit_windows(c->a->audit, has[0] ? vals[0] : NULL, has[1] ? vals[1] : NULL, limit, read_done, c);
+}
+
+static json_t *record_json(sy_audit_t *a)
+{
+    sy_audit_status_t st;
+    sy_audit_status(a, &st);
+    if (!st.configured)
+        return json_pack("{s:b}", "configured", 0);
+    const sy_journal_stats_t *j = &st.journal;
+    return json_pack("{s:b, s:b, s:b, s:i, s:{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I}, s:I, s:I, s:I, s:s}",
+                     "configured", 1, "connected", st.connected, "schema_ready", st.schema_ready, "schema_version",
+                     st.schema_version, "journal", "bytes", (json_int_t)j->bytes, "max_bytes",
+                     (json_int_t)j->max_bytes, "events_written", (json_int_t)(j->next[0] - 1), "events_durable",
+                     (json_int_t)j->durable[0], "events_acked", (json_int_t)j->acked[0], "events_refused",
+                     (json_int_t)j->dropped[0], "windows_written", (json_int_t)(j->next[1] - 1), "windows_acked",
+                     (json_int_t)j->acked[1], "windows_dropped", (json_int_t)j->dropped[1], "fsyncs",
+                     (json_int_t)j->fsyncs, "events_inserted", (json_int_t)st.inserted[0], "windows_inserted",
+                     (json_int_t)st.inserted[1], "rejected", (json_int_t)st.rejected, "last_error", st.last_error);
 }
 
 static void ep_healthz(admin_conn_t *c, const char *route, json_t *body)
@@ -630,6 +792,37 @@ static void ep_metrics(admin_conn_t *c, const char *route, json_t *body)
       "# TYPE switchyard_refused_edits_total counter\n"
       "switchyard_refused_edits_total %llu\n",
       st.connected, (unsigned long long)st.refused);
+    sy_audit_status_t as;
+    sy_audit_status(c->a->audit, &as);
+    if (as.configured) {
+        static const char *const streams[] = {"events", "windows"};
+        M("# HELP switchyard_postgres_connected 1 while the record's PostgreSQL connection is up and migrated.\n"
+          "# TYPE switchyard_postgres_connected gauge\n"
+          "switchyard_postgres_connected %d\n"
+          "# HELP switchyard_journal_bytes Bytes in the local journal (records PostgreSQL may not have yet).\n"
+          "# TYPE switchyard_journal_bytes gauge\n"
+          "switchyard_journal_bytes %llu\n"
+          "# HELP switchyard_journal_max_bytes The journal's bound (postgres.journal_max).\n"
+          "# TYPE switchyard_journal_max_bytes gauge\n"
+          "switchyard_journal_max_bytes %llu\n",
+          as.schema_ready, (unsigned long long)as.journal.bytes, (unsigned long long)as.journal.max_bytes);
+        M("# HELP switchyard_journal_pending Records journaled and not yet acknowledged by PostgreSQL.\n"
+          "# TYPE switchyard_journal_pending gauge\n");
+        for (int k = 0; k < 2; k++)
+            M("switchyard_journal_pending{stream=\"%s\"} %llu\n", streams[k],
+              (unsigned long long)(as.journal.next[k] - 1 - as.journal.acked[k]));
+        M("# HELP switchyard_journal_dropped_total Records lost at the journal's bound or on a disk error (windows "
+          "first; every event lost is also logged whole).\n"
+          "# TYPE switchyard_journal_dropped_total counter\n");
+        for (int k = 0; k < 2; k++)
+            M("switchyard_journal_dropped_total{stream=\"%s\"} %llu\n", streams[k],
+              (unsigned long long)as.journal.dropped[k]);
+        M("# HELP switchyard_record_inserted_total Records inserted into PostgreSQL since start.\n"
+          "# TYPE switchyard_record_inserted_total counter\n");
+        for (int k = 0; k < 2; k++)
+            M("switchyard_record_inserted_total{stream=\"%s\"} %llu\n", streams[k],
+              (unsigned long long)as.inserted[k]);
+    }
     M("# HELP switchyard_endpoint_up 1 when the endpoint takes traffic, 0 when health checks took it out.\n"
       "# TYPE switchyard_endpoint_up gauge\n");
     for (size_t p = 0; p < cfg->npools; p++)
@@ -687,7 +880,11 @@ static void ep_alertmanager(admin_conn_t *c, const char *route, json_t *body)
         char reason[256];
         snprintf(reason, sizeof(reason), "alert:%s", alertname ? alertname : "unnamed");
         sy_warn("alertmanager: firing alert %s trips route %s", alertname ? alertname : "unnamed", rname);
-        sy_flagstore_trip(c->a->store, rname, reason);
+        /* The alert is the evidence: its labels and annotations go to the record. */
+        json_t *stats = json_pack("{s:s, s:O*, s:O*, s:O*}", "rule", "alertmanager", "labels", labels, "annotations",
+                                  json_object_get(a, "annotations"), "startsAt", json_object_get(a, "startsAt"));
+        sy_flagstore_trip(c->a->store, rname, reason, stats);
+        json_decref(stats);
         json_array_append_new(tripped, json_string(rname));
     }
     if (json_array_size(unknown) > 0) {
@@ -714,6 +911,8 @@ static const endpoint_t endpoints[] = {
     {"POST", "/routes/", "/resume", true, ep_resume},
     {"POST", "/routes/", "/promote", true, ep_promote},
     {"POST", "/pools/", "/swap", true, ep_swap},
+    {"GET", "/events", NULL, false, ep_events},
+    {"GET", "/windows", NULL, false, ep_windows},
 };
 
 static bool authorized(admin_conn_t *c)
@@ -952,6 +1151,11 @@ sy_admin_t *sy_admin_create(struct ev_loop *loop, const sy_config_t *cfg, sy_fla
 void sy_admin_reload(sy_admin_t *a, const sy_config_t *cfg)
 {
     set_token(a, cfg);
+}
+
+void sy_admin_set_audit(sy_admin_t *a, sy_audit_t *audit)
+{
+    a->audit = audit;
 }
 
 void sy_admin_set_ready(sy_admin_t *a, bool ready)

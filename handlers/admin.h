@@ -1,7 +1,10 @@
 /* The admin listener: the gateway's own HTTP endpoints, on the control thread.
  *
  * GET /status, GET /healthz, GET /readyz, POST /routes/{name}/percent,
- * POST /routes/{name}/test-users, POST /routes/{name}/rollback|resume|promote.
+ * POST /routes/{name}/test-users, POST /routes/{name}/rollback|resume|promote,
+ * POST /pools/{name}/swap, GET /metrics, POST /alerts/alertmanager,
+ * GET /events?route=&kind=&since=&limit= and GET /windows?route=&since=&limit=
+ * (read back from PostgreSQL, newest first; 503 while it is away).
  * Writes need `Authorization: Bearer TOKEN` (the token from admin.token_file,
  * compared in constant time); with no token configured, writes are refused.
  * Answers are JSON; bad input gets a 4xx JSON error saying what is wrong. One
@@ -9,6 +12,7 @@
 #ifndef SY_ADMIN_H
 #define SY_ADMIN_H
 
+#include "flags/audit.h"
 #include "flags/store.h"
 #include "healthcheck/monitor.h"
 #include "proxy/config.h"
@@ -32,6 +36,8 @@ sy_admin_t *sy_admin_create(struct ev_loop *loop, const sy_config_t *cfg, sy_fla
                             sy_monitor_t *monitor);
 /* Picks up a reloaded config's token (the address needs a restart). */
 void sy_admin_reload(sy_admin_t *a, const sy_config_t *cfg);
+/* The record, for GET /events and GET /windows and the status (NULL: none). */
+void sy_admin_set_audit(sy_admin_t *a, sy_audit_t *audit);
 /* Marks the gateway ready (workers running) or draining. */
 void sy_admin_set_ready(sy_admin_t *a, bool ready);
 void sy_admin_destroy(sy_admin_t *a);

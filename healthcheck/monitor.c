@@ -30,6 +30,8 @@ typedef struct route_state {
     uint64_t cur_second;      /* the second the current bucket holds */
     ev_tstamp since;          /* start of the data in the window */
     bool tripped, warned;
+    sy_side_t *period;        /* [2]: the current windows-row period (NULL: no rows) */
+    int64_t period_start;     /* ms */
 } route_state_t;
 
 struct sy_monitor {
@@ -47,8 +49,7 @@ struct sy_monitor {
     ev_timer tick;
     ev_async async;
     sy_observer_t observer;
-    sy_trip_fn trip;
-    void *ud;
+    sy_monitor_hooks_t hooks;
 };
 
 static cell_t *cell_of(sy_monitor_t *m, size_t worker, size_t route, int variant)
@@ -160,7 +161,7 @@ static void do_trip(sy_monitor_t *m, route_state_t *rs, const char *rule, const 
     rs->tripped = true;
     rs->view.trips++;
     sy_warn("trip: route %s, rule %s: %s", rs->name, rule, detail);
-    m->trip(m->ud, rs->name, rule, detail);
+    m->hooks.trip(m->hooks.ud, rs->name, rule, detail);
 }
 
 /* Every 100 ms: merge what the shards counted since the last tick into the
@@ -213,6 +214,22 @@ static void check_pools(sy_monitor_t *m, size_t r, route_state_t *rs)
     m->legacy_down[r] = ld;
 }
 
+/* The period ended (or the monitor stops): its rows go out, the period starts empty. */
+static void emit_period(sy_monitor_t *m, route_state_t *rs)
+{
+    if (rs->period[0].requests + rs->period[1].requests > 0)
+        for (int v = 0; v < 2; v++)
+            m->hooks.window(m->hooks.ud, rs->period_start, rs->name, v, &rs->period[v]);
+    memset(rs->period, 0, 2 * sizeof(sy_side_t));
+}
+
+void sy_monitor_flush_windows(sy_monitor_t *m)
+{
+    for (size_t r = 0; r < m->nroutes; r++)
+        if (m->routes[r].period != NULL && m->routes[r].period_start != 0)
+            emit_period(m, &m->routes[r]);
+}
+
 static void tick_cb(struct ev_loop *loop, ev_timer *t, int revents)
 {
     sy_monitor_t *m = t->data;
@@ -250,6 +267,15 @@ static void tick_cb(struct ev_loop *loop, ev_timer *t, int revents)
             }
             side_add(&rs->ring[v][slot], delta, +1);
             side_add(&rs->view.window[v], delta, +1);
+            if (rs->period != NULL)
+                side_add(&rs->period[v], delta, +1);
+        }
+        if (rs->period != NULL) {
+            int64_t now_ms = (int64_t)(now * 1000), w = (int64_t)m->hooks.window_ms;
+            int64_t start = now_ms - now_ms % w;
+            if (rs->period_start != 0 && start != rs->period_start)
+                emit_period(m, rs);
+            rs->period_start = start;
         }
         rs->cur_second = second;
         rs->view.window_s = now - rs->since < (double)rs->nbuckets ? now - rs->since : (double)rs->nbuckets;
@@ -260,8 +286,11 @@ static void tick_cb(struct ev_loop *loop, ev_timer *t, int revents)
         if (rs->view.verdict.level == SY_LEVEL_TRIP) {
             do_trip(m, rs, rs->view.verdict.rule, rs->view.verdict.detail);
         } else if (rs->view.verdict.level == SY_LEVEL_WARN) {
-            if (!rs->warned)
+            if (!rs->warned) {
                 sy_warn("warning: route %s, rule %s: %s", rs->name, rs->view.verdict.rule, rs->view.verdict.detail);
+                if (m->hooks.warn != NULL)
+                    m->hooks.warn(m->hooks.ud, rs->name, rs->view.verdict.rule, rs->view.verdict.detail);
+            }
             rs->view.warnings += !rs->warned;
             rs->warned = true;
         } else {
@@ -293,6 +322,7 @@ static void routes_free(sy_monitor_t *m)
         free(m->routes[r].name);
         free(m->routes[r].ring[0]);
         free(m->routes[r].ring[1]);
+        free(m->routes[r].period);
     }
     free(m->routes);
     m->routes = NULL;
@@ -320,11 +350,14 @@ static int load(sy_monitor_t *m, const sy_config_t *cfg)
         rs->ring[0] = calloc(rs->nbuckets, sizeof(sy_side_t));
         rs->ring[1] = calloc(rs->nbuckets, sizeof(sy_side_t));
         rs->view.route = rs->name;
-        if (rs->name == NULL || rs->ring[0] == NULL || rs->ring[1] == NULL) {
+        bool rows = m->hooks.window != NULL && m->hooks.window_ms > 0;
+        rs->period = rows ? calloc(2, sizeof(sy_side_t)) : NULL;
+        if (rs->name == NULL || rs->ring[0] == NULL || rs->ring[1] == NULL || (rows && rs->period == NULL)) {
             for (size_t k = 0; k <= r; k++) {
                 free(routes[k].name);
                 free(routes[k].ring[0]);
                 free(routes[k].ring[1]);
+                free(routes[k].period);
             }
             free(routes);
             return SY_ENOMEM;
@@ -343,16 +376,15 @@ static int load(sy_monitor_t *m, const sy_config_t *cfg)
     return 0;
 }
 
-sy_monitor_t *sy_monitor_create(struct ev_loop *control, const sy_config_t *cfg, size_t nworkers, sy_trip_fn trip,
-                                void *ud)
+sy_monitor_t *sy_monitor_create(struct ev_loop *control, const sy_config_t *cfg, size_t nworkers,
+                                const sy_monitor_hooks_t *hooks)
 {
     sy_monitor_t *m = calloc(1, sizeof(*m));
     if (m == NULL)
         return NULL;
     m->loop = control;
     m->nworkers = nworkers;
-    m->trip = trip;
-    m->ud = ud;
+    m->hooks = *hooks;
     m->cells = calloc(nworkers * SY_MONITOR_MAX_ROUTES * 2, sizeof(cell_t));
     if (m->cells == NULL || load(m, cfg) != 0) {
         free(m->cells);
@@ -390,6 +422,7 @@ const sy_observer_t *sy_monitor_observer(sy_monitor_t *m)
 
 void sy_monitor_reload(sy_monitor_t *m, const sy_config_t *cfg)
 {
+    sy_monitor_flush_windows(m); /* the period so far, before its routes are re-read */
     if (load(m, cfg) != 0) {
         sy_error("monitor: out of memory on reload; trip rules of the previous config stay");
         return;

@@ -18,11 +18,25 @@
 
 typedef struct sy_monitor sy_monitor_t;
 
-/* Called on the control thread: a rule tripped route `route`. */
+/* Called on the control thread: a rule tripped route `route` (or, for the
+ * warn hook, a warn_* rule fired: once until the route is healthy again). */
 typedef void (*sy_trip_fn)(void *ud, const char *route, const char *rule, const char *detail);
+/* One period's numbers of one route x variant (0 legacy, 1 new), from at_ms
+ * (UTC epoch ms, a multiple of the period) on. Only periods with traffic. */
+typedef void (*sy_window_fn)(void *ud, int64_t at_ms, const char *route, int variant, const sy_side_t *side);
 
-sy_monitor_t *sy_monitor_create(struct ev_loop *control, const sy_config_t *cfg, size_t nworkers, sy_trip_fn trip,
-                                void *ud);
+typedef struct sy_monitor_hooks {
+    sy_trip_fn trip;
+    sy_trip_fn warn;       /* may be NULL */
+    sy_window_fn window;   /* may be NULL */
+    uint64_t window_ms;    /* the period of `window` calls; 0: none */
+    void *ud;
+} sy_monitor_hooks_t;
+
+sy_monitor_t *sy_monitor_create(struct ev_loop *control, const sy_config_t *cfg, size_t nworkers,
+                                const sy_monitor_hooks_t *hooks);
+/* Hands out the current, partial period's numbers now (at stop). */
+void sy_monitor_flush_windows(sy_monitor_t *m);
 void sy_monitor_destroy(sy_monitor_t *m);
 /* The observer hook to give the workers (valid until destroy). */
 const sy_observer_t *sy_monitor_observer(sy_monitor_t *m);

@@ -8,14 +8,6 @@
 #include <string.h>
 #include <unistd.h>
 
-/* Sections that later features bring: refused with a clear message until then. */
-static const struct {
-    const char *key;
-    const char *feature;
-} planned_sections[] = {
-    {"postgres", "the PostgreSQL record"},
-};
-
 static const sy_conf_field_t timeout_fields[] = {
     {"client_header", SY_CT_DURATION, offsetof(sy_timeouts_t, client_header), "10s", 1, 3600000},
     {"client_idle", SY_CT_DURATION, offsetof(sy_timeouts_t, client_idle), "60s", 1, 86400000},
@@ -335,12 +327,6 @@ static sy_config_t *load(sy_conf_t *c, const char *path, const sy_conf_section_t
             known |= strcmp(proxy_sections[i].key, name) == 0;
         for (size_t i = 0; name && i < nsections; i++)
             known |= strcmp(sections[i]->key, name) == 0;
-        for (size_t i = 0; name && !known && i < SY_ARRAY_LEN(planned_sections); i++)
-            if (strcmp(planned_sections[i].key, name) == 0) {
-                rc = sy_conf_error(c, k, "'%s' is not available in this version yet (it arrives with %s)",
-                                   name, planned_sections[i].feature);
-                known = true;
-            }
         if (!known)
             rc = sy_conf_error(c, k, "unknown top-level key '%s'", name ? name : "?");
         for (size_t it2 = 0; name; ) { /* repeated keys */

@@ -61,6 +61,7 @@ class Env:
         self.procs = []
         self.gateways = []
         self.allowed = []   # regexes of log lines a test provokes on purpose
+        self.postgres = []
 
     def path(self, name):
         return os.path.join(self.dir, name)
@@ -85,6 +86,15 @@ class Env:
         wait_port(port, proc=p)
         p.port = port
         return p
+
+    def start_postgres(self, port=None):
+        """A real PostgreSQL (initdb + pg_ctl) on loopback, owned by an unprivileged user
+        when the tests run as root. Stopped (and its files removed) by close()."""
+        pg = Postgres(self, port or free_port())
+        pg.init()
+        pg.start()
+        self.postgres.append(pg)
+        return pg
 
     def redis(self, port, *args):
         r = subprocess.run(["redis-cli", "-p", str(port)] + [str(a) for a in args], capture_output=True, text=True,
@@ -129,8 +139,10 @@ class Env:
         problems = []
         for p in reversed(self.procs):
             rc = self.stop(p)
-            if p in self.gateways and rc not in (0, None):
+            if p in self.gateways and rc not in (0, None) and not getattr(p, "killed", False):
                 problems.append("gateway exited with %s" % rc)
+        for pg in self.postgres:
+            pg.destroy()
         for p in self.gateways:
             with open(p.log_path, errors="replace") as f:
                 for line in f:
@@ -140,6 +152,71 @@ class Env:
             keep = self.dir
             raise AssertionError("\n".join(problems[:20]) + "\n(files kept in %s)" % keep)
         shutil.rmtree(self.dir, ignore_errors=True)
+
+
+PG_BIN = os.environ.get("PG_BIN") or "/usr/lib/postgresql/15/bin"
+
+
+class Postgres:
+    """One PostgreSQL 15 cluster in a directory of its own (under /tmp, so that the
+    unprivileged user can reach it), on 127.0.0.1:port, database "switchyard",
+    trust authentication for loopback."""
+
+    def __init__(self, env, port):
+        self.env = env
+        self.port = port
+        self.dir = tempfile.mkdtemp(prefix="sy-pg-")
+        self.data = os.path.join(self.dir, "data")
+        self.log = os.path.join(self.dir, "pg.log")
+        self.user = None
+        if os.geteuid() == 0:
+            self.user = "postgres"
+            shutil.chown(self.dir, self.user)
+            os.chmod(self.dir, 0o755)
+
+    def _run(self, args, check=True, timeout=60):
+        cmd = (["runuser", "-u", self.user, "--"] if self.user else []) + args
+        r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+        if check and r.returncode != 0:
+            raise RuntimeError("%s failed: %s %s" % (" ".join(args), r.stdout, r.stderr))
+        return r
+
+    def init(self):
+        self._run([os.path.join(PG_BIN, "initdb"), "-D", self.data, "-U", "switchyard", "--auth=trust",
+                   "--no-sync", "-E", "UTF8", "--locale=C"])
+
+    def start(self):
+        opts = ("-c listen_addresses=127.0.0.1 -c port=%d -c unix_socket_directories=%s -c fsync=off "
+                "-c full_page_writes=off -c synchronous_commit=off" % (self.port, self.dir))
+        self._run([os.path.join(PG_BIN, "pg_ctl"), "-D", self.data, "-l", self.log, "-o", opts, "-w", "-t", "60",
+                   "start"])
+        if not getattr(self, "created", False):
+            self.psql("CREATE DATABASE switchyard", db="postgres")
+            self.created = True
+
+    def stop(self, mode="fast"):
+        self._run([os.path.join(PG_BIN, "pg_ctl"), "-D", self.data, "-m", mode, "-w", "-t", "60", "stop"],
+                  check=False)
+
+    def destroy(self):
+        self.stop("immediate")
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    def conninfo(self):
+        return "host=127.0.0.1 port=%d dbname=switchyard user=switchyard connect_timeout=5" % self.port
+
+    def psql(self, sql, db="switchyard"):
+        """Runs sql with the real psql client; returns the rows as lists of strings."""
+        r = subprocess.run(["psql", "-X", "-A", "-t", "-F", "\t", "-v", "ON_ERROR_STOP=1", "-h", "127.0.0.1", "-p",
+                            str(self.port), "-U", "switchyard", "-d", db, "-c", sql],
+                           capture_output=True, text=True, timeout=60)
+        if r.returncode != 0:
+            raise RuntimeError("psql: %s" % r.stderr.strip())
+        return [line.split("\t") for line in r.stdout.splitlines() if line != ""]
+
+    def scalar(self, sql):
+        rows = self.psql(sql)
+        return rows[0][0] if rows else None
 
 
 def curl(*args, timeout=60):
