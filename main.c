@@ -90,6 +90,8 @@ typedef struct app {
     size_t last_npools;
     uint64_t close_idle_serial;
     const char *config_path;
+    ev_timer flush;
+    ev_tstamp flush_until;
     ev_signal sigterm, sigquit, sigint, sighup;
 } app_t;
 
@@ -213,11 +215,27 @@ static void record_gateway(app_t *app, const char *kind, const char *reason)
     json_decref(st);
 }
 
+/* Drained: the last period's numbers and the stop event get up to 2 s to reach
+ * PostgreSQL; what does not stays in the journal for the next start. */
+static void flush_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    app_t *app = w->data;
+    (void)revents;
+    if (!sy_audit_busy(app->audit) || ev_now(loop) >= app->flush_until) {
+        ev_timer_stop(loop, w);
+        ev_break(loop, EVBREAK_ALL);
+    }
+}
+
 static void drained(void *arg)
 {
     app_t *app = arg;
     sy_info("all workers drained; exiting");
-    ev_break(app->loop, EVBREAK_ALL);
+    sy_monitor_flush_windows(app->monitor);
+    app->flush_until = ev_now(app->loop) + 2.0;
+    ev_timer_init(&app->flush, flush_cb, 0.02, 0.05);
+    app->flush.data = app;
+    ev_timer_start(app->loop, &app->flush);
 }
 
 static void on_stop_signal(struct ev_loop *loop, ev_signal *w, int revents)
@@ -344,6 +362,7 @@ static int cmd_run(const char *path)
     ev_run(app.loop, 0);
     for (size_t i = 0; i < SY_ARRAY_LEN(sigs); i++)
         ev_signal_stop(app.loop, sigs[i].w);
+    ev_timer_stop(app.loop, &app.flush);
     /* The store answers writes still in flight before the admin side goes. */
     sy_notify_destroy(app.notify);
     sy_health_destroy(app.health);

@@ -680,6 +680,15 @@ void sy_audit_status(sy_audit_t *a, sy_audit_status_t *out)
     snprintf(out->last_error, sizeof(out->last_error), "%s", a->last_error[0] ? a->last_error : ps.last_error);
 }
 
+bool sy_audit_busy(sy_audit_t *a)
+{
+    if (a == NULL || !a->schema_ready)
+        return false;
+    sy_journal_stats_t js;
+    sy_journal_stats(a->journal, &js);
+    return js.queued > 0 || js.durable[0] > js.acked[0] || js.durable[1] > js.acked[1];
+}
+
 /* --- switchyard migrate -------------------------------------------------------------- */
 
 typedef struct migrate_run {

@@ -91,6 +91,10 @@ typedef struct sy_audit_status {
 } sy_audit_status_t;
 void sy_audit_status(sy_audit_t *a, sy_audit_status_t *out);
 
+/* True while PostgreSQL is up and records wait to be written (at stop, the
+ * gateway gives them a moment to go before it exits). */
+bool sy_audit_busy(sy_audit_t *a);
+
 /* The gateway's `migrate` command: connects, creates or migrates the schema,
  * and returns 0, or 1 with the reason on stderr. Runs its own loop. */
 int sy_audit_migrate(const sy_config_t *cfg);

@@ -71,7 +71,8 @@ struct sy_journal {
     pthread_cond_t cv;
     bool closing;
     qrec_t *head, *tail;
-    size_t queued_bytes, queued;
+    size_t queued_bytes;
+    uint64_t accepted, processed; /* records appended / taken care of by the thread */
     stream_t st[SY_JOURNAL_STREAMS];
     uint64_t fsyncs, bytes_pub;
     char last_error[160];
@@ -516,7 +517,6 @@ static void *journal_main(void *arg)
         qrec_t *list = j->head;
         j->head = j->tail = NULL;
         j->queued_bytes = 0;
-        j->queued = 0;
         bool closing = j->closing;
         uint64_t ack_req[SY_JOURNAL_STREAMS];
         bool rewind[SY_JOURNAL_STREAMS];
@@ -529,12 +529,14 @@ static void *journal_main(void *arg)
 
         /* 1. appends, then one fdatasync per stream written to */
         bool touched[SY_JOURNAL_STREAMS] = {false, false};
+        uint64_t taken = 0;
         while (list != NULL) {
             qrec_t *r = list;
             list = r->next;
             if (write_record(j, r))
                 touched[r->stream] = true;
             free(r);
+            taken++;
         }
         uint64_t fsyncs = 0;
         for (int s = 0; s < SY_JOURNAL_STREAMS; s++)
@@ -557,6 +559,7 @@ static void *journal_main(void *arg)
         pthread_mutex_lock(&j->mu);
         bool notify = false;
         j->fsyncs += fsyncs;
+        j->processed += taken;
         j->bytes_pub = j->bytes;
         for (int s = 0; s < SY_JOURNAL_STREAMS; s++) {
             stream_t *st = &j->st[s];
@@ -739,7 +742,7 @@ int sy_journal_append(sy_journal_t *j, sy_jstream_t s, const char *line, size_t 
         j->head = r;
     j->tail = r;
     j->queued_bytes += len;
-    j->queued++;
+    j->accepted++;
     pthread_cond_signal(&j->cv);
     pthread_mutex_unlock(&j->mu);
     return 0;
@@ -793,7 +796,7 @@ void sy_journal_stats(sy_journal_t *j, sy_journal_stats_t *out)
     out->bytes = j->bytes_pub;
     out->max_bytes = j->max_bytes;
     out->fsyncs = j->fsyncs;
-    out->queued = j->queued;
+    out->queued = j->accepted - j->processed;
     snprintf(out->last_error, sizeof(out->last_error), "%s", j->last_error);
     pthread_mutex_unlock(&j->mu);
 }

@@ -42,7 +42,7 @@ typedef struct sy_journal_stats {
     uint64_t acked[SY_JOURNAL_STREAMS];    /* ... and in PostgreSQL */
     uint64_t dropped[SY_JOURNAL_STREAMS];  /* records lost at the bound (windows; events: refused) */
     uint64_t bytes, max_bytes;             /* on disk now, and the bound */
-    uint64_t fsyncs, queued;
+    uint64_t fsyncs, queued;               /* queued: appended, not yet written */
     char last_error[160];
 } sy_journal_stats_t;
 
