@@ -59,9 +59,14 @@ static void job_free(job_t *j)
 static void set_last_error(sy_pg_t *p, const char *msg)
 {
     snprintf(p->st.last_error, sizeof(p->st.last_error), "%s", msg ? msg : "?");
-    char *nl = strchr(p->st.last_error, '\n');
-    if (nl != NULL)
-        *nl = '\0';
+    for (char *c = p->st.last_error; *c != '\0'; c++) {
+        if (*c == '\n') {
+            *c = '\0';
+            break;
+        }
+        if ((unsigned char)*c < 0x20 || (unsigned char)*c >= 0x7f)
+            *c = '?'; /* the status is JSON: no control bytes, no half characters */
+    }
 }
 
 /* Watches fd for read, plus write when asked. */
@@ -95,6 +100,7 @@ static void fail_queue(sy_pg_t *p, const char *why)
 static void drop(sy_pg_t *p, const char *why)
 {
     bool was_up = p->state == PG_IDLE || p->state == PG_BUSY;
+    set_last_error(p, why); /* why may be libpq's buffer: copy it before PQfinish frees it */
     if (ev_is_active(&p->io))
         ev_io_stop(p->loop, &p->io);
     ev_timer_stop(p->loop, &p->timer);
@@ -107,7 +113,6 @@ static void drop(sy_pg_t *p, const char *why)
     p->state = PG_DOWN;
     p->st.connected = false;
     p->st.failures++;
-    set_last_error(p, why);
     if (p->keep != NULL) {
         PQclear(p->keep);
         p->keep = NULL;

@@ -1,7 +1,10 @@
 #include "handlers/ctl.h"
 
+#include "flags/audit.h"
 #include "flags/store.h"
 #include "handlers/admin.h"
+#include "healthcheck/notify.h"
+#include "healthcheck/rules.h"
 #include "proxy/config.h"
 #include "proxy/net.h"
 #include "routing/route.h"
@@ -40,6 +43,69 @@ int sy_ctl_parse_percent(const char *s, int *bp)
     return 0;
 }
 
+static size_t url_encode(char *out, size_t cap, const char *v)
+{
+    static const char hex[] = "0123456789ABCDEF";
+    size_t n = 0;
+    for (; *v != '\0' && n + 4 < cap; v++) {
+        unsigned char ch = (unsigned char)*v;
+        if ((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') || strchr("-._~", ch)) {
+            out[n++] = (char)ch;
+        } else {
+            out[n++] = '%';
+            out[n++] = hex[ch >> 4];
+            out[n++] = hex[ch & 15];
+        }
+    }
+    out[n] = '\0';
+    return n;
+}
+
+/* What changed, in a few words: percent before -> after, a colour, or a trip's numbers. */
+static void event_summary(json_t *e, char *out, size_t cap)
+{
+    json_t *b = json_object_get(e, "before"), *a = json_object_get(e, "after"), *st = json_object_get(e, "stats");
+    out[0] = '\0';
+    if (json_is_object(st) && json_is_object(json_object_get(st, "new"))) {
+        json_t *l = json_object_get(st, "legacy"), *n = json_object_get(st, "new");
+        snprintf(out, cap, "new %lld/%lld errors, p99 %.1f ms; legacy %lld/%lld, p99 %.1f ms",
+                 (long long)json_integer_value(json_object_get(n, "errors")),
+                 (long long)json_integer_value(json_object_get(n, "requests")),
+                 json_number_value(json_object_get(n, "p99_ms")),
+                 (long long)json_integer_value(json_object_get(l, "errors")),
+                 (long long)json_integer_value(json_object_get(l, "requests")),
+                 json_number_value(json_object_get(l, "p99_ms")));
+    } else if (json_is_object(a) && json_object_get(a, "active") != NULL) {
+        snprintf(out, cap, "%s -> %s", json_string_value(json_object_get(b, "active")) ? json_string_value(json_object_get(b, "active")) : "?",
+                 json_string_value(json_object_get(a, "active")));
+    } else if (json_is_object(a) && json_object_get(a, "field") != NULL) {
+        snprintf(out, cap, "%s=\"%s\"", json_string_value(json_object_get(a, "field")),
+                 json_string_value(json_object_get(a, "value")));
+    } else if (json_is_object(a) && json_is_object(b)) {
+        snprintf(out, cap, "%s %.2f%% -> %s %.2f%%", json_string_value(json_object_get(b, "state")),
+                 (double)json_integer_value(json_object_get(b, "percent_bp")) / 100.0,
+                 json_string_value(json_object_get(a, "state")),
+                 (double)json_integer_value(json_object_get(a, "percent_bp")) / 100.0);
+    }
+}
+
+static void print_events(json_t *events)
+{
+    size_t k;
+    json_t *e;
+    printf("%-24s %-13s %-14s %-14s %s\n", "AT", "KIND", "ROUTE", "ACTOR", "REASON / CHANGE");
+    json_array_foreach(events, k, e) {
+        char summary[200];
+        event_summary(e, summary, sizeof(summary));
+        const char *route = json_string_value(json_object_get(e, "route"));
+        const char *actor = json_string_value(json_object_get(e, "actor"));
+        const char *reason = json_string_value(json_object_get(e, "reason"));
+        printf("%-24s %-13s %-14s %-14s %s%s%s\n", json_string_value(json_object_get(e, "at")),
+               json_string_value(json_object_get(e, "kind")), route ? route : "-", actor ? actor : "-",
+               reason ? reason : "", reason && *reason && *summary ? " | " : "", summary);
+    }
+}
+
 static int usage(void)
 {
     fprintf(stderr,
@@ -51,6 +117,8 @@ static int usage(void)
             "  resume ROUTE [--reason R]\n"
             "  promote ROUTE [--reason R]\n"
             "  swap POOL [--to blue|green] [--reason R]\n"
+            "  events [ROUTE] [--since 1h|2026-11-21T18:00:00Z] [--kind K] [--limit N]   newest first\n"
+            "  windows [ROUTE] [--since ...] [--limit N]   per-minute numbers, newest first\n"
             "ADDR defaults to the config's admin.address, else 127.0.0.1:9901; TOKENFILE to\n"
             "admin.token_file, else $SWITCHYARD_TOKEN_FILE.\n");
     return 2;
@@ -186,6 +254,7 @@ static char *read_token(const char *path)
 int sy_ctl_main(int argc, char **argv, const char *config_path)
 {
     const char *addr = NULL, *token_file = getenv("SWITCHYARD_TOKEN_FILE"), *reason = NULL, *to = NULL;
+    const char *since = NULL, *kind = NULL, *limit = NULL;
     bool as_json = false;
     const char *pos[64];
     int npos = 0;
@@ -198,6 +267,12 @@ int sy_ctl_main(int argc, char **argv, const char *config_path)
             reason = argv[++i];
         else if (strcmp(argv[i], "--to") == 0 && i + 1 < argc)
             to = argv[++i];
+        else if (strcmp(argv[i], "--since") == 0 && i + 1 < argc)
+            since = argv[++i];
+        else if (strcmp(argv[i], "--kind") == 0 && i + 1 < argc)
+            kind = argv[++i];
+        else if (strcmp(argv[i], "--limit") == 0 && i + 1 < argc)
+            limit = argv[++i];
         else if (strcmp(argv[i], "--json") == 0)
             as_json = true;
         else if (argv[i][0] == '-' && argv[i][1] != '\0')
@@ -210,7 +285,8 @@ int sy_ctl_main(int argc, char **argv, const char *config_path)
     /* The config, when given, says where the admin API is and where its token is. */
     char *cfg_addr = NULL, *cfg_token_file = NULL;
     if (config_path != NULL) {
-        static const sy_conf_section_t *const sections[] = {&sy_routes_section, &sy_redis_section, &sy_admin_section};
+        static const sy_conf_section_t *const sections[] = {&sy_routes_section, &sy_redis_section, &sy_admin_section,
+                                                            &sy_trip_section,   &sy_notify_section, &sy_postgres_section};
         sy_conf_t errs;
         sy_config_t *cfg = sy_config_load(&errs, config_path, sections, SY_ARRAY_LEN(sections));
         if (cfg == NULL) {
@@ -259,6 +335,17 @@ int sy_ctl_main(int argc, char **argv, const char *config_path)
                npos == 2) {
         snprintf(path, sizeof(path), "/routes/%s/%s", pos[1], cmd);
         j = json_pack("{s:s}", "reason", reason ? reason : "");
+    } else if ((strcmp(cmd, "events") == 0 || strcmp(cmd, "windows") == 0) && npos <= 2) {
+        method = "GET";
+        size_t n = (size_t)snprintf(path, sizeof(path), "/%s?limit=", cmd);
+        n += url_encode(path + n, sizeof(path) - n, limit ? limit : "50");
+        const char *names[] = {"route", "since", "kind"}, *vals[] = {npos == 2 ? pos[1] : NULL, since, kind};
+        for (int k = 0; k < 3; k++) {
+            if (vals[k] == NULL || (k == 2 && strcmp(cmd, "windows") == 0))
+                continue;
+            n += (size_t)snprintf(path + n, sizeof(path) - n, "&%s=", names[k]);
+            n += url_encode(path + n, sizeof(path) - n, vals[k]);
+        }
     } else if (strcmp(cmd, "swap") == 0 && npos == 2) {
         snprintf(path, sizeof(path), "/pools/%s/swap", pos[1]);
         j = to ? json_pack("{s:s, s:s}", "to", to, "reason", reason ? reason : "")
@@ -307,6 +394,22 @@ int sy_ctl_main(int argc, char **argv, const char *config_path)
                                                                    : "DISCONNECTED",
                json_is_true(json_object_get(redis, "keyspace_notifications")) ? ", keyspace notifications on" : "",
                json_integer_value(json_object_get(redis, "refused_edits")) ? ", refused edits seen" : "");
+    } else if (strcmp(cmd, "events") == 0 && json_is_array(r)) {
+        print_events(r);
+    } else if (strcmp(cmd, "windows") == 0 && json_is_array(r)) {
+        size_t k;
+        json_t *w;
+        printf("%-24s %-16s %-7s %9s %7s %9s %9s %9s\n", "AT", "ROUTE", "VARIANT", "REQUESTS", "ERRORS", "P50_MS",
+               "P95_MS", "P99_MS");
+        json_array_foreach(r, k, w) printf("%-24s %-16s %-7s %9lld %7lld %9.2f %9.2f %9.2f\n",
+                                           json_string_value(json_object_get(w, "at")),
+                                           json_string_value(json_object_get(w, "route")),
+                                           json_string_value(json_object_get(w, "variant")),
+                                           (long long)json_integer_value(json_object_get(w, "requests")),
+                                           (long long)json_integer_value(json_object_get(w, "errors")),
+                                           json_number_value(json_object_get(w, "p50_ms")),
+                                           json_number_value(json_object_get(w, "p95_ms")),
+                                           json_number_value(json_object_get(w, "p99_ms")));
     } else if (strcmp(cmd, "swap") == 0) {
         printf("pool %s swapped\n", pos[1]);
     } else if (r != NULL) {
