@@ -353,7 +353,8 @@ static int recover(sy_journal_t *j, char *errbuf, size_t errcap)
     closedir(d);
     for (int s = 0; s < SY_JOURNAL_STREAMS; s++) {
         stream_t *st = &j->st[s];
-        qsort(st->segs, st->nsegs, sizeof(seg_t), cmp_seg);
+        if (st->nsegs > 1)
+            qsort(st->segs, st->nsegs, sizeof(seg_t), cmp_seg);
         uint64_t pending = 0;
         for (size_t k = 0; k < st->nsegs; k++) {
             if (scan_segment(j, st, &st->segs[k]) != 0) {
