@@ -9,6 +9,7 @@ PKGS=(
   libnghttp2-dev libssl-dev libhiredis-dev libjansson-dev libpq-dev
   curl python3 procps redis-server redis-tools openssl
   clang libclang-rt-14-dev valgrind prometheus wrk iproute2
+  postgresql-15 postgresql-client-15
 )
 if [ "${1:-}" = "--bench" ]; then
   PKGS+=(nginx-light haproxy wrk util-linux)
@@ -29,5 +30,10 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 echo "install-deps: installing ${missing[*]}"
 export DEBIAN_FRONTEND=noninteractive
+# The tests and the demo start PostgreSQL clusters of their own (initdb + pg_ctl):
+# no system-wide cluster on 5432 is wanted.
+mkdir -p /etc/postgresql-common/createcluster.d
+[ -e /etc/postgresql-common/createcluster.d/switchyard.conf ] ||
+  echo "create_main_cluster = false" >/etc/postgresql-common/createcluster.d/switchyard.conf
 apt-get update -qq
 apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null

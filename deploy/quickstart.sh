@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Installs what is missing, builds, starts two demo backends (legacy on 7001, new
-# on 7002) and the gateway on 127.0.0.1:8080 with deploy/quickstart.yaml, prints
-# what to try, and stops everything it started on Ctrl-C.
+# Installs what is missing, builds, starts Redis (6390), PostgreSQL (5490, the
+# record), demo backends (legacy on 7001, new on 7002, speech on 8004) and the
+# gateway on 127.0.0.1:8080 with deploy/quickstart.yaml, prints what to try, and
+# stops everything it started on Ctrl-C.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
@@ -19,12 +20,13 @@ stop() {
   for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
   for f in "$RUN"/stts-state/*.pid; do [ -f "$f" ] && kill "$(cat "$f")" 2>/dev/null; rm -f "$f"; done
   wait 2>/dev/null || true
+  [ -f "$RUN/pg/data/postmaster.pid" ] && as_pg "$PGBIN/pg_ctl" -D "$RUN/pg/data" -m fast -w stop >/dev/null 2>&1 || true
   echo "stopped; logs are in $RUN"
 }
 trap stop EXIT
 trap 'exit 0' INT TERM
 
-for p in 7001 7002 8004 8005 8080 9901 6390; do
+for p in 7001 7002 8004 8005 8080 9901 6390 5490; do
   if (exec 3<>/dev/tcp/127.0.0.1/$p) 2>/dev/null; then
     echo "port $p is already in use: stop what runs there first" >&2
     exit 1
@@ -33,6 +35,19 @@ done
 
 head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n' > "$RUN/admin.token"
 chmod 600 "$RUN/admin.token"
+# PostgreSQL for the record: a cluster of the demo's own (initdb + pg_ctl), as the
+# postgres user when run as root; trust authentication on loopback only.
+PGBIN=/usr/lib/postgresql/15/bin
+as_pg() { if [ "$(id -u)" -eq 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi; }
+mkdir -p "$RUN/pg"
+[ "$(id -u)" -eq 0 ] && chown postgres "$RUN/pg"
+if [ ! -f "$RUN/pg/data/PG_VERSION" ]; then
+  as_pg "$PGBIN/initdb" -D "$RUN/pg/data" -U switchyard --auth=trust -E UTF8 --locale=C >"$RUN/pg-init.log" 2>&1
+fi
+as_pg "$PGBIN/pg_ctl" -D "$RUN/pg/data" -l "$RUN/pg/pg.log" -w \
+  -o "-c listen_addresses=127.0.0.1 -c port=5490 -c unix_socket_directories=$RUN/pg" start >/dev/null
+psql -X -q -h 127.0.0.1 -p 5490 -U switchyard -d postgres -tAc "SELECT 1 FROM pg_database WHERE datname = 'switchyard'" |
+  grep -q 1 || psql -X -q -h 127.0.0.1 -p 5490 -U switchyard -d postgres -c "CREATE DATABASE switchyard"
 redis-server --port 6390 --bind 127.0.0.1 --save '' --appendonly no >"$RUN/redis.log" 2>&1 & PIDS+=($!)
 python3 tests/integration/backend.py --port 7001 --name legacy >"$RUN/legacy.log" 2>&1 & PIDS+=($!)
 python3 tests/integration/backend.py --port 7002 --name new >"$RUN/new.log" 2>&1 & PIDS+=($!)
@@ -86,6 +101,11 @@ Blue-green on /tts (pool "speech": blue on 8004 runs speech-v1, green 8005 is id
     deploy/blue-green.sh speech python3 tests/integration/backend.py --port {port} --name speech-v2
   curl -s http://127.0.0.1:8080/tts          # hello from speech-v2
   $CTL status                                # pools: active colour, endpoints, draining
+Every change, trip and swap is recorded in PostgreSQL (127.0.0.1:5490), journal first:
+  $CTL events --since 1h                     # newest first; try it after the edits above
+  $CTL events navigation --kind hand_edit
+  $CTL windows navigation                    # requests, errors, p50/p95/p99 per minute and variant
+  psql -h 127.0.0.1 -p 5490 -U switchyard switchyard -c "SELECT at, kind, route, actor, reason FROM events ORDER BY at DESC LIMIT 10"
 The admin token is in $RUN/admin.token; the gateway's log in $RUN/switchyard.log.
 
 Press Ctrl-C to stop everything.
