@@ -18,9 +18,13 @@ stop() {
   echo
   echo "stopping..."
   for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-  for f in "$RUN"/stts-state/*.pid; do [ -f "$f" ] && kill "$(cat "$f")" 2>/dev/null; rm -f "$f"; done
+  for f in "$RUN"/stts-state/*.pid; do
+    if [ -f "$f" ]; then kill "$(cat "$f")" 2>/dev/null || true; rm -f "$f"; fi
+  done
   wait 2>/dev/null || true
-  [ -f "$RUN/pg/data/postmaster.pid" ] && as_pg "$PGBIN/pg_ctl" -D "$RUN/pg/data" -m fast -w stop >/dev/null 2>&1 || true
+  if [ -f "$RUN/pg/data/postmaster.pid" ]; then
+    as_pg "$PGBIN/pg_ctl" -D "$RUN/pg/data" -m fast -w stop >/dev/null 2>&1 || true
+  fi
   echo "stopped; logs are in $RUN"
 }
 trap stop EXIT
