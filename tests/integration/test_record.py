@@ -181,6 +181,13 @@ postgres: {conninfo: "%(conninfo)s", journal: %(journal)s, window: 1s%(extra_pg)
                 return "reload: new requests" in f.read()
         wait_for(reloaded, what="reload")
         self.wait_drained()
+        s, h, b = curl("http://127.0.0.1:%d/metrics" % self.admin)
+        for name in ("switchyard_postgres_connected 1", "switchyard_journal_pending{stream=\"events\"} 0",
+                     "switchyard_journal_dropped_total{stream=\"windows\"} 0", "switchyard_record_inserted_total"):
+            self.assertIn(name, b.decode())
+        if shutil.which("promtool"):
+            r = subprocess.run(["promtool", "check", "metrics"], input=b, capture_output=True)
+            self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
         self.env.stop(self.gw)
 
         def one(kind, route=None, where=""):
