@@ -272,6 +272,11 @@ static void on_reload_signal(struct ev_loop *loop, ev_signal *w, int revents)
     const sy_config_t *old = sy_flagstore_config(app->store);
     if (cfg->workers != old->workers || cfg->nlisten != old->nlisten)
         sy_warn("reload: changes to workers or listen take effect only after a restart");
+    const sy_audit_conf_t *pa = sy_config_ext(old, "postgres"), *pb = sy_config_ext(cfg, "postgres");
+    if ((pa == NULL) != (pb == NULL) ||
+        (pa != NULL && (strcmp(pa->journal, pb->journal) != 0 || (pa->conninfo == NULL) != (pb->conninfo == NULL) ||
+                        (pa->conninfo != NULL && strcmp(pa->conninfo, pb->conninfo) != 0))))
+        sy_warn("reload: a change of the postgres section takes effect after a restart");
     /* The store keeps each route's live flags and publishes a snapshot of the new config. */
     sy_flagstore_reload(app->store, cfg);
     sy_monitor_reload(app->monitor, cfg);

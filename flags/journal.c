@@ -682,6 +682,15 @@ sy_journal_t *sy_journal_open(struct ev_loop *loop, const char *dir, uint64_t ma
         free_journal(j);
         return NULL;
     }
+    /* mkdir -p: parents too */
+    char path[1024];
+    snprintf(path, sizeof(path), "%s", dir);
+    for (char *sl = strchr(path + 1, '/'); sl != NULL; sl = strchr(sl + 1, '/')) {
+        *sl = '\0';
+        if (mkdir(path, 0700) != 0 && errno != EEXIST)
+            break; /* the final mkdir reports it */
+        *sl = '/';
+    }
     if (mkdir(dir, 0700) != 0 && errno != EEXIST) {
         snprintf(errbuf, errcap, "cannot create the journal directory %s: %s", dir, strerror(errno));
         free_journal(j);

@@ -485,6 +485,30 @@ postgres: {conninfo: "%(conninfo)s", journal: %(journal)s, window: 1s%(extra_pg)
         self.assertEqual(out.returncode, 0, out.stderr)
         self.assertIn("wallet", out.stdout)
 
+    # --- the connection from the standard PG* environment --------------------------------
+
+    def test_connection_from_the_pg_environment(self):
+        pw = self.env.path("pg.password")
+        with open(pw, "w") as f:
+            f.write("s3cret-from-a-file\n")
+        self.legacy = self.env.start_backend("legacy")
+        self.new = self.new2 = self.green = self.legacy
+        self.r = self.env.start_redis()
+        self.port, self.admin = free_port(), free_port()
+        self.conninfo = ""
+        text = self.config().replace('conninfo: "", ', "password_file: %s, " % pw)
+        self.assertNotIn("conninfo", text)
+        env = {"PGHOST": "127.0.0.1", "PGPORT": str(self.pg.port), "PGUSER": "switchyard",
+               "PGDATABASE": "switchyard"}
+        self.gw = self.env.start_gateway(text, self.port, extra_env=env)
+        wait_for(lambda: self.try_status() is not None, what="admin")
+        self.wait_ready()
+        self.assertEqual(self.post("/routes/bot/percent", {"percent_bp": 100, "reason": "from env"})[0], 200)
+        self.wait_drained()
+        self.assertEqual(self.rows("SELECT count(*) FROM events WHERE reason = 'from env'"), [["1"]])
+        with open(self.gw.log_path) as f:
+            self.assertNotIn("s3cret", f.read())
+
     # --- migrate ----------------------------------------------------------------------------------
 
     def test_migrate_command(self):
