@@ -622,14 +622,10 @@ static void run_read(sy_audit_t *a, const char *sql, int n, const char *const *p
 
 #define AT_TEXT "to_char(at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"') AS at"
 
-void sy_audit_events(sy_audit_t *a, const char *route, const char *kind, const char *since, long limit,
-                     sy_audit_read_fn done, void *ud)
+/* Parameters in order: route, kind (events only), since, limit; NULL is SQL NULL. */
+static void read_back(sy_audit_t *a, const char *sql, bool with_kind, const char *route, const char *kind,
+                      const char *since, long limit, sy_audit_read_fn done, void *ud)
 {
-    static const char sql[] =
-        "SELECT coalesce(json_agg(e ORDER BY e.at DESC, e.id), '[]')::text FROM ("
-        "SELECT id, " AT_TEXT ", instance, kind, route, actor, reason, before, after, stats FROM events"
-        " WHERE ($1::text IS NULL OR route = $1) AND ($2::text IS NULL OR kind = $2)"
-        " AND ($3::timestamptz IS NULL OR at >= $3::timestamptz) ORDER BY events.at DESC, id LIMIT $4::int) e";
     char ts[64], lim[24];
     const char *why = NULL;
     int sr = since_param(since, ts, sizeof(ts), &why);
@@ -638,8 +634,25 @@ void sy_audit_events(sy_audit_t *a, const char *route, const char *kind, const c
         return;
     }
     snprintf(lim, sizeof(lim), "%ld", limit);
-    const char *params[4] = {route, kind, sr == 0 ? ts : NULL, lim};
-    run_read(a, sql, 4, params, done, ud);
+    const char *params[4];
+    int n = 0;
+    params[n++] = route;
+    if (with_kind)
+        params[n++] = kind;
+    params[n++] = sr == 0 ? ts : NULL;
+    params[n++] = lim;
+    run_read(a, sql, n, params, done, ud);
+}
+
+void sy_audit_events(sy_audit_t *a, const char *route, const char *kind, const char *since, long limit,
+                     sy_audit_read_fn done, void *ud)
+{
+    static const char sql[] =
+        "SELECT coalesce(json_agg(e ORDER BY e.at DESC, e.id), '[]')::text FROM ("
+        "SELECT id, " AT_TEXT ", instance, kind, route, actor, reason, before, after, stats FROM events"
+        " WHERE ($1::text IS NULL OR route = $1) AND ($2::text IS NULL OR kind = $2)"
+        " AND ($3::timestamptz IS NULL OR at >= $3::timestamptz) ORDER BY events.at DESC, id LIMIT $4::int) e";
+    read_back(a, sql, true, route, kind, since, limit, done, ud);
 }
 
 void sy_audit_windows(sy_audit_t *a, const char *route, const char *since, long limit, sy_audit_read_fn done,
@@ -650,16 +663,7 @@ void sy_audit_windows(sy_audit_t *a, const char *route, const char *since, long 
         "SELECT " AT_TEXT ", route, variant, instance, requests, errors, p50_ms, p95_ms, p99_ms FROM windows"
         " WHERE ($1::text IS NULL OR route = $1) AND ($2::timestamptz IS NULL OR at >= $2::timestamptz)"
         " ORDER BY windows.at DESC, route, variant LIMIT $3::int) w";
-    char ts[64], lim[24];
-    const char *why = NULL;
-    int sr = since_param(since, ts, sizeof(ts), &why);
-    if (sr < 0) {
-        done(ud, 400, why);
-        return;
-    }
-    snprintf(lim, sizeof(lim), "%ld", limit);
-    const char *params[3] = {route, sr == 0 ? ts : NULL, lim};
-    run_read(a, sql, 3, params, done, ud);
+    read_back(a, sql, false, route, NULL, since, limit, done, ud);
 }
 
 void sy_audit_status(sy_audit_t *a, sy_audit_status_t *out)

@@ -278,8 +278,10 @@ static void retry_after_read(sy_flagstore_t *s, cas_ctx_t *c);
 static void cas_fail(cas_ctx_t *c, const char *why);
 static void mark_dirty(sy_flagstore_t *s, long i);
 static void read_pool(sy_flagstore_t *s, size_t j);
+/* cas_write's mode: a change to record when written, or the seeding of a missing key. */
+enum { CAS_RECORD = 1, CAS_SEED = 2 };
 static void cas_write(sy_flagstore_t *s, size_t i, const sy_route_flags_t *next, const sy_flag_request_t *req,
-                      const char *expect, int attempt, bool record, sy_flags_done_fn done, void *ud);
+                      const char *expect, int attempt, int mode, sy_flags_done_fn done, void *ud);
 
 static void schedule_reconnect(sy_flagstore_t *s)
 {
@@ -363,7 +365,7 @@ static void seed_route(sy_flagstore_t *s, size_t i)
     sy_flag_request_t req = {.op = SY_OP_TEST_USERS, .add = (const char *const *)seeded.test_users,
                              .nadd = seeded.ntest_users};
     if (seeded.actor && seeded.reason && seeded.updated_at)
-        cas_write(s, i, &seeded, &req, "0", MAX_CAS_ATTEMPTS, false, NULL, NULL);
+        cas_write(s, i, &seeded, &req, "0", MAX_CAS_ATTEMPTS, CAS_SEED, NULL, NULL);
     sy_route_flags_clear(&seeded);
 }
 
@@ -412,7 +414,7 @@ static void apply_read(sy_flagstore_t *s, size_t i, read_ctx_t *r, redisReply *m
             snprintf(expect, sizeof(expect), "%llu", (unsigned long long)next.version);
             sy_info("redis: writing the local %s of route %s", p->req.op == SY_OP_ROLLBACK ? "rollback" : "change",
                     s->routes->routes[i].name);
-            cas_write(s, i, &after, &p->req, expect, MAX_CAS_ATTEMPTS, false, NULL, NULL); /* recorded when applied */
+            cas_write(s, i, &after, &p->req, expect, MAX_CAS_ATTEMPTS, 0, NULL, NULL); /* recorded when applied */
             sy_route_flags_clear(&after);
         }
         sy_route_flags_clear(&next);
@@ -648,7 +650,7 @@ static void retry_after_read(sy_flagstore_t *s, cas_ctx_t *c)
     }
     char expect[24];
     snprintf(expect, sizeof(expect), "%llu", (unsigned long long)s->cur[c->route].version);
-    cas_write(s, c->route, &after, &c->req, expect, c->attempts_left, c->record, c->done, c->ud);
+    cas_write(s, c->route, &after, &c->req, expect, c->attempts_left, c->record ? CAS_RECORD : 0, c->done, c->ud);
     sy_route_flags_clear(&after);
     cas_free(c);
 }
@@ -719,7 +721,7 @@ static char **copy_list(const char *const *v, size_t n)
 }
 
 static void cas_write(sy_flagstore_t *s, size_t i, const sy_route_flags_t *next, const sy_flag_request_t *req,
-                      const char *expect, int attempts, bool record, sy_flags_done_fn done, void *ud)
+                      const char *expect, int attempts, int mode, sy_flags_done_fn done, void *ud)
 {
     cas_ctx_t *c = calloc(1, sizeof(*c));
     if (c == NULL || sy_route_flags_copy(&c->next, next) != 0) {
@@ -731,8 +733,10 @@ static void cas_write(sy_flagstore_t *s, size_t i, const sy_route_flags_t *next,
     c->epoch = s->epoch;
     c->route = i;
     c->attempts_left = attempts;
-    c->seed = strcmp(expect, "0") == 0;
-    c->record = record;
+    /* Not "expect == 0": a change made before the first write of a route also
+     * expects version 0, and must be retried (and answered) on a conflict. */
+    c->seed = (mode & CAS_SEED) != 0;
+    c->record = (mode & CAS_RECORD) != 0;
     c->done = done;
     c->ud = ud;
     c->req = *req;
@@ -855,7 +859,7 @@ void sy_flagstore_request(sy_flagstore_t *s, const char *route, const sy_flag_re
     }
     char expect[24];
     snprintf(expect, sizeof(expect), "%llu", (unsigned long long)s->cur[i].version);
-    cas_write(s, (size_t)i, &next, req, expect, MAX_CAS_ATTEMPTS, true, done, ud);
+    cas_write(s, (size_t)i, &next, req, expect, MAX_CAS_ATTEMPTS, CAS_RECORD, done, ud);
     sy_route_flags_clear(&next);
 }
 
