@@ -542,6 +542,14 @@ void sy_audit_window(sy_audit_t *a, int64_t at_ms, const char *route, const char
     json_decref(o);
 }
 
+void sy_audit_sync(sy_audit_t *a, sy_journal_sync_fn cb, void *ud)
+{
+    if (a == NULL)
+        cb(ud, true);
+    else
+        sy_journal_sync(a->journal, cb, ud);
+}
+
 uint64_t sy_audit_window_ms(const sy_audit_t *a)
 {
     return a ? a->conf->window : 0;

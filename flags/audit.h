@@ -62,6 +62,10 @@ typedef struct sy_audit_event {
 /* Records one event (journal first, then PostgreSQL). Never fails silently:
  * an event that cannot be journaled is logged whole at error level. */
 void sy_audit_record(sy_audit_t *a, const sy_audit_event_t *ev);
+/* Calls `cb` once everything recorded so far is on disk in the journal (at
+ * once without a record). The admin API answers a change only then: a 200
+ * means the change is in Redis and its event will reach PostgreSQL. */
+void sy_audit_sync(sy_audit_t *a, sy_journal_sync_fn cb, void *ud);
 /* One `windows` row: the interval starting at at_ms (UTC epoch ms). */
 void sy_audit_window(sy_audit_t *a, int64_t at_ms, const char *route, const char *variant, uint64_t requests,
                      uint64_t errors, double p50_ms, double p95_ms, double p99_ms);

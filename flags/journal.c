@@ -20,6 +20,7 @@
 #include <unistd.h>
 
 #define QUEUE_MAX_BYTES (8u * 1024 * 1024)
+#define MAX_WAITERS 1024
 #define READ_CHUNK (256u * 1024)
 
 typedef struct qrec {
@@ -79,6 +80,13 @@ struct sy_journal {
     char *rbuf;             /* journal thread: read buffer */
     size_t rcap;
     ev_async async;
+    /* control thread: sync waiters, in ticket order */
+    struct waiter {
+        uint64_t ticket;
+        sy_journal_sync_fn cb;
+        void *ud;
+    } waiters[MAX_WAITERS];
+    size_t nwaiters;
 };
 
 /* --- files (journal thread, or the opener before it starts) ----------------- */
@@ -603,7 +611,7 @@ static void *journal_main(void *arg)
             return NULL;
         }
         pthread_mutex_unlock(&j->mu);
-        if (notify || fsyncs > 0)
+        if (notify || taken > 0)
             ev_async_send(j->loop, &j->async);
         pthread_mutex_lock(&j->mu);
     }
@@ -611,11 +619,31 @@ static void *journal_main(void *arg)
 
 /* --- the control side -------------------------------------------------------------- */
 
+/* Waiters whose records are all handled (written and fsync'd, or refused). */
+static void fire_waiters(sy_journal_t *j, bool all)
+{
+    pthread_mutex_lock(&j->mu);
+    uint64_t done = j->processed;
+    pthread_mutex_unlock(&j->mu);
+    size_t k = 0;
+    while (k < j->nwaiters && (all || j->waiters[k].ticket <= done))
+        k++;
+    if (k == 0)
+        return;
+    struct waiter ready[MAX_WAITERS];
+    memcpy(ready, j->waiters, k * sizeof(ready[0]));
+    memmove(j->waiters, j->waiters + k, (j->nwaiters - k) * sizeof(ready[0]));
+    j->nwaiters -= k;
+    for (size_t i = 0; i < k; i++) /* a callback may add a waiter: it goes to the end */
+        ready[i].cb(ready[i].ud, ready[i].ticket <= done);
+}
+
 static void async_cb(struct ev_loop *loop, ev_async *w, int revents)
 {
     sy_journal_t *j = w->data;
     (void)loop;
     (void)revents;
+    fire_waiters(j, false);
     for (int s = 0; s < SY_JOURNAL_STREAMS; s++) {
         pthread_mutex_lock(&j->mu);
         stream_t *st = &j->st[s];
@@ -793,6 +821,22 @@ void sy_journal_rewind(sy_journal_t *j, sy_jstream_t s)
     pthread_mutex_unlock(&j->mu);
 }
 
+void sy_journal_sync(sy_journal_t *j, sy_journal_sync_fn cb, void *ud)
+{
+    pthread_mutex_lock(&j->mu);
+    uint64_t ticket = j->accepted, done = j->processed;
+    pthread_mutex_unlock(&j->mu);
+    if (ticket <= done && j->nwaiters == 0) {
+        cb(ud, true);
+        return;
+    }
+    if (j->nwaiters == MAX_WAITERS) {
+        cb(ud, false);
+        return;
+    }
+    j->waiters[j->nwaiters++] = (struct waiter){.ticket = ticket, .cb = cb, .ud = ud};
+}
+
 void sy_journal_stats(sy_journal_t *j, sy_journal_stats_t *out)
 {
     memset(out, 0, sizeof(*out));
@@ -821,6 +865,7 @@ void sy_journal_close(sy_journal_t *j)
     pthread_mutex_unlock(&j->mu);
     if (j->started)
         pthread_join(j->thread, NULL);
+    fire_waiters(j, true); /* the thread wrote everything before it ended */
     ev_ref(j->loop);
     ev_async_stop(j->loop, &j->async);
     free_journal(j);

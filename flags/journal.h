@@ -74,6 +74,13 @@ void sy_journal_ack(sy_journal_t *j, sy_jstream_t s, uint64_t last);
 /* What was handed out after the last ack was not stored: hand it out again. */
 void sy_journal_rewind(sy_journal_t *j, sy_jstream_t s);
 
+/* Calls `cb` on the control loop once everything appended so far is on disk
+ * (fsync'd), or was refused at the bound (and logged). At most 1024 waiters:
+ * beyond, cb is called at once with durable=false; at close, the waiters
+ * still there are called after the final flush. */
+typedef void (*sy_journal_sync_fn)(void *ud, bool durable);
+void sy_journal_sync(sy_journal_t *j, sy_journal_sync_fn cb, void *ud);
+
 void sy_journal_stats(sy_journal_t *j, sy_journal_stats_t *out);
 /* Writes and fsyncs what is queued, persists the ack, stops the thread. */
 void sy_journal_close(sy_journal_t *j);

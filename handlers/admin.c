@@ -100,6 +100,7 @@ typedef struct admin_conn {
     size_t body_len;
     bool head_done, done_reading, waiting, responded, closed;
     char *big;          /* a body larger than a buffer (metrics), owned, sent after `out` */
+    json_t *answer;     /* a change's answer, held until its event is in the journal */
     size_t big_len, big_off;
     int refs; /* 1 for the connection, +1 while a store request is out */
 } admin_conn_t;
@@ -135,6 +136,7 @@ static void conn_release(admin_conn_t *c)
     sy_buf_release(&c->out, &c->a->bufs);
     free(c->big);
     free(c->arena);
+    json_decref(c->answer);
     free(c);
 }
 
@@ -453,22 +455,41 @@ static void ep_readyz(admin_conn_t *c, const char *route, json_t *body)
                            !st.configured ? "config" : st.synced ? "redis" : "config (redis not read yet)"));
 }
 
-static void store_done(void *ud, int status, const char *err, const sy_route_flags_t *result)
+/* The change's event is on disk: now the change is answered. */
+static void answer_synced(void *ud, bool durable)
 {
     admin_conn_t *c = ud;
     c->waiting = false;
+    json_t *answer = c->answer;
+    c->answer = NULL;
+    if (!durable)
+        json_object_set_new(answer, "record_warning", json_string("the journal is behind: see the log"));
+    respond_json(c, 200, answer);
+    conn_release(c);
+}
+
+/* A change succeeded: the answer waits (the reference held for the store moves
+ * to the journal sync) until its event is fsync'd in the journal. */
+static void answer_after_record(admin_conn_t *c, json_t *answer)
+{
+    c->answer = answer;
+    sy_audit_sync(c->a->audit, answer_synced, c);
+}
+
+static void store_done(void *ud, int status, const char *err, const sy_route_flags_t *result)
+{
+    admin_conn_t *c = ud;
     if (status == 200 && result != NULL) {
         const sy_config_t *cfg = sy_flagstore_config(c->a->store);
         const sy_routes_t *rs = sy_config_ext(cfg, "routes");
         const sy_route_flags_t *all = sy_flagstore_flags(c->a->store);
         size_t i = (size_t)(result - all);
-        if (result >= all && i < rs->n)
-            respond_json(c, 200, route_json(&rs->routes[i], result));
-        else
-            respond_json(c, 200, json_pack("{s:s}", "status", "ok"));
-    } else {
-        respond_error(c, status, err ? err : "failed");
+        answer_after_record(c, result >= all && i < rs->n ? route_json(&rs->routes[i], result)
+                                                          : json_pack("{s:s}", "status", "ok"));
+        return;
     }
+    c->waiting = false;
+    respond_error(c, status, err ? err : "failed");
     conn_release(c);
 }
 
@@ -569,11 +590,12 @@ static void swap_done(void *ud, int status, const char *err, const sy_route_flag
 {
     admin_conn_t *c = ud;
     (void)result;
+    if (status == 200) {
+        answer_after_record(c, json_pack("{s:s}", "status", "swapped"));
+        return;
+    }
     c->waiting = false;
-    if (status == 200)
-        respond_json(c, 200, json_pack("{s:s}", "status", "swapped"));
-    else
-        respond_error(c, status, err ? err : "failed");
+    respond_error(c, status, err ? err : "failed");
     conn_release(c);
 }
 

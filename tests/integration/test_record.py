@@ -327,6 +327,26 @@ postgres: {conninfo: "%(conninfo)s", journal: %(journal)s, window: 1s%(extra_pg)
         with open(gw2.log_path) as f:
             self.assertRegex(f.read(), r"journal .*: 2 events records from an earlier run wait for PostgreSQL")
 
+    def test_an_answered_change_survives_sigkill(self):
+        """A 200 from the admin API means the change's event is fsync'd in the journal:
+        a SIGKILL right after the answer loses nothing."""
+        self.env.allowed.append(r"postgres:")
+        self.pg.stop()
+        for n in range(5):
+            gw = self.start(name="gw%d" % n)
+            code, _ = self.post("/routes/wallet/percent", {"percent_bp": 100 + n, "reason": "acked %d" % n})
+            self.assertEqual(code, 200)
+            gw.killed = True
+            gw.kill()
+            gw.wait()
+        self.pg.start()
+        self.start(name="gw-last")
+        self.wait_ready()
+        self.wait_drained()
+        rows = self.rows("SELECT reason, count(*) FROM events WHERE reason LIKE 'acked %' GROUP BY reason "
+                         "ORDER BY reason")
+        self.assertEqual(rows, [["acked %d" % n, "1"] for n in range(5)])
+
     # --- PostgreSQL stopped under load ---------------------------------------------------
 
     def wrk(self, seconds):

@@ -258,6 +258,42 @@ static void test_rewind_and_bad_lines(void **state)
     ev_loop_destroy(loop);
 }
 
+static void on_sync(void *ud, bool durable)
+{
+    int *n = ud;
+    *n += durable ? 1 : 100;
+}
+
+static void test_sync_waits_for_the_disk(void **state)
+{
+    (void)state;
+    struct ev_loop *loop = ev_loop_new(EVFLAG_AUTO);
+    char err[200];
+    sy_journal_t *j = sy_journal_open(loop, dir, 1 << 20, err, sizeof(err));
+    int synced = 0;
+    sy_journal_sync(j, on_sync, &synced); /* nothing appended: at once */
+    assert_int_equal(synced, 1);
+    append_n(j, SY_JOURNAL_EVENTS, 1, 50);
+    sy_journal_sync(j, on_sync, &synced);
+    sy_journal_sync(j, on_sync, &synced);
+    ev_timer t;
+    ev_timer_init(&t, timeout_cb, 5., 0.);
+    ev_timer_start(loop, &t);
+    while (synced < 3 && ev_is_active(&t))
+        ev_run(loop, EVRUN_ONCE);
+    ev_timer_stop(loop, &t);
+    assert_int_equal(synced, 3);
+    sy_journal_stats_t st;
+    sy_journal_stats(j, &st);
+    assert_int_equal(st.durable[SY_JOURNAL_EVENTS], 50); /* on disk before the callbacks ran */
+    /* a waiter still there at close is called after the final flush */
+    append_n(j, SY_JOURNAL_EVENTS, 51, 1);
+    sy_journal_sync(j, on_sync, &synced);
+    sy_journal_close(j);
+    assert_int_equal(synced, 4);
+    ev_loop_destroy(loop);
+}
+
 static void test_unusable_dir(void **state)
 {
     (void)state;
@@ -275,6 +311,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_torn_line, setup, teardown),
         cmocka_unit_test_setup_teardown(test_bound, setup, teardown),
         cmocka_unit_test_setup_teardown(test_rewind_and_bad_lines, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_sync_waits_for_the_disk, setup, teardown),
         cmocka_unit_test_setup_teardown(test_unusable_dir, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
