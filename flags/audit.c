@@ -277,6 +277,9 @@ static void batch_cb(void *ud, sy_jstream_t s, uint64_t first, uint64_t last, ch
     *b = (batch_t){.a = a, .s = s, .first = first, .last = last, .json = json};
     const char *params[1] = {json};
     if (sy_pg_query(a->pg, insert_sql[s], 1, params, inserted_cb, b) != 0) {
+        /* only without memory (the writer's room in the queue is reserved): the
+         * stream moves again at the next reconnect */
+        sy_warn("postgres: cannot queue an insert (out of memory); the records stay in the journal");
         free(json);
         free(b);
         a->in_flight[s] = false;
@@ -603,6 +606,8 @@ static int since_param(const char *since, char *out, size_t cap, const char **wh
     return 0;
 }
 
+#define READS_MAX_QUEUED 48 /* of the connection's 64 */
+
 static void run_read(sy_audit_t *a, const char *sql, int n, const char *const *params, sy_audit_read_fn done,
                      void *ud)
 {
@@ -612,6 +617,11 @@ static void run_read(sy_audit_t *a, const char *sql, int n, const char *const *p
     }
     if (!a->schema_ready) {
         done(ud, 503, "PostgreSQL is unavailable (the journal keeps every record until it is back)");
+        return;
+    }
+    /* Readers never take the writer's room in the queue (two batches at most). */
+    if (sy_pg_queued(a->pg) >= READS_MAX_QUEUED) {
+        done(ud, 503, "too many reads waiting for PostgreSQL; try again");
         return;
     }
     read_ctx_t *r = malloc(sizeof(*r));

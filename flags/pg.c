@@ -462,6 +462,11 @@ bool sy_pg_connected(const sy_pg_t *p)
     return p->state == PG_IDLE || p->state == PG_BUSY;
 }
 
+size_t sy_pg_queued(const sy_pg_t *p)
+{
+    return p->queued;
+}
+
 void sy_pg_reset(sy_pg_t *p, const char *why)
 {
     if (p->state != PG_DOWN)

@@ -47,6 +47,8 @@ int sy_pg_query(sy_pg_t *p, const char *sql, int nparams, const char *const *par
                 void *ud) SY_MUST_USE;
 
 bool sy_pg_connected(const sy_pg_t *p);
+/* Queries waiting (not counting the one in flight). */
+size_t sy_pg_queued(const sy_pg_t *p);
 /* Drops the connection and connects again after the backoff (after a failed migration, say). */
 void sy_pg_reset(sy_pg_t *p, const char *why);
 
