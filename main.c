@@ -148,23 +148,14 @@ static void publish_flags(void *ud, const sy_config_t *cfg, const sy_route_flags
 }
 
 /* A trip rule fired (monitor) : roll the route back, locally first. */
-/* Both sides' numbers over the window, for the record of a trip or a warning. */
-static json_t *side_stats(const sy_side_t *sd)
-{
-    double rate = sd->requests ? (double)sd->errors / (double)sd->requests : 0.0;
-    return json_pack("{s:I, s:I, s:f, s:f, s:f, s:f}", "requests", (json_int_t)sd->requests, "errors",
-                     (json_int_t)sd->errors, "error_rate", rate, "p50_ms", sy_hist_quantile_us(&sd->total, 0.5) / 1e3,
-                     "p95_ms", sy_hist_quantile_us(&sd->total, 0.95) / 1e3, "p99_ms",
-                     sy_hist_quantile_us(&sd->total, 0.99) / 1e3);
-}
-
 static json_t *route_stats(app_t *app, const char *route, const char *rule, const char *detail)
 {
     for (size_t i = 0; i < sy_monitor_nroutes(app->monitor); i++) {
         const sy_route_view_t *v = sy_monitor_route(app->monitor, i);
         if (strcmp(v->route, route) == 0)
             return json_pack("{s:s, s:s, s:f, s:o, s:o}", "rule", rule, "detail", detail, "window_s", v->window_s,
-                             "legacy", side_stats(&v->window[0]), "new", side_stats(&v->window[1]));
+                             "legacy", sy_admin_side_json(&v->window[0], v->window_s), "new",
+                             sy_admin_side_json(&v->window[1], v->window_s));
     }
     return json_pack("{s:s, s:s}", "rule", rule, "detail", detail);
 }

@@ -170,27 +170,38 @@ static const char *op_kind(sy_flag_op_t op)
     }
 }
 
-/* A route's flag change, with the flags before and after. id NULL: a random one. */
-static void record_route(sy_flagstore_t *s, const char *kind, size_t i, const char *actor, const char *reason,
-                         const sy_route_flags_t *before, const sy_route_flags_t *after, const char *id)
+/* One event with before and after as JSON (both references are taken). */
+static void record_json(sy_flagstore_t *s, const char *kind, const char *name, const char *actor, const char *reason,
+                        json_t *before, json_t *after, json_t *stats, const char *id)
 {
-    if (s->audit == NULL)
-        return;
-    json_t *b = sy_flags_to_json(before), *a = sy_flags_to_json(after);
-    sy_audit_event_t ev = {.kind = kind,
-                           .route = s->routes->routes[i].name,
-                           .actor = actor,
-                           .reason = reason,
-                           .before = b,
-                           .after = a,
-                           .id = id};
+    sy_audit_event_t ev = {.kind = kind, .route = name, .actor = actor, .reason = reason,
+                           .before = before, .after = after, .stats = stats, .id = id};
     sy_audit_record(s->audit, &ev);
-    json_decref(b);
-    json_decref(a);
+    json_decref(before);
+    json_decref(after);
 }
 
-/* A hand edit seen in Redis: every instance sees the same one, so its id is
- * derived from what changed, and the record keeps it once. */
+/* A route's flag change, with the flags before and after; stats borrowed, may be NULL. */
+static void record_route(sy_flagstore_t *s, const char *kind, size_t i, const char *actor, const char *reason,
+                         const sy_route_flags_t *before, const sy_route_flags_t *after, json_t *stats)
+{
+    if (s->audit != NULL)
+        record_json(s, kind, s->routes->routes[i].name, actor, reason, sy_flags_to_json(before),
+                    sy_flags_to_json(after), stats, NULL);
+}
+
+static json_t *pool_json(const sy_pool_flags_t *p);
+
+/* A swap of pool j, recorded with the colour before and after. */
+static void record_swap(sy_flagstore_t *s, size_t j, const sy_pool_flags_t *before, const sy_pool_flags_t *after)
+{
+    if (s->audit != NULL)
+        record_json(s, "swap", s->cfg->pools[j].name, after->actor, after->reason, pool_json(before),
+                    pool_json(after), NULL, NULL);
+}
+
+/* A hand edit seen in Redis (before and after are taken): every instance sees
+ * the same one, so its id is derived from what changed, and the record keeps it once. */
 static void record_hand_edit(sy_flagstore_t *s, const char *what, const char *name, json_t *before, json_t *after)
 {
     char *bt = json_dumps(before, JSON_COMPACT | JSON_SORT_KEYS), *at = json_dumps(after, JSON_COMPACT | JSON_SORT_KEYS);
@@ -200,14 +211,8 @@ static void record_hand_edit(sy_flagstore_t *s, const char *what, const char *na
     if (text != NULL)
         snprintf(text, n, "%s%s:%s|%s|%s", s->rc->prefix, what, name, bt ? bt : "", at ? at : "");
     sy_audit_uuid(id, text); /* NULL text (no memory): a random id */
-    sy_audit_event_t ev = {.kind = "hand_edit",
-                           .route = name,
-                           .actor = "hand edit",
-                           .reason = "changed in Redis directly, not through Switchyard",
-                           .before = before,
-                           .after = after,
-                           .id = id};
-    sy_audit_record(s->audit, &ev);
+    record_json(s, "hand_edit", name, "hand edit", "changed in Redis directly, not through Switchyard", before,
+                after, NULL, id);
     free(text);
     free(bt);
     free(at);
@@ -240,13 +245,9 @@ static void refuse_cb(void *ud, const char *route, const char *field, const char
     }
     sy_warn("redis: refused %s=\"%s\" on %sroute:%s: %s; the last good value stays", field, value, s->rc->prefix,
             route ? route : "?", why);
-    if (s->audit != NULL) {
-        json_t *after = json_pack("{s:s, s:s}", "field", field, "value", value);
-        sy_audit_event_t ev = {.kind = "refused_edit", .route = route, .actor = "hand edit", .reason = why,
-                               .after = after};
-        sy_audit_record(s->audit, &ev);
-        json_decref(after);
-    }
+    if (s->audit != NULL)
+        record_json(s, "refused_edit", route, "hand edit", why, NULL, json_pack("{s:s, s:s}", "field", field, "value", value),
+                    NULL, NULL);
 }
 
 /* Commands: count what is outstanding for the watchdog. */
@@ -423,12 +424,9 @@ static void apply_read(sy_flagstore_t *s, size_t i, read_ctx_t *r, redisReply *m
     bool differs = sy_flags_routing_differs(&s->cur[i], &next);
     /* Switchyard always bumps the version; a change without a new version was
      * made by hand (after the first read: before it, the config's values are no edit). */
-    if (differs && s->audit != NULL && next.version == s->cur[i].version && strcmp(s->cur[i].source, "config") != 0) {
-        json_t *b = sy_flags_to_json(&s->cur[i]), *a = sy_flags_to_json(&next);
-        record_hand_edit(s, "route:", s->routes->routes[i].name, b, a);
-        json_decref(b);
-        json_decref(a);
-    }
+    if (differs && s->audit != NULL && next.version == s->cur[i].version && strcmp(s->cur[i].source, "config") != 0)
+        record_hand_edit(s, "route:", s->routes->routes[i].name, sy_flags_to_json(&s->cur[i]),
+                         sy_flags_to_json(&next));
     sy_route_flags_clear(&s->cur[i]);
     s->cur[i] = next;
     if (differs) {
@@ -877,14 +875,7 @@ bool sy_flagstore_trip(sy_flagstore_t *s, const char *route, const char *reason,
         sy_error("trip of route %s could not be applied: %s", route, err ? err : "out of memory");
         return false;
     }
-    if (s->audit != NULL) {
-        json_t *b = sy_flags_to_json(&s->cur[i]), *a = sy_flags_to_json(&next);
-        sy_audit_event_t ev = {.kind = "trip", .route = route, .actor = "switchyard", .reason = reason,
-                               .before = b, .after = a, .stats = stats};
-        sy_audit_record(s->audit, &ev);
-        json_decref(b);
-        json_decref(a);
-    }
+    record_route(s, "trip", (size_t)i, "switchyard", reason, &s->cur[i], &next, stats);
     sy_route_flags_clear(&s->cur[i]);
     s->cur[i] = next;
     s->cur[i].source = s->rc ? "local (redis write pending)" : "config";
@@ -955,18 +946,8 @@ static void on_pool_cas(redisAsyncContext *ac, void *reply, void *priv)
         s->pcur[c->pool] = c->next;
         c->next = old;
         s->pcur[c->pool].source = "redis";
-        if (!c->seed && s->audit != NULL) {
-            json_t *b = pool_json(&c->next), *a = pool_json(&s->pcur[c->pool]);
-            sy_audit_event_t ev = {.kind = "swap",
-                                   .route = s->cfg->pools[c->pool].name,
-                                   .actor = s->pcur[c->pool].actor,
-                                   .reason = s->pcur[c->pool].reason,
-                                   .before = b,
-                                   .after = a};
-            sy_audit_record(s->audit, &ev);
-            json_decref(b);
-            json_decref(a);
-        }
+        if (!c->seed)
+            record_swap(s, c->pool, &c->next, &s->pcur[c->pool]);
         if (differs) {
             sy_info("pool %s: active colour is now %s (by %s)", s->cfg->pools[c->pool].name,
                     color_names[s->pcur[c->pool].active], s->pcur[c->pool].actor ? s->pcur[c->pool].actor : "?");
@@ -1071,12 +1052,8 @@ static void on_pool_hash(redisAsyncContext *ac, void *reply, void *priv)
     }
     next.source = "redis";
     bool differs = next.active != s->pcur[j].active;
-    if (differs && s->audit != NULL && next.version == s->pcur[j].version && strcmp(s->pcur[j].source, "config") != 0) {
-        json_t *b = pool_json(&s->pcur[j]), *a = pool_json(&next);
-        record_hand_edit(s, "pool:", s->cfg->pools[j].name, b, a);
-        json_decref(b);
-        json_decref(a);
-    }
+    if (differs && s->audit != NULL && next.version == s->pcur[j].version && strcmp(s->pcur[j].source, "config") != 0)
+        record_hand_edit(s, "pool:", s->cfg->pools[j].name, pool_json(&s->pcur[j]), pool_json(&next));
     sy_pool_flags_clear(&s->pcur[j]);
     s->pcur[j] = next;
     if (differs) {
@@ -1134,14 +1111,7 @@ void sy_flagstore_swap(sy_flagstore_t *s, const char *pool, int to, const char *
     next.reason = strdup(reason ? reason : "");
     next.updated_at = strdup(now);
     if (s->rc == NULL) {
-        if (s->audit != NULL) {
-            json_t *b = pool_json(&s->pcur[j]), *a = pool_json(&next);
-            sy_audit_event_t ev = {.kind = "swap", .route = pool, .actor = next.actor, .reason = next.reason,
-                                   .before = b, .after = a};
-            sy_audit_record(s->audit, &ev);
-            json_decref(b);
-            json_decref(a);
-        }
+        record_swap(s, (size_t)j, &s->pcur[j], &next);
         sy_pool_flags_clear(&s->pcur[j]);
         s->pcur[j] = next;
         do_publish(s);

@@ -299,7 +299,7 @@ static json_t *route_json(const sy_route_t *r, const sy_route_flags_t *f)
 static json_t *pools_json(const sy_admin_t *a);
 static json_t *record_json(sy_audit_t *a);
 
-static json_t *side_json(const sy_side_t *sd, double seconds)
+json_t *sy_admin_side_json(const sy_side_t *sd, double seconds)
 {
     double rate = sd->requests ? (double)sd->errors / (double)sd->requests : 0;
     return json_pack("{s:I, s:I, s:f, s:f, s:f, s:f, s:f}", "requests", (json_int_t)sd->requests, "errors",
@@ -317,7 +317,7 @@ static json_t *window_json(const sy_monitor_t *m, const char *route)
             continue;
         return json_pack("{s:f, s:s, s:s?, s:s, s:o, s:o, s:I, s:I}", "seconds", v->window_s, "verdict",
                          sy_level_name(v->verdict.level), "rule", v->verdict.rule, "detail", v->verdict.detail,
-                         "legacy", side_json(&v->window[0], v->window_s), "new", side_json(&v->window[1], v->window_s),
+                         "legacy", sy_admin_side_json(&v->window[0], v->window_s), "new", sy_admin_side_json(&v->window[1], v->window_s),
                          "trips", (json_int_t)v->trips, "warnings", (json_int_t)v->warnings);
     }
     return json_null();

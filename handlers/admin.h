@@ -38,6 +38,9 @@ sy_admin_t *sy_admin_create(struct ev_loop *loop, const sy_config_t *cfg, sy_fla
 void sy_admin_reload(sy_admin_t *a, const sy_config_t *cfg);
 /* The record, for GET /events and GET /windows and the status (NULL: none). */
 void sy_admin_set_audit(sy_admin_t *a, sy_audit_t *audit);
+/* One side's numbers over `seconds` as JSON (requests, errors, error_rate, rps,
+ * p50/p95/p99 in ms): for /status and for the record of a trip or warning. */
+json_t *sy_admin_side_json(const sy_side_t *sd, double seconds);
 /* Marks the gateway ready (workers running) or draining. */
 void sy_admin_set_ready(sy_admin_t *a, bool ready);
 void sy_admin_destroy(sy_admin_t *a);
