@@ -161,6 +161,14 @@ static void reaper_cb(struct ev_loop *loop, ev_prepare *c, int revents)
         sy_conn_reap(w);
 }
 
+static void pool_tick_cb(struct ev_loop *loop, ev_timer *t, int revents)
+{
+    sy_worker_t *w = t->data;
+    (void)loop;
+    (void)revents;
+    sy_bufpool_trim(&w->bufs);
+}
+
 static void *worker_main(void *arg)
 {
     sy_worker_t *w = arg;
@@ -240,6 +248,9 @@ static int worker_init(sy_server_t *s, sy_worker_t *w, int id, const sy_config_t
     ev_prepare_init(&w->reaper, reaper_cb);
     w->reaper.data = w;
     ev_prepare_start(w->loop, &w->reaper);
+    ev_timer_init(&w->pool_tick, pool_tick_cb, 1., 1.);
+    w->pool_tick.data = w;
+    ev_timer_start(w->loop, &w->pool_tick);
     ev_init(&w->drain_timer, drain_timeout_cb);
     w->drain_timer.data = w;
 

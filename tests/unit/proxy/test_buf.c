@@ -57,11 +57,57 @@ static void test_pool_keeps_at_most_free_max(void **state)
     sy_bufpool_destroy(&pool);
 }
 
+/* Blocks a spike left cached go back once a whole period passed without a take
+ * needing them; free_keep stay, and blocks in steady use are never unmapped. */
+static void test_trim_returns_what_a_period_did_not_use(void **state)
+{
+    (void)state;
+    sy_bufpool_t pool;
+    sy_bufpool_init(&pool, 40000, 64); /* not a page multiple: mapped rounded up */
+    assert_int_equal(pool.free_keep, 4);
+    sy_buf_t b[40];
+    memset(b, 0, sizeof(b));
+    for (int i = 0; i < 40; i++)
+        assert_int_equal(sy_buf_take(&b[i], &pool), 0);
+    memset(b[39].base, 'y', 40000); /* the whole cap is usable */
+    assert_int_equal(pool.mapped, 40);
+    for (int i = 0; i < 40; i++)
+        sy_buf_release(&b[i], &pool);
+    assert_int_equal(pool.free_count, 40);
+    /* The first period saw the list empty (the spike): nothing was spare. */
+    assert_int_equal(sy_bufpool_trim(&pool), 0);
+    /* Steady use of 3 blocks during the next period. */
+    for (int r = 0; r < 5; r++) {
+        for (int i = 0; i < 3; i++)
+            assert_int_equal(sy_buf_take(&b[i], &pool), 0);
+        for (int i = 0; i < 3; i++)
+            sy_buf_release(&b[i], &pool);
+    }
+    /* 37 stayed unused all period: all but free_keep go. */
+    assert_int_equal(sy_bufpool_trim(&pool), 33);
+    assert_int_equal(pool.free_count, 7);
+    assert_int_equal(pool.mapped, 7);
+    /* Nothing moved since: down to free_keep. */
+    assert_int_equal(sy_bufpool_trim(&pool), 3);
+    assert_int_equal(pool.free_count, 4);
+    assert_int_equal(sy_bufpool_trim(&pool), 0);
+    /* What is left still works. */
+    for (int i = 0; i < 6; i++)
+        assert_int_equal(sy_buf_take(&b[i], &pool), 0);
+    assert_int_equal(sy_buf_append(&b[5], "abc", 3), 0);
+    assert_int_equal(pool.mapped, 6);
+    for (int i = 0; i < 6; i++)
+        sy_buf_release(&b[i], &pool);
+    sy_bufpool_destroy(&pool);
+    assert_int_equal(pool.mapped, 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_take_append_consume_release),
         cmocka_unit_test(test_pool_keeps_at_most_free_max),
+        cmocka_unit_test(test_trim_returns_what_a_period_did_not_use),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
