@@ -7,6 +7,9 @@
 #include "proxy/worker.h"
 
 #include <errno.h>
+#ifdef __GLIBC__
+#include <malloc.h>
+#endif
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -161,12 +164,32 @@ static void reaper_cb(struct ev_loop *loop, ev_prepare *c, int revents)
         sy_conn_reap(w);
 }
 
+/* A spike of connections leaves their small objects (connection, upstream
+ * connection, parser state) freed but resident in this thread's malloc arena,
+ * between objects still alive: glibc returns such pages only when asked. Ask
+ * once a lot was freed (TRIM_AFTER connections) and the closing has settled (a
+ * period with fewer than TRIM_QUIET): a worker that keeps closing connections
+ * fast reuses that memory anyway, and the trim (a walk of the arenas' free
+ * chunks) stays rare. */
+#define TRIM_AFTER 1024
+#define TRIM_QUIET 64
+
 static void pool_tick_cb(struct ev_loop *loop, ev_timer *t, int revents)
 {
     sy_worker_t *w = t->data;
     (void)loop;
     (void)revents;
     sy_bufpool_trim(&w->bufs);
+    uint64_t gone = w->stats.accepted - w->nconns;
+    uint64_t period = gone - w->gone_tick;
+    w->gone_tick = gone;
+    w->gone_untrimmed += period;
+    if (w->gone_untrimmed >= TRIM_AFTER && period < TRIM_QUIET) {
+        w->gone_untrimmed = 0;
+#ifdef __GLIBC__
+        malloc_trim(0);
+#endif
+    }
 }
 
 static void *worker_main(void *arg)

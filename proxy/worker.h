@@ -54,6 +54,7 @@ typedef struct sy_worker {
     size_t nlisteners;
     bool accept_paused;
 
+    uint64_t gone_tick, gone_untrimmed; /* connections freed: at the last tick, since the last trim */
     sy_list_t conns;          /* live connections */
     sy_list_t dead;           /* closed, freed by the reaper */
     size_t nconns, max_conns;
