@@ -33,7 +33,7 @@ void sy_bufpool_init(sy_bufpool_t *pool, size_t block_size, size_t free_max)
     pool->block_size = block_size;
     pool->_map_len = (block_size + pg - 1) / pg * pg;
     pool->free_max = free_max;
-    pool->free_keep = free_max / 16;
+    pool->free_keep = free_max / 64;
 }
 
 static void *pop_free(sy_bufpool_t *pool)

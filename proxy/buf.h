@@ -34,7 +34,7 @@ typedef struct sy_bufpool {
     void *free_list;     /* singly linked through the first word of each block */
     size_t free_count;
     size_t free_max;     /* blocks cached for reuse; more are unmapped at once */
-    size_t free_keep;    /* blocks sy_bufpool_trim leaves cached (free_max / 16) */
+    size_t free_keep;    /* blocks sy_bufpool_trim leaves cached (free_max / 64) */
     size_t _free_low;    /* lowest free_count since the last trim */
     size_t in_use;       /* blocks handed out and not yet returned */
     size_t mapped;       /* blocks mapped: in_use + free_count */

@@ -253,7 +253,11 @@ static int worker_init(sy_server_t *s, sy_worker_t *w, int id, const sy_config_t
         return SY_ENOMEM;
     sy_list_init(&w->conns);
     sy_list_init(&w->dead);
-    sy_bufpool_init(&w->bufs, cfg->buffer_size, 256);
+    /* Up to 1024 cached blocks (32 MiB at 32 KiB): enough that the swings of a
+     * busy worker's demand are served from the cache, not by mmap/munmap (which
+     * serialize the threads on the address-space lock); what a whole second did
+     * not need is unmapped by the pool tick, so the cap is only a bound. */
+    sy_bufpool_init(&w->bufs, cfg->buffer_size, 1024);
     w->max_conns = (size_t)(cfg->limits.connections / (uint64_t)s->nworkers);
     if (w->max_conns == 0)
         w->max_conns = 1;
