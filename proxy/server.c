@@ -167,12 +167,10 @@ static void reaper_cb(struct ev_loop *loop, ev_prepare *c, int revents)
 /* A spike of connections leaves their small objects (connection, upstream
  * connection, parser state) freed but resident in this thread's malloc arena,
  * between objects still alive: glibc returns such pages only when asked. Ask
- * once a lot was freed (TRIM_AFTER connections) and the closing has settled (a
- * period with fewer than TRIM_QUIET): a worker that keeps closing connections
- * fast reuses that memory anyway, and the trim (a walk of the arenas' free
- * chunks) stays rare. */
+ * once a lot was freed (TRIM_AFTER connections since the last trim) and the
+ * spike is mostly over (fewer connections live than were freed): at most once
+ * a tick, and once per turnover of the live set on a busy worker. */
 #define TRIM_AFTER 1024
-#define TRIM_QUIET 64
 
 static void pool_tick_cb(struct ev_loop *loop, ev_timer *t, int revents)
 {
@@ -180,12 +178,10 @@ static void pool_tick_cb(struct ev_loop *loop, ev_timer *t, int revents)
     (void)loop;
     (void)revents;
     sy_bufpool_trim(&w->bufs);
-    uint64_t gone = w->stats.accepted - w->nconns;
-    uint64_t period = gone - w->gone_tick;
-    w->gone_tick = gone;
-    w->gone_untrimmed += period;
-    if (w->gone_untrimmed >= TRIM_AFTER && period < TRIM_QUIET) {
-        w->gone_untrimmed = 0;
+    uint64_t gone = w->stats.accepted - w->nconns; /* connections freed since start */
+    uint64_t freed = gone - w->gone_at_trim;
+    if (freed >= TRIM_AFTER && w->nconns < freed) {
+        w->gone_at_trim = gone;
 #ifdef __GLIBC__
         malloc_trim(0);
 #endif

@@ -54,7 +54,7 @@ typedef struct sy_worker {
     size_t nlisteners;
     bool accept_paused;
 
-    uint64_t gone_tick, gone_untrimmed; /* connections freed: at the last tick, since the last trim */
+    uint64_t gone_at_trim;    /* connections freed (accepted - nconns) at the last malloc_trim */
     sy_list_t conns;          /* live connections */
     sy_list_t dead;           /* closed, freed by the reaper */
     size_t nconns, max_conns;
