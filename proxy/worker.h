@@ -36,7 +36,7 @@ typedef struct sy_worker {
     struct ev_loop *loop;
     ev_async wake;            /* control -> worker: new snapshot or drain */
     ev_prepare reaper;        /* frees connections closed during callbacks, before the loop blocks */
-    ev_timer pool_tick;       /* 1 s: gives back buffer blocks a spike left unused */
+    ev_timer pool_tick;       /* 1 s: gives back buffer blocks and arena pages a spike left unused */
     ev_timer drain_timer;
     atomic_bool drain_requested;
     bool draining;
