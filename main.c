@@ -323,6 +323,21 @@ static int cmd_run(const char *path, bool takeover, int ready_fd)
         return 1;
     }
     app_t app = {.loop = ev_default_loop(EVFLAG_AUTO), .config_path = path};
+    /* Signals first: once a listener is open, a SIGHUP or SIGTERM sent by whoever
+     * saw the port must not kill the process (handled once the loop runs). */
+    struct {
+        ev_signal *w;
+        void (*cb)(struct ev_loop *, ev_signal *, int);
+        int sig;
+    } sigs[] = {{&app.sigterm, on_stop_signal, SIGTERM},
+                {&app.sigquit, on_stop_signal, SIGQUIT},
+                {&app.sigint, on_stop_signal, SIGINT},
+                {&app.sighup, on_reload_signal, SIGHUP}};
+    for (size_t i = 0; i < SY_ARRAY_LEN(sigs); i++) {
+        ev_signal_init(sigs[i].w, sigs[i].cb, sigs[i].sig);
+        sigs[i].w->data = &app;
+        ev_signal_start(app.loop, sigs[i].w);
+    }
     /* The record first: a journal that cannot be opened stops the start. */
     if (sy_audit_create(app.loop, cfg, &app.audit) != 0) {
         sy_config_release(cfg);
@@ -366,19 +381,6 @@ static int cmd_run(const char *path, bool takeover, int ready_fd)
         sy_monitor_destroy(app.monitor);
         sy_audit_destroy(app.audit);
         return 1;
-    }
-    struct {
-        ev_signal *w;
-        void (*cb)(struct ev_loop *, ev_signal *, int);
-        int sig;
-    } sigs[] = {{&app.sigterm, on_stop_signal, SIGTERM},
-                {&app.sigquit, on_stop_signal, SIGQUIT},
-                {&app.sigint, on_stop_signal, SIGINT},
-                {&app.sighup, on_reload_signal, SIGHUP}};
-    for (size_t i = 0; i < SY_ARRAY_LEN(sigs); i++) {
-        ev_signal_init(sigs[i].w, sigs[i].cb, sigs[i].sig);
-        sigs[i].w->data = &app;
-        ev_signal_start(app.loop, sigs[i].w);
     }
     if (sy_server_start(app.server) != 0) {
         sy_error("cannot start worker threads");
