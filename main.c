@@ -380,6 +380,7 @@ static int cmd_run(const char *path, bool takeover, int ready_fd)
         sy_server_destroy(app.server);
         sy_monitor_destroy(app.monitor);
         sy_audit_destroy(app.audit);
+        free(app.last_active);
         return 1;
     }
     if (sy_server_start(app.server) != 0) {
@@ -389,6 +390,7 @@ static int cmd_run(const char *path, bool takeover, int ready_fd)
         sy_server_destroy(app.server);
         sy_monitor_destroy(app.monitor);
         sy_audit_destroy(app.audit);
+        free(app.last_active);
         return 1;
     }
     sy_admin_set_ready(app.admin, true);
