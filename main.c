@@ -10,13 +10,16 @@
 #include "healthcheck/rules.h"
 #include "proxy/accesslog.h"
 #include "proxy/config.h"
+#include "proxy/handoff.h"
 #include "proxy/log.h"
+#include "proxy/net.h"
 #include "proxy/server.h"
 #include "proxy/snapshot.h"
 #include "routing/route.h"
 #include "routing/router.h"
 
 #include <ev.h>
+#include <fcntl.h>
 #include <jansson.h>
 #include <signal.h>
 #include <stdio.h>
@@ -41,7 +44,10 @@ static void usage(FILE *out)
 {
     fprintf(out,
             "usage:\n"
-            "  switchyard [run] -c FILE          run the gateway\n"
+            "  switchyard [run] -c FILE [--takeover] [--ready-fd N]\n"
+            "                                    run the gateway; --takeover: take the listening sockets\n"
+            "                                    of the running one (upgrade_socket), which then drains;\n"
+            "                                    --ready-fd: write \"ready PID\" to fd N once serving"
             "  switchyard check -c FILE          validate a config; errors as file:line:col: message\n"
             "  switchyard cohort ROUTE USER [-c FILE]\n"
             "                                    print the bucket and variant of USER on ROUTE\n"
@@ -85,6 +91,7 @@ typedef struct app {
     sy_health_t *health;
     sy_notify_t *notify;
     sy_audit_t *audit;
+    sy_handoff_t *handoff;    /* serves a newer process the listening sockets */
     sy_route_state_t last_state[SY_MONITOR_MAX_ROUTES];
     int *last_active;         /* per pool, to notice swaps */
     size_t last_npools;
@@ -229,6 +236,16 @@ static void drained(void *arg)
     ev_timer_start(app->loop, &app->flush);
 }
 
+static void stop(app_t *app, const char *why)
+{
+    record_gateway(app, "stop", why);
+    sy_handoff_destroy(app->handoff); /* nothing to hand over once draining */
+    app->handoff = NULL;
+    if (app->admin != NULL)
+        sy_admin_set_ready(app->admin, false);
+    sy_server_drain(app->server, drained, app);
+}
+
 static void on_stop_signal(struct ev_loop *loop, ev_signal *w, int revents)
 {
     app_t *app = w->data;
@@ -237,10 +254,18 @@ static void on_stop_signal(struct ev_loop *loop, ev_signal *w, int revents)
     sy_info("signal %d: draining (in-flight requests finish, up to timeouts.drain)", w->signum);
     char why[64];
     snprintf(why, sizeof(why), "signal %d: draining", w->signum);
-    record_gateway(app, "stop", why);
+    stop(app, why);
+}
+
+/* A new process took over the listening sockets and serves them: drain. */
+static void on_handed_off(void *arg, int pid)
+{
+    app_t *app = arg;
+    char why[64];
+    snprintf(why, sizeof(why), "upgrade: process %d took over; draining", pid);
     if (app->admin != NULL)
-        sy_admin_set_ready(app->admin, false);
-    sy_server_drain(app->server, drained, app);
+        sy_admin_stop_listening(app->admin);
+    stop(app, why);
 }
 
 static void on_reload_signal(struct ev_loop *loop, ev_signal *w, int revents)
@@ -279,13 +304,40 @@ static void on_reload_signal(struct ev_loop *loop, ev_signal *w, int revents)
     sy_info("reload: new requests use the new config");
 }
 
-static int cmd_run(const char *path)
+static int cmd_run(const char *path, bool takeover, int ready_fd)
 {
     sy_config_t *cfg = load_or_report(path);
     if (cfg == NULL)
         return 2;
     signal(SIGPIPE, SIG_IGN);
+    char upgrade_path[108];
+    if (cfg->upgrade_socket != NULL)
+        snprintf(upgrade_path, sizeof(upgrade_path), "%s", cfg->upgrade_socket);
+    else
+        sy_handoff_default_path(cfg->nlisten > 0 ? cfg->listen[0].address : NULL, upgrade_path,
+                                sizeof(upgrade_path));
+    /* Before anything binds: the listeners of the running gateway become ours. */
+    int handoff_fd = takeover ? sy_handoff_take(upgrade_path, 10.0) : -1;
+    if (takeover && handoff_fd < 0) {
+        sy_config_release(cfg);
+        return 1;
+    }
     app_t app = {.loop = ev_default_loop(EVFLAG_AUTO), .config_path = path};
+    /* Signals first: once a listener is open, a SIGHUP or SIGTERM sent by whoever
+     * saw the port must not kill the process (handled once the loop runs). */
+    struct {
+        ev_signal *w;
+        void (*cb)(struct ev_loop *, ev_signal *, int);
+        int sig;
+    } sigs[] = {{&app.sigterm, on_stop_signal, SIGTERM},
+                {&app.sigquit, on_stop_signal, SIGQUIT},
+                {&app.sigint, on_stop_signal, SIGINT},
+                {&app.sighup, on_reload_signal, SIGHUP}};
+    for (size_t i = 0; i < SY_ARRAY_LEN(sigs); i++) {
+        ev_signal_init(sigs[i].w, sigs[i].cb, sigs[i].sig);
+        sigs[i].w->data = &app;
+        ev_signal_start(app.loop, sigs[i].w);
+    }
     /* The record first: a journal that cannot be opened stops the start. */
     if (sy_audit_create(app.loop, cfg, &app.audit) != 0) {
         sy_config_release(cfg);
@@ -328,20 +380,8 @@ static int cmd_run(const char *path)
         sy_server_destroy(app.server);
         sy_monitor_destroy(app.monitor);
         sy_audit_destroy(app.audit);
+        free(app.last_active);
         return 1;
-    }
-    struct {
-        ev_signal *w;
-        void (*cb)(struct ev_loop *, ev_signal *, int);
-        int sig;
-    } sigs[] = {{&app.sigterm, on_stop_signal, SIGTERM},
-                {&app.sigquit, on_stop_signal, SIGQUIT},
-                {&app.sigint, on_stop_signal, SIGINT},
-                {&app.sighup, on_reload_signal, SIGHUP}};
-    for (size_t i = 0; i < SY_ARRAY_LEN(sigs); i++) {
-        ev_signal_init(sigs[i].w, sigs[i].cb, sigs[i].sig);
-        sigs[i].w->data = &app;
-        ev_signal_start(app.loop, sigs[i].w);
     }
     if (sy_server_start(app.server) != 0) {
         sy_error("cannot start worker threads");
@@ -350,12 +390,21 @@ static int cmd_run(const char *path)
         sy_server_destroy(app.server);
         sy_monitor_destroy(app.monitor);
         sy_audit_destroy(app.audit);
+        free(app.last_active);
         return 1;
     }
     sy_admin_set_ready(app.admin, true);
+    /* (On the failure paths above, exit closes what the takeover received, and
+     * the old process, seeing the hand-off connection close, keeps serving.) */
+    sy_net_inherit_close_unused();
+    if (handoff_fd >= 0)
+        (void)sy_handoff_ready(handoff_fd, 10.0);
+    app.handoff = sy_handoff_serve(app.loop, upgrade_path, on_handed_off, &app);
     sy_info("switchyard %s started: %zu workers, config %s", SY_VERSION, nworkers, path);
-    record_gateway(&app, "start", "started");
+    record_gateway(&app, "start", takeover ? "started (took over the listening sockets)" : "started");
+    sy_handoff_notify_ready(ready_fd);
     ev_run(app.loop, 0);
+    sy_handoff_destroy(app.handoff);
     for (size_t i = 0; i < SY_ARRAY_LEN(sigs); i++)
         ev_signal_stop(app.loop, sigs[i].w);
     ev_timer_stop(app.loop, &app.flush);
@@ -461,6 +510,8 @@ int main(int argc, char **argv)
     }
     const char *config = DEFAULT_CONFIG;
     const char *cmd = "run";
+    bool takeover = false;
+    int ready_fd = -1;
     const char *pos[4];
     int npos = 0;
     for (int i = 1; i < argc; i++) {
@@ -473,6 +524,16 @@ int main(int argc, char **argv)
         } else if (strcmp(argv[i], "-h") == 0 || strcmp(argv[i], "--help") == 0) {
             usage(stdout);
             return 0;
+        } else if (strcmp(argv[i], "--takeover") == 0) {
+            takeover = true;
+        } else if (strcmp(argv[i], "--ready-fd") == 0) {
+            char *end = NULL;
+            ready_fd = ++i < argc ? (int)strtol(argv[i], &end, 10) : -1;
+            if (ready_fd < 3 || end == NULL || *end != '\0' || fcntl(ready_fd, F_GETFD) < 0) {
+                fprintf(stderr, "--ready-fd needs an open descriptor number (3 or more)\n");
+                return 2;
+            }
+            (void)fcntl(ready_fd, F_SETFD, FD_CLOEXEC);
         } else if (strcmp(argv[i], "--version") == 0) {
             printf("switchyard %s\n", SY_VERSION);
             return 0;
@@ -490,7 +551,7 @@ int main(int argc, char **argv)
     if (npos > 0)
         cmd = pos[0];
     if (strcmp(cmd, "run") == 0 && npos <= 1)
-        return cmd_run(config);
+        return cmd_run(config, takeover, ready_fd);
     if (strcmp(cmd, "check") == 0 && npos == 1)
         return cmd_check(config);
     if (strcmp(cmd, "migrate") == 0 && npos == 1) {

@@ -1,14 +1,18 @@
 #!/usr/bin/env bash
 # Binary upgrade with zero failed requests.
 #   deploy/upgrade.sh OLD_PID NEW_BINARY CONFIG [LOG]
-# 1. lets the kernel move connections queued on a closing SO_REUSEPORT listener to
-#    the others (net.ipv4.tcp_migrate_req=1);
-# 2. checks the config with the new binary;
-# 3. starts the new binary on the same ports (SO_REUSEPORT: both accept for a moment);
-# 4. waits until the new process listens;
-# 5. sends SIGQUIT to the old one: it accepts what is already queued, stops listening,
-#    finishes its in-flight requests (up to timeouts.drain) and exits 0.
-# Exits non-zero, leaving the old process running, if the new one fails to start.
+# 1. checks the config with the new binary;
+# 2. starts the new binary with --takeover: it connects to the running gateway's
+#    upgrade socket (the config's upgrade_socket, by default an abstract socket
+#    named after the first listen address), receives its listening sockets
+#    (SCM_RIGHTS: the same sockets, so nothing queued on them is ever reset and
+#    no two processes bind one address), starts serving them, and tells the old
+#    process, which stops accepting and drains: what it has in flight finishes
+#    (up to timeouts.drain), an idle keep-alive connection answers one more
+#    request with Connection: close or closes after timeouts.drain_idle;
+# 3. waits for the new process's "ready" line (--ready-fd), then for the old one
+#    to exit.
+# Exits non-zero, leaving the old process serving, if the new one fails to start.
 set -euo pipefail
 if [ $# -lt 3 ]; then
   echo "usage: $0 OLD_PID NEW_BINARY CONFIG [LOG]" >&2
@@ -19,26 +23,23 @@ old_pid=$1 new_bin=$2 cfg=$3 log=${4:-/dev/null}
 alive() { [ -r "/proc/$1/stat" ] && ! awk '{ exit ($3 == "Z") ? 0 : 1 }' "/proc/$1/stat"; }
 alive "$old_pid" || { echo "upgrade: no process $old_pid" >&2; exit 1; }
 
-if [ "$(cat /proc/sys/net/ipv4/tcp_migrate_req 2>/dev/null || echo x)" != 1 ]; then
-  sysctl -qw net.ipv4.tcp_migrate_req=1 2>/dev/null ||
-    echo "upgrade: warning: cannot set net.ipv4.tcp_migrate_req=1 (connections queued at the last moment may be reset)" >&2
-fi
 "$new_bin" check -c "$cfg" >/dev/null
 
-"$new_bin" -c "$cfg" >>"$log" 2>&1 &
+dir=$(mktemp -d)
+trap 'rm -rf "$dir"' EXIT
+mkfifo "$dir/ready"
+"$new_bin" -c "$cfg" --takeover --ready-fd 3 3>"$dir/ready" >>"$log" 2>&1 &
 new_pid=$!
-listening() { ss -Hltnp 2>/dev/null | grep -q "pid=$new_pid,"; }
-for _ in $(seq 200); do
-  listening && break
-  if ! alive "$new_pid"; then
-    echo "upgrade: the new process exited before listening; the old one ($old_pid) keeps serving" >&2
-    exit 1
-  fi
-  sleep 0.05
-done
-listening || { kill "$new_pid"; echo "upgrade: the new process never listened; stopped it" >&2; exit 1; }
+# The new process writes "ready PID" once it serves; if it exits first, the
+# fifo closes and read sees end of file. The bound is for a process that hangs.
+line=""
+read -r -t 300 line <"$dir/ready" || true
+if [ "$line" != "ready $new_pid" ]; then
+  if alive "$new_pid"; then kill "$new_pid"; fi
+  echo "upgrade: the new process did not start serving (see $log); the old one ($old_pid) keeps serving" >&2
+  exit 1
+fi
 
-kill -QUIT "$old_pid"
 for _ in $(seq 1200); do
   alive "$old_pid" || break
   sleep 0.1

@@ -1154,9 +1154,9 @@ sy_admin_t *sy_admin_create(struct ev_loop *loop, const sy_config_t *cfg, sy_fla
     set_token(a, cfg);
     a->fd = sy_net_listen(&addr, 128);
     if (a->fd < 0) {
-        char text[64];
-        sy_addr_format(&addr, text, sizeof(text));
-        sy_error("admin: cannot listen on %s: %s", text, strerror(-a->fd));
+        char msg[512];
+        sy_net_listen_error(&addr, -a->fd, msg, sizeof(msg));
+        sy_error("admin: %s", msg);
         sy_bufpool_destroy(&a->bufs);
         free(a->token);
         free(a);
@@ -1185,12 +1185,20 @@ void sy_admin_set_ready(sy_admin_t *a, bool ready)
     a->ready = ready;
 }
 
+void sy_admin_stop_listening(sy_admin_t *a)
+{
+    if (a->fd < 0)
+        return;
+    ev_io_stop(a->loop, &a->accept_io);
+    sy_net_close_listener(a->fd);
+    a->fd = -1;
+}
+
 void sy_admin_destroy(sy_admin_t *a)
 {
     if (a == NULL)
         return;
-    ev_io_stop(a->loop, &a->accept_io);
-    close(a->fd);
+    sy_admin_stop_listening(a);
     while (!sy_list_empty(&a->conns)) {
         admin_conn_t *c = sy_container_of(a->conns.next, admin_conn_t, node);
         conn_close(c);

@@ -43,6 +43,9 @@ void sy_admin_set_audit(sy_admin_t *a, sy_audit_t *audit);
 json_t *sy_admin_side_json(const sy_side_t *sd, double seconds);
 /* Marks the gateway ready (workers running) or draining. */
 void sy_admin_set_ready(sy_admin_t *a, bool ready);
+/* Stops accepting and closes the admin listener (after a hand-off to a new
+ * process, which answers on it from now on); open connections are served. */
+void sy_admin_stop_listening(sy_admin_t *a);
 void sy_admin_destroy(sy_admin_t *a);
 
 #endif

@@ -17,6 +17,9 @@ static const sy_conf_field_t timeout_fields[] = {
     {"tunnel_idle", SY_CT_DURATION, offsetof(sy_timeouts_t, tunnel_idle), "10m", 1, 86400000},
     {"drain", SY_CT_DURATION, offsetof(sy_timeouts_t, drain), "30s", 0, 86400000},
     {"upstream_idle", SY_CT_DURATION, offsetof(sy_timeouts_t, upstream_idle), "30s", 1, 86400000},
+    /* while draining, how long an idle keep-alive connection stays open for a
+     * request the client may have sent already */
+    {"drain_idle", SY_CT_DURATION, offsetof(sy_timeouts_t, drain_idle), "1s", 0, 600000},
 };
 
 static const sy_conf_field_t limit_fields[] = {
@@ -58,6 +61,7 @@ static void config_free(sy_config_t *cfg)
     free(cfg->listen);
     free_pools(cfg->pools, cfg->npools);
     free(cfg->access_log);
+    free(cfg->upgrade_socket);
     free(cfg->path);
     free(cfg);
 }
@@ -287,6 +291,11 @@ static int parse_access_log(sy_conf_t *c, yaml_node_t *v, sy_config_t *cfg)
     return sy_conf_string(c, v, &cfg->access_log);
 }
 
+static int parse_upgrade_socket(sy_conf_t *c, yaml_node_t *v, sy_config_t *cfg)
+{
+    return sy_conf_string(c, v, &cfg->upgrade_socket);
+}
+
 /* The proxy's own top-level keys, in the order they are applied. */
 static const struct {
     const char *key;
@@ -296,6 +305,7 @@ static const struct {
     {"workers", parse_workers, false},   {"listen", parse_listen, true},
     {"timeouts", parse_timeouts, false}, {"limits", parse_limits, false},
     {"access_log", parse_access_log, false}, {"pools", parse_pools, true},
+    {"upgrade_socket", parse_upgrade_socket, false},
 };
 
 static sy_config_t *load(sy_conf_t *c, const char *path, const sy_conf_section_t *const *sections,

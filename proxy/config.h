@@ -55,7 +55,7 @@ typedef struct sy_listen {
 
 typedef struct sy_timeouts {   /* milliseconds */
     uint64_t client_header, client_idle, connect, upstream_header, body_idle, tunnel_idle,
-        drain, upstream_idle;
+        drain, upstream_idle, drain_idle;
 } sy_timeouts_t;
 
 typedef struct sy_limits {
@@ -83,6 +83,7 @@ typedef struct sy_config {
     sy_timeouts_t timeouts;
     sy_limits_t limits;
     char *access_log;      /* path, "-" for stdout, or "off" */
+    char *upgrade_socket;  /* unix socket for the binary upgrade hand-off; NULL: the default */
     sy_pool_t *pools;
     size_t npools;
     size_t buffer_size;    /* I/O block size, derived from limits */

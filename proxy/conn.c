@@ -76,6 +76,7 @@ typedef struct sy_conn {
     bool client_eof, up_eof, out_blocked, up_blocked;
     bool req_head_done, req_done, req_paused, want_tunnel, head_req, client_http11;
     bool resp_head_sent, resp_done, resp_final_head, local, close_after, upstream_reusable;
+    bool said_close;         /* the response head sent says Connection: close */
     bool up_wrote;           /* bytes of this request reached this upstream connection */
     /* A body held for the router (it asked for it to find the user key): */
     char *hold;
@@ -284,7 +285,10 @@ static void exchange_end(sy_conn_t *c)
     c->cfg = c->w->snap->config;
     give(c, &c->req_arena);
     sy_h1_reset(&c->req);
-    if (c->close_after || c->w->draining || c->client_eof) {
+    /* Draining: a response that went out without Connection: close leaves the
+     * connection idle (the client may be sending its next request already); that
+     * request is answered with close, or the idle grace ends it. */
+    if (c->close_after || c->client_eof || (c->w->draining && c->said_close)) {
         c->state = CS_CLOSING;
         c->t_closing = now_of(c);
         return;
@@ -320,6 +324,7 @@ static void respond_local(sy_conn_t *c, int status, const char *reason)
         conn_close(c, "out of memory");
         return;
     }
+    c->said_close = c->close_after || c->w->draining;
     c->resp_head_sent = true;
     c->resp_done = true;
     if (status >= 400 && c->w->stats.local_responses++ < 3)
@@ -606,6 +611,7 @@ static int resp_on_head(void *ud, sy_h1_msg_t *m)
     if (sy_headers_response(&c->out, m, &f) != 0)
         return sy_h1_fail(&c->resp, 502, "response head too large");
     c->resp_head_sent = true;
+    c->said_close = f.close;
     c->upstream_reusable = m->keep_alive && !m->body_until_eof && !tunnel;
     if (tunnel)
         return SY_H1_HEAD_TUNNEL;
@@ -976,6 +982,8 @@ static ev_tstamp next_deadline(const sy_conn_t *c, deadline_kind_t *kind)
     switch (c->state) {
     case CS_IDLE:
         CONSIDER(c->t_idle + t->client_idle / 1e3, DL_CLIENT_IDLE);
+        if (c->w->draining)
+            CONSIDER((c->t_idle > c->w->drain_t0 ? c->t_idle : c->w->drain_t0) + t->drain_idle / 1e3, DL_CLIENT_IDLE);
         break;
     case CS_ACTIVE:
         if (!c->req_head_done) {
@@ -1256,10 +1264,9 @@ void sy_conn_drain_all(sy_worker_t *w)
     while (n != &w->conns) {
         sy_conn_t *c = sy_container_of(n, sy_conn_t, node);
         n = n->next;
-        if (c->state == CS_IDLE && c->in.len == 0)
-            conn_close(c, NULL);
-        else if (c->state == CS_ACTIVE)
-            c->close_after = true;
+        /* Not closed at once: a request may be on the wire (the next response
+         * says close instead). Idle ones get timeouts.drain_idle. */
+        arm_timer(c);
     }
 }
 

@@ -11,7 +11,9 @@
 
 /* Takes ownership of fd (an accepted, non-blocking socket). */
 void sy_conn_accept(sy_worker_t *w, int fd, const struct sockaddr *peer, socklen_t len);
-/* Drain: idle connections close now, busy ones after their current exchange. */
+/* Drain (w->draining and w->drain_t0 set): every response from now on says
+ * Connection: close and its connection closes after it; an idle connection is
+ * closed after timeouts.drain_idle unless a request arrives first. */
 void sy_conn_drain_all(sy_worker_t *w);
 /* Re-evaluates every connection's deadline (after a swap retired endpoints:
  * exchanges and tunnels on them get timeouts.drain from the swap). */

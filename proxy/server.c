@@ -7,6 +7,7 @@
 #include "proxy/worker.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #ifdef __GLIBC__
 #include <malloc.h>
 #endif
@@ -15,9 +16,14 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
+#include <sys/resource.h>
 #include <time.h>
 #include <sys/socket.h>
 #include <unistd.h>
+
+#define SY_ACCEPT_BACKOFF 0.1        /* s: no accepts after EMFILE/ENFILE */
+#define SY_ACCEPT_LOG_INTERVAL 5.0   /* s: at most one EMFILE report per worker */
+#define SY_FD_RESERVE 64
 
 struct sy_server {
     struct ev_loop *control;
@@ -25,6 +31,8 @@ struct sy_server {
     sy_worker_t *workers;
     size_t nworkers;
     sy_alog_t *alog;
+    int *lfds;              /* one listening socket per listen entry; workers poll dups */
+    size_t nlfds;
     ev_async exited;        /* worker -> control: a worker left its loop */
     ev_timer reclaim;       /* control: drop snapshots no worker can reach */
     atomic_int nexited;
@@ -50,18 +58,54 @@ void sy_worker_request_id(sy_worker_t *w, char out[33])
     snprintf(out, 33, "%016llx%016llx", (unsigned long long)r[0], (unsigned long long)r[1]);
 }
 
+/* Watches the listeners unless at the connection limit or backing off after
+ * running out of descriptors. */
+static void update_accepting(sy_worker_t *w)
+{
+    bool on = !w->accept_paused && !ev_is_active(&w->accept_backoff);
+    for (size_t i = 0; i < w->nlisteners; i++) {
+        if (w->listeners[i].fd < 0)
+            continue;
+        if (on)
+            ev_io_start(w->loop, &w->listeners[i].io);
+        else
+            ev_io_stop(w->loop, &w->listeners[i].io);
+    }
+}
+
 void sy_worker_accept_pause(sy_worker_t *w, bool pause)
 {
     if (w->accept_paused == pause)
         return;
     w->accept_paused = pause;
-    for (size_t i = 0; i < w->nlisteners; i++) {
-        if (w->listeners[i].fd < 0)
-            continue;
-        if (pause)
-            ev_io_stop(w->loop, &w->listeners[i].io);
-        else
-            ev_io_start(w->loop, &w->listeners[i].io);
+    update_accepting(w);
+}
+
+static void accept_backoff_cb(struct ev_loop *loop, ev_timer *t, int revents)
+{
+    sy_worker_t *w = t->data;
+    (void)loop;
+    (void)revents;
+    if (!w->draining)
+        update_accepting(w);
+}
+
+/* Out of descriptors: the pending connection stays queued and the listener
+ * stays readable, so retrying at once would spin. Stop accepting for a short
+ * while (as nginx and HAProxy do) and say so once per interval. */
+static void accept_out_of_fds(sy_worker_t *w, int err)
+{
+    w->accept_fails++;
+    ev_timer_set(&w->accept_backoff, SY_ACCEPT_BACKOFF, 0.);
+    ev_timer_start(w->loop, &w->accept_backoff);
+    update_accepting(w);
+    ev_tstamp now = ev_now(w->loop);
+    if (w->accept_logged == 0 || now - w->accept_logged >= SY_ACCEPT_LOG_INTERVAL) {
+        sy_warn("accept: %s: pausing accepts for %.0f ms each time (%llu times since the last report; "
+                "%zu connections open here; raise the fd limit or lower limits.connections)",
+                strerror(err), SY_ACCEPT_BACKOFF * 1e3, (unsigned long long)w->accept_fails, w->nconns);
+        w->accept_logged = now;
+        w->accept_fails = 0;
     }
 }
 
@@ -89,8 +133,8 @@ static void accept_cb(struct ev_loop *loop, ev_io *io, int revents)
         socklen_t len = sizeof(ss);
         int fd = accept4(l->fd, (struct sockaddr *)&ss, &len, SOCK_NONBLOCK | SOCK_CLOEXEC);
         if (fd < 0) {
-            if (errno == EMFILE || errno == ENFILE)
-                sy_warn("accept: %s (limits.connections may exceed the fd limit)", strerror(errno));
+            if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM)
+                accept_out_of_fds(w, errno);
             return;
         }
         sy_conn_accept(w, fd, (struct sockaddr *)&ss, len);
@@ -144,6 +188,8 @@ static void wake_cb(struct ev_loop *loop, ev_async *a, int revents)
     }
     if (atomic_load(&w->drain_requested) && !w->draining) {
         w->draining = true;
+        w->drain_t0 = ev_now(loop);
+        ev_timer_stop(loop, &w->accept_backoff);
         close_listeners(w);
         sy_conn_drain_all(w);
         sy_upstreams_close_idle(w->ups);
@@ -201,6 +247,7 @@ static void *worker_main(void *arg)
     sy_conn_close_all(w, "shutdown");
     sy_conn_reap(w);
     ev_timer_stop(w->loop, &w->drain_timer);
+    ev_timer_stop(w->loop, &w->accept_backoff);
     sy_upstreams_destroy(w->ups);
     w->ups = NULL;
     for (size_t i = 0; i < w->nlisteners; i++)
@@ -276,6 +323,8 @@ static int worker_init(sy_server_t *s, sy_worker_t *w, int id, const sy_config_t
     ev_timer_start(w->loop, &w->pool_tick);
     ev_init(&w->drain_timer, drain_timeout_cb);
     w->drain_timer.data = w;
+    ev_init(&w->accept_backoff, accept_backoff_cb);
+    w->accept_backoff.data = w;
 
     w->nlisteners = cfg->nlisten;
     w->listeners = calloc(cfg->nlisten, sizeof(*w->listeners));
@@ -284,9 +333,11 @@ static int worker_init(sy_server_t *s, sy_worker_t *w, int id, const sy_config_t
     for (size_t i = 0; i < cfg->nlisten; i++)
         w->listeners[i].fd = -1;
     for (size_t i = 0; i < cfg->nlisten; i++) {
-        int fd = sy_net_listen(&cfg->listen[i].addr, 4096);
+        /* Each worker polls its own descriptor of the one listening socket, so it
+         * can stop and close it from its own thread. */
+        int fd = fcntl(s->lfds[i], F_DUPFD_CLOEXEC, 0);
         if (fd < 0) {
-            sy_error("cannot listen on %s: %s", cfg->listen[i].address, strerror(-fd));
+            sy_error("listener %s: dup: %s", cfg->listen[i].address, strerror(errno));
             return SY_EIO;
         }
         sy_listener_t *l = &w->listeners[i];
@@ -314,6 +365,37 @@ static void worker_destroy(sy_worker_t *w)
     sy_bufpool_destroy(&w->bufs);
 }
 
+/* Descriptors one connection may need: the client's and its upstream's. The
+ * rest: idle upstream connections, listeners, and a reserve for the control
+ * thread (admin, Redis, PostgreSQL, health probes, journal, logs). */
+static void check_fd_limit(const sy_config_t *cfg, size_t nworkers)
+{
+    uint64_t endpoints = 0;
+    for (size_t i = 0; i < cfg->npools; i++)
+        endpoints += cfg->pools[i].nendpoints;
+    uint64_t need = 2 * cfg->limits.connections + (uint64_t)nworkers * cfg->limits.upstream_keepalive +
+                    (uint64_t)(nworkers + 1) * cfg->nlisten + 2 * endpoints + SY_FD_RESERVE;
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_cur == RLIM_INFINITY || rl.rlim_cur >= need)
+        return;
+    rlim_t want = rl.rlim_max == RLIM_INFINITY || rl.rlim_max >= need ? (rlim_t)need : rl.rlim_max;
+    if (want > rl.rlim_cur) {
+        struct rlimit nl = {.rlim_cur = want, .rlim_max = rl.rlim_max};
+        if (setrlimit(RLIMIT_NOFILE, &nl) == 0) {
+            sy_info("raised the open-file limit from %llu to %llu", (unsigned long long)rl.rlim_cur,
+                    (unsigned long long)want);
+            rl.rlim_cur = want;
+        }
+    }
+    if (rl.rlim_cur < need)
+        sy_warn("the open-file limit is %llu (hard %llu) but limits.connections %llu needs about %llu "
+                "(2 per connection, %llu idle upstream, %llu reserved): past that, accepts pause until "
+                "connections close; raise LimitNOFILE or lower limits.connections",
+                (unsigned long long)rl.rlim_cur, (unsigned long long)rl.rlim_max,
+                (unsigned long long)cfg->limits.connections, (unsigned long long)need,
+                (unsigned long long)nworkers * cfg->limits.upstream_keepalive, (unsigned long long)SY_FD_RESERVE);
+}
+
 sy_server_t *sy_server_create(struct ev_loop *control, sy_snapshot_t *first, const sy_router_t *router,
                               const sy_observer_t *observer)
 {
@@ -332,6 +414,22 @@ sy_server_t *sy_server_create(struct ev_loop *control, sy_snapshot_t *first, con
         if (s->alog == NULL)
             goto fail;
     }
+    /* One socket per listen address, bound without SO_REUSEPORT (or taken over
+     * from the process being upgraded), shared by the workers. */
+    s->lfds = calloc(cfg->nlisten + 1, sizeof(*s->lfds));
+    if (s->lfds == NULL)
+        goto fail;
+    for (; s->nlfds < cfg->nlisten; s->nlfds++) {
+        int fd = sy_net_listen(&cfg->listen[s->nlfds].addr, 4096);
+        if (fd < 0) {
+            char msg[512];
+            sy_net_listen_error(&cfg->listen[s->nlfds].addr, -fd, msg, sizeof(msg));
+            sy_error("%s", msg);
+            goto fail;
+        }
+        s->lfds[s->nlfds] = fd;
+    }
+    check_fd_limit(cfg, s->nworkers);
     s->workers = calloc(s->nworkers, sizeof(*s->workers));
     if (s->workers == NULL)
         goto fail;
@@ -353,25 +451,8 @@ fail:
     return NULL;
 }
 
-/* With SO_REUSEPORT, connections queued on a listener that closes are reset
- * unless the kernel migrates them to the other listeners of the group. */
-static void check_migrate_req(void)
-{
-    FILE *f = fopen("/proc/sys/net/ipv4/tcp_migrate_req", "r");
-    int v = -1;
-    if (f != NULL) {
-        if (fscanf(f, "%d", &v) != 1)
-            v = -1;
-        fclose(f);
-    }
-    if (v == 0)
-        sy_warn("net.ipv4.tcp_migrate_req is 0: during a binary upgrade, connections queued on the old process's "
-                "listeners when it stops may be reset; set it to 1 (deploy/upgrade.sh does)");
-}
-
 int sy_server_start(sy_server_t *s)
 {
-    check_migrate_req();
     /* Workers take no signals: the control loop handles them. */
     sigset_t all, old;
     sigfillset(&all);
@@ -405,6 +486,12 @@ void sy_server_drain(sy_server_t *s, void (*done)(void *arg), void *arg)
     if (s->draining)
         return;
     s->draining = true;
+    /* The workers hold the other references: the last one to close a listener
+     * takes what is queued first. After an upgrade the new process holds one
+     * too, so nothing queued is lost at all. */
+    for (size_t i = 0; i < s->nlfds; i++)
+        sy_net_close_listener(s->lfds[i]);
+    s->nlfds = 0;
     s->done = done;
     s->done_arg = arg;
     for (size_t i = 0; i < s->nworkers; i++) {
@@ -423,6 +510,9 @@ void sy_server_destroy(sy_server_t *s)
     for (size_t i = 0; s->workers != NULL && i < s->nworkers; i++)
         worker_destroy(&s->workers[i]);
     free(s->workers);
+    for (size_t i = 0; i < s->nlfds; i++)
+        sy_net_close_listener(s->lfds[i]);
+    free(s->lfds);
     ev_async_stop(s->control, &s->exited);
     ev_timer_stop(s->control, &s->reclaim);
     sy_alog_destroy(s->alog);

@@ -13,8 +13,10 @@
 
 typedef struct sy_server sy_server_t;
 
-/* Binds every worker's listening sockets (so a port in use fails here, before any
- * thread starts) and opens the access log. Takes over the caller's reference on
+/* Binds one listening socket per listen address, exclusively (or takes over the
+ * one inherited from the process being upgraded, see sy_net_inherit), so a port
+ * in use fails here, before any thread starts; checks the open-file limit
+ * against limits.connections; opens the access log. Takes over the caller's reference on
  * `first`. router and observer must outlive the server. Returns NULL on error
  * (logged). Control thread. */
 sy_server_t *sy_server_create(struct ev_loop *control, sy_snapshot_t *first, const sy_router_t *router,
@@ -24,7 +26,10 @@ int sy_server_start(sy_server_t *s) SY_MUST_USE;
 /* Publishes a new snapshot (taking over the caller's reference); workers use it
  * for requests that start after this call. */
 void sy_server_publish(sy_server_t *s, sy_snapshot_t *snap);
-/* Stops accepting, lets in-flight exchanges finish up to timeouts.drain, then
+/* Stops accepting (closing the listening sockets; a process that took them over
+ * keeps them open), lets in-flight exchanges finish up to timeouts.drain, keeps
+ * idle keep-alive connections for timeouts.drain_idle so a request already on
+ * the wire is answered (with Connection: close), then
  * the workers exit and `done` is called on the control loop. Idempotent. */
 void sy_server_drain(sy_server_t *s, void (*done)(void *arg), void *arg);
 /* Joins the workers (after done) and frees everything. */

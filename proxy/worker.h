@@ -1,4 +1,5 @@
-/* A worker: one thread, one libev loop, its own SO_REUSEPORT listening sockets,
+/* A worker: one thread, one libev loop, its own descriptors of the server's
+ * listening sockets (dups: one socket per address, exclusive to the process),
  * buffers, upstream pools and access-log ring. A connection belongs to one
  * worker for its whole life. Nothing here is touched by another thread except
  * the fields marked atomic (drain request) and the snapshot slot. */
@@ -38,6 +39,10 @@ typedef struct sy_worker {
     ev_prepare reaper;        /* frees connections closed during callbacks, before the loop blocks */
     ev_timer pool_tick;       /* 1 s: gives back buffer blocks and arena pages a spike left unused */
     ev_timer drain_timer;
+    ev_timer accept_backoff;  /* running: accepts paused after running out of fds */
+    uint64_t accept_fails;    /* EMFILE/ENFILE since the last report */
+    ev_tstamp accept_logged;
+    ev_tstamp drain_t0;       /* when the drain started */
     atomic_bool drain_requested;
     bool draining;
     bool exited;

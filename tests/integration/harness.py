@@ -28,8 +28,7 @@ _given = set()
 
 
 def free_port():
-    """A port nothing listens on, never the same twice in one test process (the
-    gateway's SO_REUSEPORT would otherwise share it between two listeners)."""
+    """A port nothing listens on, never the same twice in one test process."""
     while True:
         s = socket.socket()
         s.bind(("127.0.0.1", 0))
@@ -107,7 +106,10 @@ class Env:
             f.write(text)
         return path
 
-    def start_gateway(self, config_text, port, name="gw", extra_env=None, wait=True):
+    def start_gateway(self, config_text, port, name="gw", extra_env=None, wait=True, args=(), pass_fds=()):
+        if not re.search(r"^admin:", config_text, re.M):
+            # Listeners are exclusive: never the shared default admin address.
+            config_text += "\nadmin: {address: 127.0.0.1:%d}\n" % free_port()
         cfg = self.write_config(config_text, name + ".yaml")
         log_path = self.path(name + ".log")
         env = dict(os.environ)
@@ -116,7 +118,8 @@ class Env:
         if extra_env:
             env.update(extra_env)
         with open(log_path, "w") as log:
-            p = subprocess.Popen([BIN, "-c", cfg], stdout=log, stderr=subprocess.STDOUT, env=env)
+            p = subprocess.Popen([BIN, "-c", cfg] + list(args), stdout=log, stderr=subprocess.STDOUT, env=env,
+                                 pass_fds=pass_fds)
         p.log_path = log_path
         p.config_path = cfg
         self.procs.append(p)
