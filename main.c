@@ -43,9 +43,10 @@ static void usage(FILE *out)
             "usage:\n"
             "  switchyard [run] -c FILE          run the gateway\n"
             "  switchyard check -c FILE          validate a config; errors as file:line:col: message\n"
-            "  switchyard cohort ROUTE USER [-c FILE]\n"
+            "  switchyard cohort ROUTE USER [-c FILE] [--live]\n"
             "                                    print the bucket and variant of USER on ROUTE\n"
-            "                                    (USER \"-\": one user per line from stdin)\n"
+            "                                    (USER \"-\": one user per line from stdin); flags from\n"
+            "                                    the config file, or with --live the running gateway's\n"
             "  switchyard migrate -c FILE        create or migrate the PostgreSQL schema, then exit\n"
             "  switchyard ctl [-a ADDR] [-t TOKENFILE] [--json] status|set|test-users|rollback|resume|promote|swap|events ...\n"
             "                                    talk to the admin API (switchyard ctl -h for more)\n"
@@ -415,7 +416,7 @@ static int cmd_cohort(const char *path, const char *route, const char *user)
                 user = line;
             }
             if (sy_routing_cohort(rt, route, user, &bucket, &v, &reason) == 0)
-                printf("route=%s user=%s bucket=%u variant=%s reason=%s\n", route, user, bucket,
+                printf("route=%s user=%s bucket=%u variant=%s reason=%s flags=config\n", route, user, bucket,
                        sy_variant_name(v), sy_reason_name(reason));
             if (!batch)
                 break;
@@ -463,8 +464,11 @@ int main(int argc, char **argv)
     const char *cmd = "run";
     const char *pos[4];
     int npos = 0;
+    bool live = false; /* cohort: ask the running gateway */
     for (int i = 1; i < argc; i++) {
-        if (strcmp(argv[i], "-c") == 0 || strcmp(argv[i], "--config") == 0) {
+        if (strcmp(argv[i], "--live") == 0) {
+            live = true;
+        } else if (strcmp(argv[i], "-c") == 0 || strcmp(argv[i], "--config") == 0) {
             if (++i >= argc) {
                 usage(stderr);
                 return 2;
@@ -502,7 +506,7 @@ int main(int argc, char **argv)
         return rc;
     }
     if (strcmp(cmd, "cohort") == 0 && npos == 3)
-        return cmd_cohort(config, pos[1], pos[2]);
+        return live ? sy_ctl_cohort_live(config, pos[1], pos[2]) : cmd_cohort(config, pos[1], pos[2]);
     usage(stderr);
     return 2;
 }
