@@ -339,7 +339,7 @@ static json_t *route_json(const sy_route_t *r, const sy_route_flags_t *f)
     json_t *users = json_array();
     for (size_t i = 0; i < f->ntest_users && i < 100; i++)
         json_array_append_new(users, json_string(f->test_users[i]));
-    return json_pack("{s:s, s:s, s:i, s:f, s:i, s:s?, s:i, s:o, s:I, s:s, s:s?, s:s?, s:s?, s:s, s:s?, s:I, s:I}",
+    json_t *j = json_pack("{s:s, s:s, s:i, s:f, s:i, s:s?, s:i, s:o, s:I, s:s, s:s?, s:s?, s:s?, s:s, s:s?, s:I, s:I}",
                      "name", r->name, "state", sy_state_name(f->state), "percent_bp", f->percent_bp, "percent",
                      f->percent_bp / 100.0, "prev_percent_bp", f->prev_percent_bp, "salt", f->salt,
                      "test_users_count", (int)f->ntest_users, "test_users", users, "version",
@@ -348,6 +348,8 @@ static json_t *route_json(const sy_route_t *r, const sy_route_flags_t *f)
                      r->new_pool ? r->new_pool->name : NULL, "jwt_refused",
                      (json_int_t)atomic_load_explicit(&r->jwt_refused, memory_order_relaxed), "json_no_key",
                      (json_int_t)atomic_load_explicit(&r->json_no_key, memory_order_relaxed));
+    json_object_set_new(j, "plain", json_false());
+    return j;
 }
 
 static json_t *pools_json(const sy_admin_t *a);
