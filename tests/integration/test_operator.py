@@ -10,8 +10,8 @@ import socket
 import subprocess
 import time
 
-from harness import BIN, ROOT, SLOW, GatewayTest, backend_stats, base_config, curl, free_port, main,
-                     wait_port
+from harness import (BIN, ROOT, SLOW, GatewayTest, backend_stats, base_config, curl, free_port, main,
+                     wait_port)
 
 TOKEN = "operator-token-0123456789abcdef"
 
