@@ -80,6 +80,8 @@ Try:
   for u in 1 2 3 4 5 6 7 8; do curl -s -o /dev/null -w "user \$u -> %header{x-switchyard-variant}\\n" -H "X-User-Id: \$u" http://127.0.0.1:8080/hello; done
   # why: the bucket and the decision, without the network
   build/switchyard cohort navigation 5 -c deploy/quickstart.yaml
+  # the same with the flags the running gateway uses now (after edits in Redis)
+  build/switchyard cohort navigation 5 -c deploy/quickstart.yaml --live
   # force a variant from a trusted address (127.0.0.0/8 here)
   curl -si http://127.0.0.1:8080/hello -H 'X-User-Id: 1' -H 'X-Switchyard-Variant: new' | grep -i x-backend
   # what the backend receives (X-Forwarded-*, X-Request-Id)
