@@ -49,9 +49,10 @@ static void usage(FILE *out)
             "                                    of the running one (upgrade_socket), which then drains;\n"
             "                                    --ready-fd: write \"ready PID\" to fd N once serving"
             "  switchyard check -c FILE          validate a config; errors as file:line:col: message\n"
-            "  switchyard cohort ROUTE USER [-c FILE]\n"
+            "  switchyard cohort ROUTE USER [-c FILE] [--live]\n"
             "                                    print the bucket and variant of USER on ROUTE\n"
-            "                                    (USER \"-\": one user per line from stdin)\n"
+            "                                    (USER \"-\": one user per line from stdin); flags from\n"
+            "                                    the config file, or with --live the running gateway's\n"
             "  switchyard migrate -c FILE        create or migrate the PostgreSQL schema, then exit\n"
             "  switchyard ctl [-a ADDR] [-t TOKENFILE] [--json] status|set|test-users|rollback|resume|promote|swap|events ...\n"
             "                                    talk to the admin API (switchyard ctl -h for more)\n"
@@ -464,7 +465,7 @@ static int cmd_cohort(const char *path, const char *route, const char *user)
                 user = line;
             }
             if (sy_routing_cohort(rt, route, user, &bucket, &v, &reason) == 0)
-                printf("route=%s user=%s bucket=%u variant=%s reason=%s\n", route, user, bucket,
+                printf("route=%s user=%s bucket=%u variant=%s reason=%s flags=config\n", route, user, bucket,
                        sy_variant_name(v), sy_reason_name(reason));
             if (!batch)
                 break;
@@ -514,8 +515,11 @@ int main(int argc, char **argv)
     int ready_fd = -1;
     const char *pos[4];
     int npos = 0;
+    bool live = false; /* cohort: ask the running gateway */
     for (int i = 1; i < argc; i++) {
-        if (strcmp(argv[i], "-c") == 0 || strcmp(argv[i], "--config") == 0) {
+        if (strcmp(argv[i], "--live") == 0) {
+            live = true;
+        } else if (strcmp(argv[i], "-c") == 0 || strcmp(argv[i], "--config") == 0) {
             if (++i >= argc) {
                 usage(stderr);
                 return 2;
@@ -563,7 +567,7 @@ int main(int argc, char **argv)
         return rc;
     }
     if (strcmp(cmd, "cohort") == 0 && npos == 3)
-        return cmd_cohort(config, pos[1], pos[2]);
+        return live ? sy_ctl_cohort_live(config, pos[1], pos[2]) : cmd_cohort(config, pos[1], pos[2]);
     usage(stderr);
     return 2;
 }

@@ -37,8 +37,9 @@ for p in 7001 7002 8004 8005 8080 9901 6390 5490; do
   fi
 done
 
-head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n' > "$RUN/admin.token"
-chmod 600 "$RUN/admin.token"
+# The admin token is deploy/quickstart.token, a demo token kept in the repository
+# (the admin API listens on loopback only): a real deployment makes its own.
+TOKEN_FILE=deploy/quickstart.token
 # PostgreSQL for the record: a cluster of the demo's own (initdb + pg_ctl), as the
 # postgres user when run as root; trust authentication on loopback only.
 PGBIN=/usr/lib/postgresql/15/bin
@@ -79,6 +80,8 @@ Try:
   for u in 1 2 3 4 5 6 7 8; do curl -s -o /dev/null -w "user \$u -> %header{x-switchyard-variant}\\n" -H "X-User-Id: \$u" http://127.0.0.1:8080/hello; done
   # why: the bucket and the decision, without the network
   build/switchyard cohort navigation 5 -c deploy/quickstart.yaml
+  # the same with the flags the running gateway uses now (after edits in Redis)
+  build/switchyard cohort navigation 5 -c deploy/quickstart.yaml --live
   # force a variant from a trusted address (127.0.0.0/8 here)
   curl -si http://127.0.0.1:8080/hello -H 'X-User-Id: 1' -H 'X-Switchyard-Variant: new' | grep -i x-backend
   # what the backend receives (X-Forwarded-*, X-Request-Id)
@@ -98,10 +101,18 @@ The flags live in Redis (127.0.0.1:6390):
 Roll back in one command (everyone to legacy), then resume:
   $CTL rollback navigation --reason "errors on new"
   $CTL resume navigation
+Make new misbehave and watch the automatic rollback (a few seconds):
+  curl -s 'http://127.0.0.1:7002/__control?error_rate=0.5'   # half of new's answers become 500
+  #   or: curl -s 'http://127.0.0.1:7002/__control?latency_ms=1500'   # new answers 1.5 s late
+  seq 1 400 | xargs -P 16 -I{} curl -s -o /dev/null -H 'X-User-Id: {}' http://127.0.0.1:8080/hello
+  $CTL status                                # navigation: tripped, the rule and both sides' numbers
+  $CTL events navigation --kind trip
+  curl -s 'http://127.0.0.1:7002/__control?reset=1'          # new behaves again
+  $CTL resume navigation --reason "new fixed"
 Blue-green on /tts (pool "speech": blue on 8004 runs speech-v1, green 8005 is idle):
   curl -s http://127.0.0.1:8080/tts          # hello from speech-v1
   # start v2 on the idle colour, wait for /health, swap, drain, stop v1 - one command:
-  SWITCHYARD_TOKEN_FILE=$RUN/admin.token STATE_DIR=$RUN/stts-state LOG=$RUN/speech-green.log \
+  SWITCHYARD_TOKEN_FILE=$TOKEN_FILE STATE_DIR=$RUN/stts-state LOG=$RUN/speech-green.log \
     deploy/blue-green.sh speech python3 tests/integration/backend.py --port {port} --name speech-v2
   curl -s http://127.0.0.1:8080/tts          # hello from speech-v2
   $CTL status                                # pools: active colour, endpoints, draining
@@ -110,7 +121,7 @@ Every change, trip and swap is recorded in PostgreSQL (127.0.0.1:5490), journal 
   $CTL events navigation --kind hand_edit
   $CTL windows navigation                    # requests, errors, p50/p95/p99 per minute and variant
   psql -h 127.0.0.1 -p 5490 -U switchyard switchyard -c "SELECT at, kind, route, actor, reason FROM events ORDER BY at DESC LIMIT 10"
-The admin token is in $RUN/admin.token; the gateway's log in $RUN/switchyard.log.
+The admin token is in $TOKEN_FILE (a demo token: make your own for real use); the gateway's log in $RUN/switchyard.log.
 
 Press Ctrl-C to stop everything.
 TXT

@@ -6,8 +6,10 @@
 #include "proxy/log.h"
 #include "proxy/net.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
 #include <jansson.h>
+#include <netinet/in.h>
 #include <stdatomic.h>
 #include <openssl/crypto.h>
 #include <stddef.h>
@@ -21,10 +23,15 @@
 #include <unistd.h>
 
 #include "routing/route.h"
+#include "routing/router.h"
 
 #define ADMIN_MAX_HEAD 16384
 #define ADMIN_MAX_BODY 65536
 #define ADMIN_TIMEOUT 10.0
+/* Lingering close: after the answer, what the client still sends is read and
+ * discarded for at most this long and this many bytes. */
+#define ADMIN_LINGER_TIME 5.0
+#define ADMIN_LINGER_BYTES (8u << 20)
 
 /* --- the config section ---------------------------------------------------- */
 
@@ -98,7 +105,8 @@ typedef struct admin_conn {
     char *arena;
     char body[ADMIN_MAX_BODY + 1];
     size_t body_len;
-    bool head_done, done_reading, waiting, responded, closed;
+    bool head_done, done_reading, waiting, responded, closed, lingering;
+    size_t linger_left; /* bytes still discarded while lingering */
     char *big;          /* a body larger than a buffer (metrics), owned, sent after `out` */
     json_t *answer;     /* a change's answer, held until its event is in the journal */
     size_t big_len, big_off;
@@ -118,6 +126,7 @@ struct sy_admin {
     char *token;
     const char *alert_label;
     bool ready;
+    bool reads_need_token; /* the listener is not on loopback */
 };
 
 typedef struct endpoint {
@@ -152,6 +161,46 @@ static void conn_close(admin_conn_t *c)
     conn_release(c);
 }
 
+/* The answer is out: close lingering, as nginx does. Closing with bytes of the
+ * client's still unread (a body refused with 413, a pipelined request) would
+ * reset the connection and could destroy the answer before the client reads
+ * it; so the write side is shut first, and what comes is read and discarded
+ * until the client closes, for a bounded time and byte count. */
+static void linger(admin_conn_t *c)
+{
+    if (c->closed)
+        return;
+    if (shutdown(c->fd, SHUT_WR) != 0) {
+        conn_close(c);
+        return;
+    }
+    c->lingering = true;
+    c->linger_left = ADMIN_LINGER_BYTES;
+    ev_io_stop(c->a->loop, &c->io);
+    ev_io_set(&c->io, c->fd, EV_READ);
+    ev_io_start(c->a->loop, &c->io);
+    ev_timer_stop(c->a->loop, &c->timer);
+    ev_timer_set(&c->timer, ADMIN_LINGER_TIME, 0.);
+    ev_timer_start(c->a->loop, &c->timer);
+}
+
+static void linger_read(admin_conn_t *c)
+{
+    char scrap[16384];
+    for (;;) {
+        ssize_t n = recv(c->fd, scrap, sizeof(scrap), 0);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0 && errno == EAGAIN)
+            return;
+        if (n <= 0 || (size_t)n >= c->linger_left) {
+            conn_close(c); /* the client closed, or the bound is reached */
+            return;
+        }
+        c->linger_left -= (size_t)n;
+    }
+}
+
 static void flush_out(admin_conn_t *c)
 {
     while (c->out.len > 0 || c->big_off < c->big_len) {
@@ -173,9 +222,10 @@ static void flush_out(admin_conn_t *c)
             ev_io_start(c->a->loop, &c->io);
             return;
         }
-        break;
+        conn_close(c); /* the client is gone */
+        return;
     }
-    conn_close(c);
+    linger(c);
 }
 
 static void respond_json(admin_conn_t *c, int status, json_t *j)
@@ -282,10 +332,14 @@ static bool query_param(const admin_conn_t *c, const char *name, char *out, size
 
 static json_t *route_json(const sy_route_t *r, const sy_route_flags_t *f)
 {
+    if (r->new_pool == NULL) /* a plain route: no cohort, no flags, legacy only */
+        return json_pack("{s:s, s:b, s:s, s:n, s:I, s:I}", "name", r->name, "plain", 1, "legacy", r->legacy->name,
+                         "new", "jwt_refused", (json_int_t)atomic_load_explicit(&r->jwt_refused, memory_order_relaxed),
+                         "json_no_key", (json_int_t)atomic_load_explicit(&r->json_no_key, memory_order_relaxed));
     json_t *users = json_array();
     for (size_t i = 0; i < f->ntest_users && i < 100; i++)
         json_array_append_new(users, json_string(f->test_users[i]));
-    return json_pack("{s:s, s:s, s:i, s:f, s:i, s:s?, s:i, s:o, s:I, s:s, s:s?, s:s?, s:s?, s:s, s:s?, s:I, s:I}",
+    json_t *j = json_pack("{s:s, s:s, s:i, s:f, s:i, s:s?, s:i, s:o, s:I, s:s, s:s?, s:s?, s:s?, s:s, s:s?, s:I, s:I}",
                      "name", r->name, "state", sy_state_name(f->state), "percent_bp", f->percent_bp, "percent",
                      f->percent_bp / 100.0, "prev_percent_bp", f->prev_percent_bp, "salt", f->salt,
                      "test_users_count", (int)f->ntest_users, "test_users", users, "version",
@@ -294,6 +348,8 @@ static json_t *route_json(const sy_route_t *r, const sy_route_flags_t *f)
                      r->new_pool ? r->new_pool->name : NULL, "jwt_refused",
                      (json_int_t)atomic_load_explicit(&r->jwt_refused, memory_order_relaxed), "json_no_key",
                      (json_int_t)atomic_load_explicit(&r->json_no_key, memory_order_relaxed));
+    json_object_set_new(j, "plain", json_false());
+    return j;
 }
 
 static json_t *pools_json(const sy_admin_t *a);
@@ -333,7 +389,10 @@ static void ep_status(admin_conn_t *c, const char *route, json_t *body)
     json_t *routes = json_array();
     for (size_t i = 0; rs != NULL && i < rs->n; i++) {
         json_t *r = route_json(&rs->routes[i], &flags[i]);
-        json_object_set_new(r, "window", window_json(c->a->monitor, rs->routes[i].name));
+        json_t *w = window_json(c->a->monitor, rs->routes[i].name);
+        if (rs->routes[i].new_pool == NULL && json_is_object(w))
+            json_object_del(w, "new"); /* a plain route has one side */
+        json_object_set_new(r, "window", w);
         json_array_append_new(routes, r);
     }
     sy_flagstore_status_t st;
@@ -345,6 +404,39 @@ static void ep_status(admin_conn_t *c, const char *route, json_t *body)
     respond_json(c, 200, json_pack("{s:o, s:o, s:o, s:o, s:s}", "routes", routes, "pools", pools_json(c->a), "redis",
                                    redis, "record", record_json(c->a->audit), "flags_from",
                                    !st.configured ? "config" : st.synced ? "redis" : "config (redis not read yet)"));
+}
+
+/* GET /routes/{name}/cohort?user=KEY: the bucket and the decision with the flags
+ * this gateway routes with now (`switchyard cohort --live`). */
+static void ep_cohort(admin_conn_t *c, const char *route, json_t *body)
+{
+    (void)body;
+    const sy_routes_t *rs = sy_config_ext(sy_flagstore_config(c->a->store), "routes");
+    const sy_route_t *r = sy_route_find(rs, route);
+    if (r == NULL) {
+        respond_error(c, 404, "no such route");
+        return;
+    }
+    char user[512];
+    bool bad = false;
+    if (!query_param(c, "user", user, sizeof(user), &bad)) {
+        respond_error(c, 400, bad ? "query parameter 'user' is malformed or longer than 511 bytes"
+                                  : "send ?user=KEY (the user key, percent-encoded)");
+        return;
+    }
+    const sy_route_flags_t *f = &sy_flagstore_flags(c->a->store)[r - rs->routes];
+    uint32_t bucket;
+    sy_variant_t v;
+    sy_reason_t why;
+    sy_route_cohort(r, f, user, &bucket, &v, &why);
+    sy_flagstore_status_t st;
+    sy_flagstore_status(c->a->store, &st);
+    respond_json(c, 200, json_pack("{s:s, s:s, s:i, s:s, s:s, s:s, s:s, s:i, s:I, s:s}", "route", r->name, "user", user,
+                                   "bucket", (int)bucket, "variant", sy_variant_name(v), "reason", sy_reason_name(why),
+                                   "flags_from",
+                                   !st.configured ? "config" : st.synced ? "redis" : "config (redis not read yet)",
+                                   "state", r->new_pool ? sy_state_name(f->state) : "plain", "percent_bp",
+                                   (int)f->percent_bp, "version", (json_int_t)f->version, "salt", f->salt));
 }
 
 /* --- the record: /events and /windows ------------------------------------------------ */
@@ -935,7 +1027,15 @@ static const endpoint_t endpoints[] = {
     {"POST", "/pools/", "/swap", true, ep_swap},
     {"GET", "/events", NULL, false, ep_events},
     {"GET", "/windows", NULL, false, ep_windows},
+    {"GET", "/routes/", "/cohort", false, ep_cohort},
 };
+
+/* The probes (liveness, readiness) answer without the token whatever the address:
+ * they say nothing about routes or users. */
+static bool endpoint_open(const endpoint_t *e)
+{
+    return e->fn == ep_healthz || e->fn == ep_readyz;
+}
 
 static bool authorized(admin_conn_t *c)
 {
@@ -982,11 +1082,16 @@ static void dispatch(admin_conn_t *c)
         path_known = true;
         if (strcmp(m->method, e->method) != 0)
             continue;
-        if (e->write && c->a->token == NULL) {
-            respond_error(c, 403, "no admin token is configured (admin.token_file): writes are refused");
+        /* Writes always need the token; reads too when the listener is reachable
+         * from other hosts (not loopback), except the probes. */
+        bool need_token = e->write || (c->a->reads_need_token && !endpoint_open(e));
+        if (need_token && c->a->token == NULL) {
+            respond_error(c, 403, e->write ? "no admin token is configured (admin.token_file): writes are refused"
+                                           : "no admin token is configured (admin.token_file) and the admin address "
+                                             "is not loopback: reads are refused too");
             return;
         }
-        if (e->write && !authorized(c)) {
+        if (need_token && !authorized(c)) {
             respond_error(c, 401, "a valid 'Authorization: Bearer TOKEN' header is needed");
             return;
         }
@@ -1041,6 +1146,10 @@ static void conn_io_cb(struct ev_loop *loop, ev_io *io, int revents)
 {
     admin_conn_t *c = io->data;
     (void)loop;
+    if (c->lingering) {
+        linger_read(c);
+        return;
+    }
     if (revents & EV_WRITE) {
         flush_out(c);
         return;
@@ -1122,6 +1231,20 @@ static void accept_cb(struct ev_loop *loop, ev_io *io, int revents)
     }
 }
 
+/* 127.0.0.0/8, ::1 and ::ffff:127.0.0.0/104: only this host can connect. */
+static bool addr_is_loopback(const sy_addr_t *addr)
+{
+    if (addr->ss.ss_family == AF_INET) {
+        const struct sockaddr_in *in = (const struct sockaddr_in *)&addr->ss;
+        return (ntohl(in->sin_addr.s_addr) >> 24) == 127;
+    }
+    if (addr->ss.ss_family == AF_INET6) {
+        const struct in6_addr *a6 = &((const struct sockaddr_in6 *)&addr->ss)->sin6_addr;
+        return IN6_IS_ADDR_LOOPBACK(a6) || (IN6_IS_ADDR_V4MAPPED(a6) && a6->s6_addr[12] == 127);
+    }
+    return false;
+}
+
 static void set_token(sy_admin_t *a, const sy_config_t *cfg)
 {
     const sy_admin_conf_t *ac = sy_config_ext(cfg, "admin");
@@ -1165,8 +1288,12 @@ sy_admin_t *sy_admin_create(struct ev_loop *loop, const sy_config_t *cfg, sy_fla
     ev_io_init(&a->accept_io, accept_cb, a->fd, EV_READ);
     a->accept_io.data = a;
     ev_io_start(loop, &a->accept_io);
+    a->reads_need_token = !addr_is_loopback(&addr);
     if (a->token == NULL)
-        sy_warn("admin: no token_file configured: the admin API refuses every write");
+        sy_warn("admin: no token_file configured: the admin API refuses every write%s",
+                a->reads_need_token ? ", and every read but /healthz and /readyz (the address is not loopback)" : "");
+    else if (a->reads_need_token)
+        sy_info("admin: the address is not loopback: reads need the token too (all but /healthz and /readyz)");
     return a;
 }
 

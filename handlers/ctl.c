@@ -204,9 +204,14 @@ static int request(const char *addr_text, const char *token, const char *method,
 static void print_route(json_t *r)
 {
     const char *name = json_string_value(json_object_get(r, "name"));
+    bool plain = json_is_true(json_object_get(r, "plain"));
     const char *state = json_string_value(json_object_get(r, "state"));
     int bp = (int)json_integer_value(json_object_get(r, "percent_bp"));
-    printf("%-20s %-9s %7.2f%% %6d  test users %-4d  v%-5lld %-8s %s%s\n", name ? name : "?", state ? state : "?",
+    if (plain) /* no new pool: nothing ramps, nothing to compare */
+        printf("%-20s %-9s  -> pool %s\n", name ? name : "?", "plain",
+               json_string_value(json_object_get(r, "legacy")) ? json_string_value(json_object_get(r, "legacy")) : "?");
+    else
+        printf("%-20s %-9s %7.2f%% %6d  test users %-4d  v%-5lld %-8s %s%s\n", name ? name : "?", state ? state : "?",
            bp / 100.0, bp, (int)json_integer_value(json_object_get(r, "test_users_count")),
            (long long)json_integer_value(json_object_get(r, "version")),
            json_string_value(json_object_get(r, "source")) ? json_string_value(json_object_get(r, "source")) : "",
@@ -217,12 +222,17 @@ static void print_route(json_t *r)
         printf("%-20s reason: %s\n", "", reason);
     json_t *w = json_object_get(r, "window");
     if (json_is_object(w)) {
-        printf("%-20s window %.0fs: %s%s%s\n", "", json_number_value(json_object_get(w, "seconds")),
-               json_string_value(json_object_get(w, "verdict")), json_string_value(json_object_get(w, "rule")) ? " " : "",
-               json_string_value(json_object_get(w, "rule")) ? json_string_value(json_object_get(w, "detail")) : "");
+        if (plain)
+            printf("%-20s window %.0fs:\n", "", json_number_value(json_object_get(w, "seconds")));
+        else
+            printf("%-20s window %.0fs: %s%s%s\n", "", json_number_value(json_object_get(w, "seconds")),
+                   json_string_value(json_object_get(w, "verdict")), json_string_value(json_object_get(w, "rule")) ? " " : "",
+                   json_string_value(json_object_get(w, "rule")) ? json_string_value(json_object_get(w, "detail")) : "");
         static const char *const sides[] = {"legacy", "new"};
         for (int i = 0; i < 2; i++) {
             json_t *sd = json_object_get(w, sides[i]);
+            if (!json_is_object(sd))
+                continue;
             printf("%-20s   %-6s %8.1f req/s  errors %6.2f%% (%lld/%lld)  p50 %8.1f  p95 %8.1f  p99 %8.1f ms\n", "",
                    sides[i], json_number_value(json_object_get(sd, "rps")),
                    json_number_value(json_object_get(sd, "error_rate")) * 100,
@@ -249,6 +259,34 @@ static char *read_token(const char *path)
     buf[n] = '\0';
     buf[strcspn(buf, "\r\n")] = '\0';
     return strdup(buf);
+}
+
+/* The config, when given, says where the admin API is and where its token is.
+ * Returns 0 (*addr and *token_file owned by the caller, NULL when not set), or 2
+ * after printing the config's errors. */
+static int admin_of_config(const char *config_path, char **addr, char **token_file)
+{
+    *addr = NULL;
+    *token_file = NULL;
+    if (config_path != NULL) {
+        static const sy_conf_section_t *const sections[] = {&sy_routes_section, &sy_redis_section, &sy_admin_section,
+                                                            &sy_trip_section,   &sy_notify_section, &sy_postgres_section};
+        sy_conf_t errs;
+        sy_config_t *cfg = sy_config_load(&errs, config_path, sections, SY_ARRAY_LEN(sections));
+        if (cfg == NULL) {
+            sy_conf_print_errors(&errs, stderr);
+            sy_conf_close(&errs);
+            return 2;
+        }
+        sy_conf_close(&errs);
+        const sy_admin_conf_t *ac = sy_config_ext(cfg, "admin");
+        if (ac != NULL) {
+            *addr = strdup(ac->address);
+            *token_file = ac->token_file ? strdup(ac->token_file) : NULL;
+        }
+        sy_config_release(cfg);
+    }
+    return 0;
 }
 
 int sy_ctl_main(int argc, char **argv, const char *config_path)
@@ -282,26 +320,9 @@ int sy_ctl_main(int argc, char **argv, const char *config_path)
     }
     if (npos == 0)
         return usage();
-    /* The config, when given, says where the admin API is and where its token is. */
     char *cfg_addr = NULL, *cfg_token_file = NULL;
-    if (config_path != NULL) {
-        static const sy_conf_section_t *const sections[] = {&sy_routes_section, &sy_redis_section, &sy_admin_section,
-                                                            &sy_trip_section,   &sy_notify_section, &sy_postgres_section};
-        sy_conf_t errs;
-        sy_config_t *cfg = sy_config_load(&errs, config_path, sections, SY_ARRAY_LEN(sections));
-        if (cfg == NULL) {
-            sy_conf_print_errors(&errs, stderr);
-            sy_conf_close(&errs);
-            return 2;
-        }
-        sy_conf_close(&errs);
-        const sy_admin_conf_t *ac = sy_config_ext(cfg, "admin");
-        if (ac != NULL) {
-            cfg_addr = strdup(ac->address);
-            cfg_token_file = ac->token_file ? strdup(ac->token_file) : NULL;
-        }
-        sy_config_release(cfg);
-    }
+    if (admin_of_config(config_path, &cfg_addr, &cfg_token_file) != 0)
+        return 2;
     if (addr == NULL)
         addr = cfg_addr ? cfg_addr : "127.0.0.1:9901";
     if (token_file == NULL)
@@ -421,6 +442,62 @@ out:
     json_decref(j);
     free(body);
     free(resp);
+    if (token != NULL) {
+        memset(token, 0, strlen(token));
+        free(token);
+    }
+    free(cfg_addr);
+    free(cfg_token_file);
+    return rc;
+}
+
+/* One user: the gateway's answer, printed as the offline command prints it. */
+static int cohort_one(const char *addr, const char *token, const char *route, const char *user)
+{
+    char path[2048], *resp = NULL;
+    size_t n = (size_t)snprintf(path, sizeof(path), "/routes/");
+    if (strlen(route) > 200 || strlen(user) > 511) {
+        fprintf(stderr, "cohort: the route name or the user key is too long\n");
+        return 1;
+    }
+    n += url_encode(path + n, sizeof(path) - n, route);
+    n += (size_t)snprintf(path + n, sizeof(path) - n, "/cohort?user=");
+    url_encode(path + n, sizeof(path) - n, user);
+    int status = request(addr, token, "GET", path, NULL, &resp);
+    json_t *r = resp ? json_loads(resp, 0, NULL) : NULL;
+    int rc = 1;
+    if (status == 200 && json_is_object(r)) {
+        printf("route=%s user=%s bucket=%lld variant=%s reason=%s flags=live\n", route, user,
+               (long long)json_integer_value(json_object_get(r, "bucket")),
+               json_string_value(json_object_get(r, "variant")), json_string_value(json_object_get(r, "reason")));
+        rc = 0;
+    } else if (status != 0) {
+        const char *why = r ? json_string_value(json_object_get(r, "reason")) : NULL;
+        fprintf(stderr, "cohort: the gateway at %s answered %d: %s\n", addr, status, why ? why : (resp ? resp : ""));
+    }
+    json_decref(r);
+    free(resp);
+    return rc;
+}
+
+int sy_ctl_cohort_live(const char *config_path, const char *route, const char *user)
+{
+    char *cfg_addr = NULL, *cfg_token_file = NULL;
+    if (admin_of_config(config_path, &cfg_addr, &cfg_token_file) != 0)
+        return 2;
+    const char *token_file = getenv("SWITCHYARD_TOKEN_FILE") ? getenv("SWITCHYARD_TOKEN_FILE") : cfg_token_file;
+    char *token = read_token(token_file);
+    const char *addr = cfg_addr ? cfg_addr : "127.0.0.1:9901";
+    int rc = 0;
+    if (strcmp(user, "-") != 0) {
+        rc = cohort_one(addr, token, route, user);
+    } else {
+        char line[1024];
+        while (rc == 0 && fgets(line, sizeof(line), stdin) != NULL) {
+            line[strcspn(line, "\r\n")] = '\0';
+            rc = cohort_one(addr, token, route, line);
+        }
+    }
     if (token != NULL) {
         memset(token, 0, strlen(token));
         free(token);

@@ -7,6 +7,14 @@
  * 2 usage. */
 int sy_ctl_main(int argc, char **argv, const char *config_path);
 
+/* `switchyard cohort ROUTE USER --live`: asks the running gateway (the config's
+ * admin address and token, as ctl does) for the bucket and decision of USER on
+ * ROUTE with its live flags (GET /routes/{name}/cohort); USER "-" reads one user
+ * per line from stdin. Prints the same line as the offline command, ending in
+ * flags=live. Returns 0, 1 when the gateway refused or could not be reached, 2
+ * on a bad config. */
+int sy_ctl_cohort_live(const char *config_path, const char *route, const char *user);
+
 /* Parses "25", "25%", "2.5%" (percent) or "2500bp" (basis points) into basis
  * points. Returns 0 or -1. */
 int sy_ctl_parse_percent(const char *s, int *bp);

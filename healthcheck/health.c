@@ -1,5 +1,6 @@
 #include "healthcheck/health.h"
 
+#include "proxy/h1.h"
 #include "proxy/log.h"
 #include "proxy/net.h"
 
@@ -12,6 +13,12 @@
 
 typedef enum { PH_IDLE, PH_CONNECTING, PH_SENT } phase_t;
 
+/* The answer is read whole (its body discarded) before the probe closes: closing
+ * with bytes unread would reset the connection under the backend. Bounds: */
+#define PROBE_MAX_HEAD 8192
+#define PROBE_MAX_HEADERS 64
+#define PROBE_MAX_BODY (1u << 20) /* past this the status decides and the probe closes */
+
 typedef struct probe {
     struct sy_health *h;
     const sy_pool_t *pool;
@@ -20,8 +27,12 @@ typedef struct probe {
     ev_io io;
     ev_timer timer;
     phase_t phase;
-    char buf[128];
-    size_t len;
+    sy_h1_t resp;
+    char *arena;        /* owned: the answer's head */
+    int status;         /* of the final answer; 0 before its head */
+    size_t body_bytes;  /* read and discarded */
+    bool complete;      /* the answer was read to its end */
+    bool too_big;       /* its body passed PROBE_MAX_BODY */
     int ok_run, fail_run;
 } probe_t;
 
@@ -78,6 +89,76 @@ static void finish(probe_t *p, bool ok, const char *why)
     schedule(p, interval_of(p));
 }
 
+static int on_head(void *ud, sy_h1_msg_t *m)
+{
+    probe_t *p = ud;
+    if (m->status >= 200)
+        p->status = m->status;
+    return 0;
+}
+
+static int on_body(void *ud, const char *data, size_t len)
+{
+    probe_t *p = ud;
+    (void)data;
+    p->body_bytes += len;
+    if (p->body_bytes > PROBE_MAX_BODY) {
+        p->too_big = true;
+        return sy_h1_fail(&p->resp, 502, "health answer body too large");
+    }
+    return 0;
+}
+
+static int on_done(void *ud)
+{
+    probe_t *p = ud;
+    if (p->status == 0)
+        return SY_H1_DONE_CONTINUE; /* a 1xx: the answer follows */
+    p->complete = true;
+    return 0;
+}
+
+static const sy_h1_callbacks_t probe_cbs = {on_head, on_body, on_done};
+
+/* Reads what the backend sent; finishes the probe once the answer is complete
+ * (or cannot be). */
+static void read_answer(probe_t *p)
+{
+    char chunk[8192];
+    for (;;) {
+        ssize_t r = recv(p->fd, chunk, sizeof(chunk), 0);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r < 0 && errno == EAGAIN)
+            return;
+        int rc;
+        if (r < 0) {
+            finish(p, false, "the connection failed while reading the answer");
+            return;
+        }
+        if (r == 0) {
+            rc = sy_h1_finish(&p->resp);
+        } else {
+            size_t used = 0;
+            rc = sy_h1_execute(&p->resp, chunk, (size_t)r, &used);
+        }
+        if (rc == SY_H1_ERROR && !p->too_big) {
+            finish(p, false, p->status ? "the answer ended early or was malformed" : "no HTTP status in the answer");
+            return;
+        }
+        if (rc == SY_H1_ERROR || p->complete || rc == SY_H1_PAUSED || rc == SY_H1_UPGRADE) {
+            char why[160];
+            snprintf(why, sizeof(why), "%s answered %d", p->pool->health.path, p->status);
+            finish(p, p->status >= 200 && p->status < 400, why);
+            return;
+        }
+        if (r == 0) {
+            finish(p, false, "no HTTP status in the answer");
+            return;
+        }
+    }
+}
+
 static void io_cb(struct ev_loop *loop, ev_io *w, int revents)
 {
     probe_t *p = w->data;
@@ -101,26 +182,17 @@ static void io_cb(struct ev_loop *loop, ev_io *w, int revents)
             return;
         }
         p->phase = PH_SENT;
-        p->len = 0;
+        p->status = 0;
+        p->body_bytes = 0;
+        p->complete = p->too_big = false;
+        sy_h1_init(&p->resp, false, &probe_cbs, p, PROBE_MAX_HEAD, PROBE_MAX_HEAD, PROBE_MAX_HEADERS);
+        sy_h1_set_arena(&p->resp, p->arena, sy_h1_arena_size(PROBE_MAX_HEAD, PROBE_MAX_HEADERS));
         ev_io_stop(loop, &p->io);
         ev_io_modify(&p->io, EV_READ);
         ev_io_start(loop, &p->io);
         return;
     }
-    ssize_t r = recv(p->fd, p->buf + p->len, sizeof(p->buf) - 1 - p->len, 0);
-    if (r < 0 && (errno == EAGAIN || errno == EINTR))
-        return;
-    if (r > 0)
-        p->len += (size_t)r;
-    p->buf[p->len] = '\0';
-    int status = 0;
-    if (sscanf(p->buf, "HTTP/1.%*d %d", &status) == 1) {
-        char why[64];
-        snprintf(why, sizeof(why), "%s answered %d", p->pool->health.path, status);
-        finish(p, status >= 200 && status < 400, why);
-    } else if (r <= 0 || p->len >= sizeof(p->buf) - 1) {
-        finish(p, false, "no HTTP status in the answer");
-    }
+    read_answer(p);
 }
 
 static void timer_cb(struct ev_loop *loop, ev_timer *t, int revents)
@@ -158,6 +230,7 @@ static void probes_free(sy_health_t *h)
             ev_io_stop(h->loop, &p->io);
             close(p->fd);
         }
+        free(p->arena);
     }
     free(h->probes);
     h->probes = NULL;
@@ -172,6 +245,15 @@ static int load(sy_health_t *h, const sy_config_t *cfg)
     probe_t *probes = calloc(n + 1, sizeof(*probes));
     if (probes == NULL)
         return SY_ENOMEM;
+    for (size_t i = 0; i < n; i++) {
+        probes[i].arena = malloc(sy_h1_arena_size(PROBE_MAX_HEAD, PROBE_MAX_HEADERS));
+        if (probes[i].arena == NULL) {
+            for (size_t k = 0; k < i; k++)
+                free(probes[k].arena);
+            free(probes);
+            return SY_ENOMEM;
+        }
+    }
     probes_free(h);
     h->probes = probes;
     h->n = n;

@@ -248,13 +248,9 @@ static int decide(void *ctx, const sy_snapshot_t *snap, const sy_request_view_t 
 
 const sy_router_t sy_router = {.decide = decide, .ctx = NULL};
 
-int sy_routing_cohort(const sy_routing_t *rt, const char *route, const char *user, uint32_t *bucket,
-                      sy_variant_t *variant, sy_reason_t *reason)
+int sy_route_cohort(const sy_route_t *r, const sy_route_flags_t *f, const char *user, uint32_t *bucket,
+                    sy_variant_t *variant, sy_reason_t *reason)
 {
-    const sy_route_t *r = sy_route_find(rt->routes, route);
-    if (r == NULL)
-        return -1;
-    const sy_route_flags_t *f = &rt->flags[r - rt->routes->routes];
     size_t klen = strlen(user);
     sy_cohort_input_t in = {
         .state = f->state,
@@ -269,4 +265,13 @@ int sy_routing_cohort(const sy_routing_t *rt, const char *route, const char *use
     *bucket = in.bucket;
     *variant = sy_cohort_decide(&in, reason);
     return 0;
+}
+
+int sy_routing_cohort(const sy_routing_t *rt, const char *route, const char *user, uint32_t *bucket,
+                      sy_variant_t *variant, sy_reason_t *reason)
+{
+    const sy_route_t *r = sy_route_find(rt->routes, route);
+    if (r == NULL)
+        return -1;
+    return sy_route_cohort(r, &rt->flags[r - rt->routes->routes], user, bucket, variant, reason);
 }

@@ -73,5 +73,9 @@ const sy_endpoint_t *sy_pool_pick(const sy_pool_t *p, int active, uint32_t rr);
  * route, from flags alone. Returns 0, or -1 for an unknown route. */
 int sy_routing_cohort(const sy_routing_t *rt, const char *route, const char *user, uint32_t *bucket,
                       sy_variant_t *variant, sy_reason_t *reason);
+/* The same for one route and the flags given (the gateway's live ones for
+ * GET /routes/{name}/cohort). Returns 0. */
+int sy_route_cohort(const sy_route_t *r, const sy_route_flags_t *f, const char *user, uint32_t *bucket,
+                    sy_variant_t *variant, sy_reason_t *reason);
 
 #endif

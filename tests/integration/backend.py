@@ -12,7 +12,12 @@ Behaviour per request, from query parameters (or X-Backend-* headers):
   error_rate=F    with probability F answer with status 500
 Paths:
   /echo           JSON of the request as received: method, target, headers, body length and sha256
-  /__stats        JSON counters: connections accepted, requests served
+  /__stats        JSON counters: connections accepted, requests served, resets seen
+  /__control      changes this process's defaults at run time, from its query:
+                  error_rate=F, latency_ms=N, status=N (any of them; empty
+                  value removes one), reset=1 (back to the command line's);
+                  answers the defaults now in force as JSON. Used by the
+                  quickstart to make the demo `new` backend fail or slow down.
   /ws             WebSocket echo (text and binary frames, ping, close)
 Every response carries X-Backend: NAME so tests can tell backends apart.
 """
@@ -27,9 +32,31 @@ import signal
 import sys
 import urllib.parse
 
-STATS = {"connections": 0, "requests": 0, "open": 0}
+STATS = {"connections": 0, "requests": 0, "open": 0, "resets": 0}
 NAME = "backend"
 DEFAULTS = {}   # per-process behaviour (--error-rate, --latency-ms), overridden per request
+STARTUP = {}    # DEFAULTS as the command line set them (for /__control?reset=1)
+CONTROL_KEYS = ("error_rate", "latency_ms", "status")
+
+
+def control(query):
+    """/__control: set, clear or reset the per-process defaults; returns them."""
+    changes = urllib.parse.parse_qsl(query, keep_blank_values=True)
+    for k, v in changes:
+        if k == "reset":
+            DEFAULTS.clear()
+            DEFAULTS.update(STARTUP)
+        elif k in CONTROL_KEYS:
+            if v == "":
+                DEFAULTS.pop(k, None)
+            else:
+                int(v) if k == "status" else float(v)  # a number, or a ValueError (answered 400)
+                DEFAULTS[k] = v
+        else:
+            raise ValueError("unknown control %r" % k)
+    if changes:
+        print("control: defaults now %s" % json.dumps(DEFAULTS), flush=True)
+    return json.dumps(DEFAULTS).encode()
 
 
 async def read_head(reader):
@@ -132,8 +159,9 @@ async def handle(reader, writer):
                 return
             STATS["requests"] += 1
             url = urllib.parse.urlsplit(target)
-            q = dict(DEFAULTS) if url.path not in ("/__stats", "/health") else {}
-            q.update(urllib.parse.parse_qsl(url.query))
+            q = dict(DEFAULTS) if url.path not in ("/__stats", "/__control", "/health") else {}
+            if url.path != "/__control":  # its query is the control, not this request's behaviour
+                q.update(urllib.parse.parse_qsl(url.query))
             for k, v in headers:
                 if k.lower().startswith("x-backend-"):
                     q[k[10:].lower()] = v
@@ -156,6 +184,11 @@ async def handle(reader, writer):
                 status = 500
             if url.path == "/__stats":
                 body = json.dumps(STATS).encode()
+            elif url.path == "/__control":
+                try:
+                    body = control(url.query)
+                except ValueError as e:
+                    status, body = 400, (str(e) + "\n").encode()
             elif url.path == "/echo":
                 body = json.dumps({"method": method, "target": target, "version": version,
                                    "headers": headers, "body_length": nbody, "body_sha256": sha,
@@ -190,6 +223,10 @@ async def handle(reader, writer):
             await writer.drain()
             if close:
                 return
+    except (ConnectionResetError, BrokenPipeError) as e:
+        # The peer closed with bytes of ours unread (or it reset): real servers log it.
+        STATS["resets"] += 1
+        print("connection reset by peer: %s" % e, flush=True)
     except (ConnectionError, asyncio.IncompleteReadError):
         pass
     finally:
@@ -217,6 +254,7 @@ async def main():
         DEFAULTS["latency_ms"] = str(args.latency_ms)
     if args.hang:
         DEFAULTS["hang"] = "1"
+    STARTUP.update(DEFAULTS)
     server = await asyncio.start_server(handle, args.host, args.port, limit=1 << 20, backlog=1024)
     loop = asyncio.get_running_loop()
     stop = loop.create_future()

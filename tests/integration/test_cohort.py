@@ -33,7 +33,7 @@ class Cohort(GatewayTest):
     def test_cli_line_and_errors(self):
         cfg = self.env.write_config(base_config(self.port, self.legacy, self.new).replace("%(log)s", "off"), "c.yaml")
         r = subprocess.run([BIN, "cohort", "nav", "42", "-c", cfg], capture_output=True, text=True)
-        self.assertRegex(r.stdout, r"^route=nav user=42 bucket=\d+ variant=new reason=test_user\n$")
+        self.assertRegex(r.stdout, r"^route=nav user=42 bucket=\d+ variant=new reason=test_user flags=config\n$")
         r = subprocess.run([BIN, "cohort", "nope", "42", "-c", cfg], capture_output=True, text=True)
         self.assertEqual(r.returncode, 2)
         self.assertIn("no route named 'nope'", r.stderr)
