@@ -110,7 +110,7 @@ static void test_local_response_and_overflow(void **state)
     (void)state;
     static char block[512];
     sy_buf_t b = {block, 0, 0, sizeof(block)};
-    assert_int_equal(sy_headers_local_response(&b, 404, "no route", false, false), 0);
+    assert_int_equal(sy_headers_local_response(&b, 404, NULL, "no route", NULL, false, false), 0);
     block[b.len] = '\0';
     assert_non_null(strstr(block, "HTTP/1.1 404 Not Found\r\n"));
     assert_non_null(strstr(block, "{\"error\":\"Not Found\",\"reason\":\"no route\"}"));
