@@ -319,6 +319,7 @@ static int classify_target(sy_h1_t *h, sy_h1_msg_t *m)
     size_t n = m->target_len;
     if (strcmp(m->method, "CONNECT") == 0) {
         m->form = SY_H1_FORM_AUTHORITY;
+        m->origin = t + n; /* no path: an empty one, never NULL */
         int rc = check_authority(t, n);
         if (rc != AUTH_OK)
             return sy_h1_fail(h, 400, target_auth_reason[rc]);

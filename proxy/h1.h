@@ -48,8 +48,9 @@ typedef struct sy_h1_msg {
     const char *target;     /* requests: request target as received */
     size_t target_len;
     sy_h1_form_t form;      /* requests: the target's form */
-    const char *origin;     /* requests: path and query within target (origin-form and
-                             * absolute-form; may be empty or start with '?' in absolute-form) */
+    const char *origin;     /* requests: path and query within target ("*" in asterisk-form,
+                             * empty in authority-form; in absolute-form may be empty or start
+                             * with '?': sent on as "/" + it) */
     size_t origin_len;
     const char *host;       /* requests: effective authority (see above); NULL when none */
     size_t host_len;
