@@ -200,19 +200,19 @@ static bool is_unreserved_or_sub(unsigned char c)
  * absolute-form one) may hold: pchar, '/', '?' (RFC 9112 3.2.1, RFC 3986 3.3,
  * 3.4). Raw controls, spaces, DEL, '#', and every byte above 0x7f (UTF-8, overlong
  * forms included) are refused; percent-encoded, they pass. */
-static bool origin_valid(const char *s, size_t n)
+static const char *origin_check(const char *s, size_t n)
 {
     for (size_t i = 0; i < n; i++) {
         unsigned char c = (unsigned char)s[i];
         if (c == '%') {
             if (i + 2 >= n || !is_hex((unsigned char)s[i + 1]) || !is_hex((unsigned char)s[i + 2]))
-                return false;
+                return "malformed percent-encoding in the request target";
             i += 2;
         } else if (!is_unreserved_or_sub(c) && c != ':' && c != '@' && c != '/' && c != '?') {
-            return false;
+            return "invalid character in the request target";
         }
     }
-    return true;
+    return NULL;
 }
 
 enum {
@@ -340,9 +340,8 @@ static int classify_target(sy_h1_t *h, sy_h1_msg_t *m)
         m->form = SY_H1_FORM_ORIGIN;
         m->origin = t;
         m->origin_len = n;
-        if (!origin_valid(t, n))
-            return sy_h1_fail(h, 400, "invalid character or percent-encoding in the request target");
-        return 0;
+        const char *bad = origin_check(t, n);
+        return bad != NULL ? sy_h1_fail(h, 400, bad) : 0;
     }
     /* absolute-form: scheme "://" authority [ path-abempty ] [ "?" query ] */
     size_t i = 0;
@@ -359,8 +358,9 @@ static int classify_target(sy_h1_t *h, sy_h1_msg_t *m)
     int rc = check_authority(t + a, e - a);
     if (rc != AUTH_OK)
         return sy_h1_fail(h, 400, target_auth_reason[rc]);
-    if (!origin_valid(t + e, n - e))
-        return sy_h1_fail(h, 400, "invalid character or percent-encoding in the request target");
+    const char *bad = origin_check(t + e, n - e);
+    if (bad != NULL)
+        return sy_h1_fail(h, 400, bad);
     m->form = SY_H1_FORM_ABSOLUTE;
     m->origin = t + e;
     m->origin_len = n - e;
