@@ -393,6 +393,15 @@ static void test_overlong_method_is_not_431(void **state)
 static void test_check_authority(void **state)
 {
     (void)state;
+    fixture_t *f = fx_new(true);
+    size_t used;
+    assert_int_equal(feed(f, "GET /?r=%zz HTTP/1.1\r\nHost: h\r\n\r\n", &used), SY_H1_ERROR);
+    assert_non_null(strstr(f->h.err_reason, "percent-encoding"));
+    free(f);
+    f = fx_new(true);
+    assert_int_equal(feed(f, "GET /\xff HTTP/1.1\r\nHost: h\r\n\r\n", &used), SY_H1_ERROR);
+    assert_non_null(strstr(f->h.err_reason, "invalid character"));
+    free(f);
     assert_null(sy_h1_check_authority("a.example", 9));
     assert_null(sy_h1_check_authority("a.example:", 10)); /* port = *DIGIT */
     assert_null(sy_h1_check_authority("[::1]", 5));
