@@ -239,9 +239,9 @@ static void respond_json(admin_conn_t *c, int status, json_t *j)
     json_decref(j);
     size_t len = text ? strlen(text) : 0;
     if (sy_buf_take(&c->out, &c->a->bufs) != 0 ||
-        sy_buf_appendf(&c->out, "HTTP/1.1 %d %s\r\nContent-Type: application/json\r\nContent-Length: %zu\r\n"
-                                "Cache-Control: no-store\r\nConnection: close\r\n\r\n",
-                       status, sy_headers_status_text(status), len + 1) != 0 ||
+        sy_buf_appendf(&c->out, "HTTP/1.1 %d %s\r\nDate: %s\r\nContent-Type: application/json\r\n"
+                                "Content-Length: %zu\r\nCache-Control: no-store\r\nConnection: close\r\n\r\n",
+                       status, sy_headers_status_text(status), sy_headers_date(time(NULL)), len + 1) != 0 ||
         sy_buf_append(&c->out, text ? text : "", len) != 0 || sy_buf_append(&c->out, "\n", 1) != 0) {
         free(text);
         conn_close(c);
@@ -253,7 +253,7 @@ static void respond_json(admin_conn_t *c, int status, json_t *j)
 
 static void respond_error(admin_conn_t *c, int status, const char *reason)
 {
-    respond_json(c, status, json_pack("{s:s, s:s}", "error", sy_headers_status_text(status), "reason", reason));
+    respond_json(c, status, json_pack("{s:s, s:s}", "error", sy_headers_error_kind(status), "reason", reason));
 }
 
 /* A JSON text made elsewhere (PostgreSQL's), of any size: sent after the head. */
@@ -272,9 +272,9 @@ static void respond_raw_json(admin_conn_t *c, const char *text)
     c->big[len] = '\n';
     c->big_len = len + 1;
     if (sy_buf_take(&c->out, &c->a->bufs) != 0 ||
-        sy_buf_appendf(&c->out, "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %zu\r\n"
-                                "Cache-Control: no-store\r\nConnection: close\r\n\r\n",
-                       c->big_len) != 0) {
+        sy_buf_appendf(&c->out, "HTTP/1.1 200 OK\r\nDate: %s\r\nContent-Type: application/json\r\n"
+                                "Content-Length: %zu\r\nCache-Control: no-store\r\nConnection: close\r\n\r\n",
+                       sy_headers_date(time(NULL)), c->big_len) != 0) {
         conn_close(c);
         return;
     }
@@ -952,8 +952,9 @@ static void ep_metrics(admin_conn_t *c, const char *route, json_t *body)
     c->big = t.p;
     c->big_len = t.len;
     if (sy_buf_take(&c->out, &c->a->bufs) != 0 ||
-        sy_buf_appendf(&c->out, "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\n"
-                                "Content-Length: %zu\r\nConnection: close\r\n\r\n", t.len) != 0) {
+        sy_buf_appendf(&c->out, "HTTP/1.1 200 OK\r\nDate: %s\r\nContent-Type: text/plain; version=0.0.4\r\n"
+                                "Content-Length: %zu\r\nConnection: close\r\n\r\n",
+                       sy_headers_date(time(NULL)), t.len) != 0) {
         conn_close(c);
         return;
     }

@@ -298,8 +298,29 @@ static void exchange_end(sy_conn_t *c)
     sy_buf_release_if_empty(&c->in, &c->w->bufs);
 }
 
-/* Answers locally (404, 413, 502, ...). If part of the response already went
- * out, the only honest thing left is to cut the connection. */
+/* What kind of error a local answer reports: the failure itself when we know it
+ * (the backend's side, the router's), else the status's kind. */
+static const char *local_kind(const sy_conn_t *c, int status)
+{
+    if (status == 502 || status == 504) {
+        switch (c->xerr) {
+        case SY_XERR_CONNECT: return "upstream_connect";
+        case SY_XERR_RESET: return "upstream_reset";
+        case SY_XERR_TIMEOUT: return "upstream_timeout";
+        default: break;
+        }
+    }
+    if (c->dec.endpoint == NULL && c->dec.status == status) {
+        if (status == 404)
+            return "no_route";
+        if (status == 503)
+            return "no_healthy_endpoint";
+    }
+    return sy_headers_error_kind(status);
+}
+
+/* Answers locally (404, 413, 502, ...; 200 only for OPTIONS *). If part of the
+ * response already went out, the only honest thing left is to cut the connection. */
 static void respond_local(sy_conn_t *c, int status, const char *reason)
 {
     if (c->resp_head_sent) {
@@ -319,8 +340,12 @@ static void respond_local(sy_conn_t *c, int status, const char *reason)
     }
     if (status == 400 || status == 408 || status == 413 || status == 414 || status == 431)
         c->close_after = true;
+    bool close = c->close_after || c->w->draining;
+    const char *date = sy_headers_date((time_t)now_of(c));
     if (take(c, &c->out) != 0 ||
-        sy_headers_local_response(&c->out, status, reason, c->close_after || c->w->draining, c->head_req) != 0) {
+        (status == 200 ? sy_headers_options_response(&c->out, date, close)
+                       : sy_headers_local_response(&c->out, status, local_kind(c, status), reason, date, close,
+                                                   c->head_req)) != 0) {
         conn_close(c, "out of memory");
         return;
     }
@@ -424,17 +449,19 @@ static void copy_str(char *dst, size_t cap, const char *src, size_t len)
 static void build_view(sy_conn_t *c, sy_request_view_t *v, int body_state)
 {
     const sy_h1_msg_t *m = &c->req.msg;
-    const sy_header_t *host = sy_h1_find(m, "host");
-    const char *q = memchr(m->target, '?', m->target_len);
+    /* Routed by path and authority: in absolute-form both come from the target. */
+    const char *q = memchr(m->origin, '?', m->origin_len);
     memset(v, 0, sizeof(*v));
     v->method = m->method;
     v->method_len = strlen(m->method);
-    v->path = m->target;
-    v->path_len = q ? (size_t)(q - m->target) : m->target_len;
+    v->path = m->origin;
+    v->path_len = q ? (size_t)(q - m->origin) : m->origin_len;
+    if (v->path_len == 0) /* http://host or http://host?q: the path is "/" */
+        v->path = "/", v->path_len = 1;
     v->query = q ? q + 1 : NULL;
-    v->query_len = q ? m->target_len - (size_t)(q - m->target) - 1 : 0;
-    v->host = host ? host->value : NULL;
-    v->host_len = host ? host->value_len : 0;
+    v->query_len = q ? m->origin_len - (size_t)(q - m->origin) - 1 : 0;
+    v->host = m->host;
+    v->host_len = m->host_len;
     v->headers = m->headers;
     v->nheaders = m->nheaders;
     v->client = (const struct sockaddr *)&c->peer;
@@ -482,9 +509,8 @@ static int req_on_head(void *ud, sy_h1_msg_t *m)
     c->req_head_done = true;
     copy_str(c->method, sizeof(c->method), m->method, strlen(m->method));
     copy_str(c->target, sizeof(c->target), m->target, m->target_len);
-    const sy_header_t *host = sy_h1_find(m, "host");
-    if (host != NULL)
-        copy_str(c->host, sizeof(c->host), host->value, host->value_len);
+    if (m->host != NULL)
+        copy_str(c->host, sizeof(c->host), m->host, m->host_len);
     c->head_req = strcmp(m->method, "HEAD") == 0;
     c->client_http11 = m->minor >= 1;
     if (!m->keep_alive)
@@ -502,6 +528,17 @@ static int req_on_head(void *ud, sy_h1_msg_t *m)
 
     if (m->has_length && m->content_length > c->cfg->limits.body_bytes)
         return sy_h1_fail(&c->req, 413, "request body larger than limits.body_bytes");
+
+    /* Asked of the gateway itself, never of a route (RFC 9110 9.3.6, 9.3.7). */
+    if (m->form == SY_H1_FORM_AUTHORITY) {
+        c->close_after = true; /* tunnel bytes may follow the head */
+        respond_local(c, 501, "CONNECT is not supported: no route allows tunnelling");
+        return 0;
+    }
+    if (m->form == SY_H1_FORM_ASTERISK) {
+        respond_local(c, 200, NULL);
+        return 0;
+    }
 
     if (m->upgrade) {
         const sy_header_t *up = sy_h1_find(m, "upgrade");
@@ -607,6 +644,7 @@ static int resp_on_head(void *ud, sy_h1_msg_t *m)
         .close = c->close_after || c->w->draining,
         .framing = c->resp_framing,
         .tunnel = tunnel,
+        .date = sy_headers_date((time_t)now_of(c)),
     };
     if (sy_headers_response(&c->out, m, &f) != 0)
         return sy_h1_fail(&c->resp, 502, "response head too large");

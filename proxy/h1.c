@@ -35,6 +35,8 @@ static void msg_clear(sy_h1_t *h)
     h->_last = 0;
     h->_tunnel = false;
     h->_any_bytes = false;
+    h->_in_method = true;
+    h->_method_tchar = true;
     h->_phase = SY_H1_PH_HEAD;
 }
 
@@ -162,6 +164,212 @@ static bool name_is(const sy_header_t *hd, const char *name)
     return hd->name_len == strlen(name) && strncasecmp(hd->name, name, hd->name_len) == 0;
 }
 
+/* RFC 9110 2.5: a recipient answers 505 to a major version it does not speak
+ * (HTTP/2 and HTTP/3 have their own framing; in an h1 request line they are an
+ * error). A higher minor version of HTTP/1 is read as the highest we speak. */
+static int on_version_complete(llhttp_t *p)
+{
+    sy_h1_t *h = H1(p);
+    if (h->_is_request && p->http_major != 1)
+        return sy_h1_fail(h, 505, "HTTP version not supported (this listener speaks HTTP/1.1)");
+    return 0;
+}
+
+static bool is_alpha(unsigned char c)
+{
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z');
+}
+
+static bool is_digit(unsigned char c)
+{
+    return c >= '0' && c <= '9';
+}
+
+static bool is_hex(unsigned char c)
+{
+    return is_digit(c) || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F');
+}
+
+/* RFC 3986 unreserved / sub-delims (percent-encoding is checked apart). */
+static bool is_unreserved_or_sub(unsigned char c)
+{
+    return is_alpha(c) || is_digit(c) || (c != '\0' && strchr("-._~!$&'()*+,;=", c) != NULL);
+}
+
+/* Byte by byte, what an origin-form target (and the path and query of an
+ * absolute-form one) may hold: pchar, '/', '?' (RFC 9112 3.2.1, RFC 3986 3.3,
+ * 3.4). Raw controls, spaces, DEL, '#', and every byte above 0x7f (UTF-8, overlong
+ * forms included) are refused; percent-encoded, they pass. */
+static const char *origin_check(const char *s, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (c == '%') {
+            if (i + 2 >= n || !is_hex((unsigned char)s[i + 1]) || !is_hex((unsigned char)s[i + 2]))
+                return "malformed percent-encoding in the request target";
+            i += 2;
+        } else if (!is_unreserved_or_sub(c) && c != ':' && c != '@' && c != '/' && c != '?') {
+            return "invalid character in the request target";
+        }
+    }
+    return NULL;
+}
+
+enum {
+    AUTH_OK,
+    AUTH_EMPTY,
+    AUTH_USERINFO,
+    AUTH_PATH,
+    AUTH_LIST,
+    AUTH_CHAR,
+    AUTH_IP_LITERAL,
+    AUTH_PORT,
+};
+
+/* Same order as the AUTH_ codes: one static reason per check, per place. */
+static const char *const auth_reason[] = {
+    NULL, "empty", "userinfo is not allowed", "a path is not allowed", "a list is not allowed",
+    "invalid character", "invalid IP literal", "invalid port",
+};
+static const char *const host_reason[] = {
+    NULL,
+    "invalid Host: empty",
+    "invalid Host: userinfo is not allowed",
+    "invalid Host: a path is not allowed",
+    "invalid Host: a list is not allowed",
+    "invalid Host: invalid character",
+    "invalid Host: invalid IP literal",
+    "invalid Host: invalid port",
+};
+static const char *const target_auth_reason[] = {
+    NULL,
+    "invalid request target: empty authority",
+    "invalid request target: userinfo is not allowed",
+    "invalid request target: a path is not allowed in the authority",
+    "invalid request target: a list is not allowed in the authority",
+    "invalid request target: invalid character in the authority",
+    "invalid request target: invalid IP literal",
+    "invalid request target: invalid port",
+};
+
+/* RFC 3986 3.2.2, 3.2.3 and RFC 9110 7.2: `uri-host [ ":" port ]`. A comma is a
+ * legal reg-name character in RFC 3986, but in a Host value it can only be a list
+ * (two Host lines folded into one by an intermediary): refused. */
+static int check_authority(const char *s, size_t n)
+{
+    if (n == 0)
+        return AUTH_EMPTY;
+    for (size_t i = 0; i < n; i++) {
+        if (s[i] == '@')
+            return AUTH_USERINFO;
+        if (s[i] == ',')
+            return AUTH_LIST;
+        if (s[i] == '/' || s[i] == '?' || s[i] == '#' || s[i] == '\\')
+            return AUTH_PATH;
+    }
+    size_t i = 0;
+    if (s[0] == '[') {
+        const char *e = memchr(s, ']', n);
+        if (e == NULL || e - s < 3)
+            return AUTH_IP_LITERAL;
+        for (i = 1; s + i < e; i++)
+            if (!is_hex((unsigned char)s[i]) && s[i] != ':' && s[i] != '.')
+                return AUTH_IP_LITERAL;
+        i++;
+    } else {
+        for (; i < n && s[i] != ':'; i++) {
+            unsigned char c = (unsigned char)s[i];
+            if (c == '%') {
+                if (i + 2 >= n || !is_hex((unsigned char)s[i + 1]) || !is_hex((unsigned char)s[i + 2]))
+                    return AUTH_CHAR;
+                i += 2;
+            } else if (!is_unreserved_or_sub(c)) {
+                return AUTH_CHAR;
+            }
+        }
+        if (i == 0)
+            return AUTH_EMPTY;
+    }
+    if (i == n)
+        return AUTH_OK;
+    if (s[i] != ':')
+        return AUTH_CHAR;
+    /* port = *DIGIT: an empty one is allowed by the grammar */
+    if (n - i - 1 > 5)
+        return AUTH_PORT;
+    unsigned port = 0;
+    for (i++; i < n; i++) {
+        if (!is_digit((unsigned char)s[i]))
+            return AUTH_PORT;
+        port = port * 10 + (unsigned)(s[i] - '0');
+    }
+    return port > 65535 ? AUTH_PORT : AUTH_OK;
+}
+
+const char *sy_h1_check_authority(const char *s, size_t len)
+{
+    return auth_reason[check_authority(s, len)];
+}
+
+/* RFC 9112 3.2: sorts the target into its form and checks it. Sets form, origin
+ * and (absolute-form, authority-form) host. Returns 0 or fails the message. */
+static int classify_target(sy_h1_t *h, sy_h1_msg_t *m)
+{
+    const char *t = m->target;
+    size_t n = m->target_len;
+    if (strcmp(m->method, "CONNECT") == 0) {
+        m->form = SY_H1_FORM_AUTHORITY;
+        m->origin = t + n; /* no path: an empty one, never NULL */
+        int rc = check_authority(t, n);
+        if (rc != AUTH_OK)
+            return sy_h1_fail(h, 400, target_auth_reason[rc]);
+        m->host = t;
+        m->host_len = n;
+        m->host_from_target = true;
+        return 0;
+    }
+    if (n == 1 && t[0] == '*') {
+        if (strcmp(m->method, "OPTIONS") != 0)
+            return sy_h1_fail(h, 400, "asterisk-form target (*) is only allowed with OPTIONS");
+        m->form = SY_H1_FORM_ASTERISK;
+        m->origin = t;
+        m->origin_len = n;
+        return 0;
+    }
+    if (t[0] == '/') {
+        m->form = SY_H1_FORM_ORIGIN;
+        m->origin = t;
+        m->origin_len = n;
+        const char *bad = origin_check(t, n);
+        return bad != NULL ? sy_h1_fail(h, 400, bad) : 0;
+    }
+    /* absolute-form: scheme "://" authority [ path-abempty ] [ "?" query ] */
+    size_t i = 0;
+    while (i < n && (is_alpha((unsigned char)t[i]) || is_digit((unsigned char)t[i]) || t[i] == '+' || t[i] == '-' ||
+                     t[i] == '.'))
+        i++;
+    if (i == 0 || !is_alpha((unsigned char)t[0]) || n - i < 3 || memcmp(t + i, "://", 3) != 0)
+        return sy_h1_fail(h, 400, "invalid request target");
+    if (!((i == 4 && strncasecmp(t, "http", 4) == 0) || (i == 5 && strncasecmp(t, "https", 5) == 0)))
+        return sy_h1_fail(h, 400, "invalid request target: the scheme must be http or https");
+    size_t a = i + 3, e = a;
+    while (e < n && t[e] != '/' && t[e] != '?' && t[e] != '#')
+        e++;
+    int rc = check_authority(t + a, e - a);
+    if (rc != AUTH_OK)
+        return sy_h1_fail(h, 400, target_auth_reason[rc]);
+    const char *bad = origin_check(t + e, n - e);
+    if (bad != NULL)
+        return sy_h1_fail(h, 400, bad);
+    m->form = SY_H1_FORM_ABSOLUTE;
+    m->origin = t + e;
+    m->origin_len = n - e;
+    m->host = t + a;
+    m->host_len = e - a;
+    m->host_from_target = true;
+    return 0;
+}
+
 static int on_headers_complete(llhttp_t *p)
 {
     sy_h1_t *h = H1(p);
@@ -173,7 +381,11 @@ static int on_headers_complete(llhttp_t *p)
         if (m->target == NULL)
             return sy_h1_fail(h, 400, "missing request target");
         if (m->major != 1)
-            return sy_h1_fail(h, 400, "unsupported HTTP version");
+            return sy_h1_fail(h, 505, "HTTP version not supported (this listener speaks HTTP/1.1)");
+        if (m->minor > 1)
+            m->minor = 1; /* RFC 9110 2.5: HTTP/1.2 and up are read as HTTP/1.1 */
+        if (classify_target(h, m) != 0)
+            return -1;
     } else {
         m->status = p->status_code;
         if (m->reason == NULL)
@@ -191,10 +403,18 @@ static int on_headers_complete(llhttp_t *p)
         if (name_is(hd, "expect")) {
             if (hd->value_len == 12 && strncasecmp(hd->value, "100-continue", 12) == 0)
                 m->expect_continue = true;
-        } else if (name_is(hd, "host")) {
-            if (host_seen && h->_is_request)
+        } else if (name_is(hd, "host") && h->_is_request) {
+            if (host_seen)
                 return sy_h1_fail(h, 400, "repeated Host header");
             host_seen = true;
+            int rc = check_authority(hd->value, hd->value_len);
+            if (rc != AUTH_OK)
+                return sy_h1_fail(h, 400, host_reason[rc]);
+            /* RFC 9112 3.2.2: an absolute-form target's authority wins over Host. */
+            if (!m->host_from_target) {
+                m->host = hd->value;
+                m->host_len = hd->value_len;
+            }
         } else if (name_is(hd, "transfer-encoding") && h->_is_request && !m->chunked) {
             return sy_h1_fail(h, 400, "unsupported transfer coding");
         }
@@ -253,6 +473,7 @@ static const llhttp_settings_t settings = {
     .on_header_value = on_header_value,
     .on_header_value_complete = on_header_value_complete,
     .on_headers_complete = on_headers_complete,
+    .on_version_complete = on_version_complete,
     .on_body = on_body,
     .on_message_complete = on_message_complete,
 };
@@ -269,6 +490,8 @@ void sy_h1_init(sy_h1_t *h, bool is_request, const sy_h1_callbacks_t *cb, void *
     h->_max_headers = max_headers;
     llhttp_init(&h->_llh, is_request ? HTTP_REQUEST : HTTP_RESPONSE, &settings);
     h->_llh.data = h;
+    if (is_request)
+        h->_llh.lenient_flags |= LENIENT_VERSION; /* any digits: on_version_complete decides */
     msg_clear(h);
 }
 
@@ -276,6 +499,8 @@ void sy_h1_reset(sy_h1_t *h)
 {
     llhttp_init(&h->_llh, h->_is_request ? HTTP_REQUEST : HTTP_RESPONSE, &settings);
     h->_llh.data = h;
+    if (h->_is_request)
+        h->_llh.lenient_flags |= LENIENT_VERSION;
     h->err_status = 0;
     h->err_reason = NULL;
     msg_clear(h);
@@ -299,6 +524,12 @@ static long scan_head(sy_h1_t *h, const char *data, size_t len, bool *end)
     *end = false;
     for (size_t i = 0; i < len; i++) {
         char c = data[i];
+        if (h->_in_method && h->_scan_first_line && c != '\r' && c != '\n') {
+            if (c == ' ')
+                h->_in_method = false;
+            else if (!is_tchar((unsigned char)c))
+                h->_method_tchar = false;
+        }
         switch (h->_scan) {
         case SCAN_LINE_START:
             if (c == '\r') {
@@ -349,7 +580,12 @@ static int map_llhttp_error(sy_h1_t *h, llhttp_errno_t e)
         return sy_h1_fail(h, 400, llhttp_get_error_reason(&h->_llh)), SY_H1_ERROR;
     case HPE_INVALID_CONTENT_LENGTH: return sy_h1_fail(h, 400, "invalid Content-Length"), SY_H1_ERROR;
     case HPE_INVALID_HEADER_TOKEN: return sy_h1_fail(h, 400, "invalid header field"), SY_H1_ERROR;
-    case HPE_INVALID_METHOD: return sy_h1_fail(h, 400, "invalid method"), SY_H1_ERROR;
+    case HPE_INVALID_METHOD:
+        /* A well-formed token we do not know is a method not implemented (RFC
+         * 9110 9.1), however long; anything else is a malformed request line. */
+        if (h->_is_request && h->_method_tchar)
+            return sy_h1_fail(h, 501, "method not implemented"), SY_H1_ERROR;
+        return sy_h1_fail(h, 400, "invalid method"), SY_H1_ERROR;
     case HPE_INVALID_URL: return sy_h1_fail(h, 400, "invalid request target"), SY_H1_ERROR;
     case HPE_INVALID_VERSION: return sy_h1_fail(h, 400, "invalid HTTP version"), SY_H1_ERROR;
     case HPE_INVALID_TRANSFER_ENCODING:
@@ -379,10 +615,20 @@ int sy_h1_execute(sy_h1_t *h, const char *data, size_t len, size_t *consumed)
             long r = scan_head(h, data + off, n, &end);
             if (r < 0)
                 return SY_H1_ERROR;
-            h->_head_bytes += (size_t)r;
-            if (h->_head_bytes > h->_max_head)
-                return sy_h1_fail(h, 431, "request header fields too large"), SY_H1_ERROR;
             n = (size_t)r;
+            /* Over the head limit: llhttp still reads the bytes within it first, so
+             * that a bad method, target or version is answered as such and not as
+             * 431 only because it came in one piece with what follows. */
+            size_t allowed = h->_max_head - h->_head_bytes;
+            if (n > allowed) {
+                llhttp_errno_t e = llhttp_execute(&h->_llh, data + off, allowed);
+                if (e != HPE_OK && e != HPE_PAUSED && e != HPE_PAUSED_UPGRADE) {
+                    *consumed = off;
+                    return map_llhttp_error(h, e);
+                }
+                return sy_h1_fail(h, 431, "request header fields too large"), SY_H1_ERROR;
+            }
+            h->_head_bytes += n;
         }
         llhttp_errno_t e = llhttp_execute(&h->_llh, data + off, n);
         if (e == HPE_OK) {

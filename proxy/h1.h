@@ -10,7 +10,17 @@
  * Stricter than llhttp alone: the head is scanned first and refused on a bare CR
  * or LF, obs-fold, control characters in values, too many headers, or a head,
  * URI or header count over the limits. Errors carry the HTTP status to answer
- * with (400, 414, 431) and a static reason.
+ * with (400, 414, 431, 501, 505) and a static reason.
+ *
+ * Requests (RFC 9112 3.2, RFC 9110 2.5, 4.2, 7.2): the target is checked byte by
+ * byte (RFC 3986 characters, well-formed percent-encoding) and classified into
+ * one of the four forms; asterisk-form only with OPTIONS, authority-form only
+ * with CONNECT, absolute-form only with an http or https scheme and an authority.
+ * Host must appear once in HTTP/1.1, and when present be a valid
+ * `uri-host [ ":" port ]` (no userinfo, path, list or empty value). HTTP/1.x with
+ * a minor version above 1 is read as HTTP/1.1; any other major version -> 505.
+ * msg.host is the authority requests are routed and forwarded by: the target's
+ * in absolute-form (it wins over Host, RFC 9112 3.2.2), else the Host header.
  *
  * Memory: the head (method, target, reason phrase, header names and values) is
  * copied into an arena the owner lends with sy_h1_set_arena() before the first
@@ -25,10 +35,26 @@
 #include <stddef.h>
 #include <stdint.h>
 
+/* RFC 9112 3.2: the four forms of a request target. */
+typedef enum sy_h1_form {
+    SY_H1_FORM_ORIGIN = 0, /* /path?query */
+    SY_H1_FORM_ABSOLUTE,   /* http://authority/path?query */
+    SY_H1_FORM_AUTHORITY,  /* host:port (CONNECT) */
+    SY_H1_FORM_ASTERISK,   /* * (OPTIONS) */
+} sy_h1_form_t;
+
 typedef struct sy_h1_msg {
     const char *method;     /* requests: static name from llhttp */
     const char *target;     /* requests: request target as received */
     size_t target_len;
+    sy_h1_form_t form;      /* requests: the target's form */
+    const char *origin;     /* requests: path and query within target ("*" in asterisk-form,
+                             * empty in authority-form; in absolute-form may be empty or start
+                             * with '?': sent on as "/" + it) */
+    size_t origin_len;
+    const char *host;       /* requests: effective authority (see above); NULL when none */
+    size_t host_len;
+    bool host_from_target;  /* requests: host is the target's authority (Host is replaced) */
     int status;             /* responses */
     const char *reason;     /* responses: reason phrase */
     size_t reason_len;
@@ -74,7 +100,7 @@ typedef struct sy_h1 {
     const sy_h1_callbacks_t *_cb;
     void *_ud;
     sy_h1_msg_t msg;
-    int err_status;              /* 400, 413, 414, 431 (requests) */
+    int err_status;              /* 400, 413, 414, 431, 501, 505 (requests) */
     const char *err_reason;      /* static */
     /* limits */
     size_t _max_head, _max_uri, _max_headers;
@@ -90,6 +116,9 @@ typedef struct sy_h1 {
     bool _tunnel;
     bool _is_request;
     bool _any_bytes;    /* a byte of the current message was seen */
+    /* request line: method token seen so far (for 400 versus 501) */
+    bool _in_method;
+    bool _method_tchar;
 } sy_h1_t;
 
 /* is_request: parse requests (else responses). Limits: head bytes, target bytes,
@@ -126,5 +155,9 @@ static inline bool sy_h1_in_body(const sy_h1_t *h) { return h->_phase == SY_H1_P
 const sy_header_t *sy_h1_find(const sy_h1_msg_t *m, const char *name);
 /* True when the comma-separated list in value contains token (case-insensitive). */
 bool sy_h1_has_token(const char *value, size_t len, const char *token);
+/* Checks an authority as Host and absolute-form targets carry it: RFC 3986
+ * `host [ ":" port ]`, no userinfo, no list. Returns NULL when valid, else a
+ * static reason ("empty", "userinfo is not allowed", ...). */
+const char *sy_h1_check_authority(const char *s, size_t len);
 
 #endif

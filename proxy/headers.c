@@ -120,10 +120,23 @@ int sy_headers_request(sy_buf_t *out, const sy_h1_msg_t *m, const sy_fwd_request
 {
     uint32_t start_len = out->len;
     const sy_header_t *conn = first_connection(m);
+    bool absolute = m->form == SY_H1_FORM_ABSOLUTE;
     int rc = put(out, m->method, strlen(m->method));
     rc = rc ? rc : PUT_LIT(out, " ");
-    rc = rc ? rc : put(out, m->target, m->target_len);
+    if (absolute) {
+        /* RFC 9112 3.2.1: an empty path is sent as "/". */
+        if (m->origin_len == 0 || m->origin[0] == '?')
+            rc = rc ? rc : PUT_LIT(out, "/");
+        rc = rc ? rc : put(out, m->origin, m->origin_len);
+    } else {
+        rc = rc ? rc : put(out, m->target, m->target_len);
+    }
     rc = rc ? rc : PUT_LIT(out, " HTTP/1.1\r\n");
+    if (absolute) {
+        rc = rc ? rc : PUT_LIT(out, "Host: ");
+        rc = rc ? rc : put(out, m->host, m->host_len);
+        rc = rc ? rc : PUT_LIT(out, "\r\n");
+    }
     const sy_header_t *xff_first = NULL;
     const sy_header_t *host = NULL;
     bool have_id = false;
@@ -139,8 +152,11 @@ int sy_headers_request(sy_buf_t *out, const sy_h1_msg_t *m, const sy_fwd_request
                 xff_first = h;
             continue;
         }
-        if (name_eq(h, "host"))
+        if (name_eq(h, "host")) {
+            if (absolute)
+                continue; /* replaced by the target's authority */
             host = h;
+        }
         if (name_eq(h, "x-request-id")) {
             if (have_id || !valid_request_id(h))
                 continue;
@@ -160,9 +176,9 @@ int sy_headers_request(sy_buf_t *out, const sy_h1_msg_t *m, const sy_fwd_request
     rc = rc ? rc : PUT_LIT(out, "\r\nX-Forwarded-Proto: ");
     rc = rc ? rc : put(out, f->proto, strlen(f->proto));
     rc = rc ? rc : PUT_LIT(out, "\r\n");
-    if (host != NULL) {
+    if (host != NULL || absolute) {
         rc = rc ? rc : PUT_LIT(out, "X-Forwarded-Host: ");
-        rc = rc ? rc : put(out, host->value, host->value_len);
+        rc = rc ? rc : absolute ? put(out, m->host, m->host_len) : put(out, host->value, host->value_len);
         rc = rc ? rc : PUT_LIT(out, "\r\n");
     }
     if (!have_id) {
@@ -198,14 +214,24 @@ int sy_headers_response(sy_buf_t *out, const sy_h1_msg_t *m, const sy_fwd_respon
     rc = rc ? rc : PUT_LIT(out, " ");
     rc = rc ? rc : put(out, m->reason, m->reason_len);
     rc = rc ? rc : PUT_LIT(out, "\r\n");
+    bool have_date = false;
     for (size_t i = 0; rc == 0 && i < m->nheaders; i++) {
         const sy_header_t *h = &m->headers[i];
         if (hop(m, conn, h) || name_eq(h, "x-switchyard-variant"))
             continue;
+        if (!have_date && h->name_len == 4 && name_eq(h, "date"))
+            have_date = true;
         /* A body we re-frame loses its Content-Length; HEAD and 304 keep it. */
         if ((f->framing == SY_FRAME_CHUNKED || f->framing == SY_FRAME_CLOSE) && name_eq(h, "content-length"))
             continue;
         rc = put_header(out, h);
+    }
+    /* RFC 9110 6.6.1: a response from an origin with a clock carries Date; the
+     * gateway has one, so it supplies what the backend left out. */
+    if (!have_date && f->date != NULL) {
+        rc = rc ? rc : PUT_LIT(out, "Date: ");
+        rc = rc ? rc : put(out, f->date, strlen(f->date));
+        rc = rc ? rc : PUT_LIT(out, "\r\n");
     }
     if (f->variant != NULL) {
         rc = rc ? rc : PUT_LIT(out, "X-Switchyard-Variant: ");
@@ -228,33 +254,120 @@ const char *sy_headers_status_text(int status)
 {
     switch (status) {
     case 200: return "OK";
+    case 201: return "Created";
+    case 202: return "Accepted";
+    case 204: return "No Content";
     case 400: return "Bad Request";
+    case 401: return "Unauthorized";
     case 403: return "Forbidden";
     case 404: return "Not Found";
+    case 405: return "Method Not Allowed";
     case 408: return "Request Timeout";
+    case 409: return "Conflict";
+    case 411: return "Length Required";
     case 413: return "Content Too Large";
     case 414: return "URI Too Long";
+    case 415: return "Unsupported Media Type";
     case 417: return "Expectation Failed";
+    case 422: return "Unprocessable Content";
+    case 429: return "Too Many Requests";
     case 431: return "Request Header Fields Too Large";
     case 500: return "Internal Server Error";
     case 501: return "Not Implemented";
     case 502: return "Bad Gateway";
     case 503: return "Service Unavailable";
     case 504: return "Gateway Timeout";
+    case 505: return "HTTP Version Not Supported";
     }
-    return "Error";
+    return status >= 500 ? "Server Error" : status >= 400 ? "Client Error" : "Unknown";
 }
 
-int sy_headers_local_response(sy_buf_t *out, int status, const char *reason, bool close, bool head_only)
+const char *sy_headers_error_kind(int status)
+{
+    switch (status) {
+    case 400: return "bad_request";
+    case 401: return "unauthorized";
+    case 403: return "forbidden";
+    case 404: return "not_found";
+    case 405: return "method_not_allowed";
+    case 408: return "request_timeout";
+    case 409: return "conflict";
+    case 411: return "length_required";
+    case 413: return "body_too_large";
+    case 414: return "target_too_long";
+    case 415: return "unsupported_media_type";
+    case 417: return "expectation_failed";
+    case 422: return "invalid_value";
+    case 429: return "too_many_requests";
+    case 431: return "head_too_large";
+    case 500: return "internal_error";
+    case 501: return "not_implemented";
+    case 502: return "bad_gateway";
+    case 503: return "unavailable";
+    case 504: return "gateway_timeout";
+    case 505: return "http_version_not_supported";
+    }
+    return status >= 500 ? "server_error" : "client_error";
+}
+
+void sy_headers_format_date(char out[SY_HTTP_DATE_LEN + 1], time_t t)
+{
+    static const char days[7][4] = {"Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"};
+    static const char months[12][4] = {"Jan", "Feb", "Mar", "Apr", "May", "Jun",
+                                       "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"};
+    struct tm tm;
+    if (gmtime_r(&t, &tm) == NULL)
+        memset(&tm, 0, sizeof(tm));
+    unsigned year = (unsigned)(tm.tm_year + 1900) % 10000;
+    char *p = out;
+    memcpy(p, days[(unsigned)tm.tm_wday % 7], 3), p += 3;
+    *p++ = ',', *p++ = ' ';
+    *p++ = (char)('0' + tm.tm_mday / 10 % 10), *p++ = (char)('0' + tm.tm_mday % 10), *p++ = ' ';
+    memcpy(p, months[(unsigned)tm.tm_mon % 12], 3), p += 3;
+    *p++ = ' ';
+    *p++ = (char)('0' + year / 1000), *p++ = (char)('0' + year / 100 % 10);
+    *p++ = (char)('0' + year / 10 % 10), *p++ = (char)('0' + year % 10), *p++ = ' ';
+    *p++ = (char)('0' + tm.tm_hour / 10 % 10), *p++ = (char)('0' + tm.tm_hour % 10), *p++ = ':';
+    *p++ = (char)('0' + tm.tm_min / 10 % 10), *p++ = (char)('0' + tm.tm_min % 10), *p++ = ':';
+    *p++ = (char)('0' + tm.tm_sec / 10 % 10), *p++ = (char)('0' + tm.tm_sec % 10);
+    memcpy(p, " GMT", 5); /* with the terminating NUL */
+}
+
+const char *sy_headers_date(time_t now)
+{
+    /* One per thread: workers never share it, and it changes once a second. */
+    static _Thread_local time_t cached_sec = -1;
+    static _Thread_local char cached[SY_HTTP_DATE_LEN + 1];
+    if (now != cached_sec) {
+        sy_headers_format_date(cached, now);
+        cached_sec = now;
+    }
+    return cached;
+}
+
+int sy_headers_local_response(sy_buf_t *out, int status, const char *kind, const char *reason, const char *date,
+                              bool close, bool head_only)
 {
     char body[512];
     const char *text = sy_headers_status_text(status);
-    /* Reasons are our own static strings: no quote or backslash to escape. */
-    int blen = snprintf(body, sizeof(body), "{\"error\":\"%s\",\"reason\":\"%s\"}\n", text, reason ? reason : text);
+    if (kind == NULL)
+        kind = sy_headers_error_kind(status);
+    /* Kinds and reasons are our own static strings: no quote or backslash to escape. */
+    int blen = snprintf(body, sizeof(body), "{\"error\":\"%s\",\"reason\":\"%s\"}\n", kind, reason ? reason : text);
     if (blen < 0 || (size_t)blen >= sizeof(body))
         blen = (int)sizeof(body) - 1;
     return sy_buf_appendf(out,
-                          "HTTP/1.1 %d %s\r\nContent-Type: application/json\r\nContent-Length: %d\r\n"
+                          "HTTP/1.1 %d %s\r\n%s%s%sContent-Type: application/json\r\nContent-Length: %d\r\n"
                           "Cache-Control: no-store\r\n%s\r\n%.*s",
-                          status, text, blen, close ? "Connection: close\r\n" : "", head_only ? 0 : blen, body);
+                          status, text, date ? "Date: " : "", date ? date : "", date ? "\r\n" : "", blen,
+                          close ? "Connection: close\r\n" : "", head_only ? 0 : blen, body);
+}
+
+int sy_headers_options_response(sy_buf_t *out, const char *date, bool close)
+{
+    return sy_buf_appendf(out,
+                          "HTTP/1.1 200 OK\r\n%s%s%sAllow: GET, HEAD, POST, PUT, DELETE, PATCH, OPTIONS\r\n"
+                          "Content-Length: 0\r\n%s\r\n",
+                          date ? "Date: " : "", date ? date : "", date ? "\r\n" : "",
+                          close ? "Connection: close\r\n" : "");
 }

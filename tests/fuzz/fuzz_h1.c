@@ -16,6 +16,11 @@ static int on_head(void *ud, sy_h1_msg_t *m)
         body_bytes += m->headers[i].name_len + m->headers[i].value_len;
     if (m->target)
         body_bytes += m->target_len;
+    /* origin and host point into the target or a header value: read every byte */
+    for (size_t i = 0; m->origin != NULL && i < m->origin_len; i++)
+        body_bytes += (unsigned char)m->origin[i];
+    for (size_t i = 0; m->host != NULL && i < m->host_len; i++)
+        body_bytes += (unsigned char)m->host[i];
     return m->upgrade ? SY_H1_HEAD_TUNNEL : 0;
 }
 

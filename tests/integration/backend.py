@@ -10,6 +10,8 @@ Behaviour per request, from query parameters (or X-Backend-* headers):
   hang=1          never answer (timeouts)
   close=1         close the connection without answering (resets)
   error_rate=F    with probability F answer with status 500
+  date=TEXT        send `Date: TEXT` (by default no Date is sent, as from an origin
+                  without a clock: the gateway must add one)
 Paths:
   /echo           JSON of the request as received: method, target, headers, body length and sha256
   /__stats        JSON counters: connections accepted, requests served, resets seen
@@ -202,6 +204,8 @@ async def handle(reader, writer):
             head = "HTTP/1.1 %d X\r\nX-Backend: %s\r\nContent-Type: %s\r\n" % (
                 status, NAME, "application/json" if url.path in ("/echo", "/__stats") else "text/plain")
             head += "Transfer-Encoding: chunked\r\n" if chunked else "Content-Length: %d\r\n" % size
+            if q.get("date"):
+                head += "Date: %s\r\n" % q["date"]
             close = (hget(headers, "connection") or "").lower() == "close" or version == "HTTP/1.0"
             if close:
                 head += "Connection: close\r\n"

@@ -33,6 +33,7 @@ class Admin(GatewayTest):
         self.start()
         s, b = self.post("/routes/nav/rollback", {}, token=None)
         self.assertEqual(s, 401)
+        self.assertEqual(b["error"], "unauthorized")  # a kind, not "Error"
         s, b = self.post("/routes/nav/rollback", {}, token="wrong-token-0123456789abcdef")
         self.assertEqual(s, 401)
         s, b = self.post("/routes/nav/rollback", {}, token=TOKEN[:-1])
@@ -67,6 +68,8 @@ class Admin(GatewayTest):
         self.assertEqual(s, 404)
         s, h, body = curl(self.base + "/routes/nav/percent")
         self.assertEqual(s, 405)
+        self.assertEqual(json.loads(body)["error"], "method_not_allowed")
+        self.assertIn("date", h)
         s, b = self.post("/routes/nav/percent", "x" * 70000, raw=True)
         self.assertEqual(s, 413)
 

@@ -238,6 +238,181 @@ static void test_websocket_upgrade(void **state)
     free(f);
 }
 
+/* RFC 9112 3.2 and RFC 9110 2.5, 7.2: each form of target and each kind of Host,
+ * with the status it gets (0: accepted) and, when accepted, what the message says. */
+typedef struct target_case {
+    const char *req;
+    int status;
+    sy_h1_form_t form;
+    const char *host;   /* effective authority, NULL when none */
+    const char *origin; /* path and query */
+} target_case_t;
+
+static const target_case_t target_cases[] = {
+    {"GET /a?b=%C0%AF HTTP/1.1\r\nHost: h\r\n\r\n", 0, SY_H1_FORM_ORIGIN, "h", "/a?b=%C0%AF"},
+    {"GET /a;b=c,d@e:f!$&'()*+ HTTP/1.1\r\nHost: h\r\n\r\n", 0, SY_H1_FORM_ORIGIN, "h", "/a;b=c,d@e:f!$&'()*+"},
+    {"GET http://api.example/p?q HTTP/1.1\r\nHost: api.example\r\n\r\n", 0, SY_H1_FORM_ABSOLUTE, "api.example", "/p?q"},
+    {"GET http://api.example:81/p HTTP/1.1\r\nHost: other\r\n\r\n", 0, SY_H1_FORM_ABSOLUTE, "api.example:81", "/p"},
+    {"GET HTTPS://[::1]:8443 HTTP/1.1\r\nHost: x\r\n\r\n", 0, SY_H1_FORM_ABSOLUTE, "[::1]:8443", ""},
+    {"GET http://api.example?q HTTP/1.1\r\nHost: x\r\n\r\n", 0, SY_H1_FORM_ABSOLUTE, "api.example", "?q"},
+    {"GET http://u@api.example/ HTTP/1.1\r\nHost: x\r\n\r\n", 400, 0, NULL, NULL},
+    {"GET http:///p HTTP/1.1\r\nHost: x\r\n\r\n", 400, 0, NULL, NULL},
+    {"GET ftp://a/p HTTP/1.1\r\nHost: x\r\n\r\n", 400, 0, NULL, NULL},
+    {"GET http://a:99999/ HTTP/1.1\r\nHost: x\r\n\r\n", 400, 0, NULL, NULL},
+    {"OPTIONS * HTTP/1.1\r\nHost: h\r\n\r\n", 0, SY_H1_FORM_ASTERISK, "h", "*"},
+    {"GET * HTTP/1.1\r\nHost: h\r\n\r\n", 400, 0, NULL, NULL},
+    {"DELETE * HTTP/1.1\r\nHost: h\r\n\r\n", 400, 0, NULL, NULL},
+    {"CONNECT a.example:443 HTTP/1.1\r\nHost: a.example:443\r\n\r\n", 0, SY_H1_FORM_AUTHORITY, "a.example:443", NULL},
+    {"CONNECT u@a.example:443 HTTP/1.1\r\nHost: a\r\n\r\n", 400, 0, NULL, NULL},
+    {"GET / HTTP/1.1\r\nHost: a:80\r\n\r\n", 0, SY_H1_FORM_ORIGIN, "a:80", "/"},
+    {"GET / HTTP/1.1\r\nHost: [fe80::1]\r\n\r\n", 0, SY_H1_FORM_ORIGIN, "[fe80::1]", "/"},
+    {"GET / HTTP/1.1\r\nHost: a%41b\r\n\r\n", 0, SY_H1_FORM_ORIGIN, "a%41b", "/"},
+    {"GET / HTTP/1.0\r\n\r\n", 0, SY_H1_FORM_ORIGIN, NULL, "/"},
+    {"GET / HTTP/1.1\r\n\r\n", 400, 0, NULL, NULL},
+    {"GET / HTTP/1.1\r\nHost: a\r\nHost: a\r\n\r\n", 400, 0, NULL, NULL},
+    {"GET / HTTP/1.1\r\nHost:\r\n\r\n", 400, 0, NULL, NULL},
+    {"GET / HTTP/1.1\r\nHost: u:p@a\r\n\r\n", 400, 0, NULL, NULL},
+    {"GET / HTTP/1.1\r\nHost: a/b\r\n\r\n", 400, 0, NULL, NULL},
+    {"GET / HTTP/1.1\r\nHost: a,b\r\n\r\n", 400, 0, NULL, NULL},
+    {"GET / HTTP/1.1\r\nHost: a:8x\r\n\r\n", 400, 0, NULL, NULL},
+    {"GET / HTTP/1.1\r\nHost: a:123456\r\n\r\n", 400, 0, NULL, NULL},
+    {"GET / HTTP/1.1\r\nHost: :80\r\n\r\n", 400, 0, NULL, NULL},
+    {"GET / HTTP/1.1\r\nHost: [zz]\r\n\r\n", 400, 0, NULL, NULL},
+    {"GET / HTTP/1.1\r\nHost: a%4\r\n\r\n", 400, 0, NULL, NULL},
+    {"GET / HTTP/1.1\r\nHost: caf\xc3\xa9\r\n\r\n", 400, 0, NULL, NULL},
+    {"GET /a\x7f HTTP/1.1\r\nHost: h\r\n\r\n", 400, 0, NULL, NULL},
+    {"GET /a\x01 HTTP/1.1\r\nHost: h\r\n\r\n", 400, 0, NULL, NULL},
+    {"GET /\xc0\xaf HTTP/1.1\r\nHost: h\r\n\r\n", 400, 0, NULL, NULL},
+    {"GET /?q=\xe2\x82\xac HTTP/1.1\r\nHost: h\r\n\r\n", 400, 0, NULL, NULL},
+    {"GET /a%g0 HTTP/1.1\r\nHost: h\r\n\r\n", 400, 0, NULL, NULL},
+    {"GET /a%2 HTTP/1.1\r\nHost: h\r\n\r\n", 400, 0, NULL, NULL},
+    {"GET /a#f HTTP/1.1\r\nHost: h\r\n\r\n", 400, 0, NULL, NULL},
+    {"GET /a{b} HTTP/1.1\r\nHost: h\r\n\r\n", 400, 0, NULL, NULL},
+    {"GET /a HTTP/1.2\r\nHost: h\r\n\r\n", 0, SY_H1_FORM_ORIGIN, "h", "/a"},
+    {"GET /a HTTP/1.2\r\n\r\n", 400, 0, NULL, NULL},
+    {"GET /a HTTP/2.0\r\nHost: h\r\n\r\n", 505, 0, NULL, NULL},
+    {"GET /a HTTP/3.0\r\nHost: h\r\n\r\n", 505, 0, NULL, NULL},
+    {"GET /a HTTP/0.9\r\nHost: h\r\n\r\n", 505, 0, NULL, NULL},
+    {"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", 505, 0, NULL, NULL},
+    {"FROBNICATE / HTTP/1.1\r\nHost: h\r\n\r\n", 501, 0, NULL, NULL},
+    {"G(T / HTTP/1.1\r\nHost: h\r\n\r\n", 400, 0, NULL, NULL},
+};
+
+static void check_target_case(const target_case_t *tc, size_t split)
+{
+    fixture_t *f = fx_new(true);
+    size_t len = strlen(tc->req), used = 0, used2 = 0;
+    int rc = SY_H1_OK;
+    if (split > 0 && split < len) {
+        rc = sy_h1_execute(&f->h, tc->req, split, &used);
+        if (rc == SY_H1_OK)
+            rc = sy_h1_execute(&f->h, tc->req + split, len - split, &used2);
+    } else {
+        rc = sy_h1_execute(&f->h, tc->req, len, &used);
+    }
+    if (tc->status != 0) {
+        if (rc != SY_H1_ERROR || f->h.err_status != tc->status)
+            fail_msg("%s (split %zu): rc %d status %d (%s), want %d", tc->req, split, rc, f->h.err_status,
+                     f->h.err_reason ? f->h.err_reason : "", tc->status);
+        assert_non_null(f->h.err_reason);
+        assert_int_equal(f->r.heads, 0);
+    } else {
+        if (rc != SY_H1_PAUSED)
+            fail_msg("%s (split %zu): rc %d status %d (%s)", tc->req, split, rc, f->h.err_status,
+                     f->h.err_reason ? f->h.err_reason : "");
+        const sy_h1_msg_t *m = &f->h.msg;
+        assert_int_equal(m->form, tc->form);
+        assert_int_equal(m->major, 1);
+        assert_true(m->minor <= 1);
+        if (tc->host == NULL) {
+            assert_null(m->host);
+        } else {
+            assert_int_equal(m->host_len, strlen(tc->host));
+            assert_memory_equal(m->host, tc->host, m->host_len);
+        }
+        if (tc->origin != NULL) {
+            assert_int_equal(m->origin_len, strlen(tc->origin));
+            assert_memory_equal(m->origin, tc->origin, m->origin_len);
+        }
+    }
+    free(f);
+}
+
+static void test_target_forms_and_host(void **state)
+{
+    (void)state;
+    for (size_t i = 0; i < sizeof(target_cases) / sizeof(target_cases[0]); i++) {
+        check_target_case(&target_cases[i], 0);
+        /* the same at every split: the target and Host arrive in pieces */
+        for (size_t split = 1; split < strlen(target_cases[i].req); split++)
+            check_target_case(&target_cases[i], split);
+    }
+}
+
+static void test_http_1_2_is_read_as_1_1(void **state)
+{
+    (void)state;
+    fixture_t *f = fx_new(true);
+    size_t used;
+    assert_int_equal(feed(f, "GET / HTTP/1.2\r\nHost: h\r\n\r\n", &used), SY_H1_PAUSED);
+    assert_int_equal(f->h.msg.minor, 1);
+    assert_true(f->r.keep_alive);
+    free(f);
+}
+
+static void test_overlong_method_is_not_431(void **state)
+{
+    (void)state;
+    /* Longer than the head limit (16384), in one piece with what follows. */
+    static char req[20100];
+    memset(req, 'A', 20000);
+    strcpy(req + 20000, " / HTTP/1.1\r\nHost: h\r\n\r\n");
+    fixture_t *f = fx_new(true);
+    size_t used;
+    assert_int_equal(feed(f, req, &used), SY_H1_ERROR);
+    assert_int_equal(f->h.err_status, 501);
+    free(f);
+    /* A target over limits.uri_bytes in one piece with the rest: 414, not 431. */
+    memcpy(req, "GET /", 5);
+    memset(req + 5, 'a', 19000);
+    strcpy(req + 19005, " HTTP/1.1\r\nHost: h\r\n\r\n");
+    f = fx_new(true);
+    assert_int_equal(feed(f, req, &used), SY_H1_ERROR);
+    assert_int_equal(f->h.err_status, 414);
+    free(f);
+    /* Headers over the limit are still 431. */
+    memcpy(req, "GET / HTTP/1.1\r\nHost: h\r\nX: ", 28);
+    memset(req + 28, 'a', 19000);
+    strcpy(req + 19028, "\r\n\r\n");
+    f = fx_new(true);
+    assert_int_equal(feed(f, req, &used), SY_H1_ERROR);
+    assert_int_equal(f->h.err_status, 431);
+    free(f);
+}
+
+static void test_check_authority(void **state)
+{
+    (void)state;
+    fixture_t *f = fx_new(true);
+    size_t used;
+    assert_int_equal(feed(f, "GET /?r=%zz HTTP/1.1\r\nHost: h\r\n\r\n", &used), SY_H1_ERROR);
+    assert_non_null(strstr(f->h.err_reason, "percent-encoding"));
+    free(f);
+    f = fx_new(true);
+    assert_int_equal(feed(f, "GET /\xff HTTP/1.1\r\nHost: h\r\n\r\n", &used), SY_H1_ERROR);
+    assert_non_null(strstr(f->h.err_reason, "invalid character"));
+    free(f);
+    assert_null(sy_h1_check_authority("a.example", 9));
+    assert_null(sy_h1_check_authority("a.example:", 10)); /* port = *DIGIT */
+    assert_null(sy_h1_check_authority("[::1]", 5));
+    assert_string_equal(sy_h1_check_authority("", 0), "empty");
+    assert_string_equal(sy_h1_check_authority("u@a", 3), "userinfo is not allowed");
+    assert_string_equal(sy_h1_check_authority("a,b", 3), "a list is not allowed");
+    assert_string_equal(sy_h1_check_authority("a/b", 3), "a path is not allowed");
+    assert_string_equal(sy_h1_check_authority("a:65536", 7), "invalid port");
+    assert_string_equal(sy_h1_check_authority("[::1", 4), "invalid IP literal");
+}
+
 static void test_tokens(void **state)
 {
     (void)state;
@@ -258,6 +433,10 @@ int main(void)
         cmocka_unit_test(test_response_until_eof),
         cmocka_unit_test(test_websocket_upgrade),
         cmocka_unit_test(test_tokens),
+        cmocka_unit_test(test_target_forms_and_host),
+        cmocka_unit_test(test_http_1_2_is_read_as_1_1),
+        cmocka_unit_test(test_overlong_method_is_not_431),
+        cmocka_unit_test(test_check_authority),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -110,10 +110,11 @@ static void test_local_response_and_overflow(void **state)
     (void)state;
     static char block[512];
     sy_buf_t b = {block, 0, 0, sizeof(block)};
-    assert_int_equal(sy_headers_local_response(&b, 404, "no route", false, false), 0);
+    assert_int_equal(sy_headers_local_response(&b, 404, NULL, "no route", NULL, false, false), 0);
     block[b.len] = '\0';
     assert_non_null(strstr(block, "HTTP/1.1 404 Not Found\r\n"));
-    assert_non_null(strstr(block, "{\"error\":\"Not Found\",\"reason\":\"no route\"}"));
+    assert_non_null(strstr(block, "{\"error\":\"not_found\",\"reason\":\"no route\"}"));
+    assert_null(strstr(block, "Date:")); /* none asked for */
     /* A head that does not fit leaves the buffer as it was. */
     char tiny_block[64];
     sy_buf_t tiny = {tiny_block, 0, 0, sizeof(tiny_block)};
@@ -124,6 +125,89 @@ static void test_local_response_and_overflow(void **state)
     assert_int_equal(tiny.len, 0);
 }
 
+static void test_date(void **state)
+{
+    (void)state;
+    char d[SY_HTTP_DATE_LEN + 1];
+    sy_headers_format_date(d, 784111777);
+    assert_string_equal(d, "Sun, 06 Nov 1994 08:49:37 GMT"); /* RFC 9110 5.6.7 */
+    sy_headers_format_date(d, 951782400);
+    assert_string_equal(d, "Tue, 29 Feb 2000 00:00:00 GMT");
+    const char *a = sy_headers_date(784111777);
+    assert_string_equal(a, "Sun, 06 Nov 1994 08:49:37 GMT");
+    assert_ptr_equal(sy_headers_date(784111777), a); /* cached for the second */
+    assert_string_equal(sy_headers_date(784111778), "Sun, 06 Nov 1994 08:49:38 GMT");
+    a = sy_headers_date(784111777); /* the cache holds one second: a is that second's text again */
+
+    static char block[4096];
+    sy_buf_t b = {block, 0, 0, sizeof(block)};
+    sy_header_t hs[] = {H("Content-Length", "0")};
+    sy_h1_msg_t m = {.status = 200, .reason = "OK", .reason_len = 2, .headers = hs, .nheaders = 1};
+    sy_fwd_response_t f = {.framing = SY_FRAME_LENGTH, .date = "Sun, 06 Nov 1994 08:49:37 GMT"};
+    assert_int_equal(sy_headers_response(&b, &m, &f), 0);
+    block[b.len] = '\0';
+    assert_non_null(strstr(block, "\r\nDate: Sun, 06 Nov 1994 08:49:37 GMT\r\n"));
+    /* The origin's own Date is kept, not doubled. */
+    sy_header_t hs2[] = {H("date", "Mon, 01 Jan 2001 00:00:00 GMT"), H("Content-Length", "0")};
+    m.headers = hs2;
+    m.nheaders = 2;
+    b.len = 0;
+    assert_int_equal(sy_headers_response(&b, &m, &f), 0);
+    block[b.len] = '\0';
+    assert_non_null(strstr(block, "date: Mon, 01 Jan 2001 00:00:00 GMT\r\n"));
+    assert_null(strstr(block, "1994"));
+    /* Local answers. */
+    b.len = 0;
+    assert_int_equal(sy_headers_local_response(&b, 400, NULL, "invalid Host: empty", a, true, false), 0);
+    block[b.len] = '\0';
+    assert_non_null(strstr(block, "HTTP/1.1 400 Bad Request\r\nDate: Sun, 06 Nov 1994 08:49:37 GMT\r\n"));
+    assert_non_null(strstr(block, "{\"error\":\"bad_request\",\"reason\":\"invalid Host: empty\"}"));
+    b.len = 0;
+    assert_int_equal(sy_headers_options_response(&b, a, false), 0);
+    block[b.len] = '\0';
+    assert_non_null(strstr(block, "HTTP/1.1 200 OK\r\nDate: Sun, 06 Nov 1994 08:49:37 GMT\r\n"));
+    assert_non_null(strstr(block, "Allow: "));
+    assert_non_null(strstr(block, "Content-Length: 0\r\n"));
+}
+
+static void test_error_kinds(void **state)
+{
+    (void)state;
+    static const int statuses[] = {400, 401, 403, 404, 405, 408, 409, 413, 414, 422, 429, 431,
+                                   500, 501, 502, 503, 504, 505, 418, 599};
+    for (size_t i = 0; i < sizeof(statuses) / sizeof(statuses[0]); i++) {
+        assert_string_not_equal(sy_headers_status_text(statuses[i]), "Error");
+        const char *k = sy_headers_error_kind(statuses[i]);
+        for (const char *p = k; *p; p++)
+            assert_true((*p >= 'a' && *p <= 'z') || *p == '_');
+    }
+    assert_string_equal(sy_headers_error_kind(505), "http_version_not_supported");
+    static char block[512];
+    sy_buf_t b = {block, 0, 0, sizeof(block)};
+    assert_int_equal(sy_headers_local_response(&b, 502, "upstream_connect", "refused", NULL, false, false), 0);
+    block[b.len] = '\0';
+    assert_non_null(strstr(block, "{\"error\":\"upstream_connect\",\"reason\":\"refused\"}"));
+}
+
+static void test_absolute_form_goes_out_in_origin_form(void **state)
+{
+    (void)state;
+    static char block[4096];
+    sy_buf_t b = {block, 0, 0, sizeof(block)};
+    sy_header_t hs[] = {H("Host", "other.example"), H("Accept", "*/*")};
+    const char *t = "http://api.example:81?q=1";
+    sy_h1_msg_t m = {.method = "GET", .target = t, .target_len = strlen(t), .form = SY_H1_FORM_ABSOLUTE,
+                     .origin = t + 21, .origin_len = 4, .host = t + 7, .host_len = 14, .host_from_target = true,
+                     .headers = hs, .nheaders = 2};
+    sy_fwd_request_t f = {.client_ip = "127.0.0.1", .proto = "http", .request_id = "x"};
+    assert_int_equal(sy_headers_request(&b, &m, &f), 0);
+    block[b.len] = '\0';
+    assert_non_null(strstr(block, "GET /?q=1 HTTP/1.1\r\nHost: api.example:81\r\n"));
+    assert_null(strstr(block, "other.example"));
+    assert_non_null(strstr(block, "X-Forwarded-Host: api.example:81\r\n"));
+    assert_non_null(strstr(block, "Accept: */*\r\n"));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -132,6 +216,9 @@ int main(void)
         cmocka_unit_test(test_response_framing),
         cmocka_unit_test(test_response_rewrite),
         cmocka_unit_test(test_local_response_and_overflow),
+        cmocka_unit_test(test_date),
+        cmocka_unit_test(test_error_kinds),
+        cmocka_unit_test(test_absolute_form_goes_out_in_origin_form),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
