@@ -358,7 +358,11 @@ static int cmd_run(const char *path, bool takeover, int ready_fd)
                                 .window_ms = sy_audit_window_ms(app.audit),
                                 .ud = &app};
     app.monitor = sy_monitor_create(app.loop, cfg, nworkers, &hooks);
-    app.server = app.monitor ? sy_server_create(app.loop, snap, &sy_router, sy_monitor_observer(app.monitor)) : NULL;
+    /* The router reads the monitor's trip marks (consecutive errors) on every
+     * decision; both live until the workers are gone. */
+    sy_trip_marks_t marks = {.tripped = sy_monitor_tripped, .ud = app.monitor};
+    sy_router_t router = sy_router_with_marks(&marks);
+    app.server = app.monitor ? sy_server_create(app.loop, snap, &router, sy_monitor_observer(app.monitor)) : NULL;
     if (app.server == NULL) {
         sy_monitor_destroy(app.monitor);
         sy_audit_destroy(app.audit);

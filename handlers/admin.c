@@ -853,6 +853,12 @@ static void ep_metrics(admin_conn_t *c, const char *route, json_t *body)
         for (int v = 0; v < 2; v++)
             M("switchyard_client_aborts_total{route=\"%s\",variant=\"%s\"} %llu\n", sy_monitor_route(m, i)->route,
               variants[v], (unsigned long long)sy_monitor_route(m, i)->total[v].by_kind[5]);
+    M("# HELP switchyard_fallbacks_total Requests bound for new served by legacy because new failed before "
+      "anything was sent (each is also a connect error of new).\n"
+      "# TYPE switchyard_fallbacks_total counter\n");
+    for (size_t i = 0; i < n; i++)
+        M("switchyard_fallbacks_total{route=\"%s\",reason=\"connect\"} %llu\n", sy_monitor_route(m, i)->route,
+          (unsigned long long)sy_monitor_route(m, i)->fallbacks);
     M("# HELP switchyard_request_duration_seconds Time from the request's first byte to the response's last.\n"
       "# TYPE switchyard_request_duration_seconds histogram\n");
     for (size_t i = 0; i < n; i++) {

@@ -12,6 +12,7 @@
 typedef struct cell {
     _Atomic uint64_t requests, errors, sum_total_us, sum_ttfb_us;
     _Atomic uint64_t by_kind[SY_XERR_KINDS];
+    _Atomic uint64_t fallbacks; /* attempts that failed with nothing sent and went on to legacy */
     _Atomic uint32_t total[SY_HIST_BUCKETS];
     _Atomic uint32_t ttfb[SY_HIST_BUCKETS];
 } cell_t;
@@ -41,6 +42,13 @@ struct sy_monitor {
     cell_t *cells;            /* [worker][route][variant] */
     _Atomic uint64_t streak[SY_MONITOR_MAX_ROUTES];
     atomic_int alarm[SY_MONITOR_MAX_ROUTES];
+    /* Shared runtime state of the trip (not config): the worker that counts
+     * the Nth error in a row on new marks the route here before that error's
+     * response leaves, and every worker's router reads the mark on its next
+     * decision (sy_monitor_tripped), without waiting for the control thread to
+     * write and publish the trip. The value is the config the route index
+     * belongs to (0: not marked); cleared by reset_route and on reload. */
+    _Atomic uintptr_t mark[SY_MONITOR_MAX_ROUTES];
     route_state_t *routes;
     size_t nroutes;
     bool legacy_down[SY_MONITOR_MAX_ROUTES];
@@ -59,18 +67,58 @@ static cell_t *cell_of(sy_monitor_t *m, size_t worker, size_t route, int variant
 
 /* --- worker side ---------------------------------------------------------- */
 
+/* The rules of the request's own config (its snapshot keeps them alive), or
+ * NULL when the exchange is not one the monitor compares. */
+static const sy_trip_conf_t *conf_of(const sy_monitor_t *m, int worker, const sy_snapshot_t *snap,
+                                     const sy_outcome_t *o)
+{
+    int r = o->decision->route_index;
+    int v = o->decision->variant_index;
+    if (r < 0 || r >= SY_MONITOR_MAX_ROUTES || worker < 0 || (size_t)worker >= m->nworkers || v < 0 || v > 1)
+        return NULL;
+    const sy_trip_confs_t *tc = sy_trip_confs(snap->config);
+    return tc != NULL && (size_t)r < tc->n ? &tc->routes[r] : NULL;
+}
+
+/* One outcome of new on route r, in the order the workers settle them. The
+ * one that makes it N in a row marks the route (every worker's next decision
+ * sends it to legacy) and wakes the control thread, which trips it for real. */
+static void streak_add(sy_monitor_t *m, int r, const sy_trip_conf_t *conf, const sy_snapshot_t *snap, bool err)
+{
+    if (conf->consecutive_errors <= 0)
+        return;
+    if (!err) {
+        if (atomic_load_explicit(&m->streak[r], memory_order_relaxed) != 0)
+            atomic_store_explicit(&m->streak[r], 0, memory_order_relaxed);
+        return;
+    }
+    uint64_t n = atomic_fetch_add_explicit(&m->streak[r], 1, memory_order_relaxed) + 1;
+    if (n == (uint64_t)conf->consecutive_errors) {
+        atomic_store_explicit(&m->mark[r], (uintptr_t)snap->config, memory_order_release);
+        atomic_store_explicit(&m->alarm[r], 1, memory_order_release);
+        ev_async_send(m->loop, &m->async);
+    }
+}
+
+/* Before the response leaves: the consecutive-errors rule sees the outcome
+ * now, so the Nth error's client cannot get its next request routed first. */
+static void early(void *ctx, int worker, const sy_snapshot_t *snap, const sy_outcome_t *o)
+{
+    sy_monitor_t *m = ctx;
+    const sy_trip_conf_t *conf = conf_of(m, worker, snap, o);
+    if (conf == NULL || o->decision->variant_index != 1 || o->error == SY_XERR_CLIENT)
+        return;
+    streak_add(m, o->decision->route_index, conf, snap, sy_rules_is_error(conf, o->status, o->error));
+}
+
 static void record(void *ctx, int worker, const sy_snapshot_t *snap, const sy_outcome_t *o)
 {
     sy_monitor_t *m = ctx;
+    const sy_trip_conf_t *conf = conf_of(m, worker, snap, o);
+    if (conf == NULL)
+        return;
     int r = o->decision->route_index;
     int v = o->decision->variant_index;
-    if (r < 0 || r >= SY_MONITOR_MAX_ROUTES || (size_t)worker >= m->nworkers || v < 0 || v > 1)
-        return;
-    /* The rules of the request's own config, which its snapshot keeps alive. */
-    const sy_trip_confs_t *tc = sy_trip_confs(snap->config);
-    if (tc == NULL || (size_t)r >= tc->n)
-        return;
-    const sy_trip_conf_t *conf = &tc->routes[r];
     cell_t *c = cell_of(m, (size_t)worker, (size_t)r, v);
     if (o->error == SY_XERR_CLIENT) {
         BUMP(c->by_kind[SY_XERR_CLIENT], 1); /* not the backend's doing: not a request of the comparison */
@@ -97,17 +145,19 @@ static void record(void *ctx, int worker, const sy_snapshot_t *snap, const sy_ou
     BUMP(c->ttfb[sy_hist_index(o->ttfb_us)], 1);
     BUMP(c->sum_total_us, o->total_us);
     BUMP(c->sum_ttfb_us, o->ttfb_us);
-    if (v == 1 && conf->consecutive_errors > 0) {
-        if (err) {
-            uint64_t n = atomic_fetch_add_explicit(&m->streak[r], 1, memory_order_relaxed) + 1;
-            if (n == (uint64_t)conf->consecutive_errors) {
-                atomic_store_explicit(&m->alarm[r], 1, memory_order_release);
-                ev_async_send(m->loop, &m->async);
-            }
-        } else if (atomic_load_explicit(&m->streak[r], memory_order_relaxed) != 0) {
-            atomic_store_explicit(&m->streak[r], 0, memory_order_relaxed);
-        }
-    }
+    if (o->fell_back)
+        BUMP(c->fallbacks, 1);
+    /* The streak took the early outcome already; only a failure after it (a
+     * reset or timeout mid-body) is news. */
+    if (v == 1 && (!o->early || (err && !sy_rules_is_error(conf, o->early_status, o->early_error))))
+        streak_add(m, r, conf, snap, err);
+}
+
+bool sy_monitor_tripped(const void *ctx, const sy_snapshot_t *snap, int route)
+{
+    const sy_monitor_t *m = ctx;
+    return route >= 0 && route < SY_MONITOR_MAX_ROUTES &&
+           atomic_load_explicit(&m->mark[route], memory_order_acquire) == (uintptr_t)snap->config;
 }
 
 /* --- control side ------------------------------------------------------------ */
@@ -256,6 +306,11 @@ static void tick_cb(struct ev_loop *loop, ev_timer *t, int revents)
             side_add(delta, &rs->last[v], -1);
             rs->last[v] = *cur;
             rs->view.total[v] = *cur;
+            if (v == 1) {
+                rs->view.fallbacks = 0;
+                for (size_t w = 0; w < m->nworkers; w++)
+                    rs->view.fallbacks += READ(cell_of(m, w, r, 1)->fallbacks);
+            }
             if (new_second) {
                 /* Seconds with no tick (a stall) leave stale buckets: clear them all. */
                 uint64_t gap = second - rs->cur_second;
@@ -368,8 +423,10 @@ static int load(sy_monitor_t *m, const sy_config_t *cfg)
     m->nroutes = n;
     /* Workers see the new rules from their next exchange on; a shard cell keeps
      * counting across configs, so "last" starts from what it holds now. */
-    for (size_t r = 0; r < SY_MONITOR_MAX_ROUTES; r++)
+    for (size_t r = 0; r < SY_MONITOR_MAX_ROUTES; r++) {
         atomic_store(&m->streak[r], 0);
+        atomic_store(&m->mark[r], 0);
+    }
     for (size_t r = 0; r < n; r++)
         for (int v = 0; v < 2; v++)
             gather(m, r, v, &m->routes[r].last[v]);
@@ -393,6 +450,7 @@ sy_monitor_t *sy_monitor_create(struct ev_loop *control, const sy_config_t *cfg,
     }
     m->cfg = sy_config_ref((sy_config_t *)cfg);
     m->observer.record = record;
+    m->observer.early = early;
     m->observer.ctx = m;
     ev_timer_init(&m->tick, tick_cb, 0.1, 0.1);
     m->tick.data = m;
@@ -448,6 +506,7 @@ void sy_monitor_reset_route(sy_monitor_t *m, const char *route)
         memset(&rs->view.verdict, 0, sizeof(rs->view.verdict));
         atomic_store(&m->streak[r], 0);
         atomic_store(&m->alarm[r], 0);
+        atomic_store(&m->mark[r], 0);
     }
 }
 

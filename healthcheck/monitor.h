@@ -4,8 +4,11 @@
  * (single writer, relaxed loads and stores, no locks). The control thread merges
  * the shards' deltas every 100 ms into each route's sliding window of 1 s
  * buckets, evaluates the trip rules, and calls `trip` when one trips. N errors
- * in a row on new are counted in the data path and signalled at once through an
- * ev_async, so that trip does not wait for the tick. */
+ * in a row on new are counted in the data path as soon as each response head
+ * is known (the observer's `early`), shared by all workers: the Nth marks the
+ * route before its response leaves (every worker's router reads the mark, see
+ * sy_monitor_tripped) and wakes the control thread through an ev_async, so
+ * that trip does not wait for the tick. */
 #ifndef SY_MONITOR_H
 #define SY_MONITOR_H
 
@@ -40,6 +43,10 @@ void sy_monitor_flush_windows(sy_monitor_t *m);
 void sy_monitor_destroy(sy_monitor_t *m);
 /* The observer hook to give the workers (valid until destroy). */
 const sy_observer_t *sy_monitor_observer(sy_monitor_t *m);
+/* Whether route `route` of snap's config was tripped by the consecutive-errors
+ * rule on a worker and not resumed since (sy_monitor_reset_route). Any thread,
+ * lock-free: the router asks it on every decision (a sy_trip_marks_t). */
+bool sy_monitor_tripped(const void *m, const struct sy_snapshot *snap, int route);
 /* New config: windows start again (routes are re-read by name). */
 void sy_monitor_reload(sy_monitor_t *m, const sy_config_t *cfg);
 /* The route was resumed (or otherwise left tripped): forget its window and
@@ -53,6 +60,7 @@ typedef struct sy_route_view {
     double window_s;         /* seconds of data in the window */
     sy_verdict_t verdict;
     uint64_t trips, warnings;
+    uint64_t fallbacks;      /* requests bound for new served by legacy after a connect failure */
 } sy_route_view_t;
 
 /* Route i of the current config; NULL past the end. Control thread. */

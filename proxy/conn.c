@@ -85,6 +85,9 @@ typedef struct sy_conn {
     bool hold_end_pending;   /* the request ended while held bytes wait to be sent */
     bool sent_continue;      /* we answered Expect: 100-continue ourselves */
     int retries;
+    bool early_told;         /* the observer's early hook has this exchange's outcome */
+    int early_status;
+    sy_xerr_t early_xerr;
     sy_framing_t req_framing, resp_framing;
     uint64_t req_body, resp_body, bytes_in, bytes_out;
     int status;
@@ -176,6 +179,9 @@ static void exchange_record(sy_conn_t *c)
         .total_us = (uint64_t)((now - c->t_start) * 1e6),
         .bytes_in = c->bytes_in,
         .bytes_out = c->bytes_out,
+        .early = c->early_told,
+        .early_status = c->early_status,
+        .early_error = c->early_xerr,
     };
     w->stats.requests++;
     if (c->snap != NULL && c->dec.route_index >= 0 && w->observer != NULL && w->observer->record != NULL)
@@ -195,7 +201,7 @@ static void exchange_record(sy_conn_t *c)
     int n = snprintf(line, sizeof(line),
                      "{\"time\":\"%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ\",\"worker\":%d,\"request_id\":\"%s\","
                      "\"client\":\"%s\",\"method\":\"%s\",\"host\":\"%.*s\",\"target\":\"%.*s\","
-                     "\"route\":%s%s%s,\"variant\":%s%s%s,\"reason\":%s%s%s,\"user\":\"%.*s\","
+                     "\"route\":%s%s%s,\"variant\":%s%s%s,\"reason\":%s%s%s,\"fallback\":%s%s%s,\"user\":\"%.*s\","
                      "\"upstream\":%s%s%s,\"status\":%d,\"error\":%s%s%s,\"bytes_in\":%llu,"
                      "\"bytes_out\":%llu,\"ttfb_ms\":%.3f,\"duration_ms\":%.3f}",
                      tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
@@ -204,7 +210,8 @@ static void exchange_record(sy_conn_t *c)
                      c->dec.route ? c->dec.route : "null", c->dec.route ? "\"" : "",
                      c->dec.variant ? "\"" : "", c->dec.variant ? c->dec.variant : "null",
                      c->dec.variant ? "\"" : "", c->dec.reason ? "\"" : "",
-                     c->dec.reason ? c->dec.reason : "null", c->dec.reason ? "\"" : "", (int)ul, esc_user,
+                     c->dec.reason ? c->dec.reason : "null", c->dec.reason ? "\"" : "", c->dec.fallback ? "\"" : "",
+                     c->dec.fallback ? c->dec.fallback : "null", c->dec.fallback ? "\"" : "", (int)ul, esc_user,
                      c->dec.endpoint ? "\"" : "", c->dec.endpoint ? c->dec.endpoint->name : "null",
                      c->dec.endpoint ? "\"" : "", c->status, c->xerr ? "\"" : "",
                      c->xerr ? xerr_names[c->xerr] : "null", c->xerr ? "\"" : "",
@@ -212,6 +219,21 @@ static void exchange_record(sy_conn_t *c)
                      o.ttfb_us / 1000.0, o.total_us / 1000.0);
     if (n > 0)
         sy_alog_write(w->alog, (size_t)w->id, line, (size_t)n < sizeof(line) ? (size_t)n : sizeof(line) - 1);
+}
+
+/* The outcome is known and none of it reached the client yet: the observer
+ * hears it now (the trip rules act before the client can send its next
+ * request), once per exchange. */
+static void exchange_early(sy_conn_t *c, int status, sy_xerr_t xerr)
+{
+    sy_worker_t *w = c->w;
+    if (c->early_told || c->snap == NULL || c->dec.route_index < 0 || w->observer == NULL || w->observer->early == NULL)
+        return;
+    c->early_told = true;
+    c->early_status = status;
+    c->early_xerr = xerr;
+    sy_outcome_t o = {.decision = &c->dec, .status = status, .error = xerr};
+    w->observer->early(w->observer->ctx, w->id, c->snap, &o);
 }
 
 /* --- exchange lifecycle --------------------------------------------------- */
@@ -240,6 +262,7 @@ static void exchange_begin(sy_conn_t *c)
     c->sent_continue = false;
     hold_free(c);
     c->retries = 0;
+    c->early_told = false;
     c->req_body = c->resp_body = c->bytes_in = c->bytes_out = 0;
     c->status = 0;
     c->xerr = SY_XERR_NONE;
@@ -396,10 +419,15 @@ static bool retry_elsewhere(sy_conn_t *c)
         memset(&d, 0, sizeof(d));
         d.route_index = -1;
         c->w->router->decide(c->w->router->ctx, c->snap, &view, c->w->rr++, &d);
-        if (d.want_body > 0 || d.endpoint == NULL || d.route_index != c->dec.route_index)
+        if (d.want_body > 0 || d.endpoint == NULL || d.route_index != c->dec.route_index ||
+            d.variant_index != c->dec.variant_index)
             return false;
         if (d.endpoint == failed)
             continue;
+        if (c->dec.fallback != NULL) { /* still the fallback, on another endpoint */
+            d.reason = c->dec.reason;
+            d.fallback = c->dec.fallback;
+        }
         detach_upstream_keep(c, false, true);
         c->dec = d;
         c->retries++;
@@ -409,12 +437,42 @@ static bool retry_elsewhere(sy_conn_t *c)
     return false;
 }
 
+/* Nothing was sent and the pool has no other endpoint to try: the router may
+ * name a fallback (new's request served by legacy). The failed attempt is an
+ * exchange of its own for the observer (an error of its variant, counted
+ * before anything reaches the client); the access log shows the one served. */
+static bool fall_back(sy_conn_t *c, sy_xerr_t kind, const char *why)
+{
+    sy_worker_t *w = c->w;
+    if (w->router->fallback == NULL || c->dec.fallback != NULL || c->up_wrote || c->dec.route_index < 0 ||
+        c->want_tunnel || c->holding || c->resp_head_sent || c->local)
+        return false;
+    sy_decision_t d;
+    if (w->router->fallback(w->router->ctx, c->snap, &c->dec, why, w->rr++, &d) != 0 || d.endpoint == NULL)
+        return false;
+    sy_outcome_t o = {
+        .decision = &c->dec,
+        .error = kind,
+        .total_us = (uint64_t)((now_of(c) - c->t_start) * 1e6),
+        .fell_back = true,
+    };
+    if (w->observer != NULL && w->observer->record != NULL)
+        w->observer->record(w->observer->ctx, w->id, c->snap, &o);
+    detach_upstream_keep(c, false, true);
+    c->dec = d;
+    c->xerr = SY_XERR_NONE;
+    start_upstream(c);
+    return true;
+}
+
 static void upstream_failed(sy_conn_t *c, sy_xerr_t kind, const char *reason)
 {
     c->w->stats.upstream_errors++;
     if (kind == SY_XERR_CONNECT && c->dec.endpoint != NULL)
         atomic_fetch_add_explicit(&((sy_endpoint_t *)c->dec.endpoint)->connect_failures, 1, memory_order_relaxed);
     if (kind == SY_XERR_CONNECT && retry_elsewhere(c))
+        return;
+    if (kind == SY_XERR_CONNECT && fall_back(c, kind, "connect"))
         return;
     if (kind != SY_XERR_TIMEOUT && can_retry(c)) {
         c->retries++;
@@ -433,6 +491,7 @@ static void upstream_failed(sy_conn_t *c, sy_xerr_t kind, const char *reason)
         conn_close(c, reason);
         return;
     }
+    exchange_early(c, kind == SY_XERR_TIMEOUT ? 504 : 502, kind);
     respond_local(c, kind == SY_XERR_TIMEOUT ? 504 : 502, reason);
 }
 
@@ -633,6 +692,7 @@ static int resp_on_head(void *ud, sy_h1_msg_t *m)
     c->status = m->status;
     if (m->status >= 500)
         c->xerr = SY_XERR_STATUS;
+    exchange_early(c, c->status, c->xerr); /* before the head goes into c->out */
     bool tunnel = m->status == 101;
     if (!c->req_done && !tunnel)
         c->close_after = true;
@@ -689,9 +749,9 @@ static void start_upstream(sy_conn_t *c)
     sy_upconn_t *up = NULL;
     int rc = sy_upstream_acquire(c->w->ups, c->dec.endpoint, &up);
     if (rc != 0) {
-        atomic_fetch_add_explicit(&((sy_endpoint_t *)c->dec.endpoint)->connect_failures, 1, memory_order_relaxed);
-        c->xerr = SY_XERR_CONNECT;
-        respond_local(c, 502, rc == -ECONNREFUSED ? "upstream refused the connection" : "upstream connect failed");
+        /* Refused at once: nothing was sent, as with a refusal seen later. */
+        upstream_failed(c, SY_XERR_CONNECT,
+                        rc == -ECONNREFUSED ? "upstream refused the connection" : "upstream connect failed");
         return;
     }
     c->up = up;

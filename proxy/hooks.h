@@ -1,8 +1,10 @@
 /* The two hooks between the engine and the rest of the gateway.
  *
  * The router decides, per request, which endpoint serves it (routing/ implements
- * it). The observer is told how each exchange ended (healthcheck/ feeds its
- * windows from it). The engine knows nothing of cohorts, flags or health beyond
+ * it), and where a request goes when its endpoint failed before anything was
+ * sent (fallback). The observer is told an exchange's outcome as soon as it is
+ * known, before the response leaves the gateway (early), and how each exchange
+ * ended (record); healthcheck/ feeds its windows and trip rules from them. The engine knows nothing of cohorts, flags or health beyond
  * these structs; `main` wires the implementations in. Both hooks are called on a
  * worker's loop and must not block. */
 #ifndef SY_HOOKS_H
@@ -60,6 +62,7 @@ typedef struct sy_decision {
     bool expose_variant;           /* add X-Switchyard-Variant to the response */
     size_t want_body;              /* >0: decide again with up to this many body bytes */
     const char *strip_header;      /* request header consumed by the router (override) */
+    const char *fallback;          /* non-NULL: a fallback decision, and why the first choice failed */
     char user[64];                 /* user key, cut to fit, for the access log */
 } sy_decision_t;
 
@@ -67,6 +70,12 @@ typedef struct sy_router {
     /* Fills out. `rr` is a per-worker counter for round robin. Returns 0. */
     int (*decide)(void *ctx, const struct sy_snapshot *snap, const sy_request_view_t *req,
                   uint32_t rr, sy_decision_t *out);
+    /* `failed`'s endpoint failed before any byte of the request reached it (`why`:
+     * "connect"). Fills out with where the request goes instead (out->fallback =
+     * why) and returns 0, or returns SY_EDECLINED: the failure is the answer. The
+     * engine asks at most once per request. May be NULL. */
+    int (*fallback)(void *ctx, const struct sy_snapshot *snap, const sy_decision_t *failed, const char *why,
+                    uint32_t rr, sy_decision_t *out);
     void *ctx;
 } sy_router_t;
 
@@ -86,10 +95,22 @@ typedef struct sy_outcome {
     uint64_t ttfb_us;     /* request start to first response byte from the backend */
     uint64_t total_us;    /* request start to last byte sent */
     uint64_t bytes_in, bytes_out;
+    bool fell_back;       /* this attempt failed and the request went on to a fallback */
+    bool early;           /* `early` was told (early_status, early_error) for this exchange */
+    int early_status;
+    sy_xerr_t early_error;
 } sy_outcome_t;
 
 typedef struct sy_observer {
+    /* The exchange ended (or an attempt that fell back: o->fell_back). */
     void (*record)(void *ctx, int worker, const struct sy_snapshot *snap, const sy_outcome_t *o);
+    /* The outcome is known and nothing of it has reached the client yet: the
+     * backend's final response head arrived (o->status), or the gateway is about
+     * to answer an upstream failure itself (o->status, o->error). At most once
+     * per exchange, before its response head is written; `record` follows at the
+     * end with o->early set. Only decision, status and error are filled. May be
+     * NULL. */
+    void (*early)(void *ctx, int worker, const struct sy_snapshot *snap, const sy_outcome_t *o);
     void *ctx;
 } sy_observer_t;
 

@@ -181,7 +181,7 @@ static int override_of(const sy_route_t *r, const sy_request_view_t *req)
 static int decide(void *ctx, const sy_snapshot_t *snap, const sy_request_view_t *req, uint32_t rr,
                   sy_decision_t *out)
 {
-    (void)ctx;
+    const sy_trip_marks_t *marks = ctx;
     const sy_routing_t *rt = snap->data;
     const sy_route_t *r = sy_route_match(rt->routes, req->host, req->host_len, req->path, req->path_len);
     out->route_index = -1;
@@ -210,8 +210,13 @@ static int decide(void *ctx, const sy_snapshot_t *snap, const sy_request_view_t 
         klen = strlen(ip);
         memcpy(key, ip, klen + 1);
     }
+    sy_route_state_t state = f->state;
+    /* Tripped on a worker, the flags saying so not yet published: as tripped. */
+    if ((state == SY_STATE_RAMPING || state == SY_STATE_PROMOTED) && marks != NULL &&
+        marks->tripped(marks->ud, snap, (int)idx))
+        state = SY_STATE_TRIPPED;
     sy_cohort_input_t in = {
-        .state = f->state,
+        .state = state,
         .percent_bp = f->percent_bp,
         .has_new = r->new_pool != NULL,
         .keep_test_users_on_trip = r->keep_test_users_on_trip,
@@ -246,7 +251,35 @@ static int decide(void *ctx, const sy_snapshot_t *snap, const sy_request_view_t 
     return 0;
 }
 
-const sy_router_t sy_router = {.decide = decide, .ctx = NULL};
+/* Nothing was sent to new's endpoint: legacy serves the request. Not for a
+ * request that asked for new by the override header: whoever tests new that
+ * way is shown new's failure. */
+static int fallback(void *ctx, const sy_snapshot_t *snap, const sy_decision_t *failed, const char *why, uint32_t rr,
+                    sy_decision_t *out)
+{
+    (void)ctx;
+    const sy_routing_t *rt = snap->data;
+    if (failed->route_index < 0 || (size_t)failed->route_index >= rt->routes->n || failed->variant_index != SY_NEW ||
+        (failed->reason != NULL && strcmp(failed->reason, sy_reason_name(SY_REASON_OVERRIDE)) == 0))
+        return SY_EDECLINED;
+    const sy_endpoint_t *e = pick(rt, rt->routes->routes[failed->route_index].legacy, rr);
+    if (e == NULL)
+        return SY_EDECLINED;
+    *out = *failed;
+    out->endpoint = e;
+    out->variant_index = SY_LEGACY;
+    out->variant = sy_variant_name(SY_LEGACY);
+    out->reason = "fallback";
+    out->fallback = why;
+    return 0;
+}
+
+const sy_router_t sy_router = {.decide = decide, .fallback = fallback, .ctx = NULL};
+
+sy_router_t sy_router_with_marks(sy_trip_marks_t *marks)
+{
+    return (sy_router_t){.decide = decide, .fallback = fallback, .ctx = marks};
+}
 
 int sy_route_cohort(const sy_route_t *r, const sy_route_flags_t *f, const char *user, uint32_t *bucket,
                     sy_variant_t *variant, sy_reason_t *reason)

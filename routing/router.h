@@ -62,8 +62,23 @@ void sy_pool_flags_clear(sy_pool_flags_t *f);
 sy_routing_t *sy_routing_from_config(const sy_config_t *cfg);
 void sy_routing_free(void *routing);
 
-/* The router hook (ctx unused). */
+/* Routes tripped in the data path ahead of their flags. When a worker sees the
+ * Nth error in a row on new, the trip's owner (healthcheck's monitor) marks the
+ * route at once and wakes the control thread, which writes the trip into the
+ * flags and publishes a snapshot. Until that snapshot is in force (and after:
+ * the mark is only cleared when the route is resumed), the router asks on every
+ * decision and routes a marked route as tripped. The mark itself is owned by
+ * whoever implements `tripped`; it must be safe from any worker, lock-free. */
+typedef struct sy_trip_marks {
+    bool (*tripped)(const void *ud, const sy_snapshot_t *snap, int route_index);
+    const void *ud;
+} sy_trip_marks_t;
+
+/* The router hook (ctx unused: no marks). */
 extern const sy_router_t sy_router;
+/* The router hook that also consults `marks` (borrowed: it must outlive the
+ * workers). */
+sy_router_t sy_router_with_marks(sy_trip_marks_t *marks);
 
 /* Picks an endpoint of a pool (of its active colour) by round robin, skipping
  * endpoints marked down; NULL when all are down. */

@@ -170,6 +170,60 @@ static void test_router_decisions(void **state)
     atomic_store(&((sy_endpoint_t *)&n->endpoints[1])->down, 0);
 }
 
+static bool marked(const void *ud, const sy_snapshot_t *snap, int route)
+{
+    (void)snap;
+    return *(const int *)ud == route;
+}
+
+/* A route marked tripped by the data path routes as tripped before its flags
+ * say so; a connect failure on new falls back to legacy, except for an
+ * override asking for new, and never from legacy. */
+static void test_marks_and_fallback(void **state)
+{
+    (void)state;
+    sy_routing_t *rt = sy_routing_from_config(cfg);
+    sy_snapshot_t *snap = sy_snapshot_create(cfg, rt, sy_routing_free);
+    sy_header_t tu[] = {{"X-User-Id", 9, "42", 2}};
+    sy_request_view_t v = {.method = "GET", .path = "/nav", .path_len = 4, .headers = tu, .nheaders = 1};
+    int which = -1;
+    sy_trip_marks_t marks = {.tripped = marked, .ud = &which};
+    sy_router_t router = sy_router_with_marks(&marks);
+    sy_decision_t d;
+    memset(&d, 0, sizeof(d));
+    router.decide(router.ctx, snap, &v, 0, &d);
+    assert_string_equal(d.variant, "new");
+    which = d.route_index;
+    memset(&d, 0, sizeof(d));
+    router.decide(router.ctx, snap, &v, 0, &d);
+    assert_string_equal(d.variant, "legacy");
+    assert_string_equal(d.reason, "tripped");
+    which = -1;
+
+    memset(&d, 0, sizeof(d));
+    router.decide(router.ctx, snap, &v, 0, &d);
+    sy_decision_t f;
+    assert_int_equal(router.fallback(router.ctx, snap, &d, "connect", 0, &f), 0);
+    assert_string_equal(f.variant, "legacy");
+    assert_string_equal(f.reason, "fallback");
+    assert_string_equal(f.fallback, "connect");
+    assert_string_equal(f.endpoint->name, "127.0.0.1:7001");
+    assert_string_equal(f.user, "42");
+    assert_int_equal(router.fallback(router.ctx, snap, &f, "connect", 0, &d), SY_EDECLINED);
+
+    sy_header_t ov[] = {{"X-Switchyard-Variant", 20, "new", 3}};
+    struct sockaddr_in a = {.sin_family = AF_INET};
+    inet_pton(AF_INET, "127.0.0.1", &a.sin_addr);
+    sy_request_view_t vo = {.method = "GET", .path = "/nav", .path_len = 4, .headers = ov, .nheaders = 1,
+                            .client = (struct sockaddr *)&a};
+    memset(&d, 0, sizeof(d));
+    router.decide(router.ctx, snap, &vo, 0, &d);
+    assert_string_equal(d.reason, "override");
+    assert_string_equal(d.variant, "new");
+    assert_int_equal(router.fallback(router.ctx, snap, &d, "connect", 0, &f), SY_EDECLINED);
+    sy_snapshot_release(snap);
+}
+
 static void test_cohort_cli_path(void **state)
 {
     (void)state;
@@ -191,6 +245,7 @@ int main(void)
         cmocka_unit_test(test_cookie_and_query),
         cmocka_unit_test(test_cidr),
         cmocka_unit_test(test_router_decisions),
+        cmocka_unit_test(test_marks_and_fallback),
         cmocka_unit_test(test_cohort_cli_path),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
