@@ -341,10 +341,10 @@ static void ref_note(sy_flagstore_t *s, reflist_t *l, const char *what, const ch
     }
     s->st.refused++;
     if (error_level)
-        sy_error("redis: refused the hand edit %s=\"%.256s\" on %s%s%s: %s; %s stays in force", field, value,
+        sy_error("redis: refused %s=\"%.256s\" on %s%s%s (a hand edit): %s; %s stays in force", field, value,
                  s->rc->prefix, what, name, why, in_force);
     else
-        sy_warn("redis: refused the hand edit %s=\"%.256s\" on %s%s%s: %s; %s stays in force", field, value,
+        sy_warn("redis: refused %s=\"%.256s\" on %s%s%s (a hand edit): %s; %s stays in force", field, value,
                 s->rc->prefix, what, name, why, in_force);
     if (s->audit != NULL)
         record_json(s, "refused_edit", name, HAND_ACTOR, why, NULL,
@@ -619,8 +619,12 @@ static void commit_read(sy_flagstore_t *s, size_t i, sy_route_flags_t *next, con
     /* Before the first read the config's values are no edit. */
     bool known = st->source != NULL;
     bool hand = known && (next->version == st->version || !version_ok) && sy_flags_routing_differs(st, next);
-    if (!hand)
+    if (!hand) {
+        uint64_t keep = st->version;
         set_stamped(s, i, next);
+        if (known && !version_ok)
+            s->stamped[i].version = keep; /* a repaired version names nothing */
+    }
     if (hand && !s->adopting[i]) {
         char now[32], expect[24];
         sy_flags_now(now);
