@@ -465,6 +465,7 @@ static void read_route(sy_flagstore_t *s, size_t i);
 static void read_route_ctx(sy_flagstore_t *s, size_t i, cas_ctx_t *retry);
 static void retry_after_read(sy_flagstore_t *s, cas_ctx_t *c, const sy_route_flags_t *base);
 static void cas_fail(cas_ctx_t *c, const char *why);
+static bool cas_gone(const cas_ctx_t *c);
 static void mark_dirty(sy_flagstore_t *s, long i);
 static void read_pool(sy_flagstore_t *s, size_t j);
 /* cas_write's mode: a change to record when written, the seeding of a missing
@@ -746,11 +747,14 @@ static void on_members(redisAsyncContext *ac, void *reply, void *priv)
     read_ctx_t *r = priv;
     sy_flagstore_t *s = r->s;
     cas_ctx_t *retry = r->retry;
-    bool live = !s->destroying && r->epoch == s->epoch;
+    /* A reload may have removed the route (a write for it is then gone). */
+    bool same = !s->destroying && r->epoch == s->epoch;
+    bool live = same && r->route < s->n && (retry == NULL || !cas_gone(retry));
     bool used = false;
     redisReply *rep = reply;
-    if (live) {
+    if (same)
         got_reply(s);
+    if (live) {
         if (retry == NULL)
             s->reading[r->route] = false;
         if (rep != NULL && rep->type == REDIS_REPLY_ERROR && strstr(rep->str, "WRONGTYPE") != NULL &&
@@ -992,6 +996,11 @@ static void cas_end(cas_ctx_t *c, int status, const char *err, const sy_route_fl
     cas_free(c);
     if (!s->destroying && was_head)
         wq_start(s, i);
+}
+
+static bool cas_gone(const cas_ctx_t *c)
+{
+    return c->gone;
 }
 
 static void cas_fail(cas_ctx_t *c, const char *why)
