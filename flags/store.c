@@ -126,6 +126,7 @@ struct sy_flagstore {
     sy_pool_flags_t *pstamped; /* per pool: the same (source NULL: not read yet) */
     bool *padopting;
     reflist_t *refs, *prefs; /* per route, per pool: refused values still in Redis */
+    char ref_version[24];    /* the version of the key being read: in a refused edit's id */
     sy_audit_t *audit;       /* the record (NULL: none) */
     sy_flagstore_status_t st;
 };
@@ -346,11 +347,17 @@ static void ref_note(sy_flagstore_t *s, reflist_t *l, const char *what, const ch
     else
         sy_warn("redis: refused %s=\"%.256s\" on %s%s%s (a hand edit): %s; %s stays in force", field, value,
                 s->rc->prefix, what, name, why, in_force);
-    if (s->audit != NULL)
+    if (s->audit != NULL) {
+        /* Every instance sees the same refusal under the same version: one event. */
+        char text[512], id[37];
+        snprintf(text, sizeof(text), "%s%s%s|refused|%s|%.256s|%s", s->rc->prefix, what, name, field, value,
+                 s->ref_version);
+        sy_audit_uuid(id, text);
         record_json(s, "refused_edit", name, HAND_ACTOR, why, NULL,
                     json_pack("{s:s, s:s%, s:s}", "field", field, "value", value, strnlen(value, 256), "in_force",
                               in_force),
-                    NULL, NULL);
+                    NULL, id);
+    }
     if (l->n >= MAX_REFUSALS)
         return;
     refusal_t *nv = realloc(l->v, (l->n + 1) * sizeof(*nv));
@@ -668,6 +675,11 @@ static void apply_read(sy_flagstore_t *s, size_t i, read_ctx_t *r, redisReply *m
 {
     const char *name = s->routes->routes[i].name;
     reflist_t *l = &s->refs[i];
+    const char *rv = kv_get(r, "version");
+    if (rv != NULL)
+        snprintf(s->ref_version, sizeof(s->ref_version), "%.20s", rv);
+    else
+        snprintf(s->ref_version, sizeof(s->ref_version), "last %llu", (unsigned long long)s->stamped[i].version);
     ref_begin(l);
     if (r->wrong_type != NULL) {
         char in_force[200];
@@ -1609,6 +1621,11 @@ static void on_pool_hash(redisAsyncContext *ac, void *reply, void *priv)
     const char *name = s->cfg->pools[j].name, *raw_active = NULL, *raw_version = NULL;
     char in_force[64];
     snprintf(in_force, sizeof(in_force), "active=%s", color_names[s->pcur[j].active]);
+    snprintf(s->ref_version, sizeof(s->ref_version), "none");
+    for (size_t k = 0; k + 1 < rep->elements; k += 2)
+        if (rep->element[k]->str != NULL && rep->element[k + 1]->str != NULL &&
+            strcmp(rep->element[k]->str, "version") == 0)
+            snprintf(s->ref_version, sizeof(s->ref_version), "%.20s", rep->element[k + 1]->str);
     ref_begin(l);
     for (size_t k = 0; k + 1 < rep->elements; k += 2) {
         const char *f = rep->element[k]->str, *v = rep->element[k + 1]->str;

@@ -330,6 +330,17 @@ routes:
         self.assertEqual(adopted, [True] * 5)
         self.assertEqual({r[2] for r in rows}, {"hand"})
         self.assertEqual(len({r[1] for r in rows}), 5)
+        # a refused value, seen by both instances at every resync: one refused_edit event
+        self.env.allowed.append(r"refused")
+        self.rcli("HSET", KEY, "percent_bp", "lots")
+        for gw in (a, b):
+            wait_for(lambda: self.route(gw)["refused"] != [], what="the refusal")
+        for gw in (a, b):
+            self.wait_syncs(gw, 3)
+            wait_for(lambda: drained(gw), what="the journal drained")
+        n = self.pg.scalar("SELECT count(*) FROM events WHERE kind = 'refused_edit' AND route = 'nav'")
+        print("refused value seen by two instances over 3+ resyncs each: %s refused_edit events" % n, flush=True)
+        self.assertEqual(n, "1")
 
 
 if __name__ == "__main__":
