@@ -6,6 +6,17 @@
 #include <sys/time.h>
 #include <time.h>
 
+static int parse_u64(const char *s, uint64_t *out);
+
+bool sy_flags_version_ok(const char *const *kv, size_t nkv)
+{
+    uint64_t v;
+    for (size_t i = 0; i + 1 < nkv; i += 2)
+        if (strcmp(kv[i], "version") == 0)
+            return parse_u64(kv[i + 1], &v) == 0;
+    return false;
+}
+
 int sy_flags_parse_bp(const char *s, int32_t *out)
 {
     if (s == NULL || *s == '\0' || strlen(s) > 5)
@@ -116,6 +127,7 @@ int sy_flags_apply_hash(const char *route, const sy_route_flags_t *cur, const ch
         else
             out->percent_bp = bp;
     }
+    bool have_version = false;
     for (size_t i = 0; i + 1 < nkv; i += 2) {
         const char *f = kv[i], *v = kv[i + 1];
         if (strcmp(f, "prev_percent_bp") == 0) {
@@ -125,11 +137,11 @@ int sy_flags_apply_hash(const char *route, const sy_route_flags_t *cur, const ch
             else
                 out->prev_percent_bp = bp;
         } else if (strcmp(f, "version") == 0) {
-            uint64_t ver;
-            if (parse_u64(v, &ver) != 0)
-                REFUSE(f, v, "version must be a whole number");
-            else
-                out->version = ver;
+            /* Not a value users set: a missing or invalid one is repaired, not
+             * refused (treated as 0; the next write rewrites it). */
+            if (parse_u64(v, &out->version) != 0)
+                out->version = 0;
+            have_version = true;
         } else if (strcmp(f, "actor") == 0 || strcmp(f, "reason") == 0 || strcmp(f, "updated_at") == 0) {
             char **dst = f[0] == 'a' ? &out->actor : f[0] == 'r' ? &out->reason : &out->updated_at;
             if (strlen(v) > 512)
@@ -139,6 +151,8 @@ int sy_flags_apply_hash(const char *route, const sy_route_flags_t *cur, const ch
         }
         /* state, percent_bp, salt, force: above and below; unknown fields are ignored */
     }
+    if (!have_version)
+        out->version = 0;
     if (salt != NULL && (cur->salt == NULL || strcmp(salt, cur->salt) != 0)) {
         /* A new salt reshuffles every user: refused while users are being moved
          * unless the edit says force=1. */

@@ -22,6 +22,9 @@ typedef void (*sy_flags_refuse_fn)(void *ud, const char *route, const char *fiel
  * out (a fresh deep copy). Returns the number of refused fields, or SY_ENOMEM. */
 int sy_flags_apply_hash(const char *route, const sy_route_flags_t *cur, const char *const *kv, size_t nkv,
                         sy_route_flags_t *out, sy_flags_refuse_fn refuse, void *ud);
+/* True if the hash has a valid `version` (digits). A missing or invalid one is
+ * no refusal: sy_flags_apply_hash treats it as 0 and the next write rewrites it. */
+bool sy_flags_version_ok(const char *const *kv, size_t nkv);
 /* Replaces out's test users by members (invalid members are refused and
  * skipped). Returns the number refused, or SY_ENOMEM. */
 int sy_flags_apply_members(const char *route, sy_route_flags_t *out, const char *const *members, size_t n,

@@ -32,6 +32,7 @@ typedef struct sy_redis_conf {
     uint64_t command_timeout;   /* ms */
     int64_t db;
     bool set_notify;            /* may set notify-keyspace-events */
+    int64_t max_test_users;     /* a larger test-user set is refused (default 10000) */
 } sy_redis_conf_t;
 
 /* The `redis:` config section. */
@@ -92,6 +93,17 @@ void sy_flagstore_set_audit(sy_flagstore_t *s, struct sy_audit *audit);
  * checks the target colour's health first. `done` gets result NULL. */
 void sy_flagstore_swap(sy_flagstore_t *s, const char *pool, int to, const char *actor, const char *reason,
                        sy_flags_done_fn done, void *ud);
+/* The refused values still in Redis of route i / pool j (config order): a new
+ * JSON array of {field, value, why, since, in_force}. Each was logged, counted
+ * and recorded once, when first seen. */
+json_t *sy_flagstore_route_refused(const sy_flagstore_t *s, size_t i);
+json_t *sy_flagstore_pool_refused(const sy_flagstore_t *s, size_t j);
+
+/* The health gate of a swap (admin, ctl and a hand edit in Redis): true when
+ * every endpoint of `color` is up and passed health.rise probes in a row; else
+ * false with the reason in why. */
+bool sy_pool_color_ready(const sy_pool_t *p, int color, char *why, size_t cap);
+
 /* The pools' flags in force, one per config pool. */
 const sy_pool_flags_t *sy_flagstore_pools(const sy_flagstore_t *s);
 

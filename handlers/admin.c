@@ -393,6 +393,7 @@ static void ep_status(admin_conn_t *c, const char *route, json_t *body)
         if (rs->routes[i].new_pool == NULL && json_is_object(w))
             json_object_del(w, "new"); /* a plain route has one side */
         json_object_set_new(r, "window", w);
+        json_object_set_new(r, "refused", sy_flagstore_route_refused(c->a->store, i));
         json_array_append_new(routes, r);
     }
     sy_flagstore_status_t st;
@@ -712,12 +713,12 @@ static json_t *pools_json(const sy_admin_t *a)
                                                  "good_probes", atomic_load(&((sy_endpoint_t *)ep)->probe_ok),
                                                  "in_flight", (json_int_t)inflight));
         }
-        json_array_append_new(out, json_pack("{s:s, s:b, s:s?, s:I, s:s?, s:s?, s:s?, s:I, s:o}", "name", p->name,
+        json_array_append_new(out, json_pack("{s:s, s:b, s:s?, s:I, s:s?, s:s?, s:s?, s:I, s:o, s:o}", "name", p->name,
                                              "colored", p->colored, "active",
                                              p->colored ? colors[pf[i].active] : NULL, "version",
                                              (json_int_t)pf[i].version, "actor", pf[i].actor, "reason", pf[i].reason,
                                              "updated_at", pf[i].updated_at, "draining", (json_int_t)draining,
-                                             "endpoints", eps));
+                                             "endpoints", eps, "refused", sy_flagstore_pool_refused(a->store, i)));
     }
     return out;
 }
@@ -748,16 +749,12 @@ static void ep_swap(admin_conn_t *c, const char *pool, json_t *body)
         respond_error(c, 400, "\"to\" must be \"blue\" or \"green\"");
         return;
     }
-    for (size_t e = p->color_first[target]; e < p->color_first[target] + p->color_count[target]; e++) {
-        sy_endpoint_t *ep = &p->endpoints[e];
-        if (atomic_load(&ep->down) || atomic_load(&ep->probe_ok) < p->health.rise) {
-            char why[256];
-            snprintf(why, sizeof(why), "refused: %s endpoint %s has not passed %lld health probes in a row (%d so far)",
-                     target ? "green" : "blue", ep->name, (long long)p->health.rise, atomic_load(&ep->probe_ok));
-            sy_warn("swap of pool %s %s", pool, why);
-            respond_error(c, 409, why);
-            return;
-        }
+    char why[256], full[300];
+    if (!sy_pool_color_ready(p, target, why, sizeof(why))) {
+        snprintf(full, sizeof(full), "refused: %s", why);
+        sy_warn("swap of pool %s %s", pool, full);
+        respond_error(c, 409, full);
+        return;
     }
     const char *reason = "";
     if (!reason_of(c, body, &reason))

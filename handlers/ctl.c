@@ -201,6 +201,19 @@ static int request(const char *addr_text, const char *token, const char *method,
     return status;
 }
 
+/* The refused hand edits still in Redis: which field, which value, why, since when, what is in force. */
+static void print_refused(json_t *list)
+{
+    size_t k;
+    json_t *x;
+    json_array_foreach(list, k, x) printf("%-20s REFUSED %s=\"%s\" since %s: %s; in force: %s\n", "",
+                                          json_string_value(json_object_get(x, "field")),
+                                          json_string_value(json_object_get(x, "value")),
+                                          json_string_value(json_object_get(x, "since")),
+                                          json_string_value(json_object_get(x, "why")),
+                                          json_string_value(json_object_get(x, "in_force")));
+}
+
 static void print_route(json_t *r)
 {
     const char *name = json_string_value(json_object_get(r, "name"));
@@ -393,7 +406,10 @@ int sy_ctl_main(int argc, char **argv, const char *config_path)
         printf("%-20s %-9s %8s %6s\n", "ROUTE", "STATE", "PERCENT", "BP");
         size_t k;
         json_t *route;
-        json_array_foreach(routes, k, route) print_route(route);
+        json_array_foreach(routes, k, route) {
+            print_route(route);
+            print_refused(json_object_get(route, "refused"));
+        }
         json_t *pools = json_object_get(r, "pools"), *pool;
         json_array_foreach(pools, k, pool) {
             json_t *eps = json_object_get(pool, "endpoints"), *ep;
@@ -408,13 +424,17 @@ int sy_ctl_main(int argc, char **argv, const char *config_path)
                                                   json_string_value(json_object_get(ep, "color")) ? json_string_value(json_object_get(ep, "color")) : "",
                                                   json_is_true(json_object_get(ep, "up")) ? "up" : "DOWN",
                                                   (long long)json_integer_value(json_object_get(ep, "in_flight")));
+            print_refused(json_object_get(pool, "refused"));
         }
         printf("flags from %s; redis: %s%s%s\n", json_string_value(json_object_get(r, "flags_from")),
                !json_is_true(json_object_get(redis, "configured")) ? "not configured"
                : json_is_true(json_object_get(redis, "connected")) ? "connected"
                                                                    : "DISCONNECTED",
                json_is_true(json_object_get(redis, "keyspace_notifications")) ? ", keyspace notifications on" : "",
-               json_integer_value(json_object_get(redis, "refused_edits")) ? ", refused edits seen" : "");
+               "");
+        if (json_integer_value(json_object_get(redis, "refused_edits")))
+            printf("refused hand edits so far: %lld (those still in Redis are listed above)\n",
+                   (long long)json_integer_value(json_object_get(redis, "refused_edits")));
     } else if (strcmp(cmd, "events") == 0 && json_is_array(r)) {
         print_events(r);
     } else if (strcmp(cmd, "windows") == 0 && json_is_array(r)) {

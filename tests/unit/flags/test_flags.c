@@ -51,7 +51,7 @@ static void test_each_invalid_value_keeps_the_last_good_one(void **state)
     (void)state;
     const char *bad[][2] = {{"percent_bp", "10001"}, {"percent_bp", "-5"}, {"percent_bp", "150%"},
                             {"percent_bp", "abc"},   {"percent_bp", ""},   {"percent_bp", "2.5"},
-                            {"state", "maybe"},      {"version", "x"},     {"prev_percent_bp", "99999"},
+                            {"state", "maybe"},      {"prev_percent_bp", "99999"},
                             {"salt", "new-salt"}};
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         sy_route_flags_t cur = base(), out;
@@ -64,6 +64,35 @@ static void test_each_invalid_value_keeps_the_last_good_one(void **state)
         assert_false(sy_flags_routing_differs(&cur, &out));
         sy_route_flags_clear(&out);
     }
+}
+
+/* A missing or invalid version is no refusal: it is repaired as 0 (the next
+ * write rewrites it), so it can never block writes. */
+static void test_bad_or_missing_version_is_repaired_as_zero(void **state)
+{
+    (void)state;
+    const char *bad[] = {"x", "abc", "", "-1", "1.5", "99999999999999999999"};
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        sy_route_flags_t cur = base(), out;
+        cur.version = 7;
+        const char *kv[] = {"version", bad[i], "percent_bp", "3000"};
+        refusals = 0;
+        assert_int_equal(sy_flags_apply_hash("nav", &cur, kv, 4, &out, on_refuse, NULL), 0);
+        assert_int_equal(refusals, 0);
+        assert_int_equal(out.version, 0);
+        assert_int_equal(out.percent_bp, 3000);
+        assert_false(sy_flags_version_ok(kv, 4));
+        sy_route_flags_clear(&out);
+    }
+    sy_route_flags_t cur = base(), out;
+    cur.version = 7;
+    const char *kv[] = {"percent_bp", "3000"};
+    assert_int_equal(sy_flags_apply_hash("nav", &cur, kv, 2, &out, on_refuse, NULL), 0);
+    assert_int_equal(out.version, 0);
+    assert_false(sy_flags_version_ok(kv, 2));
+    const char *ok[] = {"version", "12"};
+    assert_true(sy_flags_version_ok(ok, 2));
+    sy_route_flags_clear(&out);
 }
 
 static void test_other_fields_of_a_bad_edit_still_apply(void **state)
@@ -166,6 +195,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_valid_hash),
         cmocka_unit_test(test_each_invalid_value_keeps_the_last_good_one),
+        cmocka_unit_test(test_bad_or_missing_version_is_repaired_as_zero),
         cmocka_unit_test(test_other_fields_of_a_bad_edit_still_apply),
         cmocka_unit_test(test_salt_change),
         cmocka_unit_test(test_members),
