@@ -66,7 +66,7 @@ routes:
         for name in ("switchyard.example.yaml", "quickstart.yaml"):
             with open(os.path.join(harness.ROOT, "deploy", name)) as f:
                 text = f.read().replace("/etc/switchyard/admin.token", tok).replace(
-                    "/tmp/switchyard-quickstart/admin.token", tok)
+                    "/tmp/switchyard-quickstart/admin.token", tok).replace("deploy/quickstart.token", tok)
             rc, out, _ = self.check(text)
             self.assertEqual(rc, 0, (name, out))
 
