@@ -6,6 +6,7 @@
 #include "healthcheck/notify.h"
 #include "healthcheck/rules.h"
 #include "proxy/config.h"
+#include "proxy/h1client.h"
 #include "proxy/net.h"
 #include "routing/route.h"
 
@@ -15,9 +16,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
-#include <sys/time.h>
-#include <unistd.h>
 
 int sy_ctl_parse_percent(const char *s, int *bp)
 {
@@ -124,8 +122,17 @@ static int usage(void)
     return 2;
 }
 
-/* One request, blocking, with a 10 s timeout. Returns the status (0 on a
- * transport error, with the reason in body). */
+/* The admin API's answers: a head, and a JSON body up to 16 MiB. */
+static const sy_h1client_limits_t answer_limits = {
+    .max_head = 16384,
+    .max_headers = 100,
+    .max_body = 16u << 20,
+    .keep_body = true,
+};
+
+/* One request, blocking, each step within 10 s. Returns the status and the
+ * body (*resp_body, owned by the caller), or 0 on a transport error, after
+ * saying why on stderr. */
 static int request(const char *addr_text, const char *token, const char *method, const char *path,
                    const char *body, char **resp_body)
 {
@@ -136,68 +143,35 @@ static int request(const char *addr_text, const char *token, const char *method,
         fprintf(stderr, "ctl: bad address %s: %s\n", addr_text, why);
         return 0;
     }
-    int fd = socket(addr.ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (fd < 0)
+    char *headers = NULL;
+    if (asprintf(&headers, "%s%s%sContent-Type: application/json\r\nX-Switchyard-Actor: %s\r\n",
+                 token ? "Authorization: Bearer " : "", token ? token : "", token ? "\r\n" : "",
+                 getenv("USER") ? getenv("USER") : "ctl") < 0)
         return 0;
-    struct timeval tv = {10, 0};
-    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
-    setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
-    if (connect(fd, (struct sockaddr *)&addr.ss, addr.len) != 0) {
-        fprintf(stderr, "ctl: cannot reach the admin API at %s: %s\n", addr_text, strerror(errno));
-        close(fd);
-        return 0;
-    }
-    char *req = NULL;
-    int n = asprintf(&req,
-                     "%s %s HTTP/1.1\r\nHost: %s\r\n%s%s%sContent-Type: application/json\r\nContent-Length: %zu\r\n"
-                     "X-Switchyard-Actor: %s\r\nConnection: close\r\n\r\n%s",
-                     method, path, addr_text, token ? "Authorization: Bearer " : "", token ? token : "",
-                     token ? "\r\n" : "", body ? strlen(body) : 0, getenv("USER") ? getenv("USER") : "ctl",
-                     body ? body : "");
-    if (n < 0) {
-        close(fd);
-        return 0;
-    }
-    for (size_t off = 0; off < (size_t)n;) {
-        ssize_t w = write(fd, req + off, (size_t)n - off);
-        if (w <= 0) {
-            free(req);
-            close(fd);
-            return 0;
-        }
-        off += (size_t)w;
-    }
-    free(req);
-    size_t cap = 65536, len = 0;
-    char *buf = malloc(cap + 1);
-    for (;;) {
-        if (buf == NULL)
-            break;
-        if (len == cap) {
-            char *nb = cap < (16u << 20) ? realloc(buf, cap * 2 + 1) : NULL;
-            if (nb == NULL)
-                break;
-            buf = nb;
-            cap *= 2;
-        }
-        ssize_t r = read(fd, buf + len, cap - len);
-        if (r <= 0)
-            break;
-        len += (size_t)r;
-    }
-    close(fd);
-    if (buf == NULL)
-        return 0;
-    buf[len] = '\0';
+    sy_h1client_request_t req = {
+        .method = method,
+        .target = path,
+        .host = addr_text,
+        .headers = headers,
+        .body = body,
+        .body_len = body ? strlen(body) : 0,
+    };
+    sy_h1client_resp_t resp;
     int status = 0;
-    if (sscanf(buf, "HTTP/1.1 %d", &status) != 1) {
-        fprintf(stderr, "ctl: no HTTP answer from %s\n", addr_text);
-        free(buf);
-        return 0;
+    if (sy_h1client_resp_init(&resp, &answer_limits) != 0) {
+        fprintf(stderr, "ctl: out of memory\n");
+    } else {
+        const char *err = sy_h1client_fetch(&addr, &req, 10.0, &resp);
+        if (err == sy_h1client_err_refused || err == sy_h1client_err_connect)
+            fprintf(stderr, "ctl: cannot reach the admin API at %s: %s\n", addr_text, err);
+        else if (err != NULL)
+            fprintf(stderr, "ctl: no HTTP answer from %s: %s\n", addr_text, err);
+        else if ((*resp_body = strdup(resp.body ? resp.body : "")) != NULL)
+            status = resp.status;
+        sy_h1client_resp_free(&resp);
     }
-    char *b = strstr(buf, "\r\n\r\n");
-    *resp_body = strdup(b ? b + 4 : "");
-    free(buf);
+    memset(headers, 0, strlen(headers)); /* it holds the token */
+    free(headers);
     return status;
 }
 

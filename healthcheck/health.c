@@ -1,38 +1,26 @@
 #include "healthcheck/health.h"
 
-#include "proxy/h1.h"
+#include "proxy/h1client.h"
 #include "proxy/log.h"
-#include "proxy/net.h"
 
-#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
-#include <string.h>
-#include <sys/socket.h>
-#include <unistd.h>
-
-typedef enum { PH_IDLE, PH_CONNECTING, PH_SENT } phase_t;
 
 /* The answer is read whole (its body discarded) before the probe closes: closing
  * with bytes unread would reset the connection under the backend. Bounds: */
-#define PROBE_MAX_HEAD 8192
-#define PROBE_MAX_HEADERS 64
-#define PROBE_MAX_BODY (1u << 20) /* past this the status decides and the probe closes */
+static const sy_h1client_limits_t probe_limits = {
+    .max_head = 8192,
+    .max_headers = 64,
+    .max_body = 1u << 20, /* past this the status decides and the probe closes */
+    .keep_body = false,
+};
 
 typedef struct probe {
     struct sy_health *h;
     const sy_pool_t *pool;
     sy_endpoint_t *ep;
-    int fd;
-    ev_io io;
-    ev_timer timer;
-    phase_t phase;
-    sy_h1_t resp;
-    char *arena;        /* owned: the answer's head */
-    int status;         /* of the final answer; 0 before its head */
-    size_t body_bytes;  /* read and discarded */
-    bool complete;      /* the answer was read to its end */
-    bool too_big;       /* its body passed PROBE_MAX_BODY */
+    sy_h1client_t *client; /* owned: the probe's exchange */
+    ev_timer timer;        /* the next probe */
     int ok_run, fail_run;
 } probe_t;
 
@@ -58,12 +46,6 @@ static void schedule(probe_t *p, double after)
 
 static void finish(probe_t *p, bool ok, const char *why)
 {
-    if (p->fd >= 0) {
-        ev_io_stop(p->h->loop, &p->io);
-        close(p->fd);
-        p->fd = -1;
-    }
-    p->phase = PH_IDLE;
     int64_t rise = p->pool->has_health ? p->pool->health.rise : 2;
     int64_t fall = p->pool->has_health ? p->pool->health.fall : 3;
     bool down = atomic_load(&p->ep->down);
@@ -89,136 +71,55 @@ static void finish(probe_t *p, bool ok, const char *why)
     schedule(p, interval_of(p));
 }
 
-static int on_head(void *ud, sy_h1_msg_t *m)
+/* The exchange ended. A connect-only probe succeeds by connecting; an HTTP one
+ * by a 2xx or 3xx status on an answer read to its end (or to the body bound). */
+static void probe_done(sy_h1client_t *c, void *ud, const char *err)
 {
     probe_t *p = ud;
-    if (m->status >= 200)
-        p->status = m->status;
-    return 0;
-}
-
-static int on_body(void *ud, const char *data, size_t len)
-{
-    probe_t *p = ud;
-    (void)data;
-    p->body_bytes += len;
-    if (p->body_bytes > PROBE_MAX_BODY) {
-        p->too_big = true;
-        return sy_h1_fail(&p->resp, 502, "health answer body too large");
+    const sy_h1client_resp_t *r = sy_h1client_response(c);
+    char why[256];
+    if (err == sy_h1client_err_timeout) {
+        finish(p, false, "probe timed out");
+    } else if (err == NULL && r->status == 0) {
+        finish(p, true, NULL); /* connected, and only that was asked */
+    } else if (err == sy_h1client_err_refused || err == sy_h1client_err_connect) {
+        finish(p, false, err);
+    } else if (r->status == 0) {
+        snprintf(why, sizeof(why), "no HTTP status in the answer: %s", err);
+        finish(p, false, why);
+    } else if (err == NULL || err == sy_h1client_err_body_too_large) {
+        snprintf(why, sizeof(why), "%s answered %d", p->pool->health.path, r->status);
+        finish(p, r->status >= 200 && r->status < 400, why);
+    } else {
+        snprintf(why, sizeof(why), "the answer ended early or was malformed: %s", err);
+        finish(p, false, why);
     }
-    return 0;
-}
-
-static int on_done(void *ud)
-{
-    probe_t *p = ud;
-    if (p->status == 0)
-        return SY_H1_DONE_CONTINUE; /* a 1xx: the answer follows */
-    p->complete = true;
-    return 0;
-}
-
-static const sy_h1_callbacks_t probe_cbs = {on_head, on_body, on_done};
-
-/* Reads what the backend sent; finishes the probe once the answer is complete
- * (or cannot be). */
-static void read_answer(probe_t *p)
-{
-    char chunk[8192];
-    for (;;) {
-        ssize_t r = recv(p->fd, chunk, sizeof(chunk), 0);
-        if (r < 0 && errno == EINTR)
-            continue;
-        if (r < 0 && errno == EAGAIN)
-            return;
-        int rc;
-        if (r < 0) {
-            finish(p, false, "the connection failed while reading the answer");
-            return;
-        }
-        if (r == 0) {
-            rc = sy_h1_finish(&p->resp);
-        } else {
-            size_t used = 0;
-            rc = sy_h1_execute(&p->resp, chunk, (size_t)r, &used);
-        }
-        if (rc == SY_H1_ERROR && !p->too_big) {
-            finish(p, false, p->status ? "the answer ended early or was malformed" : "no HTTP status in the answer");
-            return;
-        }
-        if (rc == SY_H1_ERROR || p->complete || rc == SY_H1_PAUSED || rc == SY_H1_UPGRADE) {
-            char why[160];
-            snprintf(why, sizeof(why), "%s answered %d", p->pool->health.path, p->status);
-            finish(p, p->status >= 200 && p->status < 400, why);
-            return;
-        }
-        if (r == 0) {
-            finish(p, false, "no HTTP status in the answer");
-            return;
-        }
-    }
-}
-
-static void io_cb(struct ev_loop *loop, ev_io *w, int revents)
-{
-    probe_t *p = w->data;
-    (void)revents;
-    if (p->phase == PH_CONNECTING) {
-        int err = 0;
-        socklen_t len = sizeof(err);
-        if (getsockopt(p->fd, SOL_SOCKET, SO_ERROR, &err, &len) != 0 || err != 0) {
-            finish(p, false, err == ECONNREFUSED ? "connection refused" : "connect failed");
-            return;
-        }
-        if (!p->pool->has_health || p->pool->health.path == NULL) {
-            finish(p, true, NULL);
-            return;
-        }
-        char req[512];
-        int n = snprintf(req, sizeof(req), "GET %s HTTP/1.1\r\nHost: %s\r\nUser-Agent: switchyard-health\r\n"
-                                           "Connection: close\r\n\r\n", p->pool->health.path, p->ep->name);
-        if (n < 0 || (size_t)n >= sizeof(req) || send(p->fd, req, (size_t)n, MSG_NOSIGNAL) != n) {
-            finish(p, false, "cannot send the probe");
-            return;
-        }
-        p->phase = PH_SENT;
-        p->status = 0;
-        p->body_bytes = 0;
-        p->complete = p->too_big = false;
-        sy_h1_init(&p->resp, false, &probe_cbs, p, PROBE_MAX_HEAD, PROBE_MAX_HEAD, PROBE_MAX_HEADERS);
-        sy_h1_set_arena(&p->resp, p->arena, sy_h1_arena_size(PROBE_MAX_HEAD, PROBE_MAX_HEADERS));
-        ev_io_stop(loop, &p->io);
-        ev_io_modify(&p->io, EV_READ);
-        ev_io_start(loop, &p->io);
-        return;
-    }
-    read_answer(p);
 }
 
 static void timer_cb(struct ev_loop *loop, ev_timer *t, int revents)
 {
     probe_t *p = t->data;
+    (void)loop;
     (void)revents;
-    if (p->phase != PH_IDLE) {
-        finish(p, false, "probe timed out");
-        return;
-    }
     if (!p->pool->has_health && !atomic_load(&p->ep->down)) {
         schedule(p, interval_of(p)); /* nothing to re-probe */
         return;
     }
-    int fd = sy_net_connect(&p->ep->addr);
-    if (fd < 0) {
-        finish(p, false, "connect failed");
-        return;
-    }
-    p->fd = fd;
-    p->phase = PH_CONNECTING;
-    ev_io_init(&p->io, io_cb, fd, EV_WRITE);
-    p->io.data = p;
-    ev_io_start(loop, &p->io);
     double timeout = p->pool->has_health ? (double)p->pool->health.timeout / 1e3 : 1.0;
-    schedule(p, timeout);
+    int rc;
+    if (!p->pool->has_health || p->pool->health.path == NULL) {
+        rc = sy_h1client_connect(p->client, &p->ep->addr, timeout, probe_done, p);
+    } else {
+        sy_h1client_request_t req = {
+            .method = "GET",
+            .target = p->pool->health.path,
+            .host = p->ep->name,
+            .headers = "User-Agent: switchyard-health\r\n",
+        };
+        rc = sy_h1client_start(p->client, &p->ep->addr, &req, timeout, probe_done, p);
+    }
+    if (rc != 0)
+        finish(p, false, rc == SY_ENOMEM ? "out of memory" : "cannot send the probe");
 }
 
 static void probes_free(sy_health_t *h)
@@ -226,11 +127,7 @@ static void probes_free(sy_health_t *h)
     for (size_t i = 0; i < h->n; i++) {
         probe_t *p = &h->probes[i];
         ev_timer_stop(h->loop, &p->timer);
-        if (p->fd >= 0) {
-            ev_io_stop(h->loop, &p->io);
-            close(p->fd);
-        }
-        free(p->arena);
+        sy_h1client_destroy(p->client);
     }
     free(h->probes);
     h->probes = NULL;
@@ -246,10 +143,10 @@ static int load(sy_health_t *h, const sy_config_t *cfg)
     if (probes == NULL)
         return SY_ENOMEM;
     for (size_t i = 0; i < n; i++) {
-        probes[i].arena = malloc(sy_h1_arena_size(PROBE_MAX_HEAD, PROBE_MAX_HEADERS));
-        if (probes[i].arena == NULL) {
+        probes[i].client = sy_h1client_create(h->loop, &probe_limits);
+        if (probes[i].client == NULL) {
             for (size_t k = 0; k < i; k++)
-                free(probes[k].arena);
+                sy_h1client_destroy(probes[k].client);
             free(probes);
             return SY_ENOMEM;
         }
@@ -265,7 +162,6 @@ static int load(sy_health_t *h, const sy_config_t *cfg)
             p->h = h;
             p->pool = pool;
             p->ep = &pool->endpoints[e];
-            p->fd = -1;
             ev_init(&p->timer, timer_cb);
             p->timer.data = p;
             /* Spread the first probes over the interval. */

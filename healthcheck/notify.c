@@ -1,15 +1,13 @@
 #include "healthcheck/notify.h"
 
+#include "proxy/h1client.h"
 #include "proxy/log.h"
 #include "proxy/net.h"
 
-#include <errno.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
-#include <unistd.h>
 
 /* --- the config section ------------------------------------------------------ */
 
@@ -70,20 +68,24 @@ typedef struct msg {
     int tries;
 } msg_t;
 
+/* A notification is one small JSON document; the answer only tells its status. */
+#define NOTIFY_MAX_BODY 8192
+static const sy_h1client_limits_t answer_limits = {
+    .max_head = 8192,
+    .max_headers = 64,
+    .max_body = 64 * 1024, /* past this the status decides */
+    .keep_body = false,
+};
+
 struct sy_notify {
     struct ev_loop *loop;
     sy_config_t *cfg;
     const sy_notify_conf_t *conf;
     msg_t queue[SY_NOTIFY_QUEUE];
     size_t head, count;
-    int fd;
-    ev_io io;
-    ev_timer timer;     /* the try's timeout, or the pause before the next try */
-    bool busy;          /* a try is under way */
-    char out[8192];
-    size_t out_len, out_off;
-    char in[256];
-    size_t in_len;
+    sy_h1client_t *client; /* owned: the try under way */
+    ev_timer timer;        /* the pause before the next try */
+    bool busy;             /* a try is under way */
     uint64_t sent, failed, dropped;
 };
 
@@ -91,11 +93,6 @@ static void start_next(sy_notify_t *n);
 
 static void end_try(sy_notify_t *n, bool ok, const char *why)
 {
-    if (n->fd >= 0) {
-        ev_io_stop(n->loop, &n->io);
-        close(n->fd);
-        n->fd = -1;
-    }
     ev_timer_stop(n->loop, &n->timer);
     n->busy = false;
     msg_t *m = &n->queue[n->head];
@@ -119,48 +116,19 @@ static void end_try(sy_notify_t *n, bool ok, const char *why)
     start_next(n);
 }
 
-static void io_cb(struct ev_loop *loop, ev_io *w, int revents)
+/* The try ended: once the webhook's status is known it decides (the
+ * notification reached it), whatever became of the rest of the answer. */
+static void on_answer(sy_h1client_t *c, void *ud, const char *err)
 {
-    sy_notify_t *n = w->data;
-    (void)loop;
-    (void)revents;
-    if (n->out_off == 0 && n->in_len == 0) {
-        int err = 0;
-        socklen_t len = sizeof(err);
-        if (getsockopt(n->fd, SOL_SOCKET, SO_ERROR, &err, &len) != 0 || err != 0) {
-            end_try(n, false, strerror(err ? err : errno));
-            return;
-        }
-    }
-    if (n->out_off < n->out_len) {
-        ssize_t w2 = send(n->fd, n->out + n->out_off, n->out_len - n->out_off, MSG_NOSIGNAL);
-        if (w2 < 0 && errno != EAGAIN) {
-            end_try(n, false, strerror(errno));
-            return;
-        }
-        if (w2 > 0)
-            n->out_off += (size_t)w2;
-        if (n->out_off == n->out_len) {
-            ev_io_stop(n->loop, &n->io);
-            ev_io_modify(&n->io, EV_READ);
-            ev_io_start(n->loop, &n->io);
-        }
+    sy_notify_t *n = ud;
+    const sy_h1client_resp_t *r = sy_h1client_response(c);
+    if (r->status == 0) {
+        end_try(n, false, err != NULL ? err : "no HTTP answer");
         return;
     }
-    ssize_t r = recv(n->fd, n->in + n->in_len, sizeof(n->in) - 1 - n->in_len, 0);
-    if (r < 0 && (errno == EAGAIN || errno == EINTR))
-        return;
-    if (r > 0)
-        n->in_len += (size_t)r;
-    n->in[n->in_len] = '\0';
-    int status = 0;
-    if (sscanf(n->in, "HTTP/1.%*d %d", &status) == 1) {
-        char why[64];
-        snprintf(why, sizeof(why), "answered %d", status);
-        end_try(n, status >= 200 && status < 300, why);
-    } else if (r <= 0 || n->in_len >= sizeof(n->in) - 1) {
-        end_try(n, false, "no HTTP answer");
-    }
+    char why[64];
+    snprintf(why, sizeof(why), "answered %d", r->status);
+    end_try(n, r->status >= 200 && r->status < 300, why);
 }
 
 static void timer_cb(struct ev_loop *loop, ev_timer *t, int revents)
@@ -168,10 +136,7 @@ static void timer_cb(struct ev_loop *loop, ev_timer *t, int revents)
     sy_notify_t *n = t->data;
     (void)loop;
     (void)revents;
-    if (n->busy)
-        end_try(n, false, "timed out");
-    else
-        start_next(n); /* the pause before a retry is over */
+    start_next(n); /* the pause before a retry is over */
 }
 
 static void start_next(sy_notify_t *n)
@@ -179,28 +144,23 @@ static void start_next(sy_notify_t *n)
     if (n->busy || n->count == 0 || ev_is_active(&n->timer))
         return;
     msg_t *m = &n->queue[n->head];
-    int len = snprintf(n->out, sizeof(n->out),
-                       "POST %s HTTP/1.1\r\nHost: %s\r\nContent-Type: application/json\r\nContent-Length: %zu\r\n"
-                       "User-Agent: switchyard\r\nConnection: close\r\n\r\n%s",
-                       n->conf->path, n->conf->host, strlen(m->body), m->body);
-    if (len < 0 || (size_t)len >= sizeof(n->out)) {
-        n->busy = true;
+    n->busy = true;
+    size_t len = strlen(m->body);
+    if (len > NOTIFY_MAX_BODY) {
         end_try(n, false, "notification too large");
         return;
     }
-    n->out_len = (size_t)len;
-    n->out_off = n->in_len = 0;
-    n->fd = sy_net_connect(&n->conf->addr);
-    n->busy = true;
-    if (n->fd < 0) {
-        end_try(n, false, "cannot connect");
-        return;
-    }
-    ev_io_init(&n->io, io_cb, n->fd, EV_WRITE);
-    n->io.data = n;
-    ev_io_start(n->loop, &n->io);
-    ev_timer_set(&n->timer, (double)n->conf->timeout / 1e3, 0.);
-    ev_timer_start(n->loop, &n->timer);
+    sy_h1client_request_t req = {
+        .method = "POST",
+        .target = n->conf->path,
+        .host = n->conf->host,
+        .headers = "Content-Type: application/json\r\nUser-Agent: switchyard\r\n",
+        .body = m->body,
+        .body_len = len,
+    };
+    int rc = sy_h1client_start(n->client, &n->conf->addr, &req, (double)n->conf->timeout / 1e3, on_answer, n);
+    if (rc != 0)
+        end_try(n, false, rc == SY_ENOMEM ? "out of memory" : "the webhook_url's path cannot be sent");
 }
 
 void sy_notify_send(sy_notify_t *n, const char *json)
@@ -237,7 +197,12 @@ sy_notify_t *sy_notify_create(struct ev_loop *loop, const sy_config_t *cfg)
     n->loop = loop;
     n->cfg = sy_config_ref((sy_config_t *)cfg);
     n->conf = conf;
-    n->fd = -1;
+    n->client = sy_h1client_create(loop, &answer_limits);
+    if (n->client == NULL) {
+        sy_config_release(n->cfg);
+        free(n);
+        return NULL;
+    }
     ev_init(&n->timer, timer_cb);
     n->timer.data = n;
     return n;
@@ -247,10 +212,7 @@ void sy_notify_destroy(sy_notify_t *n)
 {
     if (n == NULL)
         return;
-    if (n->fd >= 0) {
-        ev_io_stop(n->loop, &n->io);
-        close(n->fd);
-    }
+    sy_h1client_destroy(n->client);
     ev_timer_stop(n->loop, &n->timer);
     for (size_t i = 0; i < n->count; i++)
         free(n->queue[(n->head + i) % SY_NOTIFY_QUEUE].body);
