@@ -74,12 +74,13 @@ class Env:
         wait_port(port, proc=p)
         return port
 
-    def start_redis(self, port=None, notifications=""):
-        """A real redis-server on loopback, no persistence."""
+    def start_redis(self, port=None, notifications="", args=()):
+        """A real redis-server on loopback, no persistence (`args`, e.g. --dir and
+        --dbfilename, may name a dump to load at start)."""
         port = port or free_port()
         with open(self.path("redis-%d.log" % port), "w") as log:
             p = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-                                  "--appendonly", "no", "--notify-keyspace-events", notifications],
+                                  "--appendonly", "no", "--notify-keyspace-events", notifications] + list(args),
                                  stdout=log, stderr=subprocess.STDOUT)
         self.procs.append(p)
         wait_port(port, proc=p)

@@ -257,9 +257,17 @@ class Trips(unittest.TestCase):
         time.sleep(0.1)
         self.assertEqual(self.route()["state"], "tripped")  # local flip at once
         self.assertEqual(c.variant("42"), "legacy")
-        self.r = self.env.start_redis(port=rport)
-        self.env.redis(rport, "HSET", "switchyard:route:nav", "state", "ramping", "percent_bp", "0", "salt", "nav",
+        # Redis comes back with the state it had persisted before the trip. The
+        # dump is made beforehand, so the gateway cannot see an empty Redis (or
+        # take a later HSET for a hand edit that resumes the route).
+        seed = self.env.start_redis()
+        self.env.redis(seed.port, "HSET", "switchyard:route:nav", "state", "ramping", "percent_bp", "0", "salt", "nav",
                        "version", "1")
+        self.env.redis(seed.port, "CONFIG", "SET", "dir", self.env.dir)
+        self.env.redis(seed.port, "CONFIG", "SET", "dbfilename", "seed.rdb")
+        self.env.redis(seed.port, "SAVE")
+        self.env.stop(seed)
+        self.r = self.env.start_redis(port=rport, args=["--dir", self.env.dir, "--dbfilename", "seed.rdb"])
         deadline = time.time() + 15 * SLOW
         while time.time() < deadline and self.env.redis(rport, "HGET", "switchyard:route:nav", "state") != "tripped":
             time.sleep(0.05)
