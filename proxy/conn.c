@@ -190,35 +190,30 @@ static void exchange_record(sy_conn_t *c)
         return;
 
     static const char *const xerr_names[] = {"", "status", "connect", "reset", "timeout", "client"};
-    char line[2048], esc_target[600], esc_host[300], esc_user[200];
-    size_t tl = sy_json_escape(esc_target, sizeof(esc_target), c->target, strlen(c->target));
-    size_t hl = sy_json_escape(esc_host, sizeof(esc_host), c->host, strlen(c->host));
-    size_t ul = sy_json_escape(esc_user, sizeof(esc_user), c->dec.user, strlen(c->dec.user));
-    struct timeval tv;
-    struct tm tm;
-    gettimeofday(&tv, NULL);
-    gmtime_r(&tv.tv_sec, &tm);
-    int n = snprintf(line, sizeof(line),
-                     "{\"time\":\"%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ\",\"worker\":%d,\"request_id\":\"%s\","
-                     "\"client\":\"%s\",\"method\":\"%s\",\"host\":\"%.*s\",\"target\":\"%.*s\","
-                     "\"route\":%s%s%s,\"variant\":%s%s%s,\"reason\":%s%s%s,\"fallback\":%s%s%s,\"user\":\"%.*s\","
-                     "\"upstream\":%s%s%s,\"status\":%d,\"error\":%s%s%s,\"bytes_in\":%llu,"
-                     "\"bytes_out\":%llu,\"ttfb_ms\":%.3f,\"duration_ms\":%.3f}",
-                     tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
-                     (long)(tv.tv_usec / 1000), w->id, c->request_id, c->peer_ip, c->method, (int)hl,
-                     esc_host, (int)tl, esc_target, c->dec.route ? "\"" : "",
-                     c->dec.route ? c->dec.route : "null", c->dec.route ? "\"" : "",
-                     c->dec.variant ? "\"" : "", c->dec.variant ? c->dec.variant : "null",
-                     c->dec.variant ? "\"" : "", c->dec.reason ? "\"" : "",
-                     c->dec.reason ? c->dec.reason : "null", c->dec.reason ? "\"" : "", c->dec.fallback ? "\"" : "",
-                     c->dec.fallback ? c->dec.fallback : "null", c->dec.fallback ? "\"" : "", (int)ul, esc_user,
-                     c->dec.endpoint ? "\"" : "", c->dec.endpoint ? c->dec.endpoint->name : "null",
-                     c->dec.endpoint ? "\"" : "", c->status, c->xerr ? "\"" : "",
-                     c->xerr ? xerr_names[c->xerr] : "null", c->xerr ? "\"" : "",
-                     (unsigned long long)c->bytes_in, (unsigned long long)c->bytes_out,
-                     o.ttfb_us / 1000.0, o.total_us / 1000.0);
+    sy_alog_entry_t e = {
+        .worker = w->id,
+        .request_id = c->request_id,
+        .client = c->peer_ip,
+        .method = c->method,
+        .host = c->host,
+        .target = c->target,
+        .route = c->dec.route,
+        .variant = c->dec.variant,
+        .reason = c->dec.reason,
+        .fallback = c->dec.fallback,
+        .user = c->dec.user,
+        .upstream = c->dec.endpoint ? c->dec.endpoint->name : NULL,
+        .status = c->status,
+        .error = c->xerr ? xerr_names[c->xerr] : NULL,
+        .bytes_in = c->bytes_in,
+        .bytes_out = c->bytes_out,
+        .ttfb_ms = o.ttfb_us / 1000.0,
+        .duration_ms = o.total_us / 1000.0,
+    };
+    char line[2048];
+    size_t n = sy_alog_format(line, sizeof(line), &e);
     if (n > 0)
-        sy_alog_write(w->alog, (size_t)w->id, line, (size_t)n < sizeof(line) ? (size_t)n : sizeof(line) - 1);
+        sy_alog_write(w->alog, (size_t)w->id, line, n);
 }
 
 /* The outcome is known and none of it reached the client yet: the observer
