@@ -242,6 +242,31 @@ void *sy_worker_run(void *arg)
     return NULL;
 }
 
+/* Each worker polls its own descriptor of each listening socket, so it can
+ * stop and close it from its own thread. */
+static int open_listeners(sy_worker_t *w, const sy_worker_env_t *env, const sy_config_t *cfg)
+{
+    w->nlisteners = cfg->nlisten;
+    w->listeners = calloc(cfg->nlisten, sizeof(*w->listeners));
+    if (w->listeners == NULL)
+        return SY_ENOMEM;
+    for (size_t i = 0; i < cfg->nlisten; i++)
+        w->listeners[i].fd = -1;
+    for (size_t i = 0; i < cfg->nlisten; i++) {
+        int fd = fcntl(env->lfds[i], F_DUPFD_CLOEXEC, 0);
+        if (fd < 0) {
+            sy_error("listener %s: dup: %s", cfg->listen[i].address, strerror(errno));
+            return SY_EIO;
+        }
+        sy_listener_t *l = &w->listeners[i];
+        l->fd = fd;
+        l->w = w;
+        ev_io_init(&l->io, accept_cb, fd, EV_READ);
+        l->io.data = l;
+    }
+    return 0;
+}
+
 int sy_worker_init(sy_worker_t *w, int id, const sy_worker_env_t *env, const sy_config_t *cfg)
 {
     w->id = id;
@@ -286,26 +311,9 @@ int sy_worker_init(sy_worker_t *w, int id, const sy_worker_env_t *env, const sy_
     ev_init(&w->accept_backoff, accept_backoff_cb);
     w->accept_backoff.data = w;
 
-    w->nlisteners = cfg->nlisten;
-    w->listeners = calloc(cfg->nlisten, sizeof(*w->listeners));
-    if (w->listeners == NULL)
-        return SY_ENOMEM;
-    for (size_t i = 0; i < cfg->nlisten; i++)
-        w->listeners[i].fd = -1;
-    for (size_t i = 0; i < cfg->nlisten; i++) {
-        /* Each worker polls its own descriptor of the one listening socket, so it
-         * can stop and close it from its own thread. */
-        int fd = fcntl(env->lfds[i], F_DUPFD_CLOEXEC, 0);
-        if (fd < 0) {
-            sy_error("listener %s: dup: %s", cfg->listen[i].address, strerror(errno));
-            return SY_EIO;
-        }
-        sy_listener_t *l = &w->listeners[i];
-        l->fd = fd;
-        l->w = w;
-        ev_io_init(&l->io, accept_cb, fd, EV_READ);
-        l->io.data = l;
-    }
+    int rc = open_listeners(w, env, cfg);
+    if (rc != 0)
+        return rc;
     sy_snapshot_refresh(w->slot, (size_t)id, &w->snap);
     return 0;
 }
