@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/time.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -196,4 +197,34 @@ size_t sy_json_escape(char *dst, size_t cap, const char *s, size_t len)
         }
     }
     return o;
+}
+
+/* The three pieces that print a nullable string: a quote, the text, a quote. */
+#define NULLABLE(s) (s) ? "\"" : "", (s) ? (s) : "null", (s) ? "\"" : ""
+
+size_t sy_alog_format(char *line, size_t cap, const sy_alog_entry_t *e)
+{
+    char esc_target[600], esc_host[300], esc_user[200];
+    size_t tl = sy_json_escape(esc_target, sizeof(esc_target), e->target, strlen(e->target));
+    size_t hl = sy_json_escape(esc_host, sizeof(esc_host), e->host, strlen(e->host));
+    size_t ul = sy_json_escape(esc_user, sizeof(esc_user), e->user, strlen(e->user));
+    struct timeval tv;
+    struct tm tm;
+    gettimeofday(&tv, NULL);
+    gmtime_r(&tv.tv_sec, &tm);
+    int n = snprintf(line, cap,
+                     "{\"time\":\"%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ\",\"worker\":%d,\"request_id\":\"%s\","
+                     "\"client\":\"%s\",\"method\":\"%s\",\"host\":\"%.*s\",\"target\":\"%.*s\","
+                     "\"route\":%s%s%s,\"variant\":%s%s%s,\"reason\":%s%s%s,\"fallback\":%s%s%s,\"user\":\"%.*s\","
+                     "\"upstream\":%s%s%s,\"status\":%d,\"error\":%s%s%s,\"bytes_in\":%llu,"
+                     "\"bytes_out\":%llu,\"ttfb_ms\":%.3f,\"duration_ms\":%.3f}",
+                     tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
+                     (long)(tv.tv_usec / 1000), e->worker, e->request_id, e->client, e->method, (int)hl, esc_host,
+                     (int)tl, esc_target, NULLABLE(e->route), NULLABLE(e->variant), NULLABLE(e->reason),
+                     NULLABLE(e->fallback), (int)ul, esc_user, NULLABLE(e->upstream), e->status,
+                     NULLABLE(e->error), (unsigned long long)e->bytes_in, (unsigned long long)e->bytes_out,
+                     e->ttfb_ms, e->duration_ms);
+    if (n <= 0)
+        return 0;
+    return (size_t)n < cap ? (size_t)n : cap - 1;
 }

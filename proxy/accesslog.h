@@ -23,6 +23,24 @@ void sy_alog_destroy(sy_alog_t *a);
 /* Worker `ring` appends one line (without newline: it is added). Never blocks. */
 void sy_alog_write(sy_alog_t *a, size_t ring, const char *line, size_t len);
 uint64_t sy_alog_dropped(const sy_alog_t *a);
+/* The facts of one exchange, as the access-log line shows them. Strings are
+ * NUL-terminated; a NULL one (route, variant, reason, fallback, upstream,
+ * error) is written as JSON null. host, target and user are escaped here; the
+ * others must already be safe inside a JSON string. */
+typedef struct sy_alog_entry {
+    int worker;
+    const char *request_id, *client, *method, *host, *target;
+    const char *route, *variant, *reason, *fallback, *user, *upstream;
+    int status;
+    const char *error;
+    uint64_t bytes_in, bytes_out;
+    double ttfb_ms, duration_ms;
+} sy_alog_entry_t;
+
+/* Formats e as one JSON object stamped with the current UTC time, without the
+ * newline, into line (cap bytes, cut to fit). Returns its length (< cap), 0 if
+ * nothing could be formatted. Any thread; touches nothing shared. */
+size_t sy_alog_format(char *line, size_t cap, const sy_alog_entry_t *e);
 /* Appends s to dst (at most cap bytes in all) JSON-escaped; returns bytes written. */
 size_t sy_json_escape(char *dst, size_t cap, const char *s, size_t len);
 

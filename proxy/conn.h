@@ -1,7 +1,9 @@
 /* Client connections (HTTP/1.1) and the exchange they drive: parse a request,
  * ask the router, relay to the chosen backend over a pooled upstream
  * connection, relay the response back, tell the observer, write the access-log
- * line. WebSocket upgrades become a byte tunnel. Worker thread only. */
+ * line. WebSocket upgrades become a byte tunnel. Worker thread only: the
+ * worker calls these; the connections report back through worker.h.
+ * (conn.c lifecycle and I/O; exchange.c, tunnel.c, local.c; see conn_impl.h.) */
 #ifndef SY_CONN_H
 #define SY_CONN_H
 

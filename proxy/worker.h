@@ -18,7 +18,7 @@
 #include <stdatomic.h>
 #include <stdbool.h>
 
-struct sy_server;
+struct sy_config;
 
 typedef struct sy_listener {
     ev_io io;
@@ -32,7 +32,8 @@ typedef struct sy_worker_stats {
 
 typedef struct sy_worker {
     int id;
-    struct sy_server *server;
+    void (*exited)(void *arg); /* called on the worker thread as it leaves its loop */
+    void *exited_arg;
     pthread_t thread;
     struct ev_loop *loop;
     ev_async wake;            /* control -> worker: new snapshot or drain */
@@ -45,7 +46,7 @@ typedef struct sy_worker {
     ev_tstamp drain_t0;       /* when the drain started */
     atomic_bool drain_requested;
     bool draining;
-    bool exited;
+    bool left_loop;           /* the thread is done with the loop */
 
     sy_snapshot_slot_t *slot;
     sy_snapshot_t *snap;      /* held: the snapshot this worker last saw */
@@ -70,6 +71,36 @@ typedef struct sy_worker {
     sy_worker_stats_t stats;
 } sy_worker_t;
 
+/* What a worker is built from; all of it outlives the worker. */
+typedef struct sy_worker_env {
+    sy_snapshot_slot_t *slot;
+    sy_alog_t *alog;                 /* NULL: no access log */
+    const sy_router_t *router;
+    const sy_observer_t *observer;
+    const int *lfds;                 /* the listening sockets, one per cfg->listen entry (dup'ed here) */
+    size_t nworkers;                 /* limits.connections is shared between them */
+    void (*exited)(void *arg);       /* worker thread: it left its loop (after a drain or shutdown) */
+    void *exited_arg;
+} sy_worker_env_t;
+
+/* Control thread, before the thread starts: sets up w (zeroed by the caller):
+ * its loop, pools, watchers, its own dups of the listening sockets, and the
+ * current snapshot of env->slot. Returns 0 or a negative sy_err_t; on error
+ * sy_worker_destroy still frees what was made. */
+int sy_worker_init(sy_worker_t *w, int id, const sy_worker_env_t *env, const struct sy_config *cfg) SY_MUST_USE;
+/* The thread's body (pthread_create): runs the loop until a drain ends or the
+ * drain deadline passes, closes what is left, then calls env->exited. */
+void *sy_worker_run(void *w);
+/* Control thread: a new snapshot was published (the worker announces the
+ * generation it uses and closes idle upstreams after a swap). */
+void sy_worker_wake(sy_worker_t *w);
+/* Control thread: stop accepting and drain (see sy_server_drain). Idempotent. */
+void sy_worker_request_drain(sy_worker_t *w);
+/* Control thread, after the thread was joined (or never started): frees w's
+ * loop, pools and descriptors. */
+void sy_worker_destroy(sy_worker_t *w);
+
+/* The interface of the connection layer to its worker (worker thread only): */
 /* Worker thread: stops accepting when at the connection limit, resumes below it. */
 void sy_worker_accept_pause(sy_worker_t *w, bool pause);
 /* Called by the connection layer when a connection is gone for good. */
