@@ -572,11 +572,11 @@ static void read_cb(void *ud, const char *err, const char *sqlstate, const PGres
         char msg[400];
         bool bad_input = sqlstate && (strncmp(sqlstate, "22", 2) == 0);
         snprintf(msg, sizeof(msg), "%s%s", bad_input ? "bad query parameter: " : "PostgreSQL: ", err);
-        r->done(r->ud, bad_input ? 400 : 503, msg);
+        r->done(r->ud, bad_input ? SY_EINVAL : SY_EUNAVAILABLE, msg);
     } else if (res == NULL || PQntuples(res) != 1) {
-        r->done(r->ud, 503, "PostgreSQL gave no answer");
+        r->done(r->ud, SY_EUNAVAILABLE, "PostgreSQL gave no answer");
     } else {
-        r->done(r->ud, 200, PQgetvalue(res, 0, 0));
+        r->done(r->ud, SY_OK, PQgetvalue(res, 0, 0));
     }
     free(r);
 }
@@ -612,21 +612,21 @@ static void run_read(sy_audit_t *a, const char *sql, int n, const char *const *p
                      void *ud)
 {
     if (a == NULL) {
-        done(ud, 503, "there is no record: the config has no postgres section");
+        done(ud, SY_EUNAVAILABLE, "there is no record: the config has no postgres section");
         return;
     }
     if (!a->schema_ready) {
-        done(ud, 503, "PostgreSQL is unavailable (the journal keeps every record until it is back)");
+        done(ud, SY_EUNAVAILABLE, "PostgreSQL is unavailable (the journal keeps every record until it is back)");
         return;
     }
     /* Readers never take the writer's room in the queue (two batches at most). */
     if (sy_pg_queued(a->pg) >= READS_MAX_QUEUED) {
-        done(ud, 503, "too many reads waiting for PostgreSQL; try again");
+        done(ud, SY_EUNAVAILABLE, "too many reads waiting for PostgreSQL; try again");
         return;
     }
     read_ctx_t *r = malloc(sizeof(*r));
     if (r == NULL) {
-        done(ud, 503, "out of memory");
+        done(ud, SY_EUNAVAILABLE, "out of memory");
         return;
     }
     r->done = done;
@@ -634,7 +634,7 @@ static void run_read(sy_audit_t *a, const char *sql, int n, const char *const *p
     int rc = sy_pg_query(a->pg, sql, n, params, read_cb, r);
     if (rc != 0) {
         free(r);
-        done(ud, 503, rc == SY_ELIMIT ? "too many queries waiting for PostgreSQL; try again" : "PostgreSQL is unavailable");
+        done(ud, SY_EUNAVAILABLE, rc == SY_ELIMIT ? "too many queries waiting for PostgreSQL; try again" : "PostgreSQL is unavailable");
     }
 }
 
@@ -648,7 +648,7 @@ static void read_back(sy_audit_t *a, const char *sql, bool with_kind, const char
     const char *why = NULL;
     int sr = since_param(since, ts, sizeof(ts), &why);
     if (sr < 0) {
-        done(ud, 400, why);
+        done(ud, SY_EINVAL, why);
         return;
     }
     snprintf(lim, sizeof(lim), "%ld", limit);

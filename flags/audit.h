@@ -18,6 +18,7 @@
 
 #include "flags/journal.h"
 #include "proxy/config.h"
+#include "proxy/err.h"
 
 #include <ev.h>
 #include <jansson.h>
@@ -76,11 +77,12 @@ uint64_t sy_audit_window_ms(const sy_audit_t *a);
  * gives the same UUID, so that instances seeing the same hand edit agree). */
 void sy_audit_uuid(char out[37], const char *text);
 
-/* Reading back. `done` gets an HTTP status (200, 400, 503), and the JSON text
- * of the answer (an array, newest first) or a reason; called exactly once,
+/* Reading back. `done` gets SY_OK and the JSON text of the answer (an array,
+ * newest first), or SY_EINVAL (bad input) / SY_EUNAVAILABLE and a reason; the
+ * text is valid only during the call. Called exactly once,
  * maybe before this returns. since: an ISO 8601 time, a duration back from now
  * ("1h"), or NULL. limit: 1..1000. */
-typedef void (*sy_audit_read_fn)(void *ud, int status, const char *text);
+typedef void (*sy_audit_read_fn)(void *ud, sy_err_t err, const char *text);
 void sy_audit_events(sy_audit_t *a, const char *route, const char *kind, const char *since, long limit,
                      sy_audit_read_fn done, void *ud);
 void sy_audit_windows(sy_audit_t *a, const char *route, const char *since, long limit, sy_audit_read_fn done,

@@ -957,7 +957,7 @@ static void cas_free(cas_ctx_t *c)
     free(c);
 }
 
-static void finish(sy_flags_done_fn done, void *ud, int status, const char *err, const sy_route_flags_t *res)
+static void finish(sy_flags_done_fn done, void *ud, sy_err_t status, const char *err, const sy_route_flags_t *res)
 {
     if (done != NULL)
         done(ud, status, err, res);
@@ -978,13 +978,13 @@ static void wq_start(sy_flagstore_t *s, size_t i)
 }
 
 /* The end of a write (answered with status): out of the queue, the next starts. */
-static void cas_end(cas_ctx_t *c, int status, const char *err, const sy_route_flags_t *res)
+static void cas_end(cas_ctx_t *c, sy_err_t status, const char *err, const sy_route_flags_t *res)
 {
     sy_flagstore_t *s = c->s;
     if (c->timer_on)
         ev_timer_stop(s->loop, &c->backoff);
     if (c->gone) {
-        finish(c->done, c->ud, 503, "the route was removed from the config", NULL);
+        finish(c->done, c->ud, SY_EUNAVAILABLE, "the route was removed from the config", NULL);
         cas_free(c);
         return;
     }
@@ -1017,7 +1017,7 @@ static bool cas_gone(const cas_ctx_t *c)
 
 static void cas_fail(cas_ctx_t *c, const char *why)
 {
-    cas_end(c, 503, why, NULL);
+    cas_end(c, SY_EUNAVAILABLE, why, NULL);
 }
 
 static void backoff_cb(struct ev_loop *loop, ev_timer *t, int revents)
@@ -1036,14 +1036,14 @@ static void retry_after_read(sy_flagstore_t *s, cas_ctx_t *c, const sy_route_fla
     (void)s;
     if (c->mode & (CAS_SEED | CAS_ADOPT)) {
         /* Only meant for what was read when they were made: anything since makes them moot. */
-        cas_end(c, 200, NULL, NULL);
+        cas_end(c, SY_OK, NULL, NULL);
         return;
     }
     sy_route_flags_t after;
     const char *err = NULL;
     int rc = sy_flags_op(base, &c->req, &after, &err);
     if (rc != 0) {
-        cas_end(c, rc == SY_EDECLINED ? 409 : rc == SY_EINVAL ? 400 : 500, err ? err : "out of memory", NULL);
+        cas_end(c, rc == SY_EDECLINED ? SY_ECONFLICT : rc == SY_EINVAL ? SY_EINVAL : SY_ENOMEM, err ? err : "out of memory", NULL);
         return;
     }
     sy_route_flags_clear(&c->next);
@@ -1059,7 +1059,7 @@ static void on_cas(redisAsyncContext *ac, void *reply, void *priv)
     cas_ctx_t *c = priv;
     sy_flagstore_t *s = c->s;
     if (c->gone || s->destroying) {
-        cas_end(c, 503, "shutting down", NULL);
+        cas_end(c, SY_EUNAVAILABLE, "shutting down", NULL);
         return;
     }
     redisReply *rep = reply;
@@ -1074,14 +1074,14 @@ static void on_cas(redisAsyncContext *ac, void *reply, void *priv)
         if (c->mode & (CAS_SEED | CAS_ADOPT)) {
             /* Another instance seeded or adopted first: read what it wrote. */
             mark_dirty(s, (long)i);
-            cas_end(c, 200, NULL, NULL);
+            cas_end(c, SY_OK, NULL, NULL);
             return;
         }
         if (--c->attempts_left <= 0) {
             if (c->mode & CAS_PENDING)
                 sy_warn("redis: the local change of route %s met %d conflicts; written again at the next read",
                         s->routes->routes[i].name, c->attempt + 1);
-            cas_end(c, 409, "the route kept changing under the write; try again", NULL);
+            cas_end(c, SY_ECONFLICT, "the route kept changing under the write; try again", NULL);
             return;
         }
         /* A pause that grows (25, 50, 100 ms ...), then a fresh read and one more try. */
@@ -1126,7 +1126,7 @@ static void on_cas(redisAsyncContext *ac, void *reply, void *priv)
         record_hand_edit(s, "route:", s->routes->routes[i].name, c->next.version, c->next.updated_at, c->before,
                          sy_flags_to_json(&c->next));
         c->before = NULL;
-        cas_end(c, 200, NULL, NULL);
+        cas_end(c, SY_OK, NULL, NULL);
         return;
     }
     /* Written: this is the new truth; publish it without waiting for the watch. */
@@ -1141,7 +1141,7 @@ static void on_cas(redisAsyncContext *ac, void *reply, void *priv)
         record_route(s, op_kind(c->req.op), i, c->req.actor, c->req.reason, &c->next, &s->cur[i], NULL);
     if (differs)
         do_publish(s);
-    cas_end(c, 200, NULL, &s->cur[i]);
+    cas_end(c, SY_OK, NULL, &s->cur[i]);
 }
 
 static char **copy_list(const char *const *v, size_t n)
@@ -1164,7 +1164,7 @@ static void cas_write(sy_flagstore_t *s, size_t i, const sy_route_flags_t *next,
             s->pending_queued[i] = false;
         if (mode & CAS_ADOPT)
             s->adopting[i] = false;
-        finish(done, ud, 503, "too many writes waiting for this route; try again", NULL);
+        finish(done, ud, SY_EUNAVAILABLE, "too many writes waiting for this route; try again", NULL);
         return;
     }
     cas_ctx_t *c = calloc(1, sizeof(*c));
@@ -1174,7 +1174,7 @@ static void cas_write(sy_flagstore_t *s, size_t i, const sy_route_flags_t *next,
             s->pending_queued[i] = false;
         if (mode & CAS_ADOPT)
             s->adopting[i] = false;
-        finish(done, ud, 500, "out of memory", NULL);
+        finish(done, ud, SY_ENOMEM, "out of memory", NULL);
         return;
     }
     c->s = s;
@@ -1207,7 +1207,7 @@ static void cas_write(sy_flagstore_t *s, size_t i, const sy_route_flags_t *next,
             s->pending_queued[i] = false;
         if (mode & CAS_ADOPT)
             s->adopting[i] = false;
-        finish(done, ud, 500, "out of memory", NULL);
+        finish(done, ud, SY_ENOMEM, "out of memory", NULL);
         cas_free(c);
         return;
     }
@@ -1235,7 +1235,7 @@ static void cas_send_adopt(cas_ctx_t *c)
     snprintf(channel, sizeof(channel), "%sevents", s->rc->prefix);
     snprintf(ver, sizeof(ver), "%llu", (unsigned long long)c->next.version);
     if (c->nadd != 5) {
-        cas_end(c, 500, "out of memory", NULL);
+        cas_end(c, SY_ENOMEM, "out of memory", NULL);
         return;
     }
     const char *argv[] = {"EVAL", ADOPT_SCRIPT, "2", hkey, skey, c->expect, c->add[0], c->add[1], c->add[2],
@@ -1278,7 +1278,7 @@ static void cas_send(cas_ctx_t *c)
     size_t argc = 3 + 2 + 4 + 1 + nmeta + 1 + nadd_n + 1 + nrem_n;
     const char **argv = calloc(argc, sizeof(char *));
     if (argv == NULL) {
-        cas_end(c, 500, "out of memory", NULL);
+        cas_end(c, SY_ENOMEM, "out of memory", NULL);
         return;
     }
     size_t a = 0;
@@ -1310,19 +1310,19 @@ void sy_flagstore_request(sy_flagstore_t *s, const char *route, const sy_flag_re
 {
     long i = route_index(s, route, strlen(route));
     if (i < 0) {
-        finish(done, ud, 404, "no such route", NULL);
+        finish(done, ud, SY_ENOTFOUND, "no such route", NULL);
         return;
     }
     sy_route_flags_t next;
     const char *err = NULL;
     int rc = sy_flags_op(&s->cur[i], req, &next, &err);
     if (rc != 0) {
-        finish(done, ud, rc == SY_EDECLINED ? 409 : rc == SY_EINVAL ? 400 : 500, err ? err : "out of memory", NULL);
+        finish(done, ud, rc == SY_EDECLINED ? SY_ECONFLICT : rc == SY_EINVAL ? SY_EINVAL : SY_ENOMEM, err ? err : "out of memory", NULL);
         return;
     }
     if (s->rc != NULL && next.ntest_users > (size_t)s->rc->max_test_users) {
         sy_route_flags_clear(&next);
-        finish(done, ud, 400, "more test users than redis.max_test_users", NULL);
+        finish(done, ud, SY_EINVAL, "more test users than redis.max_test_users", NULL);
         return;
     }
     if (s->rc == NULL) {
@@ -1333,13 +1333,13 @@ void sy_flagstore_request(sy_flagstore_t *s, const char *route, const sy_flag_re
         s->cur[i] = next;
         if (differs)
             do_publish(s);
-        finish(done, ud, 200, NULL, &s->cur[i]);
+        finish(done, ud, SY_OK, NULL, &s->cur[i]);
         return;
     }
     if (!s->cmd_up) {
         if (req->op != SY_OP_ROLLBACK) {
             sy_route_flags_clear(&next);
-            finish(done, ud, 503, "redis is unavailable: flags not changed (a rollback would still apply)", NULL);
+            finish(done, ud, SY_EUNAVAILABLE, "redis is unavailable: flags not changed (a rollback would still apply)", NULL);
             return;
         }
         /* A rollback cannot wait: apply it here now, write it when Redis is back. */
@@ -1357,7 +1357,7 @@ void sy_flagstore_request(sy_flagstore_t *s, const char *route, const sy_flag_re
         do_publish(s);
         sy_warn("flags: route %s rolled back locally; Redis is unavailable, the write is retried on reconnect",
                 route);
-        finish(done, ud, 200, NULL, &s->cur[i]);
+        finish(done, ud, SY_OK, NULL, &s->cur[i]);
         return;
     }
     char expect[24];
@@ -1485,10 +1485,10 @@ static void on_pool_cas(redisAsyncContext *ac, void *reply, void *priv)
             mark_dirty(s, -1);
         }
     } else if (s->destroying || rep == NULL || c->epoch != s->epoch) {
-        finish(c->done, c->ud, 503, s->destroying ? "shutting down" : "redis went away during the write", NULL);
+        finish(c->done, c->ud, SY_EUNAVAILABLE, s->destroying ? "shutting down" : "redis went away during the write", NULL);
     } else if (rep->type == REDIS_REPLY_ERROR) {
         if (!c->seed)
-            finish(c->done, c->ud, 409, "the pool changed at the same time; try again", NULL);
+            finish(c->done, c->ud, SY_ECONFLICT, "the pool changed at the same time; try again", NULL);
         s->pdirty[c->pool] = true;
         mark_dirty(s, -1);
     } else {
@@ -1505,7 +1505,7 @@ static void on_pool_cas(redisAsyncContext *ac, void *reply, void *priv)
                     color_names[s->pcur[c->pool].active], s->pcur[c->pool].actor ? s->pcur[c->pool].actor : "?");
             do_publish(s);
         }
-        finish(c->done, c->ud, 200, NULL, NULL);
+        finish(c->done, c->ud, SY_OK, NULL, NULL);
     }
     sy_pool_flags_clear(&c->next);
     json_decref(c->before);
@@ -1554,7 +1554,7 @@ static void pool_cas(sy_flagstore_t *s, size_t j, const sy_pool_flags_t *next, c
     pool_ctx_t *c = calloc(1, sizeof(*c));
     if (c == NULL || sy_pool_flags_copy(&c->next, next) != 0) {
         free(c);
-        finish(done, ud, 500, "out of memory", NULL);
+        finish(done, ud, SY_ENOMEM, "out of memory", NULL);
         return;
     }
     c->s = s;
@@ -1574,7 +1574,7 @@ static void pool_cas(sy_flagstore_t *s, size_t j, const sy_pool_flags_t *next, c
                           "actor", next->actor ? next->actor : "", "reason", next->reason ? next->reason : "",
                           "updated_at", next->updated_at ? next->updated_at : "", "0", "0"};
     if (send_cmd(s, on_pool_cas, c, (int)SY_ARRAY_LEN(argv), argv, NULL) != 0) {
-        finish(done, ud, 503, "redis is unavailable", NULL);
+        finish(done, ud, SY_EUNAVAILABLE, "redis is unavailable", NULL);
         sy_pool_flags_clear(&c->next);
         free(c);
     }
@@ -1709,16 +1709,16 @@ void sy_flagstore_swap(sy_flagstore_t *s, const char *pool, int to, const char *
         if (strcmp(s->cfg->pools[i].name, pool) == 0)
             j = (long)i;
     if (j < 0) {
-        finish(done, ud, 404, "no such pool", NULL);
+        finish(done, ud, SY_ENOTFOUND, "no such pool", NULL);
         return;
     }
     if (!s->cfg->pools[j].colored) {
-        finish(done, ud, 400, "the pool has no colours (colors: {blue, green})", NULL);
+        finish(done, ud, SY_EINVAL, "the pool has no colours (colors: {blue, green})", NULL);
         return;
     }
     sy_pool_flags_t next;
     if (sy_pool_flags_copy(&next, &s->pcur[j]) != 0) {
-        finish(done, ud, 500, "out of memory", NULL);
+        finish(done, ud, SY_ENOMEM, "out of memory", NULL);
         return;
     }
     char now[32];
@@ -1736,12 +1736,12 @@ void sy_flagstore_swap(sy_flagstore_t *s, const char *pool, int to, const char *
         sy_pool_flags_clear(&s->pcur[j]);
         s->pcur[j] = next;
         do_publish(s);
-        finish(done, ud, 200, NULL, NULL);
+        finish(done, ud, SY_OK, NULL, NULL);
         return;
     }
     if (!s->cmd_up) {
         sy_pool_flags_clear(&next);
-        finish(done, ud, 503, "redis is unavailable: the swap is not made (every instance must agree)", NULL);
+        finish(done, ud, SY_EUNAVAILABLE, "redis is unavailable: the swap is not made (every instance must agree)", NULL);
         return;
     }
     char expect[24];
@@ -2017,7 +2017,7 @@ static void free_route_state(sy_flagstore_t *s, bool reload)
             c->gone = true;
             c->qnext = NULL;
             if (!(head && reload && !c->timer_on))
-                cas_end(c, 503, NULL, NULL);
+                cas_end(c, SY_EUNAVAILABLE, NULL, NULL);
             c = nx;
         }
     }

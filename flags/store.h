@@ -14,6 +14,7 @@
 
 #include "flags/flags.h"
 #include "proxy/config.h"
+#include "proxy/err.h"
 
 #include <ev.h>
 #include <jansson.h>
@@ -65,8 +66,9 @@ void sy_flagstore_status(const sy_flagstore_t *s, sy_flagstore_status_t *out);
 const sy_route_flags_t *sy_flagstore_flags(const sy_flagstore_t *s);
 const sy_config_t *sy_flagstore_config(const sy_flagstore_t *s);
 
-/* The result of a write: status is 200, or 400/404/409/503 with err (static). */
-typedef void (*sy_flags_done_fn)(void *ud, int status, const char *err, const sy_route_flags_t *result);
+/* The result of a write: SY_OK, or SY_EINVAL / SY_ENOTFOUND / SY_ECONFLICT /
+ * SY_EUNAVAILABLE / SY_ENOMEM with a reason for people (static). */
+typedef void (*sy_flags_done_fn)(void *ud, sy_err_t err, const char *reason, const sy_route_flags_t *result);
 /* Applies an operation to a route: through Redis (atomic compare-and-set, then
  * published) when configured, else locally. A rollback with Redis down applies
  * locally at once and is written when Redis returns. `done` is called exactly
@@ -89,7 +91,7 @@ void sy_flagstore_set_audit(sy_flagstore_t *s, struct sy_audit *audit);
 
 /* A blue-green swap of a coloured pool: to SY_BLUE, SY_GREEN, or -1 for the
  * other colour. Written to switchyard:pool:{name} (compare-and-set, published);
- * refused with 503 while Redis is away (instances must agree). The caller
+ * refused (SY_EUNAVAILABLE) while Redis is away (instances must agree). The caller
  * checks the target colour's health first. `done` gets result NULL. */
 void sy_flagstore_swap(sy_flagstore_t *s, const char *pool, int to, const char *actor, const char *reason,
                        sy_flags_done_fn done, void *ud);

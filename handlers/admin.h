@@ -2,13 +2,17 @@
  *
  * GET /status, GET /healthz, GET /readyz, POST /routes/{name}/percent,
  * POST /routes/{name}/test-users, POST /routes/{name}/rollback|resume|promote,
- * POST /pools/{name}/swap, GET /metrics, POST /alerts/alertmanager,
+ * POST /pools/{name}/swap, GET /routes/{name}/cohort?user=KEY, GET /metrics, POST /alerts/alertmanager,
  * GET /events?route=&kind=&since=&limit= and GET /windows?route=&since=&limit=
  * (read back from PostgreSQL, newest first; 503 while it is away).
  * Writes need `Authorization: Bearer TOKEN` (the token from admin.token_file,
  * compared in constant time); with no token configured, writes are refused.
  * Answers are JSON; bad input gets a 4xx JSON error saying what is wrong. One
- * request per connection (Connection: close), bodies up to 64 KiB. */
+ * request per connection (Connection: close), bodies up to 64 KiB.
+ * Files: admin.c (listener, connections, the endpoint registry table),
+ * api_routes.c (status, cohort, flag changes), api_record.c (events, windows),
+ * metrics.c (the table of metric families); admin_conn.h is their shared,
+ * handlers-only view of a connection. */
 #ifndef SY_ADMIN_H
 #define SY_ADMIN_H
 

@@ -3,7 +3,10 @@
  * Functions return 0 on success or a negative sy_err_t. SY_EAGAIN means "not now,
  * call again when the fd/buffer is ready"; SY_EDECLINED means "not mine / nothing to
  * do", which is not a failure. Async callbacks receive `const char *err`: NULL on
- * success, otherwise a static string that may be compared by pointer. */
+ * success, otherwise a static string that may be compared by pointer. Callbacks that
+ * answer a request carry a sy_err_t and a reason string for people (NULL or static,
+ * or valid only during the call where the header says so); only handlers/ turn the
+ * error into an HTTP status (sy_http_status_of). */
 #ifndef SY_ERR_H
 #define SY_ERR_H
 
@@ -16,6 +19,9 @@ typedef enum sy_err {
     SY_EIO = -5,
     SY_ELIMIT = -6,
     SY_ECLOSED = -7,
+    SY_ENOTFOUND = -8,    /* the named thing (route, pool) does not exist */
+    SY_ECONFLICT = -9,    /* a compare-and-set lost, or the state forbids it; try again */
+    SY_EUNAVAILABLE = -10, /* a dependency (Redis, PostgreSQL) is away or saturated */
 } sy_err_t;
 
 #define SY_MUST_USE __attribute__((warn_unused_result))

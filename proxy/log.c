@@ -27,6 +27,9 @@ const char *sy_err_str(int err)
     case SY_EIO: return "i/o error";
     case SY_ELIMIT: return "limit reached";
     case SY_ECLOSED: return "closed";
+    case SY_ENOTFOUND: return "not found";
+    case SY_ECONFLICT: return "conflict";
+    case SY_EUNAVAILABLE: return "unavailable";
     }
     return "unknown error";
 }
