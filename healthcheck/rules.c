@@ -208,6 +208,23 @@ double sy_rules_delta_pvalue(uint64_t e_new, uint64_t n_new, uint64_t e_old, uin
     return 0.5 * erfc(z / sqrt(2.0));
 }
 
+double sy_rules_exceed_pvalue(uint64_t x, uint64_t n, double q)
+{
+    if (n == 0 || q <= 0 || q >= 1)
+        return 1.0;
+    double p0 = 1 - q;
+    /* Normal approximation to the binomial, with continuity correction. */
+    double z = ((double)x - 0.5 - (double)n * p0) / sqrt((double)n * p0 * q);
+    return 0.5 * erfc(z / sqrt(2.0));
+}
+
+uint64_t sy_rules_quantile_min(double q)
+{
+    if (q >= 1)
+        return UINT64_MAX;
+    return (uint64_t)ceil(10.0 / (1.0 - q) - 1e-9);
+}
+
 const char *sy_level_name(sy_level_t l)
 {
     static const char *const names[] = {"ok", "insufficient", "warn", "trip"};
@@ -227,6 +244,33 @@ static void set(sy_verdict_t *out, sy_level_t level, const char *rule, const cha
     va_start(ap, fmt);
     vsnprintf(out->detail, sizeof(out->detail), fmt, ap);
     va_end(ap);
+}
+
+/* New's quantile over legacy's, judged with a test rather than one p99 against
+ * another: with legacy's quantile times the ratio as the limit, count how many
+ * of new's samples exceed it; trip only when that count is significantly above
+ * the share 1-q that new would have if it were within the ratio. */
+static void latency_ratio(const sy_trip_conf_t *c, const sy_hist_t *hn, const sy_hist_t *ho, sy_verdict_t *out,
+                          bool *pending)
+{
+    uint64_t need = sy_rules_quantile_min(c->ratio_q);
+    if (hn->total < need || ho->total < need) {
+        *pending = true;
+        return;
+    }
+    double vn = sy_hist_quantile_us(hn, c->ratio_q), vo = sy_hist_quantile_us(ho, c->ratio_q);
+    if (vo <= 0 || vn / vo <= c->max_latency_ratio)
+        return;
+    uint64_t limit = (uint64_t)(vo * c->max_latency_ratio);
+    uint64_t over = hn->total - sy_hist_count_le(hn, limit);
+    double p = sy_rules_exceed_pvalue(over, hn->total, c->ratio_q);
+    if (p < 1 - c->confidence)
+        set(out, SY_LEVEL_TRIP, "max_latency_ratio",
+            "new p%.0f %.1f ms is %.2fx legacy's %.1f ms > %.2fx (%llu of %llu over %.1f ms, p=%.4f)",
+            c->ratio_q * 100, vn / 1000, vn / vo, vo / 1000, c->max_latency_ratio, (unsigned long long)over,
+            (unsigned long long)hn->total, (double)limit / 1000, p);
+    else
+        out->would_trip_unsignificant = true;
 }
 
 void sy_rules_evaluate(const sy_trip_conf_t *c, const sy_side_t *legacy, const sy_side_t *fresh, sy_verdict_t *out)
@@ -267,12 +311,9 @@ void sy_rules_evaluate(const sy_trip_conf_t *c, const sy_side_t *legacy, const s
             set(out, SY_LEVEL_TRIP, "max_latency_ms", "new p%.0f %.1f ms > %.0f ms (legacy %.1f ms)",
                 c->latency_q * 100, v, c->max_latency_ms, sy_hist_quantile_us(ho, c->latency_q) / 1000.0);
     }
-    if (c->max_latency_ratio > 0 && both) {
-        double vn = sy_hist_quantile_us(hn, c->ratio_q), vo = sy_hist_quantile_us(ho, c->ratio_q);
-        if (vo > 0 && vn / vo > c->max_latency_ratio)
-            set(out, SY_LEVEL_TRIP, "max_latency_ratio", "new p%.0f %.1f ms is %.2fx legacy's %.1f ms > %.2fx",
-                c->ratio_q * 100, vn / 1000, vn / vo, vo / 1000, c->max_latency_ratio);
-    }
+    bool ratio_pending = false;
+    if (c->max_latency_ratio > 0 && both)
+        latency_ratio(c, hn, ho, out, &ratio_pending);
     if (c->warn_error_rate > 0 && rate_new > c->warn_error_rate)
         set(out, SY_LEVEL_WARN, "warn_error_rate", "error rate %s > %.2f%%", sides, c->warn_error_rate * 100);
     if (c->warn_latency_ms > 0) {
@@ -284,4 +325,9 @@ void sy_rules_evaluate(const sy_trip_conf_t *c, const sy_side_t *legacy, const s
     if (out->level == SY_LEVEL_OK && !both && (c->max_latency_ratio > 0 || c->max_error_rate_delta > 0))
         set(out, SY_LEVEL_INSUFFICIENT, "min_requests", "legacy has %llu of %lld requests: no comparison yet",
             (unsigned long long)legacy->requests, (long long)c->min_requests);
+    else if (out->level == SY_LEVEL_OK && ratio_pending)
+        set(out, SY_LEVEL_INSUFFICIENT, "max_latency_ratio",
+            "p%.0f needs %llu requests on each side (new %llu, legacy %llu): no latency comparison yet",
+            c->ratio_q * 100, (unsigned long long)sy_rules_quantile_min(c->ratio_q), (unsigned long long)hn->total,
+            (unsigned long long)ho->total);
 }

@@ -65,6 +65,12 @@ typedef struct sy_verdict {
 void sy_rules_evaluate(const sy_trip_conf_t *c, const sy_side_t *legacy, const sy_side_t *fresh, sy_verdict_t *out);
 /* One-sided p-value that new's error rate exceeds legacy's by more than delta. */
 double sy_rules_delta_pvalue(uint64_t e_new, uint64_t n_new, uint64_t e_old, uint64_t n_old, double delta);
+/* One-sided p-value that a side's q-quantile lies above a limit, given that x of
+ * its n samples exceed the limit (under the null at most a share 1-q would). */
+double sy_rules_exceed_pvalue(uint64_t x, uint64_t n, double q);
+/* Samples a side needs before its q-quantile is compared at all: ten above it
+ * (with fewer, a p99 is one or two outliers). */
+uint64_t sy_rules_quantile_min(double q);
 /* Whether an exchange counts as an error under c. */
 bool sy_rules_is_error(const sy_trip_conf_t *c, int status, sy_xerr_t err);
 const char *sy_level_name(sy_level_t l);

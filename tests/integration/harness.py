@@ -80,10 +80,24 @@ class Env:
         port = port or free_port()
         with open(self.path("redis-%d.log" % port), "w") as log:
             p = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-                                  "--appendonly", "no", "--notify-keyspace-events", notifications] + list(args),
+                                  "--appendonly", "no", "--notify-keyspace-events", notifications,
+                                  # never a dump.rdb from (or into) the current directory
+                                  "--dir", self.dir, "--dbfilename", "redis-%d.rdb" % port] + list(args),
                                  stdout=log, stderr=subprocess.STDOUT)
         self.procs.append(p)
         wait_port(port, proc=p)
+        # The port answering is not enough: another test process running at the
+        # same time may hold it. Only our own redis-server will do.
+        deadline = time.time() + 10 * SLOW
+        while True:
+            info = self.redis(port, "INFO", "server")
+            m = re.search(r"^process_id:(\d+)", info, re.M)
+            if m and int(m.group(1)) == p.pid:
+                break
+            if p.poll() is not None or time.time() > deadline:
+                raise RuntimeError("redis-server on %d is not ours (pid %s, ours %d): port taken by another test"
+                                   % (port, m.group(1) if m else "?", p.pid))
+            time.sleep(0.02)
         p.port = port
         return p
 

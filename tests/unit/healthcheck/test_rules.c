@@ -81,6 +81,18 @@ static sy_side_t *side(uint64_t n, uint64_t errors, uint64_t latency_us)
     return s;
 }
 
+static void test_exceed_pvalue(void **state)
+{
+    (void)state;
+    assert_int_equal(sy_rules_quantile_min(0.99), 1000);
+    assert_int_equal(sy_rules_quantile_min(0.95), 200);
+    assert_int_equal(sy_rules_quantile_min(0.5), 20);
+    /* At the expected share the test says nothing; far above it, it is sure. */
+    assert_true(sy_rules_exceed_pvalue(10, 1000, 0.99) > 0.4);
+    assert_true(sy_rules_exceed_pvalue(40, 1000, 0.99) < 1e-6);
+    assert_true(sy_rules_exceed_pvalue(0, 0, 0.99) == 1.0);
+}
+
 static void test_rules(void **state)
 {
     (void)state;
@@ -97,12 +109,31 @@ static void test_rules(void **state)
     sy_rules_evaluate(&c, old, warn, &v);
     assert_int_equal(v.level, SY_LEVEL_WARN);
     assert_string_equal(v.rule, "warn_error_rate");
-    sy_side_t *slow = side(200, 0, 30000), *slightly = side(200, 0, 22000);
+    /* A p99 ratio is not compared on 200 requests (its p99 is one or two
+     * outliers); with 1,000 a side it is, and a real slowdown trips. */
+    sy_side_t *slow = side(200, 0, 30000), *slightly = side(1200, 0, 22000);
     sy_rules_evaluate(&c, old, slow, &v);
+    assert_int_equal(v.level, SY_LEVEL_INSUFFICIENT);
+    assert_string_equal(v.rule, "max_latency_ratio");
+    sy_side_t *old_many = side(1200, 0, 20000), *slow_many = side(1200, 0, 30000);
+    sy_rules_evaluate(&c, old_many, slow_many, &v);
     assert_int_equal(v.level, SY_LEVEL_TRIP);
     assert_string_equal(v.rule, "max_latency_ratio");
-    sy_rules_evaluate(&c, old, slightly, &v);
+    sy_rules_evaluate(&c, old_many, slightly, &v);
     assert_int_equal(v.level, SY_LEVEL_OK);
+    /* A p99 over the ratio made by a handful of outliers (15 of 1,015, where 10
+     * are expected) is noise, not a regression. */
+    sy_side_t *outliers = side(1000, 0, 21000);
+    for (int i = 0; i < 15; i++) {
+        sy_hist_add(&outliers->total, 40000);
+        outliers->requests++;
+    }
+    sy_rules_evaluate(&c, old_many, outliers, &v);
+    assert_int_equal(v.level, SY_LEVEL_OK);
+    assert_true(v.would_trip_unsignificant);
+    free(old_many);
+    free(slow_many);
+    free(outliers);
     /* A ratio needs legacy data too. */
     sy_side_t *none = side(0, 0, 0);
     sy_rules_evaluate(&c, none, slow, &v);
@@ -169,6 +200,7 @@ int main(void)
         cmocka_unit_test(test_hist_accuracy),
         cmocka_unit_test(test_pvalue),
         cmocka_unit_test(test_rules),
+        cmocka_unit_test(test_exceed_pvalue),
         cmocka_unit_test(test_false_trips_over_200_windows),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
