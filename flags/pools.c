@@ -134,15 +134,23 @@ static void on_pool_cas(void *priv, redisReply *reply, const char *err)
     free(c);
 }
 
+static pool_ctx_t *pool_ctx_new(sy_flagstore_t *s, size_t j)
+{
+    pool_ctx_t *c = calloc(1, sizeof(*c));
+    if (c != NULL) {
+        c->s = s;
+        c->epoch = s->epoch;
+        c->pool = j;
+    }
+    return c;
+}
+
 /* Stamps a hand swap seen in Redis (raw: the version read, "0" if invalid). */
 static void pool_adopt(sy_flagstore_t *s, size_t j, const sy_pool_flags_t *seen, const char *raw_version)
 {
-    pool_ctx_t *c = calloc(1, sizeof(*c));
+    pool_ctx_t *c = pool_ctx_new(s, j);
     if (c == NULL)
         return;
-    c->s = s;
-    c->epoch = s->epoch;
-    c->pool = j;
     c->adopt = true;
     char now[32], ver[24], hkey[256], channel[128], msg[128];
     sy_flags_now(now);
@@ -173,15 +181,12 @@ static void pool_adopt(sy_flagstore_t *s, size_t j, const sy_pool_flags_t *seen,
 static void pool_cas(sy_flagstore_t *s, size_t j, const sy_pool_flags_t *next, const char *expect, bool seed,
                      sy_flags_done_fn done, void *ud)
 {
-    pool_ctx_t *c = calloc(1, sizeof(*c));
+    pool_ctx_t *c = pool_ctx_new(s, j);
     if (c == NULL || sy_pool_flags_copy(&c->next, next) != 0) {
         free(c);
         fs_finish(done, ud, 500, "out of memory", NULL);
         return;
     }
-    c->s = s;
-    c->epoch = s->epoch;
-    c->pool = j;
     c->seed = seed;
     c->done = done;
     c->ud = ud;

@@ -23,7 +23,8 @@ bool sy_pool_color_ready(const sy_pool_t *p, int color, char *why, size_t cap);
  * gate; logged), 503 while Redis is away (instances must agree), 409 when the
  * pool changed at the same time. Else written to switchyard:pool:{name}
  * (compare-and-set), recorded, published: 200. `done` gets result NULL and is
- * called exactly once, possibly before this returns. */
+ * called exactly once, possibly before this returns; its err is valid during
+ * the call only (the 409 names the endpoint). */
 void sy_pools_swap(sy_flagstore_t *s, const char *pool, const char *to, const char *actor, const char *reason,
                    sy_flags_done_fn done, void *ud);
 

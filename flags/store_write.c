@@ -263,6 +263,17 @@ static char **copy_list(const char *const *v, size_t n)
     return out;
 }
 
+/* A write that could not be queued: answered, and its route's marks cleared. */
+static void cas_refuse(sy_flagstore_t *s, size_t i, int mode, sy_flags_done_fn done, void *ud, int status,
+                       const char *err)
+{
+    if (mode & CAS_PENDING)
+        s->pending_queued[i] = false;
+    if (mode & CAS_ADOPT)
+        s->adopting[i] = false;
+    fs_finish(done, ud, status, err, NULL);
+}
+
 /* A write of route i: queued behind the one in flight (then recomputed on a
  * fresh read), or sent now with next and expect. For CAS_ADOPT, ud is the
  * flags before the hand edit (for the record) and done is NULL. */
@@ -270,21 +281,13 @@ void fs_cas_write(sy_flagstore_t *s, size_t i, const sy_route_flags_t *next, con
                       const char *expect, int attempts, int mode, sy_flags_done_fn done, void *ud)
 {
     if (s->wqlen[i] >= MAX_QUEUED_WRITES) {
-        if (mode & CAS_PENDING)
-            s->pending_queued[i] = false;
-        if (mode & CAS_ADOPT)
-            s->adopting[i] = false;
-        fs_finish(done, ud, 503, "too many writes waiting for this route; try again", NULL);
+        cas_refuse(s, i, mode, done, ud, 503, "too many writes waiting for this route; try again");
         return;
     }
     cas_ctx_t *c = calloc(1, sizeof(*c));
     if (c == NULL || sy_route_flags_copy(&c->next, next) != 0) {
         free(c);
-        if (mode & CAS_PENDING)
-            s->pending_queued[i] = false;
-        if (mode & CAS_ADOPT)
-            s->adopting[i] = false;
-        fs_finish(done, ud, 500, "out of memory", NULL);
+        cas_refuse(s, i, mode, done, ud, 500, "out of memory");
         return;
     }
     c->s = s;
@@ -313,11 +316,7 @@ void fs_cas_write(sy_flagstore_t *s, size_t i, const sy_route_flags_t *next, con
     c->req.add = (const char *const *)c->add;
     c->req.remove = (const char *const *)c->rem;
     if (c->add == NULL || c->rem == NULL) {
-        if (mode & CAS_PENDING)
-            s->pending_queued[i] = false;
-        if (mode & CAS_ADOPT)
-            s->adopting[i] = false;
-        fs_finish(done, ud, 500, "out of memory", NULL);
+        cas_refuse(s, i, mode, done, ud, 500, "out of memory");
         cas_free(c);
         return;
     }
