@@ -82,6 +82,7 @@ static int setup(void **state)
     fixture_t *f = calloc(1, sizeof(*f));
     sy_conf_t errs = {0};
     f->cfg = sy_config_load_string(&errs, "t.yaml", CFG, sections, 1);
+    sy_conf_close(&errs);
     if (f->cfg == NULL)
         return -1;
     f->loop = ev_loop_new(EVFLAG_AUTO);
