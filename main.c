@@ -94,9 +94,6 @@ typedef struct app {
     sy_audit_t *audit;
     sy_handoff_t *handoff;    /* serves a newer process the listening sockets */
     sy_route_state_t last_state[SY_MONITOR_MAX_ROUTES];
-    int *last_active;         /* per pool, to notice swaps */
-    size_t last_npools;
-    uint64_t close_idle_serial;
     const char *config_path;
     ev_timer flush;
     ev_tstamp flush_until;
@@ -106,7 +103,7 @@ typedef struct app {
 /* The flag store hands over new flags: build the routing state and publish a
  * snapshot to the workers. */
 static void publish_flags(void *ud, const sy_config_t *cfg, const sy_route_flags_t *flags,
-                          const sy_pool_flags_t *pools)
+                          const sy_pool_flags_t *pools, uint64_t close_idle_serial)
 {
     app_t *app = ud;
     /* A route leaving tripped/off starts its comparison afresh. */
@@ -124,34 +121,7 @@ static void publish_flags(void *ud, const sy_config_t *cfg, const sy_route_flags
         sy_error("flags: out of memory building a snapshot; the previous flags stay in force");
         return;
     }
-    /* A colour swap: the workers drop idle connections to the old colour. */
-    bool swapped = app->last_npools != cfg->npools;
-    int *active = calloc(cfg->npools + 1, sizeof(int));
-    for (size_t i = 0; active != NULL && i < cfg->npools; i++) {
-        active[i] = pools[i].active;
-        swapped |= !swapped && app->last_active != NULL && app->last_active[i] != active[i];
-    }
-    free(app->last_active);
-    app->last_active = active;
-    app->last_npools = cfg->npools;
-    if (swapped)
-        app->close_idle_serial++;
-    /* Endpoints of an inactive colour are retired: what still runs on them gets
-     * timeouts.drain from now. */
-    int64_t now_ms = (int64_t)(ev_now(app->loop) * 1000);
-    for (size_t i = 0; i < cfg->npools; i++) {
-        const sy_pool_t *p = &cfg->pools[i];
-        for (size_t e = 0; p->colored && e < p->nendpoints; e++) {
-            sy_endpoint_t *ep = &p->endpoints[e];
-            bool inactive = (e >= p->color_first[1]) != (pools[i].active == SY_GREEN);
-            int64_t cur = atomic_load(&ep->retired_ms);
-            if (inactive && cur == 0)
-                atomic_store(&ep->retired_ms, now_ms);
-            else if (!inactive && cur != 0)
-                atomic_store(&ep->retired_ms, 0);
-        }
-    }
-    snap->close_idle_serial = app->close_idle_serial;
+    snap->close_idle_serial = close_idle_serial; /* flags/pools.c retired the old colour */
     sy_server_publish(app->server, snap);
 }
 
@@ -370,8 +340,10 @@ static int cmd_run(const char *path, bool takeover, int ready_fd)
         return 1;
     }
     app.store = sy_flagstore_create(app.loop, cfg, publish_flags, &app);
-    if (app.store != NULL)
-        sy_flagstore_set_audit(app.store, app.audit);
+    if (app.store != NULL) {
+        sy_sink_t sink = sy_audit_sink(app.audit);
+        sy_flagstore_set_sink(app.store, &sink);
+    }
     app.admin = app.store ? sy_admin_create(app.loop, cfg, app.store, app.monitor) : NULL;
     if (app.admin != NULL)
         sy_admin_set_audit(app.admin, app.audit);
@@ -385,7 +357,6 @@ static int cmd_run(const char *path, bool takeover, int ready_fd)
         sy_server_destroy(app.server);
         sy_monitor_destroy(app.monitor);
         sy_audit_destroy(app.audit);
-        free(app.last_active);
         return 1;
     }
     if (sy_server_start(app.server) != 0) {
@@ -395,7 +366,6 @@ static int cmd_run(const char *path, bool takeover, int ready_fd)
         sy_server_destroy(app.server);
         sy_monitor_destroy(app.monitor);
         sy_audit_destroy(app.audit);
-        free(app.last_active);
         return 1;
     }
     sy_admin_set_ready(app.admin, true);
@@ -424,7 +394,6 @@ static int cmd_run(const char *path, bool takeover, int ready_fd)
     sy_admin_destroy(app.admin);
     sy_server_destroy(app.server);
     sy_monitor_destroy(app.monitor); /* after the workers: they wrote into it */
-    free(app.last_active);
     ev_loop_destroy(app.loop);
     sy_info("stopped");
     return 0;

@@ -545,6 +545,28 @@ void sy_audit_window(sy_audit_t *a, int64_t at_ms, const char *route, const char
     json_decref(o);
 }
 
+static void sink_event(void *ctx, const sy_event_t *ev)
+{
+    char id[37];
+    if (ev->id_text != NULL)
+        sy_audit_uuid(id, ev->id_text);
+    sy_audit_event_t ae = {.kind = ev->kind, .route = ev->route, .actor = ev->actor, .reason = ev->reason,
+                           .before = ev->before, .after = ev->after, .stats = ev->stats,
+                           .id = ev->id_text != NULL ? id : NULL};
+    sy_audit_record(ctx, &ae);
+}
+
+static void sink_window(void *ctx, const sy_window_row_t *w)
+{
+    sy_audit_window(ctx, w->at_ms, w->route, w->variant, w->requests, w->errors, w->p50_ms, w->p95_ms, w->p99_ms);
+}
+
+sy_sink_t sy_audit_sink(sy_audit_t *a)
+{
+    sy_sink_t k = {.event = sink_event, .window = sink_window, .ctx = a};
+    return k;
+}
+
 void sy_audit_sync(sy_audit_t *a, sy_journal_sync_fn cb, void *ud)
 {
     if (a == NULL)

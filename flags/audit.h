@@ -17,6 +17,7 @@
 #define SY_AUDIT_H
 
 #include "flags/journal.h"
+#include "flags/sink.h"
 #include "proxy/config.h"
 #include "proxy/err.h"
 
@@ -63,6 +64,10 @@ typedef struct sy_audit_event {
 /* Records one event (journal first, then PostgreSQL). Never fails silently:
  * an event that cannot be journaled is logged whole at error level. */
 void sy_audit_record(sy_audit_t *a, const sy_audit_event_t *ev);
+/* The record as a sink (flags/sink.h): events and window rows go to
+ * sy_audit_record / sy_audit_window. a may be NULL (records nothing); it must
+ * outlive every user of the sink. */
+sy_sink_t sy_audit_sink(sy_audit_t *a);
 /* Calls `cb` once everything recorded so far is on disk in the journal (at
  * once without a record). The admin API answers a change only then: a 200
  * means the change is in Redis and its event will reach PostgreSQL. */

@@ -89,6 +89,27 @@ static bool printable(const char *s, size_t max)
     return true;
 }
 
+/* A new salt reshuffles every user: refused while users are being moved
+ * unless the edit says force=1. */
+static int apply_salt(const char *route, const sy_route_flags_t *cur, sy_route_flags_t *out, const char *salt,
+                      const char *force, sy_flags_refuse_fn refuse, void *ud, int *refused)
+{
+    if (salt == NULL || (cur->salt != NULL && strcmp(salt, cur->salt) == 0))
+        return 0;
+    bool moving = out->state == SY_STATE_RAMPING && out->percent_bp > 0 && out->percent_bp < SY_BUCKETS;
+    bool forced = force != NULL && (strcmp(force, "1") == 0 || strcmp(force, "true") == 0);
+    const char *why = !printable(salt, 128) ? "salt must be 1..128 printable bytes"
+                      : moving && !forced
+                          ? "changing the salt while ramping reshuffles users; add force=1 to do it anyway"
+                          : NULL;
+    if (why == NULL)
+        return set_str(&out->salt, salt);
+    (*refused)++;
+    if (refuse != NULL)
+        refuse(ud, route, "salt", salt, why);
+    return 0;
+}
+
 int sy_flags_apply_hash(const char *route, const sy_route_flags_t *cur, const char *const *kv, size_t nkv,
                         sy_route_flags_t *out, sy_flags_refuse_fn refuse, void *ud)
 {
@@ -153,18 +174,8 @@ int sy_flags_apply_hash(const char *route, const sy_route_flags_t *cur, const ch
     }
     if (!have_version)
         out->version = 0;
-    if (salt != NULL && (cur->salt == NULL || strcmp(salt, cur->salt) != 0)) {
-        /* A new salt reshuffles every user: refused while users are being moved
-         * unless the edit says force=1. */
-        bool moving = out->state == SY_STATE_RAMPING && out->percent_bp > 0 && out->percent_bp < SY_BUCKETS;
-        bool forced = force != NULL && (strcmp(force, "1") == 0 || strcmp(force, "true") == 0);
-        if (!printable(salt, 128))
-            REFUSE("salt", salt, "salt must be 1..128 printable bytes");
-        else if (moving && !forced)
-            REFUSE("salt", salt, "changing the salt while ramping reshuffles users; add force=1 to do it anyway");
-        else if (set_str(&out->salt, salt) != 0)
-            goto nomem;
-    }
+    if (apply_salt(route, cur, out, salt, force, refuse, ud, &refused) != 0)
+        goto nomem;
     out->source = "redis";
     return refused;
 nomem:

@@ -417,6 +417,69 @@ static int batch_add(char **out, size_t *len, size_t *cap, const char *p, size_t
     return 0;
 }
 
+/* Reads the records of segment sg from st->read_next on into the batch (out,
+ * olen, cap; got records so far, the first one's number in first). Returns
+ * true when the batch is full or cannot go on. */
+static bool read_segment(sy_journal_t *j, stream_t *st, seg_t *sg, size_t max_records, size_t max_bytes, char **out,
+                         size_t *olen, size_t *cap, size_t *got, uint64_t *first)
+{
+    uint64_t off = 0, seq = sg->first;
+    if (st->cur_valid && st->cur_seg == sg->first && st->cur_seq <= st->read_next) {
+        off = st->cur_off;
+        seq = st->cur_seq;
+    }
+    char path[1100];
+    seg_path(j, st, sg->first, path, sizeof(path));
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        note_error(j, "cannot open a segment to read", strerror(errno));
+        return true;
+    }
+    size_t have = 0;      /* bytes in rbuf, starting at file offset off */
+    bool done = false, eof = false;
+    while (!done && seq < sg->first + sg->count) {
+        char *nl = have ? memchr(j->rbuf, '\n', have) : NULL;
+        if (nl == NULL) {
+            if (eof || have == j->rcap) {
+                note_error(j, "a segment has a line longer than the limit or ends early", path);
+                done = true;
+                break;
+            }
+            ssize_t n = pread(fd, j->rbuf + have, j->rcap - have, (off_t)(off + have));
+            if (n <= 0)
+                eof = true;
+            else
+                have += (size_t)n;
+            continue;
+        }
+        size_t ll = (size_t)(nl - j->rbuf);
+        if (seq >= st->read_next) {
+            if (*got > 0 && (*got >= max_records || *olen + ll > max_bytes)) {
+                done = true;
+                break;
+            }
+            if (*got == 0)
+                *first = seq;
+            if ((*got > 0 && batch_add(out, olen, cap, ",", 1) != 0) || batch_add(out, olen, cap, j->rbuf, ll) != 0) {
+                done = true;
+                break;
+            }
+            (*got)++;
+            st->read_next = seq + 1;
+        }
+        seq++;
+        off += ll + 1;
+        memmove(j->rbuf, nl + 1, have - ll - 1);
+        have -= ll + 1;
+    }
+    close(fd);
+    st->cur_valid = true;
+    st->cur_seg = sg->first;
+    st->cur_off = off;
+    st->cur_seq = seq;
+    return done;
+}
+
 /* Reads up to max_records (about max_bytes) from read_next on; returns the
  * number read (0: nothing there or an error, logged). */
 static size_t read_batch(sy_journal_t *j, stream_t *st, size_t max_records, size_t max_bytes, char **out,
@@ -433,61 +496,7 @@ static size_t read_batch(sy_journal_t *j, stream_t *st, size_t max_records, size
             continue;
         if (st->read_next < sg->first)
             st->read_next = sg->first;
-        uint64_t off = 0, seq = sg->first;
-        if (st->cur_valid && st->cur_seg == sg->first && st->cur_seq <= st->read_next) {
-            off = st->cur_off;
-            seq = st->cur_seq;
-        }
-        char path[1100];
-        seg_path(j, st, sg->first, path, sizeof(path));
-        int fd = open(path, O_RDONLY | O_CLOEXEC);
-        if (fd < 0) {
-            note_error(j, "cannot open a segment to read", strerror(errno));
-            break;
-        }
-        size_t have = 0;      /* bytes in rbuf, starting at file offset off */
-        bool done = false, eof = false;
-        while (!done && seq < sg->first + sg->count) {
-            char *nl = have ? memchr(j->rbuf, '\n', have) : NULL;
-            if (nl == NULL) {
-                if (eof || have == j->rcap) {
-                    note_error(j, "a segment has a line longer than the limit or ends early", path);
-                    done = true;
-                    break;
-                }
-                ssize_t n = pread(fd, j->rbuf + have, j->rcap - have, (off_t)(off + have));
-                if (n <= 0)
-                    eof = true;
-                else
-                    have += (size_t)n;
-                continue;
-            }
-            size_t ll = (size_t)(nl - j->rbuf);
-            if (seq >= st->read_next) {
-                if (got > 0 && (got >= max_records || *olen + ll > max_bytes)) {
-                    done = true;
-                    break;
-                }
-                if (got == 0)
-                    *first = seq;
-                if ((got > 0 && batch_add(out, olen, &cap, ",", 1) != 0) || batch_add(out, olen, &cap, j->rbuf, ll) != 0) {
-                    done = true;
-                    break;
-                }
-                got++;
-                st->read_next = seq + 1;
-            }
-            seq++;
-            off += ll + 1;
-            memmove(j->rbuf, nl + 1, have - ll - 1);
-            have -= ll + 1;
-        }
-        close(fd);
-        st->cur_valid = true;
-        st->cur_seg = sg->first;
-        st->cur_off = off;
-        st->cur_seq = seq;
-        if (done)
+        if (read_segment(j, st, sg, max_records, max_bytes, out, olen, &cap, &got, first))
             break;
     }
     (*out)[(*olen)++] = ']';
@@ -515,6 +524,63 @@ static bool has_work(sy_journal_t *j)
     return false;
 }
 
+/* Writes the queued records (list is freed), then one fdatasync per stream
+ * written to. Returns how many records were taken. Journal thread, unlocked. */
+static uint64_t append_all(sy_journal_t *j, qrec_t *list, uint64_t *fsyncs)
+{
+    bool touched[SY_JOURNAL_STREAMS] = {false, false};
+    uint64_t taken = 0;
+    while (list != NULL) {
+        qrec_t *r = list;
+        list = r->next;
+        if (write_record(j, r))
+            touched[r->stream] = true;
+        free(r);
+        taken++;
+    }
+    for (int s = 0; s < SY_JOURNAL_STREAMS; s++)
+        if (touched[s] && j->st[s].fd >= 0) {
+            if (fdatasync(j->st[s].fd) != 0)
+                note_error(j, "fdatasync", strerror(errno));
+            (*fsyncs)++;
+        }
+    return taken;
+}
+
+/* A batch for the writer when it wants one: true when one is ready to hand
+ * out. Called and returns with j->mu held (released while reading). */
+static bool prepare_batch(sy_journal_t *j, stream_t *st)
+{
+    if (!st->want || st->ready != NULL || st->read_next > st->durable)
+        return false;
+    size_t maxr = st->want_records, maxb = st->want_bytes;
+    pthread_mutex_unlock(&j->mu);
+    char *out;
+    size_t olen;
+    uint64_t first = 0;
+    size_t got = read_batch(j, st, maxr, maxb, &out, &olen, &first);
+    pthread_mutex_lock(&j->mu);
+    if (got > 0 && (!st->want || st->rewind_req)) {
+        /* rewound while it was read: what it holds is handed out again */
+        free(out);
+        return false;
+    }
+    if (got == 0) {
+        /* unreadable: wait for the next append or rewind rather than spin */
+        if (st->read_next <= st->durable)
+            st->want = false;
+        return false;
+    }
+    st->ready = out;
+    st->ready_len = olen;
+    st->ready_first = first;
+    st->ready_last = first + got - 1;
+    st->ready_cb = st->want_cb;
+    st->ready_ud = st->want_ud;
+    st->want = false;
+    return true;
+}
+
 static void *journal_main(void *arg)
 {
     sy_journal_t *j = arg;
@@ -537,23 +603,8 @@ static void *journal_main(void *arg)
         pthread_mutex_unlock(&j->mu);
 
         /* 1. appends, then one fdatasync per stream written to */
-        bool touched[SY_JOURNAL_STREAMS] = {false, false};
-        uint64_t taken = 0;
-        while (list != NULL) {
-            qrec_t *r = list;
-            list = r->next;
-            if (write_record(j, r))
-                touched[r->stream] = true;
-            free(r);
-            taken++;
-        }
         uint64_t fsyncs = 0;
-        for (int s = 0; s < SY_JOURNAL_STREAMS; s++)
-            if (touched[s] && j->st[s].fd >= 0) {
-                if (fdatasync(j->st[s].fd) != 0)
-                    note_error(j, "fdatasync", strerror(errno));
-                fsyncs++;
-            }
+        uint64_t taken = append_all(j, list, &fsyncs);
         /* 2. acknowledgements and rewinds */
         for (int s = 0; s < SY_JOURNAL_STREAMS; s++) {
             stream_t *st = &j->st[s];
@@ -575,34 +626,7 @@ static void *journal_main(void *arg)
             st->durable = st->next - 1;
             st->next_pub = st->next;
             st->acked_pub = st->acked > ack_req[s] ? st->acked : ack_req[s];
-            if (!st->want || st->ready != NULL || st->read_next > st->durable)
-                continue;
-            size_t maxr = st->want_records, maxb = st->want_bytes;
-            pthread_mutex_unlock(&j->mu);
-            char *out;
-            size_t olen;
-            uint64_t first = 0;
-            size_t got = read_batch(j, st, maxr, maxb, &out, &olen, &first);
-            pthread_mutex_lock(&j->mu);
-            if (got > 0 && (!st->want || st->rewind_req)) {
-                /* rewound while it was read: what it holds is handed out again */
-                free(out);
-                continue;
-            }
-            if (got == 0) {
-                /* unreadable: wait for the next append or rewind rather than spin */
-                if (st->read_next <= st->durable)
-                    st->want = false;
-                continue;
-            }
-            st->ready = out;
-            st->ready_len = olen;
-            st->ready_first = first;
-            st->ready_last = first + got - 1;
-            st->ready_cb = st->want_cb;
-            st->ready_ud = st->want_ud;
-            st->want = false;
-            notify = true;
+            notify |= prepare_batch(j, st);
         }
         if (closing && j->head == NULL) {
             pthread_mutex_unlock(&j->mu);

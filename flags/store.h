@@ -13,8 +13,9 @@
 #define SY_STORE_H
 
 #include "flags/flags.h"
+#include "flags/redis_conf.h"
+#include "flags/sink.h"
 #include "proxy/config.h"
-#include "proxy/err.h"
 
 #include <ev.h>
 #include <jansson.h>
@@ -22,28 +23,15 @@
 #include <stdint.h>
 
 typedef struct sy_flagstore sy_flagstore_t;
-struct sy_audit; /* flags/audit.h */
 
-typedef struct sy_redis_conf {
-    char *address;
-    sy_addr_t addr;
-    char *prefix;
-    uint64_t resync_interval;   /* ms */
-    uint64_t connect_timeout;   /* ms */
-    uint64_t command_timeout;   /* ms */
-    int64_t db;
-    bool set_notify;            /* may set notify-keyspace-events */
-    int64_t max_test_users;     /* a larger test-user set is refused (default 10000) */
-} sy_redis_conf_t;
-
-/* The `redis:` config section. */
-extern const sy_conf_section_t sy_redis_section;
 
 /* Called with the config and the full flag array (one per route, in the
  * config's order) after every accepted change, and once at creation. The array
- * is only valid during the call. */
+ * is only valid during the call. close_idle_serial grows with every change of
+ * a pool's active colour (flags/pools.h): the workers close their idle
+ * connections to the old colour when it changes. */
 typedef void (*sy_flags_publish_fn)(void *ud, const sy_config_t *cfg, const sy_route_flags_t *flags,
-                                    const sy_pool_flags_t *pools);
+                                    const sy_pool_flags_t *pools, uint64_t close_idle_serial);
 
 /* Starts from the config's flags (published at once) and, with a redis section,
  * connects. cfg is referenced until destroy or reload. */
@@ -66,6 +54,7 @@ void sy_flagstore_status(const sy_flagstore_t *s, sy_flagstore_status_t *out);
 const sy_route_flags_t *sy_flagstore_flags(const sy_flagstore_t *s);
 const sy_config_t *sy_flagstore_config(const sy_flagstore_t *s);
 
+/* The result of a write: status is 200, or 400/404/409/503 with err (static). */
 /* The result of a write: SY_OK, or SY_EINVAL / SY_ENOTFOUND / SY_ECONFLICT /
  * SY_EUNAVAILABLE / SY_ENOMEM with a reason for people (static). */
 typedef void (*sy_flags_done_fn)(void *ud, sy_err_t err, const char *reason, const sy_route_flags_t *result);
@@ -86,25 +75,14 @@ bool sy_flagstore_trip(sy_flagstore_t *s, const char *route, const char *reason,
 
 /* Every change from now on is recorded there too (flag changes made here, hand
  * edits seen in Redis with before and after, refused edits, trips, swaps).
- * audit may be NULL; it must outlive the store. */
-void sy_flagstore_set_audit(sy_flagstore_t *s, struct sy_audit *audit);
+ * The sink is copied; its ctx must outlive the store. NULL: no record. */
+void sy_flagstore_set_sink(sy_flagstore_t *s, const sy_sink_t *sink);
 
-/* A blue-green swap of a coloured pool: to SY_BLUE, SY_GREEN, or -1 for the
- * other colour. Written to switchyard:pool:{name} (compare-and-set, published);
- * refused (SY_EUNAVAILABLE) while Redis is away (instances must agree). The caller
- * checks the target colour's health first. `done` gets result NULL. */
-void sy_flagstore_swap(sy_flagstore_t *s, const char *pool, int to, const char *actor, const char *reason,
-                       sy_flags_done_fn done, void *ud);
 /* The refused values still in Redis of route i / pool j (config order): a new
  * JSON array of {field, value, why, since, in_force}. Each was logged, counted
  * and recorded once, when first seen. */
 json_t *sy_flagstore_route_refused(const sy_flagstore_t *s, size_t i);
 json_t *sy_flagstore_pool_refused(const sy_flagstore_t *s, size_t j);
-
-/* The health gate of a swap (admin, ctl and a hand edit in Redis): true when
- * every endpoint of `color` is up and passed health.rise probes in a row; else
- * false with the reason in why. */
-bool sy_pool_color_ready(const sy_pool_t *p, int color, char *why, size_t cap);
 
 /* The pools' flags in force, one per config pool. */
 const sy_pool_flags_t *sy_flagstore_pools(const sy_flagstore_t *s);

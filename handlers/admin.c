@@ -6,6 +6,8 @@
 #include "handlers/admin.h"
 #include "handlers/admin_conn.h"
 
+#include "flags/pools.h"
+
 #include "proxy/h1.h"
 #include "proxy/headers.h"
 #include "proxy/list.h"
@@ -341,46 +343,17 @@ static void swap_done(void *ud, sy_err_t err, const char *reason, const sy_route
     sy_admin_change_failed(c, err, reason);
 }
 
-/* POST /pools/{name}/swap {"to": "green", "reason": "..."}: the target colour must
- * have passed `rise` probes in a row on every endpoint. */
+/* POST /pools/{name}/swap {"to": "green", "reason": "..."}: the swap's owner
+ * (flags/pools.c) checks the pool, the colour and its health. */
 static void ep_swap(admin_conn_t *c, const char *pool, json_t *body)
 {
-    const sy_config_t *cfg = sy_flagstore_config(c->a->store);
-    const sy_pool_t *p = sy_config_pool(cfg, pool);
-    if (p == NULL) {
-        respond_error(c, 404, "no such pool");
-        return;
-    }
-    if (!p->colored) {
-        respond_error(c, 400, "the pool has no colours (colors: {blue, green})");
-        return;
-    }
     const char *to = body ? json_string_value(json_object_get(body, "to")) : NULL;
-    int target;
-    if (to == NULL)
-        target = !sy_flagstore_pools(c->a->store)[p - cfg->pools].active;
-    else if (strcmp(to, "blue") == 0)
-        target = SY_BLUE;
-    else if (strcmp(to, "green") == 0)
-        target = SY_GREEN;
-    else {
-        respond_error(c, 400, "\"to\" must be \"blue\" or \"green\"");
-        return;
-    }
-    char why[256], full[300];
-    if (!sy_pool_color_ready(p, target, why, sizeof(why))) {
-        snprintf(full, sizeof(full), "refused: %s", why);
-        sy_warn("swap of pool %s %s", pool, full);
-        respond_error(c, 409, full);
-        return;
-    }
     const char *reason = "";
     if (!reason_of(c, body, &reason))
         return;
-    sy_info("swap: pool %s to %s requested by %s", pool, target ? "green" : "blue", actor_of(c, body));
     c->refs++;
     c->waiting = true;
-    sy_flagstore_swap(c->a->store, pool, target, actor_of(c, body), reason, swap_done, c);
+    sy_pools_swap(c->a->store, pool, to, actor_of(c, body), reason, swap_done, c);
 }
 
 /* --- Alertmanager ----------------------------------------------------------------- */
