@@ -1,8 +1,6 @@
-/* switchyard: the wiring. It loads the config, creates the parts in order,
- * binds them to one another, runs the control loop, and tears down in one
- * ladder. The logic lives in the parts: the trip owner (healthcheck/trip.h),
- * the lifecycle (handlers/lifecycle.h: signals, reload, drain), the command
- * line (handlers/cli.h). */
+/* switchyard: the wiring only. Creates the parts, binds them, runs the control
+ * loop, tears down in one ladder. Trips: healthcheck/trip.h; signals, reload and
+ * drain: handlers/lifecycle.h; the command line: handlers/cli.h. */
 #include "flags/audit.h"
 #include "flags/store.h"
 #include "handlers/admin.h"
@@ -150,6 +148,8 @@ static int cmd_run(const char *path, bool takeover, int ready_fd)
     sy_trip_bind(app.trip, app.store, app.monitor);
     sy_lifecycle_parts_t parts = {app.server, app.store, app.monitor, app.health, app.admin, app.audit};
     sy_lifecycle_bind(app.life, &parts);
+    sy_config_release(cfg); /* the parts hold what they need */
+    cfg = NULL;
     if (sy_server_start(app.server) != 0) {
         sy_error("cannot start worker threads");
         goto out;
