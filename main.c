@@ -1,6 +1,5 @@
-/* switchyard: the wiring only. Creates the parts, binds them, runs the control
- * loop, tears down in one ladder. Trips: healthcheck/trip.h; signals, reload and
- * drain: handlers/lifecycle.h; the command line: handlers/cli.h. */
+/* switchyard: wiring only (parts, bindings, the loop, one teardown ladder). Trips: healthcheck/trip.h;
+ * signals, reload, drain: handlers/lifecycle.h; the command line: handlers/cli.h. */
 #include "flags/audit.h"
 #include "flags/store.h"
 #include "handlers/admin.h"
@@ -35,6 +34,8 @@ typedef struct app {
     sy_audit_t *audit;
     sy_trip_t *trip;
     sy_lifecycle_t *life;
+    sy_trip_marks_t marks;    /* the router reads the monitor's marks; both outlive the workers */
+    sy_router_t router;
     sy_route_state_t last_state[SY_MONITOR_MAX_ROUTES];
     int *last_active;         /* per pool, to notice swaps */
     size_t last_npools;
@@ -93,6 +94,35 @@ static void publish_flags(void *ud, const sy_config_t *cfg, const sy_route_flags
     sy_server_publish(app->server, snap);
 }
 
+/* The parts, in the order they need one another. False on error (logged). */
+static bool create_parts(app_t *app, sy_config_t *cfg)
+{
+    sy_routing_t *rt = sy_routing_from_config(cfg);
+    sy_snapshot_t *snap = rt ? sy_snapshot_create(cfg, rt, sy_routing_free) : NULL;
+    app->notify = sy_notify_create(app->loop, cfg); /* NULL without a notify section */
+    app->trip = snap ? sy_trip_create(app->audit, app->notify) : NULL;
+    if (app->trip == NULL) {
+        sy_error("out of memory");
+        sy_snapshot_release(snap);
+        return false;
+    }
+    sy_monitor_hooks_t hooks = {.trip = sy_trip_monitor_fire, .warn = sy_trip_monitor_warn, .ud = app->trip,
+                                .window = sy_feed_window, .window_ud = app->audit,
+                                .window_ms = sy_audit_window_ms(app->audit)};
+    app->monitor = sy_monitor_create(app->loop, cfg, (size_t)cfg->workers, &hooks);
+    /* The router reads the monitor's trip marks (consecutive errors) on every decision. */
+    app->marks = (sy_trip_marks_t){.tripped = sy_monitor_tripped, .ud = app->monitor};
+    app->router = sy_router_with_marks(&app->marks);
+    if (app->monitor != NULL)
+        app->server = sy_server_create(app->loop, snap, &app->router, sy_monitor_observer(app->monitor));
+    else
+        sy_snapshot_release(snap);
+    app->store = app->server ? sy_flagstore_create(app->loop, cfg, publish_flags, app) : NULL;
+    app->admin = app->store ? sy_admin_create(app->loop, cfg, app->store, app->monitor) : NULL;
+    app->health = app->admin ? sy_health_create(app->loop, cfg) : NULL;
+    return app->health != NULL;
+}
+
 static int cmd_run(const char *path, bool takeover, int ready_fd)
 {
     sy_config_t *cfg = sy_cli_load(path);
@@ -103,44 +133,16 @@ static int cmd_run(const char *path, bool takeover, int ready_fd)
     if (cfg->upgrade_socket != NULL)
         snprintf(upgrade_path, sizeof(upgrade_path), "%s", cfg->upgrade_socket);
     else
-        sy_handoff_default_path(cfg->nlisten > 0 ? cfg->listen[0].address : NULL, upgrade_path,
-                                sizeof(upgrade_path));
-    /* Before anything binds: the listeners of the running gateway become ours. */
-    int handoff_fd = takeover ? sy_handoff_take(upgrade_path, 10.0) : -1;
+        sy_handoff_default_path(cfg->nlisten > 0 ? cfg->listen[0].address : NULL, upgrade_path, sizeof(upgrade_path));
+    int handoff_fd = takeover ? sy_handoff_take(upgrade_path, 10.0) : -1; /* before anything binds */
     int rc = 1;
     app_t app = {.loop = ev_default_loop(EVFLAG_AUTO)};
-    sy_snapshot_t *snap = NULL;
-    /* Signals first: once a listener is open, a SIGHUP or SIGTERM sent by whoever
-     * saw the port must not kill the process (handled once the loop runs). The
-     * record next: a journal that cannot be opened stops the start. */
+    /* Signals first: once a listener is open, a SIGHUP or SIGTERM must not kill the
+     * process (handled once the loop runs). Then the record: no journal, no start. */
     if ((takeover && handoff_fd < 0) || (app.life = sy_lifecycle_create(app.loop, path)) == NULL ||
         sy_audit_create(app.loop, cfg, &app.audit) != 0)
         goto out;
-    sy_routing_t *rt = sy_routing_from_config(cfg);
-    snap = rt ? sy_snapshot_create(cfg, rt, sy_routing_free) : NULL;
-    app.notify = sy_notify_create(app.loop, cfg); /* NULL without a notify section */
-    app.trip = snap ? sy_trip_create(app.audit, app.notify) : NULL;
-    if (app.trip == NULL) {
-        sy_error("out of memory");
-        goto out;
-    }
-    size_t nworkers = (size_t)snap->config->workers;
-    sy_monitor_hooks_t hooks = {.trip = sy_trip_monitor_fire, .warn = sy_trip_monitor_warn, .ud = app.trip,
-                                .window = sy_feed_window, .window_ud = app.audit,
-                                .window_ms = sy_audit_window_ms(app.audit)};
-    app.monitor = sy_monitor_create(app.loop, cfg, nworkers, &hooks);
-    /* The router reads the monitor's trip marks (consecutive errors) on every
-     * decision; both live until the workers are gone. */
-    sy_trip_marks_t marks = {.tripped = sy_monitor_tripped, .ud = app.monitor};
-    sy_router_t router = sy_router_with_marks(&marks);
-    if (app.monitor != NULL) {
-        app.server = sy_server_create(app.loop, snap, &router, sy_monitor_observer(app.monitor));
-        snap = NULL; /* the server's now (or released by it) */
-    }
-    app.store = app.server ? sy_flagstore_create(app.loop, cfg, publish_flags, &app) : NULL;
-    app.admin = app.store ? sy_admin_create(app.loop, cfg, app.store, app.monitor) : NULL;
-    app.health = app.admin ? sy_health_create(app.loop, cfg) : NULL;
-    if (app.health == NULL)
+    if (!create_parts(&app, cfg))
         goto out;
     sy_flagstore_set_audit(app.store, app.audit);
     sy_admin_set_audit(app.admin, app.audit);
@@ -148,30 +150,28 @@ static int cmd_run(const char *path, bool takeover, int ready_fd)
     sy_trip_bind(app.trip, app.store, app.monitor);
     sy_lifecycle_parts_t parts = {app.server, app.store, app.monitor, app.health, app.admin, app.audit};
     sy_lifecycle_bind(app.life, &parts);
-    sy_config_release(cfg); /* the parts hold what they need */
-    cfg = NULL;
     if (sy_server_start(app.server) != 0) {
         sy_error("cannot start worker threads");
         goto out;
     }
     sy_admin_set_ready(app.admin, true);
-    /* (On the failure paths above, exit closes what the takeover received, and
-     * the old process, seeing the hand-off connection close, keeps serving.) */
+    /* (On failure above, exit closes what the takeover received: the old process keeps serving.) */
     sy_net_inherit_close_unused();
     if (handoff_fd >= 0)
         (void)sy_handoff_ready(handoff_fd, 10.0);
     sy_lifecycle_serve_handoff(app.life, upgrade_path);
-    sy_info("switchyard %s started: %zu workers, config %s", SY_VERSION, nworkers, path);
+    sy_info("switchyard %s started: %lld workers, config %s", SY_VERSION, (long long)cfg->workers, path);
     sy_lifecycle_record(app.life, "start", takeover ? "started (took over the listening sockets)" : "started");
+    sy_config_release(cfg); /* the parts hold what they need */
+    cfg = NULL;
     sy_handoff_notify_ready(ready_fd);
     ev_run(app.loop, 0);
     rc = 0;
 out:
-    /* One ladder, every part NULL-safe. The store answers writes still in
-     * flight before the admin side goes; the last period's numbers go to the
-     * record, which journals what is queued and fails reads still waiting
-     * (their admin connections still exist); the monitor goes after the
-     * workers, which wrote into it. */
+    /* One ladder, NULL-safe. The store answers writes in flight before the admin
+     * goes; the last numbers go to the record, which journals what is queued and
+     * fails reads still waiting (their admin connections still exist); the
+     * monitor goes after the workers, which wrote into it. */
     sy_lifecycle_destroy(app.life);
     sy_notify_destroy(app.notify);
     sy_health_destroy(app.health);
@@ -182,7 +182,6 @@ out:
     sy_server_destroy(app.server);
     sy_monitor_destroy(app.monitor);
     sy_trip_destroy(app.trip);
-    sy_snapshot_release(snap);
     free(app.last_active);
     sy_config_release(cfg);
     if (rc == 0) {
