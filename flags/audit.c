@@ -118,6 +118,7 @@ const sy_conf_section_t sy_postgres_section = {
     .required = false,
     .parse = pg_conf_parse,
     .destroy = pg_conf_destroy,
+    .reload = SY_RELOAD_RESTART, /* the record is opened once, at start */
 };
 
 /* --- the schema ----------------------------------------------------------------- */

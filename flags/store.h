@@ -68,10 +68,10 @@ void sy_flagstore_request(sy_flagstore_t *s, const char *route, const sy_flag_re
 /* A trip: the route is rolled back here at once (published before this
  * returns), then the same change is written to Redis with actor=switchyard and
  * the reason; if Redis is down the local trip stands and the write is retried
- * after reconnect. The record gets a `trip` event with the flags before and
- * after and `stats` (borrowed; the numbers that tripped it). Does nothing and
- * returns false for a route already tripped or off. */
-bool sy_flagstore_trip(sy_flagstore_t *s, const char *route, const char *reason, json_t *stats);
+ * after reconnect. Nothing is recorded here: the trip owner
+ * (healthcheck/trip.h) records the event with its evidence. Does nothing and
+ * returns false for a route already tripped or off, or unknown. */
+bool sy_flagstore_trip(sy_flagstore_t *s, const char *route, const char *reason);
 
 /* Every change from now on is recorded there too (flag changes made here, hand
  * edits seen in Redis with before and after, refused edits, trips, swaps).

@@ -475,7 +475,7 @@ void sy_flagstore_request(sy_flagstore_t *s, const char *route, const sy_flag_re
     sy_route_flags_clear(&next);
 }
 
-bool sy_flagstore_trip(sy_flagstore_t *s, const char *route, const char *reason, json_t *stats)
+bool sy_flagstore_trip(sy_flagstore_t *s, const char *route, const char *reason)
 {
     long i = fs_route_index(s, route, strlen(route));
     if (i < 0 || s->cur[i].state == SY_STATE_TRIPPED || s->cur[i].state == SY_STATE_OFF)
@@ -489,7 +489,6 @@ bool sy_flagstore_trip(sy_flagstore_t *s, const char *route, const char *reason,
         sy_error("trip of route %s could not be applied: %s", route, err ? err : "out of memory");
         return false;
     }
-    fs_record_route(s, "trip", (size_t)i, "switchyard", reason, &s->cur[i], &next, stats);
     sy_route_flags_clear(&s->cur[i]);
     s->cur[i] = next;
     s->cur[i].source = s->rc ? "local (redis write pending)" : "config";

@@ -7,6 +7,7 @@
 #include "handlers/admin_conn.h"
 
 #include "flags/pools.h"
+#include "handlers/alertmanager.h"
 
 #include "proxy/h1.h"
 #include "proxy/headers.h"
@@ -303,16 +304,6 @@ bool sy_admin_query_param(const admin_conn_t *c, const char *name, char *out, si
 
 /* --- the endpoints ---------------------------------------------------------------- */
 
-json_t *sy_admin_side_json(const sy_side_t *sd, double seconds)
-{
-    double rate = sd->requests ? (double)sd->errors / (double)sd->requests : 0;
-    return json_pack("{s:I, s:I, s:f, s:f, s:f, s:f, s:f}", "requests", (json_int_t)sd->requests, "errors",
-                     (json_int_t)sd->errors, "error_rate", rate, "rps", seconds > 0 ? sd->requests / seconds : 0.0,
-                     "p50_ms", sy_hist_quantile_us(&sd->total, 0.50) / 1000.0, "p95_ms",
-                     sy_hist_quantile_us(&sd->total, 0.95) / 1000.0, "p99_ms",
-                     sy_hist_quantile_us(&sd->total, 0.99) / 1000.0);
-}
-
 /* The probes: liveness and readiness. */
 static void ep_healthz(admin_conn_t *c, const char *route, json_t *body)
 {
@@ -361,51 +352,17 @@ static void ep_swap(admin_conn_t *c, const char *pool, json_t *body)
 static void ep_alertmanager(admin_conn_t *c, const char *route, json_t *body)
 {
     (void)route;
-    json_t *alerts = body ? json_object_get(body, "alerts") : NULL;
-    const char *version = body ? json_string_value(json_object_get(body, "version")) : NULL;
-    if (!json_is_array(alerts) || version == NULL || strcmp(version, "4") != 0) {
-        sy_warn("alertmanager: refused a payload that is not version 4 with an alerts list");
-        respond_error(c, 400, "expected an Alertmanager webhook payload: {\"version\": \"4\", \"alerts\": [...]}");
-        return;
-    }
+    json_t *answer = NULL;
     const sy_routes_t *rs = sy_config_ext(sy_flagstore_config(c->a->store), "routes");
-    json_t *tripped = json_array(), *unknown = json_array();
-    size_t resolved = 0, k;
-    json_t *a;
-    json_array_foreach(alerts, k, a) {
-        const char *status = json_string_value(json_object_get(a, "status"));
-        json_t *labels = json_object_get(a, "labels");
-        const char *rname = json_string_value(json_object_get(labels, c->a->alert_label));
-        const char *alertname = json_string_value(json_object_get(labels, "alertname"));
-        if (status != NULL && strcmp(status, "resolved") == 0) {
-            resolved++; /* resolving changes nothing: resume is a person's call */
-            continue;
-        }
-        if (status == NULL || strcmp(status, "firing") != 0 || rname == NULL)
-            continue;
-        if (sy_route_find(rs, rname) == NULL) {
-            json_array_append_new(unknown, json_string(rname));
-            continue;
-        }
-        char reason[256];
-        snprintf(reason, sizeof(reason), "alert:%s", alertname ? alertname : "unnamed");
-        sy_warn("alertmanager: firing alert %s trips route %s", alertname ? alertname : "unnamed", rname);
-        /* The alert is the evidence: its labels and annotations go to the record. */
-        json_t *stats = json_pack("{s:s, s:O*, s:O*, s:O*}", "rule", "alertmanager", "labels", labels, "annotations",
-                                  json_object_get(a, "annotations"), "startsAt", json_object_get(a, "startsAt"));
-        sy_flagstore_trip(c->a->store, rname, reason, stats);
-        json_decref(stats);
-        json_array_append_new(tripped, json_string(rname));
-    }
-    if (json_array_size(unknown) > 0) {
-        sy_warn("alertmanager: alerts name unknown routes (label '%s')", c->a->alert_label);
-        json_decref(tripped);
-        respond_json(c, 404, json_pack("{s:s, s:s, s:o}", "error", "Not Found", "reason",
-                                       "alerts name routes this gateway does not have", "unknown_routes", unknown));
+    int status = sy_alertmanager_handle(c->a->trip, rs, c->a->alert_label, body, &answer);
+    if (status != 200) {
+        respond_json(c, status, answer);
         return;
     }
-    json_decref(unknown);
-    respond_json(c, 200, json_pack("{s:o, s:I}", "tripped", tripped, "resolved_ignored", (json_int_t)resolved));
+    /* Like every change: answered once the trips' events are in the journal. */
+    c->refs++;
+    c->waiting = true;
+    sy_admin_answer_after_record(c, answer);
 }
 
 /* The registry: every admin endpoint, in one table. A pattern is an exact path,
@@ -731,6 +688,11 @@ void sy_admin_reload(sy_admin_t *a, const sy_config_t *cfg)
 void sy_admin_set_audit(sy_admin_t *a, sy_audit_t *audit)
 {
     a->audit = audit;
+}
+
+void sy_admin_set_trip(sy_admin_t *a, sy_trip_t *trip)
+{
+    a->trip = trip;
 }
 
 void sy_admin_set_ready(sy_admin_t *a, bool ready)

@@ -19,6 +19,7 @@
 #include "flags/audit.h"
 #include "flags/store.h"
 #include "healthcheck/monitor.h"
+#include "healthcheck/trip.h"
 #include "proxy/config.h"
 
 #include <ev.h>
@@ -42,9 +43,8 @@ sy_admin_t *sy_admin_create(struct ev_loop *loop, const sy_config_t *cfg, sy_fla
 void sy_admin_reload(sy_admin_t *a, const sy_config_t *cfg);
 /* The record, for GET /events and GET /windows and the status (NULL: none). */
 void sy_admin_set_audit(sy_admin_t *a, sy_audit_t *audit);
-/* One side's numbers over `seconds` as JSON (requests, errors, error_rate, rps,
- * p50/p95/p99 in ms): for /status and for the record of a trip or warning. */
-json_t *sy_admin_side_json(const sy_side_t *sd, double seconds);
+/* The trip owner, for POST /alerts/alertmanager (must outlive the admin). */
+void sy_admin_set_trip(sy_admin_t *a, sy_trip_t *trip);
 /* Marks the gateway ready (workers running) or draining. */
 void sy_admin_set_ready(sy_admin_t *a, bool ready);
 /* Stops accepting and closes the admin listener (after a hand-off to a new

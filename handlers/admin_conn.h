@@ -45,6 +45,7 @@ struct sy_admin {
     sy_flagstore_t *store;
     sy_monitor_t *monitor;
     sy_audit_t *audit;
+    sy_trip_t *trip; /* the trip owner, for the Alertmanager webhook */
     int fd;
     ev_io accept_io;
     sy_bufpool_t bufs;

@@ -2,6 +2,7 @@
  * flag changes POST /routes/{name}/percent|test-users|rollback|resume|promote
  * (through the flag store, answered once their event is in the journal). */
 #include "handlers/admin_conn.h"
+#include "healthcheck/trip.h"
 
 #include "proxy/headers.h"
 #include "proxy/log.h"
@@ -50,7 +51,8 @@ static json_t *window_json(const sy_monitor_t *m, const char *route)
             continue;
         return json_pack("{s:f, s:s, s:s?, s:s, s:o, s:o, s:I, s:I}", "seconds", v->window_s, "verdict",
                          sy_level_name(v->verdict.level), "rule", v->verdict.rule, "detail", v->verdict.detail,
-                         "legacy", sy_admin_side_json(&v->window[0], v->window_s), "new", sy_admin_side_json(&v->window[1], v->window_s),
+                         "legacy", sy_trip_side_json(&v->window[0], v->window_s), "new",
+                         sy_trip_side_json(&v->window[1], v->window_s),
                          "trips", (json_int_t)v->trips, "warnings", (json_int_t)v->warnings);
     }
     return json_null();

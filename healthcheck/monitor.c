@@ -208,8 +208,7 @@ static void do_trip(sy_monitor_t *m, route_state_t *rs, const char *rule, const 
 {
     if (rs->tripped)
         return;
-    rs->tripped = true;
-    rs->view.trips++;
+    rs->tripped = true; /* the trip owner counts the trip once the route flips */
     sy_warn("trip: route %s, rule %s: %s", rs->name, rule, detail);
     m->hooks.trip(m->hooks.ud, rs->name, rule, detail);
 }
@@ -269,12 +268,14 @@ static void emit_period(sy_monitor_t *m, route_state_t *rs)
 {
     if (rs->period[0].requests + rs->period[1].requests > 0)
         for (int v = 0; v < 2; v++)
-            m->hooks.window(m->hooks.ud, rs->period_start, rs->name, v, &rs->period[v]);
+            m->hooks.window(m->hooks.window_ud, rs->period_start, rs->name, v, &rs->period[v]);
     memset(rs->period, 0, 2 * sizeof(sy_side_t));
 }
 
 void sy_monitor_flush_windows(sy_monitor_t *m)
 {
+    if (m == NULL)
+        return;
     for (size_t r = 0; r < m->nroutes; r++)
         if (m->routes[r].period != NULL && m->routes[r].period_start != 0)
             emit_period(m, &m->routes[r]);
@@ -508,6 +509,13 @@ void sy_monitor_reset_route(sy_monitor_t *m, const char *route)
         atomic_store(&m->alarm[r], 0);
         atomic_store(&m->mark[r], 0);
     }
+}
+
+void sy_monitor_count_trip(sy_monitor_t *m, const char *route)
+{
+    for (size_t r = 0; r < m->nroutes; r++)
+        if (strcmp(m->routes[r].name, route) == 0)
+            m->routes[r].view.trips++;
 }
 
 const sy_route_view_t *sy_monitor_route(const sy_monitor_t *m, size_t i)

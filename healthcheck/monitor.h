@@ -33,7 +33,8 @@ typedef struct sy_monitor_hooks {
     sy_trip_fn warn;       /* may be NULL */
     sy_window_fn window;   /* may be NULL */
     uint64_t window_ms;    /* the period of `window` calls; 0: none */
-    void *ud;
+    void *ud;              /* of trip and warn */
+    void *window_ud;       /* of window */
 } sy_monitor_hooks_t;
 
 sy_monitor_t *sy_monitor_create(struct ev_loop *control, const sy_config_t *cfg, size_t nworkers,
@@ -63,6 +64,9 @@ typedef struct sy_route_view {
     uint64_t fallbacks;      /* requests bound for new served by legacy after a connect failure */
 } sy_route_view_t;
 
+/* One trip of `route`, whatever fired it (the trip owner calls this): the
+ * `trips` counter of its view goes up. Control thread. */
+void sy_monitor_count_trip(sy_monitor_t *m, const char *route);
 /* Route i of the current config; NULL past the end. Control thread. */
 const sy_route_view_t *sy_monitor_route(const sy_monitor_t *m, size_t i);
 size_t sy_monitor_nroutes(const sy_monitor_t *m);

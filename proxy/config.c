@@ -301,12 +301,63 @@ static const struct {
     const char *key;
     int (*parse)(sy_conf_t *c, yaml_node_t *v, sy_config_t *cfg);
     bool required;
+    sy_reload_t reload;
 } proxy_sections[] = {
-    {"workers", parse_workers, false},   {"listen", parse_listen, true},
-    {"timeouts", parse_timeouts, false}, {"limits", parse_limits, false},
-    {"access_log", parse_access_log, false}, {"pools", parse_pools, true},
-    {"upgrade_socket", parse_upgrade_socket, false},
+    {"workers", parse_workers, false, SY_RELOAD_RESTART},
+    {"listen", parse_listen, true, SY_RELOAD_RESTART},
+    {"timeouts", parse_timeouts, false, SY_RELOAD_LIVE},
+    {"limits", parse_limits, false, SY_RELOAD_LIVE},
+    {"access_log", parse_access_log, false, SY_RELOAD_LIVE},
+    {"pools", parse_pools, true, SY_RELOAD_LIVE},
+    {"upgrade_socket", parse_upgrade_socket, false, SY_RELOAD_LIVE},
 };
+_Static_assert(SY_ARRAY_LEN(proxy_sections) <= SY_CONF_PROXY_KEYS, "raise SY_CONF_PROXY_KEYS");
+
+/* FNV-1a over a node's structure and scalars: equal text, equal print. */
+static uint64_t print_node(sy_conf_t *c, yaml_node_t *n, uint64_t h, int depth)
+{
+    const uint64_t prime = 0x100000001b3ULL;
+    h = (h ^ (uint64_t)(n != NULL ? n->type : 0) ^ 0x80) * prime;
+    if (n == NULL || depth > 64)
+        return h;
+    if (n->type == YAML_SCALAR_NODE) {
+        for (size_t i = 0; i < n->data.scalar.length; i++)
+            h = (h ^ n->data.scalar.value[i]) * prime;
+    } else if (n->type == YAML_SEQUENCE_NODE) {
+        for (yaml_node_item_t *it = n->data.sequence.items.start; it < n->data.sequence.items.top; it++)
+            h = print_node(c, sy_conf_node(c, *it), h, depth + 1);
+    } else if (n->type == YAML_MAPPING_NODE) {
+        for (yaml_node_pair_t *p = n->data.mapping.pairs.start; p < n->data.mapping.pairs.top; p++) {
+            h = print_node(c, sy_conf_node(c, p->key), h, depth + 1);
+            h = print_node(c, sy_conf_node(c, p->value), h, depth + 1);
+        }
+    }
+    return h;
+}
+
+static uint64_t print_key(sy_conf_t *c, yaml_node_t *root, const char *key)
+{
+    yaml_node_t *k, *v;
+    for (size_t it = 0; sy_conf_map_next(c, root, &it, &k, &v);)
+        if (sy_conf_key_is(k, key))
+            return print_node(c, v, 0xcbf29ce484222325ULL, 0) | 1;
+    return 0;
+}
+
+size_t sy_config_restart_keys(const sy_config_t *old, const sy_config_t *cfg, const char **keys, size_t cap)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < SY_ARRAY_LEN(proxy_sections); i++)
+        if (proxy_sections[i].reload == SY_RELOAD_RESTART && old->_print[i] != cfg->_print[i] && n++ < cap)
+            keys[n - 1] = proxy_sections[i].key;
+    for (size_t i = 0; i < cfg->next && i < old->next; i++) {
+        const sy_conf_section_t *sec = cfg->ext_sections[i];
+        if (sec->reload == SY_RELOAD_RESTART && old->_print[SY_CONF_PROXY_KEYS + i] != cfg->_print[SY_CONF_PROXY_KEYS + i] &&
+            n++ < cap)
+            keys[n - 1] = sec->key;
+    }
+    return n;
+}
 
 static sy_config_t *load(sy_conf_t *c, const char *path, const sy_conf_section_t *const *sections,
                          size_t nsections)
@@ -351,6 +402,7 @@ static sy_config_t *load(sy_conf_t *c, const char *path, const sy_conf_section_t
     }
 
     for (size_t i = 0; i < SY_ARRAY_LEN(proxy_sections); i++) {
+        cfg->_print[i] = print_key(c, root, proxy_sections[i].key);
         bool found = false;
         for (size_t it = 0; sy_conf_map_next(c, root, &it, &k, &v);) {
             if (!sy_conf_key_is(k, proxy_sections[i].key) || found)
@@ -376,6 +428,7 @@ static sy_config_t *load(sy_conf_t *c, const char *path, const sy_conf_section_t
     for (size_t i = 0; i < nsections && i < SY_CONF_EXT_MAX; i++) {
         cfg->ext_sections[i] = sections[i];
         cfg->next = i + 1;
+        cfg->_print[SY_CONF_PROXY_KEYS + i] = print_key(c, root, sections[i]->key);
         bool found = false;
         for (size_t it = 0; sy_conf_map_next(c, root, &it, &k, &v);) {
             if (!sy_conf_key_is(k, sections[i]->key) || found)

@@ -64,6 +64,10 @@ typedef struct sy_limits {
 
 struct sy_config;
 
+/* The reload column of the config table: whether a change of a top-level key
+ * takes effect on SIGHUP or only after a restart. */
+typedef enum sy_reload { SY_RELOAD_LIVE = 0, SY_RELOAD_RESTART } sy_reload_t;
+
 /* A top-level section owned by another module. parse() gets the section's node
  * and the config as loaded so far (proxy sections first, then the registered ones
  * in order); it stores its result in *out and records errors in c. */
@@ -72,7 +76,10 @@ typedef struct sy_conf_section {
     bool required;
     int (*parse)(sy_conf_t *c, yaml_node_t *node, const struct sy_config *cfg, void **out);
     void (*destroy)(void *data);
+    sy_reload_t reload;
 } sy_conf_section_t;
+
+#define SY_CONF_PROXY_KEYS 8
 
 typedef struct sy_config {
     atomic_long refs;
@@ -90,6 +97,9 @@ typedef struct sy_config {
     void *ext[SY_CONF_EXT_MAX];
     const sy_conf_section_t *ext_sections[SY_CONF_EXT_MAX];
     size_t next;
+    /* Fingerprints of each top-level key's YAML (0: absent), proxy keys then
+     * registered sections: what sy_config_restart_keys compares. */
+    uint64_t _print[SY_CONF_PROXY_KEYS + SY_CONF_EXT_MAX];
 } sy_config_t;
 
 /* Loads and validates path. Returns the config (refs = 1), or NULL with every
@@ -107,5 +117,9 @@ void sy_config_release(sy_config_t *cfg);
 const sy_pool_t *sy_config_pool(const sy_config_t *cfg, const char *name);
 /* The data a registered section stored, by its key; NULL if absent. */
 void *sy_config_ext(const sy_config_t *cfg, const char *key);
+/* The top-level keys marked SY_RELOAD_RESTART whose text differs between old
+ * and cfg (same sections registered): up to cap of them into keys (static
+ * strings). Returns how many differ. */
+size_t sy_config_restart_keys(const sy_config_t *old, const sy_config_t *cfg, const char **keys, size_t cap);
 
 #endif

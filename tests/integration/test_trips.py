@@ -367,6 +367,44 @@ class Trips(unittest.TestCase):
         finally:
             srv.shutdown()
 
+    def test_alertmanager_trip_is_notified_and_counted(self):
+        # One owner for every trip: an alert's trip is notified and counted like a
+        # comparator's, once, however often the alert fires.
+        import http.server
+        got = []
+
+        class Hook(http.server.BaseHTTPRequestHandler):
+            def do_POST(self):
+                got.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+                self.send_response(200)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *a):
+                pass
+
+        hook_port = free_port()
+        srv = http.server.HTTPServer(("127.0.0.1", hook_port), Hook)
+        threading.Thread(target=srv.serve_forever, daemon=True).start()
+        try:
+            self.start(extra_top="notify: {webhook_url: \"http://127.0.0.1:%d/hooks/switchyard\", timeout: 1s, "
+                                 "retries: 3}\n" % hook_port)
+            firing = {"version": "4", "status": "firing",
+                      "alerts": [{"status": "firing", "labels": {"alertname": "Err\"ors", "route": "nav"},
+                                  "annotations": {}, "startsAt": "2026-11-21T10:00:00Z"}]}
+            for _ in range(2):
+                s, b = self.alert(firing)
+                self.assertEqual(s, 200)
+            deadline = time.time() + 6 * SLOW
+            while time.time() < deadline and len(got) < 1:
+                time.sleep(0.05)
+            self.assertEqual([(g["event"], g["route"], g["rule"], g["reason"]) for g in got],
+                             [("trip", "nav", "alertmanager", "alert:Err\"ors")])
+            s, h, b = curl("http://127.0.0.1:%d/metrics" % self.admin)
+            self.assertIn('switchyard_trips_total{route="nav"} 1\n', b.decode())
+        finally:
+            srv.shutdown()
+
     def test_resume_starts_afresh(self):
         self.start(new_args=["--error-rate", "1"], percent=0, trip="consecutive_errors: 5, min_requests: 5")
         c = Client(self.port)

@@ -91,6 +91,28 @@ class ZeroDowntime(GatewayTest):
         self.assertRegex(log, r"reload refused, still running on the previous config: .*gw\.yaml:\d+:\d+: "
                               r"20000 is out of range")
 
+    def test_sighup_warns_of_restart_only_keys(self):
+        # The config table's reload column: a change of workers is applied only
+        # at the next start (warned), a change of a route at once (not warned).
+        gw = self.gateway(percent=0)
+        self.env.allowed.append(r"reload: a change of workers takes effect only after a restart")
+        with open(gw.config_path) as f:
+            text = f.read()
+        with open(gw.config_path, "w") as f:
+            f.write(text.replace("workers: 2", "workers: 3").replace("percent_bp: 0", "percent_bp: 10000"))
+        gw.send_signal(signal.SIGHUP)
+        deadline = time.monotonic() + 10 * SLOW
+        log = ""
+        while time.monotonic() < deadline and "reload: new requests use the new config" not in log:
+            time.sleep(0.05)
+            with open(gw.log_path) as f:
+                log = f.read()
+        self.assertIn("reload: a change of workers takes effect only after a restart", log)
+        self.assertNotIn("a change of listen", log)
+        self.assertNotIn("a change of routes", log)
+        s, h, b = curl(self.url + "/x", "-H", "X-User-Id: anyone")
+        self.assertEqual(h["x-switchyard-variant"], "new")
+
     def test_binary_upgrade_under_load(self):
         old = self.gateway(percent=5000)
         load = Load(self.port, threads=6)

@@ -144,6 +144,40 @@ static void test_yaml_syntax(void **state)
     sy_conf_close(&errs);
 }
 
+/* The reload column: a change of a restart-only key (workers, listen) is
+ * reported, a change of a live key (timeouts, pools, routes) is not, and the
+ * same text twice reports nothing. */
+static void test_restart_keys(void **state)
+{
+    (void)state;
+    sy_conf_t e1, e2, e3, e4;
+    sy_config_t *a = load("workers: 2\ntimeouts: {connect: 1s}\n" MIN, &e1);
+    sy_config_t *same = load("workers: 2\ntimeouts: {connect: 1s}\n" MIN, &e2);
+    sy_config_t *live = load("workers: 2\ntimeouts: {connect: 3s}\n"
+                             "listen: [{address: 127.0.0.1:8080}]\npools: {a: {endpoints: [127.0.0.1:2]}}\n"
+                             "routes: [{name: r, legacy: a, salt: s2}]\n", &e3);
+    sy_config_t *restart = load("workers: 3\ntimeouts: {connect: 1s}\n"
+                                "listen: [{address: 127.0.0.1:8081}]\npools: {a: {endpoints: [127.0.0.1:1]}}\n"
+                                "routes: [{name: r, legacy: a}]\n", &e4);
+    assert_non_null(a);
+    assert_non_null(same);
+    assert_non_null(live);
+    assert_non_null(restart);
+    const char *keys[4];
+    assert_int_equal(sy_config_restart_keys(a, same, keys, 4), 0);
+    assert_int_equal(sy_config_restart_keys(a, live, keys, 4), 0);
+    assert_int_equal(sy_config_restart_keys(a, restart, keys, 4), 2);
+    assert_string_equal(keys[0], "workers");
+    assert_string_equal(keys[1], "listen");
+    assert_int_equal(sy_config_restart_keys(a, restart, keys, 1), 2); /* counted beyond cap */
+    sy_config_t *cfgs[] = {a, same, live, restart};
+    sy_conf_t *errs[] = {&e1, &e2, &e3, &e4};
+    for (int i = 0; i < 4; i++) {
+        sy_config_release(cfgs[i]);
+        sy_conf_close(errs[i]);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -153,6 +187,7 @@ int main(void)
         cmocka_unit_test(test_unknown_and_repeated),
         cmocka_unit_test(test_future_sections_refused),
         cmocka_unit_test(test_yaml_syntax),
+        cmocka_unit_test(test_restart_keys),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
