@@ -698,15 +698,8 @@ static int parse_route_key(route_ctx_t *x, yaml_node_t *node, yaml_node_t *k, ya
     if (key == NULL || i == SY_ARRAY_LEN(route_keys))
         return sy_conf_error(x->c, k, "unknown key '%s' in a route", key ? key : "?");
     int rc = 0;
-    for (size_t it2 = 0;;) { /* repeated keys */
-        yaml_node_t *k2, *v2;
-        if (!sy_conf_map_next(x->c, node, &it2, &k2, &v2) || k2 == k)
-            break;
-        if (sy_conf_key_is(k2, key)) {
-            rc = sy_conf_error(x->c, k, "key '%s' is repeated in this route", key);
-            break;
-        }
-    }
+    if (sy_conf_key_repeated(x->c, node, k))
+        rc = sy_conf_error(x->c, k, "key '%s' is repeated in this route", key);
     x->key = key;
     int r1 = route_keys[i].section ? route_keys[i].section(x->c, v, x->r)
              : route_keys[i].parse ? route_keys[i].parse(x, v)
