@@ -685,26 +685,28 @@ static void read_back(sy_audit_t *a, const char *sql, bool with_kind, const char
     run_read(a, sql, n, params, done, ud);
 }
 
+/* The two read-backs, newest first, each as one JSON array; parameters as read_back gives them. */
+static const char events_sql[] =
+    "SELECT coalesce(json_agg(e ORDER BY e.at DESC, e.id), '[]')::text FROM ("
+    "SELECT id, " AT_TEXT ", instance, kind, route, actor, reason, before, after, stats FROM events"
+    " WHERE ($1::text IS NULL OR route = $1) AND ($2::text IS NULL OR kind = $2)"
+    " AND ($3::timestamptz IS NULL OR at >= $3::timestamptz) ORDER BY events.at DESC, id LIMIT $4::int) e";
+static const char windows_sql[] =
+    "SELECT coalesce(json_agg(w ORDER BY w.at DESC, w.route, w.variant, w.instance), '[]')::text FROM ("
+    "SELECT " AT_TEXT ", route, variant, instance, requests, errors, p50_ms, p95_ms, p99_ms FROM windows"
+    " WHERE ($1::text IS NULL OR route = $1) AND ($2::timestamptz IS NULL OR at >= $2::timestamptz)"
+    " ORDER BY windows.at DESC, route, variant LIMIT $3::int) w";
+
 void sy_audit_events(sy_audit_t *a, const char *route, const char *kind, const char *since, long limit,
                      sy_audit_read_fn done, void *ud)
 {
-    static const char sql[] =
-        "SELECT coalesce(json_agg(e ORDER BY e.at DESC, e.id), '[]')::text FROM ("
-        "SELECT id, " AT_TEXT ", instance, kind, route, actor, reason, before, after, stats FROM events"
-        " WHERE ($1::text IS NULL OR route = $1) AND ($2::text IS NULL OR kind = $2)"
-        " AND ($3::timestamptz IS NULL OR at >= $3::timestamptz) ORDER BY events.at DESC, id LIMIT $4::int) e";
-    read_back(a, sql, true, route, kind, since, limit, done, ud);
+    read_back(a, events_sql, true, route, kind, since, limit, done, ud);
 }
 
 void sy_audit_windows(sy_audit_t *a, const char *route, const char *since, long limit, sy_audit_read_fn done,
                       void *ud)
 {
-    static const char sql[] =
-        "SELECT coalesce(json_agg(w ORDER BY w.at DESC, w.route, w.variant, w.instance), '[]')::text FROM ("
-        "SELECT " AT_TEXT ", route, variant, instance, requests, errors, p50_ms, p95_ms, p99_ms FROM windows"
-        " WHERE ($1::text IS NULL OR route = $1) AND ($2::timestamptz IS NULL OR at >= $2::timestamptz)"
-        " ORDER BY windows.at DESC, route, variant LIMIT $3::int) w";
-    read_back(a, sql, false, route, NULL, since, limit, done, ud);
+    read_back(a, windows_sql, false, route, NULL, since, limit, done, ud);
 }
 
 void sy_audit_status(sy_audit_t *a, sy_audit_status_t *out)

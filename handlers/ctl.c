@@ -276,170 +276,282 @@ static int admin_of_config(const char *config_path, char **addr, char **token_fi
     return 0;
 }
 
-int sy_ctl_main(int argc, char **argv, const char *config_path)
-{
-    const char *addr = NULL, *token_file = getenv("SWITCHYARD_TOKEN_FILE"), *reason = NULL, *to = NULL;
-    const char *since = NULL, *kind = NULL, *limit = NULL;
-    bool as_json = false;
+/* The command line: options, then the command and its arguments (pos[0] is the command). */
+typedef struct {
+    const char *addr, *token_file, *reason, *to, *since, *kind, *limit;
+    bool as_json;
     const char *pos[64];
-    int npos = 0;
+    int npos;
+} ctl_args_t;
+
+/* What a command asks of the admin API; body NULL for none. */
+typedef struct {
+    const char *method;
+    char path[300];
+    json_t *body;
+} ctl_req_t;
+
+/* Returns 0 (the request is filled in), or 2 after saying why (usage, or a bad argument). */
+typedef int (*ctl_build_fn)(const ctl_args_t *a, ctl_req_t *rq);
+/* Prints a 200 answer; returns false when it does not print it (the route printer then does, if r is set). */
+typedef bool (*ctl_print_fn)(const ctl_args_t *a, json_t *r);
+
+typedef struct {
+    const char *name;
+    int min_args, max_args; /* after the command's name */
+    ctl_build_fn build;
+    ctl_print_fn print; /* NULL: the answer is a route */
+} ctl_cmd_t;
+
+static const char *reason_of(const ctl_args_t *a)
+{
+    return a->reason ? a->reason : "";
+}
+
+static int build_status(const ctl_args_t *a, ctl_req_t *rq)
+{
+    (void)a;
+    rq->method = "GET";
+    snprintf(rq->path, sizeof(rq->path), "/status");
+    return 0;
+}
+
+static int build_set(const ctl_args_t *a, ctl_req_t *rq)
+{
+    int bp;
+    if (sy_ctl_parse_percent(a->pos[2], &bp) != 0) {
+        fprintf(stderr, "ctl: '%s' is not a percentage (25, 25%%, 2.5%% or 2500bp; 0..100%%)\n", a->pos[2]);
+        return 2;
+    }
+    snprintf(rq->path, sizeof(rq->path), "/routes/%s/percent", a->pos[1]);
+    rq->body = json_pack("{s:i, s:s}", "percent_bp", bp, "reason", reason_of(a));
+    return 0;
+}
+
+static int build_test_users(const ctl_args_t *a, ctl_req_t *rq)
+{
+    bool add = strcmp(a->pos[2], "add") == 0;
+    if (!add && strcmp(a->pos[2], "rm") != 0)
+        return usage();
+    json_t *keys = json_array();
+    for (int i = 3; i < a->npos; i++)
+        json_array_append_new(keys, json_string(a->pos[i]));
+    snprintf(rq->path, sizeof(rq->path), "/routes/%s/test-users", a->pos[1]);
+    rq->body = json_pack("{s:o, s:s}", add ? "add" : "remove", keys, "reason", reason_of(a));
+    return 0;
+}
+
+/* rollback, resume, promote */
+static int build_route_action(const ctl_args_t *a, ctl_req_t *rq)
+{
+    snprintf(rq->path, sizeof(rq->path), "/routes/%s/%s", a->pos[1], a->pos[0]);
+    rq->body = json_pack("{s:s}", "reason", reason_of(a));
+    return 0;
+}
+
+/* events, windows: the record's query string */
+static int build_record_query(const ctl_args_t *a, ctl_req_t *rq)
+{
+    rq->method = "GET";
+    size_t cap = sizeof(rq->path);
+    size_t n = (size_t)snprintf(rq->path, cap, "/%s?limit=", a->pos[0]);
+    n += url_encode(rq->path + n, cap - n, a->limit ? a->limit : "50");
+    const char *names[] = {"route", "since", "kind"}, *vals[] = {a->npos == 2 ? a->pos[1] : NULL, a->since, a->kind};
+    for (int k = 0; k < 3; k++) {
+        if (vals[k] == NULL || (k == 2 && strcmp(a->pos[0], "windows") == 0))
+            continue;
+        n += (size_t)snprintf(rq->path + n, cap - n, "&%s=", names[k]);
+        n += url_encode(rq->path + n, cap - n, vals[k]);
+    }
+    return 0;
+}
+
+static int build_swap(const ctl_args_t *a, ctl_req_t *rq)
+{
+    snprintf(rq->path, sizeof(rq->path), "/pools/%s/swap", a->pos[1]);
+    rq->body = a->to ? json_pack("{s:s, s:s}", "to", a->to, "reason", reason_of(a))
+                     : json_pack("{s:s}", "reason", reason_of(a));
+    return 0;
+}
+
+static void print_pool(json_t *pool)
+{
+    json_t *eps = json_object_get(pool, "endpoints"), *ep;
+    size_t e;
+    bool colored = json_is_true(json_object_get(pool, "colored"));
+    printf("pool %-15s %s%s%s draining %lld\n", json_string_value(json_object_get(pool, "name")),
+           colored ? "active " : "", colored ? json_string_value(json_object_get(pool, "active")) : "",
+           colored ? "," : "", (long long)json_integer_value(json_object_get(pool, "draining")));
+    json_array_foreach(eps, e, ep) printf("  %-22s %-6s %-4s in flight %lld\n",
+                                          json_string_value(json_object_get(ep, "endpoint")),
+                                          json_string_value(json_object_get(ep, "color")) ? json_string_value(json_object_get(ep, "color")) : "",
+                                          json_is_true(json_object_get(ep, "up")) ? "up" : "DOWN",
+                                          (long long)json_integer_value(json_object_get(ep, "in_flight")));
+    print_refused(json_object_get(pool, "refused"));
+}
+
+static bool print_status(const ctl_args_t *a, json_t *r)
+{
+    (void)a;
+    if (r == NULL)
+        return false;
+    json_t *routes = json_object_get(r, "routes"), *redis = json_object_get(r, "redis");
+    printf("%-20s %-9s %8s %6s\n", "ROUTE", "STATE", "PERCENT", "BP");
+    size_t k;
+    json_t *route;
+    json_array_foreach(routes, k, route) {
+        print_route(route);
+        print_refused(json_object_get(route, "refused"));
+    }
+    json_t *pools = json_object_get(r, "pools"), *pool;
+    json_array_foreach(pools, k, pool) print_pool(pool);
+    printf("flags from %s; redis: %s%s%s\n", json_string_value(json_object_get(r, "flags_from")),
+           !json_is_true(json_object_get(redis, "configured")) ? "not configured"
+           : json_is_true(json_object_get(redis, "connected")) ? "connected"
+                                                               : "DISCONNECTED",
+           json_is_true(json_object_get(redis, "keyspace_notifications")) ? ", keyspace notifications on" : "",
+           "");
+    if (json_integer_value(json_object_get(redis, "refused_edits")))
+        printf("refused hand edits so far: %lld (those still in Redis are listed above)\n",
+               (long long)json_integer_value(json_object_get(redis, "refused_edits")));
+    return true;
+}
+
+static bool print_events_answer(const ctl_args_t *a, json_t *r)
+{
+    (void)a;
+    if (!json_is_array(r))
+        return false;
+    print_events(r);
+    return true;
+}
+
+static bool print_windows(const ctl_args_t *a, json_t *r)
+{
+    (void)a;
+    if (!json_is_array(r))
+        return false;
+    size_t k;
+    json_t *w;
+    printf("%-24s %-16s %-7s %9s %7s %9s %9s %9s\n", "AT", "ROUTE", "VARIANT", "REQUESTS", "ERRORS", "P50_MS",
+           "P95_MS", "P99_MS");
+    json_array_foreach(r, k, w) printf("%-24s %-16s %-7s %9lld %7lld %9.2f %9.2f %9.2f\n",
+                                       json_string_value(json_object_get(w, "at")),
+                                       json_string_value(json_object_get(w, "route")),
+                                       json_string_value(json_object_get(w, "variant")),
+                                       (long long)json_integer_value(json_object_get(w, "requests")),
+                                       (long long)json_integer_value(json_object_get(w, "errors")),
+                                       json_number_value(json_object_get(w, "p50_ms")),
+                                       json_number_value(json_object_get(w, "p95_ms")),
+                                       json_number_value(json_object_get(w, "p99_ms")));
+    return true;
+}
+
+static bool print_swapped(const ctl_args_t *a, json_t *r)
+{
+    (void)r;
+    printf("pool %s swapped\n", a->pos[1]);
+    return true;
+}
+
+static const ctl_cmd_t ctl_cmds[] = {
+    {"status", 0, 0, build_status, print_status},
+    {"set", 2, 2, build_set, NULL},
+    {"test-users", 3, 64, build_test_users, NULL},
+    {"rollback", 1, 1, build_route_action, NULL},
+    {"resume", 1, 1, build_route_action, NULL},
+    {"promote", 1, 1, build_route_action, NULL},
+    {"events", 0, 1, build_record_query, print_events_answer},
+    {"windows", 0, 1, build_record_query, print_windows},
+    {"swap", 1, 1, build_swap, print_swapped},
+};
+
+static const ctl_cmd_t *find_cmd(const ctl_args_t *a)
+{
+    for (size_t i = 0; i < SY_ARRAY_LEN(ctl_cmds); i++)
+        if (strcmp(ctl_cmds[i].name, a->pos[0]) == 0)
+            return a->npos - 1 >= ctl_cmds[i].min_args && a->npos - 1 <= ctl_cmds[i].max_args ? &ctl_cmds[i] : NULL;
+    return NULL;
+}
+
+/* Returns 0, or 2 after the usage on an unknown option or no command. */
+static int parse_args(int argc, char **argv, ctl_args_t *a)
+{
+    const struct {
+        const char *flag;
+        const char **slot;
+    } opts[] = {
+        {"-a", &a->addr},         {"-t", &a->token_file}, {"--reason", &a->reason}, {"--to", &a->to},
+        {"--since", &a->since}, {"--kind", &a->kind},   {"--limit", &a->limit},
+    };
     for (int i = 1; i < argc; i++) {
-        if (strcmp(argv[i], "-a") == 0 && i + 1 < argc)
-            addr = argv[++i];
-        else if (strcmp(argv[i], "-t") == 0 && i + 1 < argc)
-            token_file = argv[++i];
-        else if (strcmp(argv[i], "--reason") == 0 && i + 1 < argc)
-            reason = argv[++i];
-        else if (strcmp(argv[i], "--to") == 0 && i + 1 < argc)
-            to = argv[++i];
-        else if (strcmp(argv[i], "--since") == 0 && i + 1 < argc)
-            since = argv[++i];
-        else if (strcmp(argv[i], "--kind") == 0 && i + 1 < argc)
-            kind = argv[++i];
-        else if (strcmp(argv[i], "--limit") == 0 && i + 1 < argc)
-            limit = argv[++i];
+        size_t o = 0;
+        while (o < SY_ARRAY_LEN(opts) && !(strcmp(argv[i], opts[o].flag) == 0 && i + 1 < argc))
+            o++;
+        if (o < SY_ARRAY_LEN(opts))
+            *opts[o].slot = argv[++i];
         else if (strcmp(argv[i], "--json") == 0)
-            as_json = true;
+            a->as_json = true;
         else if (argv[i][0] == '-' && argv[i][1] != '\0')
             return usage();
-        else if (npos < 64)
-            pos[npos++] = argv[i];
+        else if (a->npos < (int)SY_ARRAY_LEN(a->pos))
+            a->pos[a->npos++] = argv[i];
     }
-    if (npos == 0)
-        return usage();
-    char *cfg_addr = NULL, *cfg_token_file = NULL;
-    if (admin_of_config(config_path, &cfg_addr, &cfg_token_file) != 0)
-        return 2;
-    if (addr == NULL)
-        addr = cfg_addr ? cfg_addr : "127.0.0.1:9901";
-    if (token_file == NULL)
-        token_file = cfg_token_file;
-    char *token = read_token(token_file);
+    return a->npos == 0 ? usage() : 0;
+}
 
-    const char *cmd = pos[0];
-    char path[300], *body = NULL, *resp = NULL;
-    const char *method = "POST";
-    json_t *j = NULL;
-    int rc = 2;
-    if (strcmp(cmd, "status") == 0 && npos == 1) {
-        method = "GET";
-        snprintf(path, sizeof(path), "/status");
-    } else if (strcmp(cmd, "set") == 0 && npos == 3) {
-        int bp;
-        if (sy_ctl_parse_percent(pos[2], &bp) != 0) {
-            fprintf(stderr, "ctl: '%s' is not a percentage (25, 25%%, 2.5%% or 2500bp; 0..100%%)\n", pos[2]);
-            goto out;
-        }
-        snprintf(path, sizeof(path), "/routes/%s/percent", pos[1]);
-        j = json_pack("{s:i, s:s}", "percent_bp", bp, "reason", reason ? reason : "");
-    } else if (strcmp(cmd, "test-users") == 0 && npos >= 4 &&
-               (strcmp(pos[2], "add") == 0 || strcmp(pos[2], "rm") == 0)) {
-        json_t *keys = json_array();
-        for (int i = 3; i < npos; i++)
-            json_array_append_new(keys, json_string(pos[i]));
-        snprintf(path, sizeof(path), "/routes/%s/test-users", pos[1]);
-        j = json_pack("{s:o, s:s}", strcmp(pos[2], "add") == 0 ? "add" : "remove", keys, "reason", reason ? reason : "");
-    } else if ((strcmp(cmd, "rollback") == 0 || strcmp(cmd, "resume") == 0 || strcmp(cmd, "promote") == 0) &&
-               npos == 2) {
-        snprintf(path, sizeof(path), "/routes/%s/%s", pos[1], cmd);
-        j = json_pack("{s:s}", "reason", reason ? reason : "");
-    } else if ((strcmp(cmd, "events") == 0 || strcmp(cmd, "windows") == 0) && npos <= 2) {
-        method = "GET";
-        size_t n = (size_t)snprintf(path, sizeof(path), "/%s?limit=", cmd);
-        n += url_encode(path + n, sizeof(path) - n, limit ? limit : "50");
-        const char *names[] = {"route", "since", "kind"}, *vals[] = {npos == 2 ? pos[1] : NULL, since, kind};
-        for (int k = 0; k < 3; k++) {
-            if (vals[k] == NULL || (k == 2 && strcmp(cmd, "windows") == 0))
-                continue;
-            n += (size_t)snprintf(path + n, sizeof(path) - n, "&%s=", names[k]);
-            n += url_encode(path + n, sizeof(path) - n, vals[k]);
-        }
-    } else if (strcmp(cmd, "swap") == 0 && npos == 2) {
-        snprintf(path, sizeof(path), "/pools/%s/swap", pos[1]);
-        j = to ? json_pack("{s:s, s:s}", "to", to, "reason", reason ? reason : "")
-               : json_pack("{s:s}", "reason", reason ? reason : "");
-    } else {
-        rc = usage();
-        goto out;
+/* Sends the request and prints the answer. Returns the exit code. */
+static int run_cmd(const ctl_cmd_t *cmd, const ctl_args_t *a, const char *addr, const char *token)
+{
+    ctl_req_t rq = {.method = "POST"};
+    int rc = cmd->build(a, &rq);
+    if (rc != 0) {
+        json_decref(rq.body);
+        return rc;
     }
-    if (j != NULL)
-        body = json_dumps(j, JSON_COMPACT);
-    int status = request(addr, token, method, path, body, &resp);
+    char *body = rq.body ? json_dumps(rq.body, JSON_COMPACT) : NULL, *resp = NULL;
+    json_decref(rq.body);
+    int status = request(addr, token, rq.method, rq.path, body, &resp);
+    free(body);
     if (status == 0) {
-        rc = 1;
-        goto out;
+        free(resp);
+        return 1;
     }
     json_t *r = resp ? json_loads(resp, 0, NULL) : NULL;
-    if (as_json) {
+    if (a->as_json) {
         fputs(resp ? resp : "", stdout);
     } else if (status != 200) {
         const char *why = r ? json_string_value(json_object_get(r, "reason")) : NULL;
         fprintf(stderr, "ctl: %d: %s\n", status, why ? why : (resp ? resp : ""));
-    } else if (strcmp(cmd, "status") == 0 && r != NULL) {
-        json_t *routes = json_object_get(r, "routes"), *redis = json_object_get(r, "redis");
-        printf("%-20s %-9s %8s %6s\n", "ROUTE", "STATE", "PERCENT", "BP");
-        size_t k;
-        json_t *route;
-        json_array_foreach(routes, k, route) {
-            print_route(route);
-            print_refused(json_object_get(route, "refused"));
-        }
-        json_t *pools = json_object_get(r, "pools"), *pool;
-        json_array_foreach(pools, k, pool) {
-            json_t *eps = json_object_get(pool, "endpoints"), *ep;
-            size_t e;
-            printf("pool %-15s %s%s%s draining %lld\n", json_string_value(json_object_get(pool, "name")),
-                   json_is_true(json_object_get(pool, "colored")) ? "active " : "",
-                   json_is_true(json_object_get(pool, "colored")) ? json_string_value(json_object_get(pool, "active")) : "",
-                   json_is_true(json_object_get(pool, "colored")) ? "," : "",
-                   (long long)json_integer_value(json_object_get(pool, "draining")));
-            json_array_foreach(eps, e, ep) printf("  %-22s %-6s %-4s in flight %lld\n",
-                                                  json_string_value(json_object_get(ep, "endpoint")),
-                                                  json_string_value(json_object_get(ep, "color")) ? json_string_value(json_object_get(ep, "color")) : "",
-                                                  json_is_true(json_object_get(ep, "up")) ? "up" : "DOWN",
-                                                  (long long)json_integer_value(json_object_get(ep, "in_flight")));
-            print_refused(json_object_get(pool, "refused"));
-        }
-        printf("flags from %s; redis: %s%s%s\n", json_string_value(json_object_get(r, "flags_from")),
-               !json_is_true(json_object_get(redis, "configured")) ? "not configured"
-               : json_is_true(json_object_get(redis, "connected")) ? "connected"
-                                                                   : "DISCONNECTED",
-               json_is_true(json_object_get(redis, "keyspace_notifications")) ? ", keyspace notifications on" : "",
-               "");
-        if (json_integer_value(json_object_get(redis, "refused_edits")))
-            printf("refused hand edits so far: %lld (those still in Redis are listed above)\n",
-                   (long long)json_integer_value(json_object_get(redis, "refused_edits")));
-    } else if (strcmp(cmd, "events") == 0 && json_is_array(r)) {
-        print_events(r);
-    } else if (strcmp(cmd, "windows") == 0 && json_is_array(r)) {
-        size_t k;
-        json_t *w;
-        printf("%-24s %-16s %-7s %9s %7s %9s %9s %9s\n", "AT", "ROUTE", "VARIANT", "REQUESTS", "ERRORS", "P50_MS",
-               "P95_MS", "P99_MS");
-        json_array_foreach(r, k, w) printf("%-24s %-16s %-7s %9lld %7lld %9.2f %9.2f %9.2f\n",
-                                           json_string_value(json_object_get(w, "at")),
-                                           json_string_value(json_object_get(w, "route")),
-                                           json_string_value(json_object_get(w, "variant")),
-                                           (long long)json_integer_value(json_object_get(w, "requests")),
-                                           (long long)json_integer_value(json_object_get(w, "errors")),
-                                           json_number_value(json_object_get(w, "p50_ms")),
-                                           json_number_value(json_object_get(w, "p95_ms")),
-                                           json_number_value(json_object_get(w, "p99_ms")));
-    } else if (strcmp(cmd, "swap") == 0) {
-        printf("pool %s swapped\n", pos[1]);
-    } else if (r != NULL) {
+    } else if ((cmd->print == NULL || !cmd->print(a, r)) && r != NULL) {
         print_route(r);
     }
     json_decref(r);
-    rc = status == 200 ? 0 : 1;
-out:
-    json_decref(j);
-    free(body);
     free(resp);
-    if (token != NULL) {
-        memset(token, 0, strlen(token));
-        free(token);
+    return status == 200 ? 0 : 1;
+}
+
+static void free_secret(char *s)
+{
+    if (s != NULL) {
+        memset(s, 0, strlen(s));
+        free(s);
     }
+}
+
+int sy_ctl_main(int argc, char **argv, const char *config_path)
+{
+    ctl_args_t a = {.token_file = getenv("SWITCHYARD_TOKEN_FILE")};
+    if (parse_args(argc, argv, &a) != 0)
+        return 2;
+    char *cfg_addr = NULL, *cfg_token_file = NULL;
+    if (admin_of_config(config_path, &cfg_addr, &cfg_token_file) != 0)
+        return 2;
+    const char *addr = a.addr ? a.addr : cfg_addr ? cfg_addr : "127.0.0.1:9901";
+    char *token = read_token(a.token_file ? a.token_file : cfg_token_file);
+    const ctl_cmd_t *cmd = find_cmd(&a);
+    int rc = cmd ? run_cmd(cmd, &a, addr, token) : usage();
+    free_secret(token);
     free(cfg_addr);
     free(cfg_token_file);
     return rc;
@@ -492,10 +604,7 @@ int sy_ctl_cohort_live(const char *config_path, const char *route, const char *u
             rc = cohort_one(addr, token, route, line);
         }
     }
-    if (token != NULL) {
-        memset(token, 0, strlen(token));
-        free(token);
-    }
+    free_secret(token);
     free(cfg_addr);
     free(cfg_token_file);
     return rc;

@@ -135,6 +135,25 @@ bool sy_conf_key_is(const yaml_node_t *key, const char *name)
     return s != NULL && strcmp(s, name) == 0;
 }
 
+bool sy_conf_key_repeated(sy_conf_t *c, yaml_node_t *map, const yaml_node_t *key)
+{
+    const char *name = sy_conf_scalar(key);
+    yaml_node_t *k, *v;
+    for (size_t it = 0; name != NULL && sy_conf_map_next(c, map, &it, &k, &v) && k != key;)
+        if (sy_conf_key_is(k, name))
+            return true;
+    return false;
+}
+
+yaml_node_t *sy_conf_map_get(sy_conf_t *c, yaml_node_t *map, const char *name)
+{
+    yaml_node_t *k, *v;
+    for (size_t it = 0; sy_conf_map_next(c, map, &it, &k, &v);)
+        if (sy_conf_key_is(k, name))
+            return v;
+    return NULL;
+}
+
 int sy_conf_expect(sy_conf_t *c, yaml_node_t *node, yaml_node_type_t type, const char *what)
 {
     if (node != NULL && node->type == type)

@@ -49,6 +49,10 @@ bool sy_conf_map_next(sy_conf_t *c, yaml_node_t *map, size_t *iter, yaml_node_t 
 /* Scalar text (NUL-terminated by libyaml) or NULL if node is not a scalar. */
 const char *sy_conf_scalar(const yaml_node_t *node);
 bool sy_conf_key_is(const yaml_node_t *key, const char *name);
+/* True when a key before `key` (one of map's keys) in `map` has the same name. */
+bool sy_conf_key_repeated(sy_conf_t *c, yaml_node_t *map, const yaml_node_t *key);
+/* The value of the first key named `name` in `map`, or NULL. */
+yaml_node_t *sy_conf_map_get(sy_conf_t *c, yaml_node_t *map, const char *name);
 
 /* Typed scalar readers. Each records an error at node and returns SY_EINVAL on a
  * bad value; bounds are inclusive. */

@@ -359,14 +359,9 @@ size_t sy_config_restart_keys(const sy_config_t *old, const sy_config_t *cfg, co
     return n;
 }
 
-static sy_config_t *load(sy_conf_t *c, const char *path, const sy_conf_section_t *const *sections,
-                         size_t nsections)
+/* A snapshot with the defaults that do not come from a table. */
+static sy_config_t *config_new(const char *path)
 {
-    yaml_node_t *root = sy_conf_root(c);
-    if (root == NULL)
-        return NULL;
-    if (sy_conf_expect(c, root, YAML_MAPPING_NODE, "a mapping at the top of the file") != 0)
-        return NULL;
     sy_config_t *cfg = calloc(1, sizeof(*cfg));
     if (cfg == NULL)
         return NULL;
@@ -377,9 +372,14 @@ static sy_config_t *load(sy_conf_t *c, const char *path, const sy_conf_section_t
     cfg->access_log = strdup("-");
     sy_conf_defaults(timeout_fields, SY_ARRAY_LEN(timeout_fields), &cfg->timeouts);
     sy_conf_defaults(limit_fields, SY_ARRAY_LEN(limit_fields), &cfg->limits);
-    int rc = 0;
+    return cfg;
+}
 
-    /* Check every top-level key against the known ones before parsing any. */
+/* Checks every top-level key against the known ones before parsing any. */
+static int check_top_keys(sy_conf_t *c, yaml_node_t *root, const sy_conf_section_t *const *sections,
+                          size_t nsections)
+{
+    int rc = 0;
     yaml_node_t *k, *v;
     for (size_t it = 0; sy_conf_map_next(c, root, &it, &k, &v);) {
         const char *name = sy_conf_scalar(k);
@@ -390,28 +390,21 @@ static sy_config_t *load(sy_conf_t *c, const char *path, const sy_conf_section_t
             known |= strcmp(sections[i]->key, name) == 0;
         if (!known)
             rc = sy_conf_error(c, k, "unknown top-level key '%s'", name ? name : "?");
-        for (size_t it2 = 0; name; ) { /* repeated keys */
-            yaml_node_t *k2, *v2;
-            if (!sy_conf_map_next(c, root, &it2, &k2, &v2) || k2 == k)
-                break;
-            if (sy_conf_key_is(k2, name)) {
-                rc = sy_conf_error(c, k, "top-level key '%s' is repeated", name);
-                break;
-            }
-        }
+        if (sy_conf_key_repeated(c, root, k))
+            rc = sy_conf_error(c, k, "top-level key '%s' is repeated", name);
     }
+    return rc;
+}
 
+static int parse_proxy_sections(sy_conf_t *c, yaml_node_t *root, sy_config_t *cfg)
+{
+    int rc = 0;
     for (size_t i = 0; i < SY_ARRAY_LEN(proxy_sections); i++) {
         cfg->_print[i] = print_key(c, root, proxy_sections[i].key);
-        bool found = false;
-        for (size_t it = 0; sy_conf_map_next(c, root, &it, &k, &v);) {
-            if (!sy_conf_key_is(k, proxy_sections[i].key) || found)
-                continue;
-            found = true;
-            if (proxy_sections[i].parse(c, v, cfg) != 0)
-                rc = SY_EINVAL;
-        }
-        if (!found && proxy_sections[i].required)
+        yaml_node_t *v = sy_conf_map_get(c, root, proxy_sections[i].key);
+        if (v != NULL && proxy_sections[i].parse(c, v, cfg) != 0)
+            rc = SY_EINVAL;
+        if (v == NULL && proxy_sections[i].required)
             rc = sy_conf_error(c, root, "missing required key '%s'", proxy_sections[i].key);
     }
     if (cfg->limits.uri_bytes > cfg->limits.header_bytes)
@@ -422,24 +415,42 @@ static sy_config_t *load(sy_conf_t *c, const char *path, const sy_conf_section_t
     cfg->buffer_size = cfg->limits.header_bytes + 8192;
     if (cfg->buffer_size < 32768)
         cfg->buffer_size = 32768;
+    return rc;
+}
 
-    /* Registered sections see the proxy's sections (pools) already parsed; they
-     * are skipped when those failed, so that their errors are not noise. */
+/* Registered sections see the proxy's sections (pools) already parsed; they
+ * are skipped when those failed, so that their errors are not noise. */
+static int parse_ext_sections(sy_conf_t *c, yaml_node_t *root, sy_config_t *cfg,
+                              const sy_conf_section_t *const *sections, size_t nsections)
+{
+    int rc = 0;
     for (size_t i = 0; i < nsections && i < SY_CONF_EXT_MAX; i++) {
         cfg->ext_sections[i] = sections[i];
         cfg->next = i + 1;
         cfg->_print[SY_CONF_PROXY_KEYS + i] = print_key(c, root, sections[i]->key);
-        bool found = false;
-        for (size_t it = 0; sy_conf_map_next(c, root, &it, &k, &v);) {
-            if (!sy_conf_key_is(k, sections[i]->key) || found)
-                continue;
-            found = true;
-            if (sections[i]->parse(c, v, cfg, &cfg->ext[i]) != 0)
-                rc = SY_EINVAL;
-        }
-        if (!found && sections[i]->required)
+        yaml_node_t *v = sy_conf_map_get(c, root, sections[i]->key);
+        if (v != NULL && sections[i]->parse(c, v, cfg, &cfg->ext[i]) != 0)
+            rc = SY_EINVAL;
+        if (v == NULL && sections[i]->required)
             rc = sy_conf_error(c, root, "missing required key '%s'", sections[i]->key);
     }
+    return rc;
+}
+
+static sy_config_t *load(sy_conf_t *c, const char *path, const sy_conf_section_t *const *sections,
+                         size_t nsections)
+{
+    yaml_node_t *root = sy_conf_root(c);
+    if (root == NULL)
+        return NULL;
+    if (sy_conf_expect(c, root, YAML_MAPPING_NODE, "a mapping at the top of the file") != 0)
+        return NULL;
+    sy_config_t *cfg = config_new(path);
+    if (cfg == NULL)
+        return NULL;
+    int rc = check_top_keys(c, root, sections, nsections);
+    rc |= parse_proxy_sections(c, root, cfg);
+    rc |= parse_ext_sections(c, root, cfg, sections, nsections);
     if (rc != 0 || c->nerrors > 0) {
         config_free(cfg);
         return NULL;

@@ -569,101 +569,147 @@ static int parse_jwt(sy_conf_t *c, yaml_node_t *v, sy_route_t *r)
     return rc ? SY_EINVAL : 0;
 }
 
-static int parse_route(sy_conf_t *c, yaml_node_t *node, const sy_config_t *cfg, sy_routes_t *rs, sy_route_t *r)
+/* What a route's keys need besides the route: the config (pools), the routes so far (names), the key. */
+typedef struct {
+    sy_conf_t *c;
+    sy_route_t *r;
+    const sy_config_t *cfg;
+    const sy_routes_t *rs;
+    const char *key;
+    bool have_percent;
+} route_ctx_t;
+
+static int key_name(route_ctx_t *x, yaml_node_t *v)
 {
-    if (sy_conf_expect(c, node, YAML_MAPPING_NODE, "a route (a mapping with name, match, legacy, ...)") != 0)
-        return SY_EINVAL;
-    int rc = 0;
-    r->state = SY_STATE_RAMPING;
-    r->anonymous = SY_ANON_LEGACY;
-    r->jwt_verify = true;
-    r->json_body_limit = 64 * 1024;
-    bool have_percent = false;
-    static const char *const known[] = {"name", "match", "user_key", "legacy", "new", "percent_bp", "test_users",
-                                        "salt", "expose_variant", "override", "anonymous", "state",
-                                        "keep_test_users_on_trip", "trip", "jwt", "jwt_verify", "json_body_limit"};
-    yaml_node_t *k, *v;
-    for (size_t it = 0; sy_conf_map_next(c, node, &it, &k, &v);) {
-        const char *key = sy_conf_scalar(k);
-        bool is_known = false;
-        for (size_t i = 0; key && i < SY_ARRAY_LEN(known); i++)
-            is_known |= strcmp(known[i], key) == 0;
-        if (!is_known) {
-            rc = sy_conf_error(c, k, "unknown key '%s' in a route", key ? key : "?");
-            continue;
-        }
-        for (size_t it2 = 0;;) { /* repeated keys */
-            yaml_node_t *k2, *v2;
-            if (!sy_conf_map_next(c, node, &it2, &k2, &v2) || k2 == k)
-                break;
-            if (sy_conf_key_is(k2, key)) {
-                rc = sy_conf_error(c, k, "key '%s' is repeated in this route", key);
-                break;
-            }
-        }
-        int r1 = 0;
-        if (strcmp(key, "name") == 0) {
-            r1 = sy_conf_string(c, v, &r->name);
-            if (r1 == 0 && !valid_name(r->name))
-                r1 = sy_conf_error(c, v, "route name '%s' must be 1..64 of [A-Za-z0-9._-]", r->name);
-            else if (r1 == 0 && sy_route_find(rs, r->name) != NULL)
-                r1 = sy_conf_error(c, v, "route '%s' is defined twice", r->name);
-        } else if (strcmp(key, "match") == 0) {
-            r1 = parse_match(c, v, r);
-        } else if (strcmp(key, "user_key") == 0) {
-            r1 = parse_user_key(c, v, r);
-        } else if (strcmp(key, "legacy") == 0 || strcmp(key, "new") == 0) {
-            const char *pn = sy_conf_scalar(v);
-            const sy_pool_t *p = pn ? sy_config_pool(cfg, pn) : NULL;
-            if (p == NULL)
-                r1 = sy_conf_error(c, v, "unknown pool '%s' (define it under pools:)", pn ? pn : "");
-            else if (key[0] == 'l')
-                r->legacy = p;
-            else
-                r->new_pool = p;
-        } else if (strcmp(key, "percent_bp") == 0) {
-            int64_t p;
-            r1 = sy_conf_int(c, v, 0, SY_BUCKETS, &p);
-            if (r1 == 0) {
-                r->percent_bp = (int32_t)p;
-                have_percent = true;
-            }
-        } else if (strcmp(key, "test_users") == 0) {
-            r1 = parse_test_users(c, v, r);
-        } else if (strcmp(key, "salt") == 0) {
-            r1 = sy_conf_string(c, v, &r->salt);
-            if (r1 == 0 && (r->salt[0] == '\0' || strlen(r->salt) > 128))
-                r1 = sy_conf_error(c, v, "salt must be 1..128 bytes");
-        } else if (strcmp(key, "expose_variant") == 0) {
-            r1 = sy_conf_bool(c, v, &r->expose_variant);
-        } else if (strcmp(key, "keep_test_users_on_trip") == 0) {
-            r1 = sy_conf_bool(c, v, &r->keep_test_users_on_trip);
-        } else if (strcmp(key, "override") == 0) {
-            r1 = parse_override(c, v, r);
-        } else if (strcmp(key, "anonymous") == 0) {
-            const char *s = sy_conf_scalar(v);
-            if (s && strcmp(s, "legacy") == 0)
-                r->anonymous = SY_ANON_LEGACY;
-            else if (s && strcmp(s, "hash-client-ip") == 0)
-                r->anonymous = SY_ANON_HASH_CLIENT_IP;
-            else
-                r1 = sy_conf_error(c, v, "anonymous must be 'legacy' or 'hash-client-ip'");
-        } else if (strcmp(key, "state") == 0) {
-            const char *s = sy_conf_scalar(v);
-            if (s == NULL || sy_state_parse(s, &r->state) != 0 || r->state == SY_STATE_TRIPPED)
-                r1 = sy_conf_error(c, v, "state must be off, ramping or promoted");
-        } else if (strcmp(key, "jwt") == 0) {
-            r1 = parse_jwt(c, v, r);
-        } else if (strcmp(key, "jwt_verify") == 0) {
-            r1 = sy_conf_bool(c, v, &r->jwt_verify);
-        } else if (strcmp(key, "json_body_limit") == 0) {
-            r1 = sy_conf_size(c, v, 1, 16 * 1024 * 1024, &r->json_body_limit);
-        } else if (strcmp(key, "trip") == 0) {
-            /* parsed by the healthcheck's section */
-        }
-        if (r1 != 0)
-            rc = SY_EINVAL;
+    sy_route_t *r = x->r;
+    int rc = sy_conf_string(x->c, v, &r->name);
+    if (rc == 0 && !valid_name(r->name))
+        rc = sy_conf_error(x->c, v, "route name '%s' must be 1..64 of [A-Za-z0-9._-]", r->name);
+    else if (rc == 0 && sy_route_find(x->rs, r->name) != NULL)
+        rc = sy_conf_error(x->c, v, "route '%s' is defined twice", r->name);
+    return rc;
+}
+
+/* legacy, new */
+static int key_pool(route_ctx_t *x, yaml_node_t *v)
+{
+    const char *pn = sy_conf_scalar(v);
+    const sy_pool_t *p = pn ? sy_config_pool(x->cfg, pn) : NULL;
+    if (p == NULL)
+        return sy_conf_error(x->c, v, "unknown pool '%s' (define it under pools:)", pn ? pn : "");
+    if (x->key[0] == 'l')
+        x->r->legacy = p;
+    else
+        x->r->new_pool = p;
+    return 0;
+}
+
+static int key_percent(route_ctx_t *x, yaml_node_t *v)
+{
+    int64_t p;
+    int rc = sy_conf_int(x->c, v, 0, SY_BUCKETS, &p);
+    if (rc == 0) {
+        x->r->percent_bp = (int32_t)p;
+        x->have_percent = true;
     }
+    return rc;
+}
+
+static int key_salt(route_ctx_t *x, yaml_node_t *v)
+{
+    int rc = sy_conf_string(x->c, v, &x->r->salt);
+    if (rc == 0 && (x->r->salt[0] == '\0' || strlen(x->r->salt) > 128))
+        rc = sy_conf_error(x->c, v, "salt must be 1..128 bytes");
+    return rc;
+}
+
+static int key_anonymous(route_ctx_t *x, yaml_node_t *v)
+{
+    const char *s = sy_conf_scalar(v);
+    if (s && strcmp(s, "legacy") == 0)
+        x->r->anonymous = SY_ANON_LEGACY;
+    else if (s && strcmp(s, "hash-client-ip") == 0)
+        x->r->anonymous = SY_ANON_HASH_CLIENT_IP;
+    else
+        return sy_conf_error(x->c, v, "anonymous must be 'legacy' or 'hash-client-ip'");
+    return 0;
+}
+
+static int key_state(route_ctx_t *x, yaml_node_t *v)
+{
+    const char *s = sy_conf_scalar(v);
+    if (s == NULL || sy_state_parse(s, &x->r->state) != 0 || x->r->state == SY_STATE_TRIPPED)
+        return sy_conf_error(x->c, v, "state must be off, ramping or promoted");
+    return 0;
+}
+
+static int key_expose_variant(route_ctx_t *x, yaml_node_t *v)
+{
+    return sy_conf_bool(x->c, v, &x->r->expose_variant);
+}
+
+static int key_keep_test_users(route_ctx_t *x, yaml_node_t *v)
+{
+    return sy_conf_bool(x->c, v, &x->r->keep_test_users_on_trip);
+}
+
+static int key_jwt_verify(route_ctx_t *x, yaml_node_t *v)
+{
+    return sy_conf_bool(x->c, v, &x->r->jwt_verify);
+}
+
+static int key_json_body_limit(route_ctx_t *x, yaml_node_t *v)
+{
+    return sy_conf_size(x->c, v, 1, 16 * 1024 * 1024, &x->r->json_body_limit);
+}
+
+/* A route's keys: a nested section parser, or a key parser; neither for a key another section parses. */
+static const struct {
+    const char *key;
+    int (*section)(sy_conf_t *c, yaml_node_t *v, sy_route_t *r);
+    int (*parse)(route_ctx_t *x, yaml_node_t *v);
+} route_keys[] = {
+    {"name", NULL, key_name},
+    {"match", parse_match, NULL},
+    {"user_key", parse_user_key, NULL},
+    {"legacy", NULL, key_pool},
+    {"new", NULL, key_pool},
+    {"percent_bp", NULL, key_percent},
+    {"test_users", parse_test_users, NULL},
+    {"salt", NULL, key_salt},
+    {"expose_variant", NULL, key_expose_variant},
+    {"override", parse_override, NULL},
+    {"anonymous", NULL, key_anonymous},
+    {"state", NULL, key_state},
+    {"keep_test_users_on_trip", NULL, key_keep_test_users},
+    {"trip", NULL, NULL}, /* parsed by the healthcheck's section */
+    {"jwt", parse_jwt, NULL},
+    {"jwt_verify", NULL, key_jwt_verify},
+    {"json_body_limit", NULL, key_json_body_limit},
+};
+
+/* Parses one key of the route mapping `node` after checking it is known and not repeated. */
+static int parse_route_key(route_ctx_t *x, yaml_node_t *node, yaml_node_t *k, yaml_node_t *v)
+{
+    const char *key = sy_conf_scalar(k);
+    size_t i = 0;
+    while (key && i < SY_ARRAY_LEN(route_keys) && strcmp(route_keys[i].key, key) != 0)
+        i++;
+    if (key == NULL || i == SY_ARRAY_LEN(route_keys))
+        return sy_conf_error(x->c, k, "unknown key '%s' in a route", key ? key : "?");
+    int rc = 0;
+    if (sy_conf_key_repeated(x->c, node, k))
+        rc = sy_conf_error(x->c, k, "key '%s' is repeated in this route", key);
+    x->key = key;
+    int r1 = route_keys[i].section ? route_keys[i].section(x->c, v, x->r)
+             : route_keys[i].parse ? route_keys[i].parse(x, v)
+                                   : 0;
+    return r1 != 0 ? SY_EINVAL : rc;
+}
+
+/* The checks across keys, then the defaults that depend on them. */
+static int route_finish(sy_conf_t *c, yaml_node_t *node, sy_route_t *r, bool have_percent, int rc)
+{
     if (r->name == NULL && rc == 0)
         rc = sy_conf_error(c, node, "a route needs a 'name'");
     if (r->legacy == NULL && rc == 0)
@@ -684,6 +730,23 @@ static int parse_route(sy_conf_t *c, yaml_node_t *node, const sy_config_t *cfg, 
         return sy_conf_error(c, node, "out of memory");
     r->path_prefix_len = strlen(r->path_prefix);
     return rc;
+}
+
+static int parse_route(sy_conf_t *c, yaml_node_t *node, const sy_config_t *cfg, sy_routes_t *rs, sy_route_t *r)
+{
+    if (sy_conf_expect(c, node, YAML_MAPPING_NODE, "a route (a mapping with name, match, legacy, ...)") != 0)
+        return SY_EINVAL;
+    int rc = 0;
+    r->state = SY_STATE_RAMPING;
+    r->anonymous = SY_ANON_LEGACY;
+    r->jwt_verify = true;
+    r->json_body_limit = 64 * 1024;
+    route_ctx_t x = {.c = c, .r = r, .cfg = cfg, .rs = rs};
+    yaml_node_t *k, *v;
+    for (size_t it = 0; sy_conf_map_next(c, node, &it, &k, &v);)
+        if (parse_route_key(&x, node, k, v) != 0)
+            rc = SY_EINVAL;
+    return route_finish(c, node, r, x.have_percent, rc);
 }
 
 static int routes_parse(sy_conf_t *c, yaml_node_t *node, const sy_config_t *cfg, void **out)
