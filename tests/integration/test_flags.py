@@ -269,9 +269,16 @@ class Flags(GatewayTest):
                            capture_output=True, text=True)
         self.assertIn("503", r.stderr)  # only a rollback applies while Redis is away
         # Redis returns (with the old hash): the rollback is written there.
-        self.r = self.env.start_redis(port=self.rport)
-        self.env.redis(self.rport, "HSET", self.key(), "state", "ramping", "percent_bp", "2500", "salt", "nav",
+        # The old hash comes from a dump made beforehand: an HSET after the
+        # start would race the gateway's reconnect (seen as a hand edit that
+        # resumes the route, or seeded over).
+        seed = self.env.start_redis()
+        self.env.redis(seed.port, "HSET", self.key(), "state", "ramping", "percent_bp", "2500", "salt", "nav",
                        "version", "1")
+        self.env.redis(seed.port, "CONFIG", "SET", "dbfilename", "seed.rdb")
+        self.env.redis(seed.port, "SAVE")
+        self.env.stop(seed)
+        self.r = self.env.start_redis(port=self.rport, args=["--dbfilename", "seed.rdb"])
         deadline = time.time() + 15 * SLOW
         while time.time() < deadline and self.env.redis(self.rport, "HGET", self.key(), "state") != "tripped":
             time.sleep(0.05)

@@ -267,11 +267,10 @@ class Trips(unittest.TestCase):
         seed = self.env.start_redis()
         self.env.redis(seed.port, "HSET", "switchyard:route:nav", "state", "ramping", "percent_bp", "0", "salt", "nav",
                        "version", "1")
-        self.env.redis(seed.port, "CONFIG", "SET", "dir", self.env.dir)
-        self.env.redis(seed.port, "CONFIG", "SET", "dbfilename", "seed.rdb")
+        self.env.redis(seed.port, "CONFIG", "SET", "dbfilename", "seed.rdb")  # in the test's directory
         self.env.redis(seed.port, "SAVE")
         self.env.stop(seed)
-        self.r = self.env.start_redis(port=rport, args=["--dir", self.env.dir, "--dbfilename", "seed.rdb"])
+        self.r = self.env.start_redis(port=rport, args=["--dbfilename", "seed.rdb"])
         deadline = time.time() + 15 * SLOW
         while time.time() < deadline and self.env.redis(rport, "HGET", "switchyard:route:nav", "state") != "tripped":
             time.sleep(0.05)
