@@ -104,6 +104,9 @@ class Fallback(unittest.TestCase):
         s, h, b = self.request(conn, "PUT", b"x" * 10)
         self.assertEqual((s, h["x-backend"], json.loads(b)["method"]), (200, "legacy", "PUT"))
         conn.close()
+        deadline = time.time() + 5 * SLOW  # the counters reach /metrics at the monitor's next tick
+        while time.time() < deadline and self.fallbacks() != 2:
+            time.sleep(0.02)
         self.assertEqual(self.fallbacks(), 2)
         print("\nfallback: a 1 MiB POST and a PUT to a refused new answered 200 by legacy; "
               "switchyard_fallbacks_total = %d" % self.fallbacks(), flush=True)
