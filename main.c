@@ -1,10 +1,12 @@
 /* switchyard: wiring only (parts, bindings, the loop, one teardown ladder). Trips: healthcheck/trip.h;
  * signals, reload, drain: handlers/lifecycle.h; the command line: handlers/cli.h. */
 #include "flags/audit.h"
+#include "flags/pools.h"
 #include "flags/store.h"
 #include "handlers/admin.h"
 #include "handlers/cli.h"
 #include "handlers/lifecycle.h"
+#include "healthcheck/endpoints.h"
 #include "healthcheck/feed.h"
 #include "healthcheck/health.h"
 #include "healthcheck/monitor.h"
@@ -30,6 +32,7 @@ typedef struct app {
     sy_admin_t *admin;
     sy_monitor_t *monitor;
     sy_health_t *health;
+    sy_endpoints_t *endpoints; /* the endpoints' state: its owner; each snapshot holds its table */
     sy_notify_t *notify;
     sy_audit_t *audit;
     sy_sink_t sink;           /* the record as the stores, the monitor and the trip see it */
@@ -61,6 +64,7 @@ static void publish_flags(void *ud, const sy_config_t *cfg, const sy_route_flags
         sy_error("flags: out of memory building a snapshot; the previous flags stay in force");
         return;
     }
+    snap->eps = sy_epstate_ref(sy_endpoints_table(app->endpoints, cfg));
     snap->close_idle_serial = close_idle_serial; /* flags/pools.c retired the old colour */
     sy_server_publish(app->server, snap);
 }
@@ -69,7 +73,10 @@ static void publish_flags(void *ud, const sy_config_t *cfg, const sy_route_flags
 static bool create_parts(app_t *app, sy_config_t *cfg)
 {
     sy_routing_t *rt = sy_routing_from_config(cfg);
-    sy_snapshot_t *snap = rt ? sy_snapshot_create(cfg, rt, sy_routing_free) : NULL;
+    app->endpoints = sy_endpoints_create(cfg, (size_t)cfg->workers);
+    sy_snapshot_t *snap = rt && app->endpoints ? sy_snapshot_create(cfg, rt, sy_routing_free) : NULL;
+    if (snap != NULL)
+        snap->eps = sy_epstate_ref(sy_endpoints_table(app->endpoints, cfg));
     app->notify = sy_notify_create(app->loop, cfg); /* NULL without a notify section */
     app->sink = sy_audit_sink(app->audit);
     app->trip = snap ? sy_trip_create(&app->sink, app->notify) : NULL;
@@ -80,7 +87,7 @@ static bool create_parts(app_t *app, sy_config_t *cfg)
     }
     sy_monitor_hooks_t hooks = {.trip = sy_trip_monitor_fire, .warn = sy_trip_monitor_warn, .ud = app->trip,
                                 .window = sy_feed_window, .window_ud = &app->sink,
-                                .window_ms = sy_audit_window_ms(app->audit)};
+                                .window_ms = sy_audit_window_ms(app->audit), .endpoints = app->endpoints};
     app->monitor = sy_monitor_create(app->loop, cfg, (size_t)cfg->workers, &hooks);
     /* The router reads the monitor's trip marks (consecutive errors) on every decision. */
     app->marks = (sy_trip_marks_t){.tripped = sy_monitor_tripped, .ud = app->monitor};
@@ -90,8 +97,10 @@ static bool create_parts(app_t *app, sy_config_t *cfg)
     else
         sy_snapshot_release(snap);
     app->store = app->server ? sy_flagstore_create(app->loop, cfg, publish_flags, app) : NULL;
-    app->admin = app->store ? sy_admin_create(app->loop, cfg, app->store, app->monitor) : NULL;
-    app->health = app->admin ? sy_health_create(app->loop, cfg) : NULL;
+    if (app->store != NULL)
+        sy_pools_bind_endpoints(app->store, sy_endpoints_pool_ops(app->endpoints));
+    app->admin = app->store ? sy_admin_create(app->loop, cfg, app->store, app->monitor, app->endpoints) : NULL;
+    app->health = app->admin ? sy_health_create(app->loop, cfg, app->endpoints) : NULL;
     return app->health != NULL;
 }
 
@@ -120,7 +129,7 @@ static int cmd_run(const char *path, bool takeover, int ready_fd)
     sy_admin_set_audit(app.admin, app.audit);
     sy_admin_set_trip(app.admin, app.trip);
     sy_trip_bind(app.trip, app.store, app.monitor);
-    sy_lifecycle_parts_t parts = {app.server, app.store, app.monitor, app.health, app.admin, app.audit};
+    sy_lifecycle_parts_t parts = {app.server, app.store, app.monitor, app.health, app.admin, app.audit, app.endpoints};
     sy_lifecycle_bind(app.life, &parts);
     if (sy_server_start(app.server) != 0) {
         sy_error("cannot start worker threads");
@@ -154,6 +163,7 @@ out:
     sy_server_destroy(app.server);
     sy_monitor_destroy(app.monitor);
     sy_trip_destroy(app.trip);
+    sy_endpoints_destroy(app.endpoints); /* the snapshots hold their tables themselves */
     sy_config_release(cfg);
     if (rc == 0) {
         ev_loop_destroy(app.loop);

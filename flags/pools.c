@@ -10,6 +10,8 @@
 
 #include "proxy/log.h"
 
+#include <ev.h>
+
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -273,7 +275,7 @@ static void pool_hand_swap(sy_flagstore_t *s, size_t j, sy_pool_flags_t *next, c
     char why[256], full[300];
     if (sy_refused_seen(&s->prefs[j], "active", raw->active)) {
         next->active = s->pcur[j].active;
-    } else if (!sy_pool_color_ready(&s->cfg->pools[j], next->active, why, sizeof(why))) {
+    } else if (!sy_pool_color_ready(&s->eps, s->cfg, &s->cfg->pools[j], next->active, why, sizeof(why))) {
         snprintf(full, sizeof(full), "swap refused: %s", why);
         fs_ref_note(s, &s->prefs[j], "pool:", s->cfg->pools[j].name, "active", raw->active, full, in_force, true);
         next->active = s->pcur[j].active;
@@ -364,13 +366,27 @@ static void record_swap(sy_flagstore_t *s, size_t j, const sy_pool_flags_t *befo
                   fs_pool_json(after), NULL, NULL);
 }
 
-bool sy_pool_color_ready(const sy_pool_t *p, int color, char *why, size_t cap)
+static void retire_colors(sy_flagstore_t *s, int64_t now_ms);
+
+void sy_pools_bind_endpoints(sy_flagstore_t *s, sy_pool_endpoints_t eps)
 {
+    s->eps = eps;
+    retire_colors(s, (int64_t)(ev_now(s->loop) * 1000)); /* the inactive colours, from now */
+}
+
+bool sy_pool_color_ready(const sy_pool_endpoints_t *eps, const sy_config_t *cfg, const sy_pool_t *p, int color,
+                         char *why, size_t cap)
+{
+    if (eps == NULL || eps->good_probes == NULL) {
+        snprintf(why, cap, "the endpoints' health is not known");
+        return false;
+    }
     for (size_t e = p->color_first[color]; e < p->color_first[color] + p->color_count[color]; e++) {
-        sy_endpoint_t *ep = &p->endpoints[e];
-        if (atomic_load(&ep->down) || atomic_load(&ep->probe_ok) < p->health.rise) {
+        const sy_endpoint_t *ep = &p->endpoints[e];
+        int good = eps->good_probes(eps->ud, cfg, ep);
+        if (good < p->health.rise) {
             snprintf(why, cap, "%s endpoint %s has not passed %lld health probes in a row (%d so far)",
-                     color ? "green" : "blue", ep->name, (long long)p->health.rise, atomic_load(&ep->probe_ok));
+                     color ? "green" : "blue", ep->name, (long long)p->health.rise, good < 0 ? 0 : good);
             return false;
         }
     }
@@ -417,7 +433,7 @@ void sy_pools_swap(sy_flagstore_t *s, const char *pool, const char *to, const ch
         return;
     }
     char why[256], full[300];
-    if (!sy_pool_color_ready(&s->cfg->pools[j], target, why, sizeof(why))) {
+    if (!sy_pool_color_ready(&s->eps, s->cfg, &s->cfg->pools[j], target, why, sizeof(why))) {
         snprintf(full, sizeof(full), "refused: %s", why);
         sy_warn("swap of pool %s %s", pool, full);
         fs_finish(done, ud, SY_ECONFLICT, full, NULL);
@@ -477,19 +493,28 @@ uint64_t fs_pools_retire(sy_flagstore_t *s, int64_t now_ms)
     r->last_npools = cfg->npools;
     if (swapped)
         r->close_idle_serial++;
-    /* Endpoints of an inactive colour are retired: what still runs on them gets
-     * timeouts.drain from now. */
+    retire_colors(s, now_ms);
+    return r->close_idle_serial;
+}
+
+/* Endpoints of an inactive colour are retired: what still runs on them gets
+ * timeouts.drain from now. */
+static void retire_colors(sy_flagstore_t *s, int64_t now_ms)
+{
+    const sy_config_t *cfg = s->cfg;
+    const sy_pool_flags_t *pools = s->pcur;
+    if (s->eps.retire == NULL || s->eps.retired == NULL || pools == NULL)
+        return;
     for (size_t i = 0; i < cfg->npools; i++) {
         const sy_pool_t *p = &cfg->pools[i];
         for (size_t e = 0; p->colored && e < p->nendpoints; e++) {
-            sy_endpoint_t *ep = &p->endpoints[e];
+            const sy_endpoint_t *ep = &p->endpoints[e];
             bool inactive = (e >= p->color_first[1]) != (pools[i].active == SY_GREEN);
-            int64_t cur = atomic_load(&ep->retired_ms);
+            int64_t cur = s->eps.retired(s->eps.ud, cfg, ep);
             if (inactive && cur == 0)
-                atomic_store(&ep->retired_ms, now_ms);
+                s->eps.retire(s->eps.ud, cfg, ep, now_ms);
             else if (!inactive && cur != 0)
-                atomic_store(&ep->retired_ms, 0);
+                s->eps.retire(s->eps.ud, cfg, ep, 0);
         }
     }
-    return r->close_idle_serial;
 }

@@ -12,10 +12,26 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
-/* The health gate of a swap: true when every endpoint of `color` is up and
- * passed health.rise probes in a row; else false with the reason in why. */
-bool sy_pool_color_ready(const sy_pool_t *p, int color, char *why, size_t cap);
+/* What the swap reads and writes of the endpoints' run-time state, which has its
+ * owner in healthcheck/endpoints.c (sy_endpoints_pool_ops; main binds it). */
+typedef struct sy_pool_endpoints {
+    /* Good probes in a row of ep (an endpoint of cfg), -1 when it is down. */
+    int (*good_probes)(void *ud, const sy_config_t *cfg, const sy_endpoint_t *ep);
+    int64_t (*retired)(void *ud, const sy_config_t *cfg, const sy_endpoint_t *ep);
+    /* Its colour stopped being active at since_ms (0: active again). */
+    void (*retire)(void *ud, const sy_config_t *cfg, const sy_endpoint_t *ep, int64_t since_ms);
+    void *ud;
+} sy_pool_endpoints_t;
+
+/* Binds the endpoints' state (copied); without it no swap passes the health gate. */
+void sy_pools_bind_endpoints(sy_flagstore_t *s, sy_pool_endpoints_t eps);
+
+/* The health gate of a swap: true when every endpoint of `color` of pool p of cfg
+ * is up and passed health.rise probes in a row; else false with the reason in why. */
+bool sy_pool_color_ready(const sy_pool_endpoints_t *eps, const sy_config_t *cfg, const sy_pool_t *p, int color,
+                         char *why, size_t cap);
 
 /* A swap of the coloured pool `pool` to `to` ("blue", "green", or NULL for the
  * other colour), by actor, for reason (both copied). Refused with SY_ENOTFOUND (no such

@@ -69,6 +69,7 @@ struct sy_flagstore {
     char ref_version[24];    /* the version of the key being read: in a refused edit's id */
     sy_sink_t sink;          /* the record (no functions: none) */
     pools_retire_t retire;    /* pools.c: the old colour's retirement */
+    sy_pool_endpoints_t eps;  /* pools.c: the endpoints' state (healthcheck/endpoints.c) */
     sy_flagstore_status_t st;
 };
 

@@ -639,7 +639,7 @@ static void set_token(sy_admin_t *a, const sy_config_t *cfg)
 }
 
 sy_admin_t *sy_admin_create(struct ev_loop *loop, const sy_config_t *cfg, sy_flagstore_t *store,
-                            sy_monitor_t *monitor)
+                            sy_monitor_t *monitor, const sy_endpoints_t *eps)
 {
     const sy_admin_conf_t *ac = sy_config_ext(cfg, "admin");
     sy_addr_t addr;
@@ -654,6 +654,7 @@ sy_admin_t *sy_admin_create(struct ev_loop *loop, const sy_config_t *cfg, sy_fla
     a->loop = loop;
     a->store = store;
     a->monitor = monitor;
+    a->endpoints = eps;
     a->alert_label = "route";
     sy_list_init(&a->conns);
     sy_bufpool_init(&a->bufs, ADMIN_MAX_HEAD + 4096, 4);

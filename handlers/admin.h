@@ -18,6 +18,7 @@
 
 #include "flags/audit.h"
 #include "flags/store.h"
+#include "healthcheck/endpoints.h"
 #include "healthcheck/monitor.h"
 #include "healthcheck/trip.h"
 #include "proxy/config.h"
@@ -38,7 +39,7 @@ typedef struct sy_admin sy_admin_t;
 /* Listens on the config's admin address (default 127.0.0.1:9901). Returns NULL
  * on error (logged). */
 sy_admin_t *sy_admin_create(struct ev_loop *loop, const sy_config_t *cfg, sy_flagstore_t *store,
-                            sy_monitor_t *monitor);
+                            sy_monitor_t *monitor, const sy_endpoints_t *eps);
 /* Picks up a reloaded config's token (the address needs a restart). */
 void sy_admin_reload(sy_admin_t *a, const sy_config_t *cfg);
 /* The record, for GET /events and GET /windows and the status (NULL: none). */

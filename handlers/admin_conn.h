@@ -44,6 +44,7 @@ struct sy_admin {
     const sy_config_t *cfg;
     sy_flagstore_t *store;
     sy_monitor_t *monitor;
+    const sy_endpoints_t *endpoints; /* the endpoints' state, for /status and /metrics */
     sy_audit_t *audit;
     sy_trip_t *trip; /* the trip owner, for the Alertmanager webhook */
     int fd;

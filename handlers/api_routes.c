@@ -265,12 +265,13 @@ json_t *sy_admin_pools_json(const sy_admin_t *a)
         for (size_t e = 0; e < p->nendpoints; e++) {
             const sy_endpoint_t *ep = &p->endpoints[e];
             int color = p->colored && e >= p->color_first[1] ? 1 : 0;
-            long inflight = atomic_load(&((sy_endpoint_t *)ep)->inflight);
+            long inflight = sy_endpoints_inflight(a->endpoints, cfg, ep); /* the workers' shards summed */
             if (p->colored && color != pf[i].active)
                 draining += inflight;
             json_array_append_new(eps, json_pack("{s:s, s:s?, s:b, s:i, s:I}", "endpoint", ep->name, "color",
-                                                 p->colored ? colors[color] : NULL, "up", !atomic_load(&((sy_endpoint_t *)ep)->down),
-                                                 "good_probes", atomic_load(&((sy_endpoint_t *)ep)->probe_ok),
+                                                 p->colored ? colors[color] : NULL, "up",
+                                                 !sy_endpoints_is_down(a->endpoints, cfg, ep), "good_probes",
+                                                 sy_endpoints_good_probes(a->endpoints, cfg, ep),
                                                  "in_flight", (json_int_t)inflight));
         }
         json_array_append_new(out, json_pack("{s:s, s:b, s:s?, s:I, s:s?, s:s?, s:s?, s:I, s:o, s:o}", "name", p->name,

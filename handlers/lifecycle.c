@@ -138,6 +138,10 @@ static void warn_restart_keys(const sy_config_t *old, const sy_config_t *cfg)
 static void apply(sy_lifecycle_t *l, sy_config_t *cfg)
 {
     warn_restart_keys(sy_flagstore_config(l->p.store), cfg);
+    /* The endpoints' state first (carried over by name): the snapshots the store
+     * publishes next carry the new config's table. */
+    if (sy_endpoints_reload(l->p.endpoints, cfg) != 0)
+        sy_error("reload: out of memory for the endpoints' state; the new config's endpoints count as up");
     /* The store keeps each route's live flags and publishes a snapshot of the new config. */
     sy_flagstore_reload(l->p.store, cfg);
     sy_monitor_reload(l->p.monitor, cfg);

@@ -15,6 +15,7 @@
 #include "flags/audit.h"
 #include "flags/store.h"
 #include "handlers/admin.h"
+#include "healthcheck/endpoints.h"
 #include "healthcheck/health.h"
 #include "healthcheck/monitor.h"
 #include "proxy/server.h"
@@ -31,6 +32,7 @@ typedef struct sy_lifecycle_parts {
     sy_health_t *health;
     sy_admin_t *admin;
     sy_audit_t *audit;
+    sy_endpoints_t *endpoints;
 } sy_lifecycle_parts_t;
 
 /* Starts handling the signals at once (they act once the loop runs). The

@@ -53,6 +53,7 @@ typedef struct scrape {
     const sy_monitor_t *m;
     size_t nviews; /* routes the monitor has views of */
     const sy_config_t *cfg;
+    const sy_endpoints_t *eps;
     const sy_routes_t *rs;
     const sy_route_flags_t *flags;
     sy_flagstore_status_t st;
@@ -198,7 +199,7 @@ static void endpoint_up(scrape_t *x, const family_t *f)
     for (size_t p = 0; p < cfg->npools; p++)
         for (size_t e = 0; e < cfg->pools[p].nendpoints; e++)
             OUT("%s{pool=\"%s\",endpoint=\"%s\"} %d\n", f->name, cfg->pools[p].name, cfg->pools[p].endpoints[e].name,
-                !atomic_load(&cfg->pools[p].endpoints[e].down));
+                !sy_endpoints_is_down(x->eps, cfg, &cfg->pools[p].endpoints[e]));
 }
 
 /* The families, in the order they are written. */
@@ -250,7 +251,7 @@ void sy_admin_ep_metrics(admin_conn_t *c, const char *name, json_t *body)
 {
     (void)name;
     (void)body;
-    scrape_t sx = {.m = c->a->monitor, .cfg = sy_flagstore_config(c->a->store)}, *x = &sx;
+    scrape_t sx = {.m = c->a->monitor, .cfg = sy_flagstore_config(c->a->store), .eps = c->a->endpoints}, *x = &sx;
     x->nviews = x->m ? sy_monitor_nroutes(x->m) : 0;
     x->rs = sy_config_ext(x->cfg, "routes");
     x->flags = sy_flagstore_flags(c->a->store);

@@ -1,5 +1,7 @@
 #include "healthcheck/health.h"
 
+#include "healthcheck/endpoints.h"
+
 #include "proxy/h1client.h"
 #include "proxy/log.h"
 
@@ -18,7 +20,7 @@ static const sy_h1client_limits_t probe_limits = {
 typedef struct probe {
     struct sy_health *h;
     const sy_pool_t *pool;
-    sy_endpoint_t *ep;
+    const sy_endpoint_t *ep;
     sy_h1client_t *client; /* owned: the probe's exchange */
     ev_timer timer;        /* the next probe */
     int ok_run, fail_run;
@@ -27,6 +29,7 @@ typedef struct probe {
 struct sy_health {
     struct ev_loop *loop;
     sy_config_t *cfg;
+    sy_endpoints_t *eps;   /* the owner of the endpoints' state, which the probes set */
     probe_t *probes;
     size_t n;
 };
@@ -48,22 +51,23 @@ static void finish(probe_t *p, bool ok, const char *why)
 {
     int64_t rise = p->pool->has_health ? p->pool->health.rise : 2;
     int64_t fall = p->pool->has_health ? p->pool->health.fall : 3;
-    bool down = atomic_load(&p->ep->down);
+    sy_endpoints_t *eps = p->h->eps;
+    const sy_config_t *cfg = p->h->cfg;
+    bool down = sy_endpoints_is_down(eps, cfg, p->ep);
     if (ok) {
         p->ok_run++;
         p->fail_run = 0;
-        atomic_store(&p->ep->probe_ok, p->ok_run);
+        sy_endpoints_probed(eps, cfg, p->ep, p->ok_run);
         if (down && p->ok_run >= rise) {
-            atomic_store(&p->ep->connect_failures, 0);
-            atomic_store(&p->ep->down, 0);
+            sy_endpoints_set_down(eps, cfg, p->ep, false);
             sy_info("health: %s (pool %s) is up again after %d good probes", p->ep->name, p->pool->name, p->ok_run);
         }
     } else {
         p->fail_run++;
         p->ok_run = 0;
-        atomic_store(&p->ep->probe_ok, 0);
+        sy_endpoints_probed(eps, cfg, p->ep, 0);
         if (!down && p->fail_run >= fall) {
-            atomic_store(&p->ep->down, 1);
+            sy_endpoints_set_down(eps, cfg, p->ep, true);
             sy_warn("health: %s (pool %s) is down: %s (%d failed probes)", p->ep->name, p->pool->name, why,
                     p->fail_run);
         }
@@ -101,7 +105,7 @@ static void timer_cb(struct ev_loop *loop, ev_timer *t, int revents)
     probe_t *p = t->data;
     (void)loop;
     (void)revents;
-    if (!p->pool->has_health && !atomic_load(&p->ep->down)) {
+    if (!p->pool->has_health && !sy_endpoints_is_down(p->h->eps, p->h->cfg, p->ep)) {
         schedule(p, interval_of(p)); /* nothing to re-probe */
         return;
     }
@@ -171,12 +175,13 @@ static int load(sy_health_t *h, const sy_config_t *cfg)
     return 0;
 }
 
-sy_health_t *sy_health_create(struct ev_loop *loop, const sy_config_t *cfg)
+sy_health_t *sy_health_create(struct ev_loop *loop, const sy_config_t *cfg, sy_endpoints_t *eps)
 {
     sy_health_t *h = calloc(1, sizeof(*h));
     if (h == NULL)
         return NULL;
     h->loop = loop;
+    h->eps = eps;
     if (load(h, cfg) != 0) {
         free(h);
         return NULL;

@@ -1,5 +1,7 @@
 #include "healthcheck/monitor.h"
 
+#include "healthcheck/endpoints.h"
+
 #include "proxy/log.h"
 #include "proxy/snapshot.h"
 
@@ -126,11 +128,10 @@ static void record(void *ctx, int worker, const sy_snapshot_t *snap, const sy_ou
     }
     /* Passive ejection at once when the exchange itself failed to connect (the
      * tick catches endpoints that failed behind a successful retry elsewhere). */
-    sy_endpoint_t *ep = (sy_endpoint_t *)o->decision->endpoint;
-    if (ep != NULL && o->error == SY_XERR_CONNECT &&
-        atomic_load_explicit(&ep->connect_failures, memory_order_relaxed) >= 3 && !atomic_exchange(&ep->down, 1))
-        sy_warn("health: %s taken out after %u connect failures in a row", ep->name,
-                atomic_load_explicit(&ep->connect_failures, memory_order_relaxed));
+    const sy_endpoint_t *ep = o->decision->endpoint;
+    unsigned long run = 0;
+    if (ep != NULL && o->error == SY_XERR_CONNECT && sy_endpoints_eject(snap->eps, ep->index, &run))
+        sy_warn("health: %s taken out after %lu connect failures in a row", ep->name, run);
     bool err = sy_rules_is_error(conf, o->status, o->error);
     BUMP(c->requests, 1);
     if (err) {
@@ -217,28 +218,28 @@ static void do_trip(sy_monitor_t *m, route_state_t *rs, const char *rule, const 
  * bucket of the current second, then evaluate. Buckets stay 1 s wide; the
  * evaluation is ten times as frequent so a bad new side is caught within
  * ~100 ms of crossing a threshold, not at the next whole second. */
-static bool all_down(const sy_pool_t *p)
+static bool all_down(const sy_monitor_t *m, const sy_pool_t *p)
 {
     if (p == NULL || p->nendpoints == 0)
         return false;
     for (size_t i = 0; i < p->nendpoints; i++)
-        if (!atomic_load_explicit(&p->endpoints[i].down, memory_order_relaxed))
+        if (!sy_endpoints_is_down(m->hooks.endpoints, m->cfg, &p->endpoints[i]))
             return false;
     return true;
 }
 
-/* Passive ejection: the engine counts connect failures in a row per endpoint
- * (a successful connect resets it); 3 take the endpoint out, and the health
- * prober re-probes it before it returns. */
+/* Passive ejection: each worker counts failed connects to an endpoint in its
+ * shard (its good connect ends its run); SY_EJECT_CONNECT_FAILURES in a row,
+ * summed over the workers, take the endpoint out (healthcheck/endpoints.c), and
+ * the health prober re-probes it before it returns. */
 static void eject(sy_monitor_t *m)
 {
     for (size_t p = 0; p < m->cfg->npools; p++)
         for (size_t e = 0; e < m->cfg->pools[p].nendpoints; e++) {
-            sy_endpoint_t *ep = &m->cfg->pools[p].endpoints[e];
-            unsigned n = atomic_load_explicit(&ep->connect_failures, memory_order_relaxed);
-            if (n >= 3 && !atomic_load(&ep->down)) {
-                atomic_store(&ep->down, 1);
-                sy_warn("health: %s (pool %s) taken out after %u connect failures in a row", ep->name,
+            const sy_endpoint_t *ep = &m->cfg->pools[p].endpoints[e];
+            unsigned long n = 0;
+            if (sy_endpoints_eject(sy_endpoints_table(m->hooks.endpoints, m->cfg), ep->index, &n)) {
+                sy_warn("health: %s (pool %s) taken out after %lu connect failures in a row", ep->name,
                         m->cfg->pools[p].name, n);
             }
         }
@@ -250,12 +251,12 @@ static void check_pools(sy_monitor_t *m, size_t r, route_state_t *rs)
 {
     const sy_pool_t *np = rs->conf->new_pool ? sy_config_pool(m->cfg, rs->conf->new_pool) : NULL;
     const sy_pool_t *lp = rs->conf->legacy_pool ? sy_config_pool(m->cfg, rs->conf->legacy_pool) : NULL;
-    if (rs->conf->enabled && all_down(np)) {
+    if (rs->conf->enabled && all_down(m, np)) {
         char detail[160];
         snprintf(detail, sizeof(detail), "all %zu endpoints of pool %s are down", np->nendpoints, np->name);
         do_trip(m, rs, "new_unavailable", detail);
     }
-    bool ld = all_down(lp);
+    bool ld = all_down(m, lp);
     if (ld && !m->legacy_down[r])
         sy_error("route %s: every endpoint of its legacy pool %s is down: requests get 503", rs->name, lp->name);
     else if (!ld && m->legacy_down[r])

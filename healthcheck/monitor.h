@@ -35,6 +35,7 @@ typedef struct sy_monitor_hooks {
     uint64_t window_ms;    /* the period of `window` calls; 0: none */
     void *ud;              /* of trip and warn */
     void *window_ud;       /* of window */
+    struct sy_endpoints *endpoints; /* the endpoints' state: pools all down, passive ejection */
 } sy_monitor_hooks_t;
 
 sy_monitor_t *sy_monitor_create(struct ev_loop *control, const sy_config_t *cfg, size_t nworkers,

@@ -268,6 +268,10 @@ static int parse_pools(sy_conf_t *c, yaml_node_t *node, sy_config_t *cfg)
             rc = sy_conf_error(c, v, "pool '%s' has colours: give it health checks (health: {path: ...}) so that a "
                                      "swap can check the target colour first", name);
     }
+    size_t index = 0; /* the endpoints' rows in the state table */
+    for (size_t i = 0; i < cfg->npools; i++)
+        for (size_t e = 0; e < cfg->pools[i].nendpoints; e++)
+            cfg->pools[i].endpoints[e].index = index++;
     return rc;
 }
 

@@ -3,9 +3,10 @@
  * registered as sy_conf_section_t (routing registers `routes`).
  *
  * A sy_config_t is immutable once loaded and reference-counted: snapshots hold a
- * reference; the last sy_config_release() frees it and the section data. The only
- * mutable fields are the endpoints' health flags (atomics written by the health
- * checker, read by the router). */
+ * reference; the last sy_config_release() frees it and the section data. Nothing in
+ * it changes after the load: the endpoints' run-time state (down, in flight,
+ * connect failures, retirement) is a table apart, proxy/epstate.h, indexed by
+ * sy_endpoint_t.index and owned by healthcheck/endpoints.c. */
 #ifndef SY_CONFIG_H
 #define SY_CONFIG_H
 
@@ -21,11 +22,7 @@
 typedef struct sy_endpoint {
     char *name;           /* as written, e.g. "127.0.0.1:7001"; also the pool key */
     sy_addr_t addr;
-    atomic_int down;      /* 1 when health checks took it out (set by healthcheck) */
-    atomic_uint connect_failures; /* in a row, from the data path (passive ejection) */
-    atomic_long inflight; /* exchanges using it now (drain status after a swap) */
-    atomic_int probe_ok;  /* good probes in a row (health), for swap checks */
-    _Atomic int64_t retired_ms; /* when its colour stopped being active (ev time, ms); 0: active */
+    size_t index;         /* 0.. over all pools in order: its row in the state table (proxy/epstate.h) */
 } sy_endpoint_t;
 
 /* Active health checks of a pool's endpoints (run by healthcheck/). */

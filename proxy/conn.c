@@ -219,9 +219,8 @@ static bool upstream_connected(sy_conn_t *c)
     }
     c->up->connected = true;
     c->up_blocked = false;
-    sy_endpoint_t *ep = (sy_endpoint_t *)c->dec.endpoint;
-    if (atomic_load_explicit(&ep->connect_failures, memory_order_relaxed) != 0)
-        atomic_store_explicit(&ep->connect_failures, 0, memory_order_relaxed);
+    if (c->snap != NULL) /* ends this worker's run of failed connects to it */
+        sy_epstate_connect_result(c->snap->eps, c->w->id, c->dec.endpoint->index, 1);
     return true;
 }
 
@@ -371,7 +370,7 @@ static sy_deadline_t next_deadline(const sy_conn_t *c)
     phase_ops[c->phase]->deadline(c, &d);
     /* Its backend's colour was swapped out: it finishes within timeouts.drain. */
     if ((c->phase == PH_EXCHANGE || c->phase == PH_TUNNEL) && c->up != NULL && c->dec.endpoint != NULL) {
-        int64_t retired = atomic_load_explicit(&((sy_endpoint_t *)c->dec.endpoint)->retired_ms, memory_order_relaxed);
+        int64_t retired = c->snap != NULL ? sy_epstate_retired_ms(c->snap->eps, c->dec.endpoint->index) : 0;
         if (retired > 0)
             sy_deadline_consider(&d, (double)retired / 1e3 + c->cfg->timeouts.drain / 1e3, DL_RETIRED);
     }

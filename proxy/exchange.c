@@ -137,8 +137,8 @@ static void detach_upstream_keep(sy_conn_t *c, bool reusable, bool keep_request)
 {
     if (c->up == NULL)
         return;
-    if (c->dec.endpoint != NULL)
-        atomic_fetch_sub_explicit(&((sy_endpoint_t *)c->dec.endpoint)->inflight, 1, memory_order_relaxed);
+    if (c->dec.endpoint != NULL && c->snap != NULL) /* this worker's shard: no shared read-modify-write */
+        sy_epstate_inflight_add(c->snap->eps, c->w->id, c->dec.endpoint->index, -1);
     /* A reusable connection keeps reading (the pool watches it for EOF). */
     sy_conn_set_events(c->w->loop, &c->up->io, &c->up_events, reusable ? EV_READ : 0);
     sy_upstream_release(c->w->ups, c->up, reusable);
@@ -265,8 +265,8 @@ static bool fall_back(sy_conn_t *c, sy_xerr_t kind, const char *why)
 void sy_exchange_upstream_failed(sy_conn_t *c, sy_xerr_t kind, const char *reason)
 {
     c->w->stats.upstream_errors++;
-    if (kind == SY_XERR_CONNECT && c->dec.endpoint != NULL)
-        atomic_fetch_add_explicit(&((sy_endpoint_t *)c->dec.endpoint)->connect_failures, 1, memory_order_relaxed);
+    if (kind == SY_XERR_CONNECT && c->dec.endpoint != NULL && c->snap != NULL)
+        sy_epstate_connect_result(c->snap->eps, c->w->id, c->dec.endpoint->index, 0);
     if (kind == SY_XERR_CONNECT && retry_elsewhere(c))
         return;
     if (kind == SY_XERR_CONNECT && fall_back(c, kind, "connect"))
@@ -579,7 +579,7 @@ static void start_upstream(sy_conn_t *c)
         return;
     }
     c->up = up;
-    atomic_fetch_add_explicit(&((sy_endpoint_t *)c->dec.endpoint)->inflight, 1, memory_order_relaxed);
+    sy_epstate_inflight_add(c->snap->eps, c->w->id, c->dec.endpoint->index, 1);
     /* A pooled connection's read watcher stays active across the hand-off. */
     c->up_events = ev_is_active(&up->io) ? (up->io.events & (EV_READ | EV_WRITE)) : 0;
     c->up_wrote = false;

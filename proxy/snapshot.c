@@ -30,6 +30,7 @@ void sy_snapshot_release(sy_snapshot_t *s)
         return;
     if (s->data_free != NULL)
         s->data_free(s->data);
+    sy_epstate_release(s->eps);
     sy_config_release(s->config);
     free(s);
 }

@@ -13,6 +13,7 @@
 #define SY_SNAPSHOT_H
 
 #include "proxy/config.h"
+#include "proxy/epstate.h"
 
 #include <stdatomic.h>
 #include <stdint.h>
@@ -23,6 +24,7 @@ typedef struct sy_snapshot {
     sy_config_t *config;      /* a reference, dropped with the snapshot */
     void *data;               /* the router's state for this snapshot; owned */
     void (*data_free)(void *data);
+    sy_epstate_t *eps;        /* the endpoints' state for config (a reference, or NULL: all up) */
     uint64_t close_idle_serial; /* changed: workers close their idle upstream connections (a swap) */
     struct sy_snapshot *_retired_next; /* control thread only */
 } sy_snapshot_t;

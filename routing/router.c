@@ -130,7 +130,7 @@ sy_routing_t *sy_routing_from_config(const sy_config_t *cfg)
     return rt;
 }
 
-const sy_endpoint_t *sy_pool_pick(const sy_pool_t *p, int active, uint32_t rr)
+const sy_endpoint_t *sy_pool_pick(const sy_pool_t *p, const sy_epstate_t *eps, int active, uint32_t rr)
 {
     if (p == NULL || p->nendpoints == 0)
         return NULL;
@@ -141,18 +141,19 @@ const sy_endpoint_t *sy_pool_pick(const sy_pool_t *p, int active, uint32_t rr)
     }
     for (size_t i = 0; i < n; i++) {
         const sy_endpoint_t *e = &p->endpoints[first + (rr + i) % n];
-        if (!atomic_load_explicit(&e->down, memory_order_relaxed))
+        if (!sy_epstate_down(eps, e->index))
             return e;
     }
     return NULL;
 }
 
-static const sy_endpoint_t *pick(const sy_routing_t *rt, const sy_pool_t *p, uint32_t rr)
+static const sy_endpoint_t *pick(const sy_snapshot_t *snap, const sy_pool_t *p, uint32_t rr)
 {
+    const sy_routing_t *rt = snap->data;
     if (p == NULL)
         return NULL;
     size_t idx = (size_t)(p - rt->cfg->pools);
-    return sy_pool_pick(p, idx < rt->cfg->npools ? rt->pool_active[idx] : 0, rr);
+    return sy_pool_pick(p, snap->eps, idx < rt->cfg->npools ? rt->pool_active[idx] : 0, rr);
 }
 
 static int override_of(const sy_route_t *r, const sy_request_view_t *req)
@@ -235,11 +236,11 @@ static int decide(void *ctx, const sy_snapshot_t *snap, const sy_request_view_t 
         memcpy(out->user, key, n);
         out->user[n] = '\0';
     }
-    out->endpoint = pick(rt, v == SY_NEW ? r->new_pool : r->legacy, rr);
+    out->endpoint = pick(snap, v == SY_NEW ? r->new_pool : r->legacy, rr);
     if (out->endpoint == NULL && v == SY_NEW) {
         /* No healthy endpoint on new (the route is about to trip): serve the
          * user from legacy rather than fail the request. */
-        out->endpoint = pick(rt, r->legacy, rr);
+        out->endpoint = pick(snap, r->legacy, rr);
         out->variant_index = SY_LEGACY;
         out->variant = sy_variant_name(SY_LEGACY);
         out->reason = sy_reason_name(SY_REASON_DEFAULT);
@@ -262,7 +263,7 @@ static int fallback(void *ctx, const sy_snapshot_t *snap, const sy_decision_t *f
     if (failed->route_index < 0 || (size_t)failed->route_index >= rt->routes->n || failed->variant_index != SY_NEW ||
         (failed->reason != NULL && strcmp(failed->reason, sy_reason_name(SY_REASON_OVERRIDE)) == 0))
         return SY_EDECLINED;
-    const sy_endpoint_t *e = pick(rt, rt->routes->routes[failed->route_index].legacy, rr);
+    const sy_endpoint_t *e = pick(snap, rt->routes->routes[failed->route_index].legacy, rr);
     if (e == NULL)
         return SY_EDECLINED;
     *out = *failed;

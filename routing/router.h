@@ -81,8 +81,9 @@ extern const sy_router_t sy_router;
 sy_router_t sy_router_with_marks(sy_trip_marks_t *marks);
 
 /* Picks an endpoint of a pool (of its active colour) by round robin, skipping
- * endpoints marked down; NULL when all are down. */
-const sy_endpoint_t *sy_pool_pick(const sy_pool_t *p, int active, uint32_t rr);
+ * endpoints marked down in eps (the snapshot's state table; NULL: all up); NULL
+ * when all are down. */
+const sy_endpoint_t *sy_pool_pick(const sy_pool_t *p, const sy_epstate_t *eps, int active, uint32_t rr);
 
 /* What `switchyard cohort` prints: the bucket and the decision for a user on a
  * route, from flags alone. Returns 0, or -1 for an unknown route. */

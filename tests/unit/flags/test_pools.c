@@ -11,6 +11,7 @@
 #include "flags/pools.h"
 #include "flags/refused.h"
 #include "flags/store.h"
+#include "healthcheck/endpoints.h"
 #include "routing/route.h"
 
 #include <ev.h>
@@ -74,8 +75,11 @@ typedef struct fixture {
     struct ev_loop *loop;
     sy_config_t *cfg;
     sy_flagstore_t *store;
+    sy_endpoints_t *eps; /* the endpoints' state the swap reads and writes */
     sy_pool_t *col;
 } fixture_t;
+
+static fixture_t *fx;
 
 static int setup(void **state)
 {
@@ -90,6 +94,10 @@ static int setup(void **state)
     f->store = sy_flagstore_create(f->loop, f->cfg, on_publish, NULL);
     sy_sink_t sink = {.event = on_event};
     sy_flagstore_set_sink(f->store, &sink);
+    f->eps = sy_endpoints_create(f->cfg, 1);
+    assert_non_null(f->eps);
+    sy_pools_bind_endpoints(f->store, sy_endpoints_pool_ops(f->eps));
+    fx = f;
     f->col = (sy_pool_t *)sy_config_pool(f->cfg, "col");
     *state = f;
     return f->store != NULL ? 0 : -1;
@@ -99,6 +107,7 @@ static int teardown(void **state)
 {
     fixture_t *f = *state;
     sy_flagstore_destroy(f->store);
+    sy_endpoints_destroy(f->eps);
     sy_config_release(f->cfg);
     ev_loop_destroy(f->loop);
     free(f);
@@ -115,7 +124,12 @@ static void swap(fixture_t *f, const char *pool, const char *to)
 static void set_health(sy_pool_t *p, int color, int ok)
 {
     for (size_t e = p->color_first[color]; e < p->color_first[color] + p->color_count[color]; e++)
-        atomic_store(&p->endpoints[e].probe_ok, ok);
+        sy_endpoints_probed(fx->eps, fx->cfg, &p->endpoints[e], ok);
+}
+
+static int64_t retired(const sy_pool_t *p, size_t e)
+{
+    return sy_epstate_retired_ms(sy_endpoints_table(fx->eps, fx->cfg), p->endpoints[e].index);
 }
 
 static void test_refusals(void **state)
@@ -143,8 +157,8 @@ static void test_swap_and_retire(void **state)
     uint64_t serial = seen.serial;
     assert_int_equal(seen.active, SY_BLUE);
     /* At start the inactive colour is retired already. */
-    assert_true(atomic_load(&p->endpoints[p->color_first[1]].retired_ms) != 0);
-    assert_int_equal(atomic_load(&p->endpoints[p->color_first[0]].retired_ms), 0);
+    assert_true(retired(p, p->color_first[1]) != 0);
+    assert_int_equal(retired(p, p->color_first[0]), 0);
     set_health(p, 1, 2);
     swap(f, "col", "green");
     assert_int_equal(seen.status, SY_OK);
@@ -153,8 +167,8 @@ static void test_swap_and_retire(void **state)
     assert_int_equal(seen.events, 1);
     assert_string_equal(seen.kind, "swap");
     assert_string_equal(seen.actor, "tester");
-    assert_int_equal(atomic_load(&p->endpoints[p->color_first[1]].retired_ms), 0);
-    assert_true(atomic_load(&p->endpoints[p->color_first[0]].retired_ms) != 0);
+    assert_int_equal(retired(p, p->color_first[1]), 0);
+    assert_true(retired(p, p->color_first[0]) != 0);
     /* Back (to NULL: the other colour), once blue is healthy. */
     swap(f, "col", NULL);
     assert_int_equal(seen.status, SY_ECONFLICT);

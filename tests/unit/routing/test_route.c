@@ -35,6 +35,7 @@ static const char *CFG = "listen: [{address: 127.0.0.1:8080}]\n"
                          "  - {name: wild, match: {host: '*.example', path_prefix: /nav/deep}, legacy: L}\n";
 
 static sy_config_t *cfg;
+static sy_epstate_t *eps; /* the endpoints' state the snapshots carry (down marks) */
 
 static int setup(void **state)
 {
@@ -43,12 +44,19 @@ static int setup(void **state)
     cfg = sy_config_load_string(&errs, "t.yaml", CFG, sections, 1);
     sy_conf_print_errors(&errs, stderr);
     sy_conf_close(&errs);
-    return cfg == NULL;
+    if (cfg == NULL)
+        return 1;
+    size_t n = 0;
+    for (size_t i = 0; i < cfg->npools; i++)
+        n += cfg->pools[i].nendpoints;
+    eps = sy_epstate_alloc(n, 1);
+    return eps == NULL;
 }
 
 static int teardown(void **state)
 {
     (void)state;
+    sy_epstate_release(eps);
     sy_config_release(cfg);
     return 0;
 }
@@ -111,6 +119,7 @@ static sy_decision_t decide(const char *path, sy_header_t *hs, size_t n, const c
 {
     sy_routing_t *rt = sy_routing_from_config(cfg);
     sy_snapshot_t *snap = sy_snapshot_create(cfg, rt, sy_routing_free);
+    snap->eps = sy_epstate_ref(eps);
     struct sockaddr_in a = {.sin_family = AF_INET};
     inet_pton(AF_INET, ip, &a.sin_addr);
     const char *q = strchr(path, '?');
@@ -152,22 +161,22 @@ static void test_router_decisions(void **state)
 
     /* Endpoint marked down by health checks: skipped; all down: 503. */
     const sy_pool_t *n = sy_config_pool(cfg, "N");
-    atomic_store(&((sy_endpoint_t *)&n->endpoints[0])->down, 1);
+    atomic_store(&eps->slots[n->endpoints[0].index].down, 1);
     d = decide("/nav", tu, 1, "10.0.0.1");
     assert_string_equal(d.endpoint->name, "127.0.0.1:7003");
-    atomic_store(&((sy_endpoint_t *)&n->endpoints[1])->down, 1);
+    atomic_store(&eps->slots[n->endpoints[1].index].down, 1);
     d = decide("/nav", tu, 1, "10.0.0.1"); /* all of new down: served by legacy */
     assert_non_null(d.endpoint);
     assert_string_equal(d.endpoint->name, "127.0.0.1:7001");
     assert_string_equal(d.variant, "legacy");
     const sy_pool_t *l = sy_config_pool(cfg, "L");
-    atomic_store(&((sy_endpoint_t *)&l->endpoints[0])->down, 1);
+    atomic_store(&eps->slots[l->endpoints[0].index].down, 1);
     d = decide("/nav", tu, 1, "10.0.0.1"); /* and legacy too: 503 */
     assert_null(d.endpoint);
     assert_int_equal(d.status, 503);
-    atomic_store(&((sy_endpoint_t *)&l->endpoints[0])->down, 0);
-    atomic_store(&((sy_endpoint_t *)&n->endpoints[0])->down, 0);
-    atomic_store(&((sy_endpoint_t *)&n->endpoints[1])->down, 0);
+    atomic_store(&eps->slots[l->endpoints[0].index].down, 0);
+    atomic_store(&eps->slots[n->endpoints[0].index].down, 0);
+    atomic_store(&eps->slots[n->endpoints[1].index].down, 0);
 }
 
 static bool marked(const void *ud, const sy_snapshot_t *snap, int route)
@@ -184,6 +193,7 @@ static void test_marks_and_fallback(void **state)
     (void)state;
     sy_routing_t *rt = sy_routing_from_config(cfg);
     sy_snapshot_t *snap = sy_snapshot_create(cfg, rt, sy_routing_free);
+    snap->eps = sy_epstate_ref(eps);
     sy_header_t tu[] = {{"X-User-Id", 9, "42", 2}};
     sy_request_view_t v = {.method = "GET", .path = "/nav", .path_len = 4, .headers = tu, .nheaders = 1};
     int which = -1;
