@@ -13,6 +13,7 @@ cmake --build build -j"$(nproc 2>/dev/null || echo 2)" >/dev/null
 
 RUN=/tmp/switchyard-quickstart
 mkdir -p "$RUN"
+chmod 0755 "$RUN"   # PostgreSQL runs as its own user and must reach $RUN/pg, whatever made $RUN before
 PIDS=()
 stop() {
   echo
