@@ -48,7 +48,8 @@ as_pg() { if [ "$(id -u)" -eq 0 ]; then runuser -u postgres -- "$@"; else "$@"; 
 mkdir -p "$RUN/pg"
 [ "$(id -u)" -eq 0 ] && chown postgres "$RUN/pg"
 if [ ! -f "$RUN/pg/data/PG_VERSION" ]; then
-  as_pg "$PGBIN/initdb" -D "$RUN/pg/data" -U switchyard --auth=trust -E UTF8 --locale=C >"$RUN/pg-init.log" 2>&1
+  as_pg "$PGBIN/initdb" -D "$RUN/pg/data" -U switchyard --auth=trust -E UTF8 --locale=C >"$RUN/pg-init.log" 2>&1 ||
+    { echo "initdb failed:" >&2; tail -n 3 "$RUN/pg-init.log" >&2; exit 1; }
 fi
 as_pg "$PGBIN/pg_ctl" -D "$RUN/pg/data" -l "$RUN/pg/pg.log" -w \
   -o "-c listen_addresses=127.0.0.1 -c port=5490 -c unix_socket_directories=$RUN/pg" start >/dev/null
