@@ -222,7 +222,7 @@ static const family_t families[] = {
     {"switchyard_route_tripped", "gauge", "1 while the route is tripped (everyone on legacy).", false, route_tripped,
      0},
     {"switchyard_route_state", "gauge", "The route's state (1 for the current one).", false, route_state, 0},
-    {"switchyard_trips_total", "counter", "Automatic trips by the comparator since start.", false, per_view,
+    {"switchyard_trips_total", "counter", "Automatic trips since start (comparator rules, errors in a row, Alertmanager alerts).", false, per_view,
      offsetof(sy_route_view_t, trips)},
     {"switchyard_warnings_total", "counter", "Warnings (warn_* rules) since start.", false, per_view,
      offsetof(sy_route_view_t, warnings)},
