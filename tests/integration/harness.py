@@ -27,6 +27,36 @@ BAD_LOG = re.compile(r"(ERROR: AddressSanitizer|runtime error:|LeakSanitizer|Z e
 _given = set()
 
 
+
+def wait_for(cond, timeout=20.0, what="the condition", every=0.05):
+    """Polls cond() until it returns something true (returned), for up to
+    timeout seconds (scaled for sanitizer builds); fails the test otherwise."""
+    deadline = time.time() + timeout * SLOW
+    while time.time() < deadline:
+        v = cond()
+        if v:
+            return v
+        time.sleep(every)
+    raise AssertionError("timed out waiting for " + what)
+
+
+def http(method, url, body=None, token=None, timeout=10):
+    """One admin API call with an optional bearer token and JSON body:
+    (status, body bytes), error statuses included."""
+    import urllib.error
+    import urllib.request
+    data = json.dumps(body).encode() if body is not None else None
+    req = urllib.request.Request(url, data=data, method=method)
+    if token:
+        req.add_header("Authorization", "Bearer " + token)
+    if data is not None:
+        req.add_header("Content-Type", "application/json")
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as r:
+            return r.status, r.read()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read()
+
 def free_port():
     """A port nothing listens on, never the same twice in one test process."""
     while True:

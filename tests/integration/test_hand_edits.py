@@ -14,34 +14,17 @@ import time
 import unittest
 import urllib.request
 
-from harness import BIN, SLOW, Client, Env, curl, free_port, main
+from harness import BIN, SLOW, Client, Env, curl, free_port, main, wait_for
+from harness import http as admin_http
 
 TOKEN = "hand-token-0123456789abcdef"
 KEY = "switchyard:route:nav"
 
 
+
+
 def http(method, url, body=None, token=TOKEN, timeout=10):
-    data = json.dumps(body).encode() if body is not None else None
-    req = urllib.request.Request(url, data=data, method=method)
-    if token:
-        req.add_header("Authorization", "Bearer " + token)
-    if data is not None:
-        req.add_header("Content-Type", "application/json")
-    try:
-        with urllib.request.urlopen(req, timeout=timeout) as r:
-            return r.status, r.read()
-    except urllib.error.HTTPError as e:
-        return e.code, e.read()
-
-
-def wait_for(cond, timeout=15, what="condition"):
-    deadline = time.time() + timeout * SLOW
-    while time.time() < deadline:
-        v = cond()
-        if v:
-            return v
-        time.sleep(0.05)
-    raise AssertionError("timed out waiting for " + what)
+    return admin_http(method, url, body, token, timeout)
 
 
 class HandEdits(unittest.TestCase):

@@ -12,7 +12,7 @@ import socket
 import subprocess
 import time
 
-from harness import BIN, ROOT, SLOW, GatewayTest, backend_stats, base_config, curl, free_port, main
+from harness import BIN, ROOT, SLOW, GatewayTest, backend_stats, base_config, curl, free_port, main, wait_for
 
 WRK_LINE = re.compile(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)")
 
@@ -34,14 +34,6 @@ class Wrk:
         total = re.search(r"(\d+) requests in", out)
         return errors, int(n.group(1)) if n else 0, int(total.group(1)) if total else 0, out
 
-
-def wait_for(cond, timeout, what):
-    deadline = time.time() + timeout * SLOW
-    while time.time() < deadline:
-        if cond():
-            return
-        time.sleep(0.02)
-    raise AssertionError("timed out waiting for " + what)
 
 
 class Listeners(GatewayTest):

@@ -10,20 +10,12 @@ import socket
 import subprocess
 import time
 
+from harness import wait_for
 from harness import (BIN, ROOT, SLOW, GatewayTest, backend_stats, base_config, curl, free_port, main,
                      wait_port)
 
 TOKEN = "operator-token-0123456789abcdef"
 
-
-def wait_for(cond, timeout=20.0, what="the condition"):
-    deadline = time.time() + timeout * SLOW
-    while time.time() < deadline:
-        v = cond()
-        if v:
-            return v
-        time.sleep(0.05)
-    raise AssertionError("timed out waiting for " + what)
 
 
 class Operator(GatewayTest):
