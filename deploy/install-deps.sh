@@ -12,7 +12,7 @@ PKGS=(
   postgresql-15 postgresql-client-15
 )
 if [ "${1:-}" = "--bench" ]; then
-  PKGS+=(nginx-light haproxy wrk util-linux)
+  PKGS+=(nginx-light haproxy wrk util-linux nghttp2-client)
 fi
 
 missing=()

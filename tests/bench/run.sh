@@ -1,13 +1,18 @@
 #!/usr/bin/env bash
-# Benchmark: the backend directly, nginx, HAProxy and Switchyard (a cohort route
-# at 25 % by X-User-Id) as reverse proxies in front of one fast backend, with
-# keep-alive at 50 and 256 connections, interleaved (A B C D A B C D ...),
-# ROUNDS rounds, medians. Each proxy runs WORKERS worker threads pinned to CPU
-# PROXY_CPU; wrk and the backend share the other CPU. Besides requests/s, p50
-# and p99, it prints the proxy's CPU time per request (its threads' run time
-# from /proc/PID/task/*/schedstat, divided by the requests served): on a
-# 2-core machine that is the figure that separates proxies.
-# Usage: tests/bench/run.sh [DURATION_S] [ROUNDS]   (env: WORKERS, PROXY_CPU, LOAD_CPU)
+# Benchmark: Switchyard (a cohort route at 25 % by X-User-Id) against nginx,
+# HAProxy (plain, with a per-user split front like Switchyard's, and in `mode tcp`
+# as the layer-4 floor) in front of one fast backend, all in one run,
+# interleaved (every system once per scenario per round), ROUNDS rounds, medians.
+# Scenarios: keep-alive HTTP/1.1 with a 100 B body at 50 and 256 connections,
+# a 16 KiB body at 50 connections, and a fixed rate of RATE req/s (h2load --rps)
+# where the figure that counts is CPU per request.
+# Each proxy runs WORKERS worker threads pinned to CPU PROXY_CPU; the load
+# generator and the backend share the other CPU. Besides requests/s, p50 and p99
+# it prints the proxy's CPU time per request (its threads' run time from
+# /proc/PID/task/*/schedstat, divided by the requests served), and the ratios
+# the project's targets are stated in: Switchyard / best HTTP peer.
+# Usage: tests/bench/run.sh [DURATION_S] [ROUNDS]
+#        (env: WORKERS, PROXY_CPU, LOAD_CPU, RATE, SCENARIOS="c50 c256 big fixed")
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 ROOT=$(pwd)
@@ -16,12 +21,15 @@ ROUNDS=${2:-3}
 WORKERS=${WORKERS:-1}
 PROXY_CPU=${PROXY_CPU:-1}
 LOAD_CPU=${LOAD_CPU:-0}
+RATE=${RATE:-20000}
+SCENARIOS=${SCENARIOS:-"c50 c256 big fixed"}
 
 deploy/install-deps.sh --bench
 cmake -S . -B build -DCMAKE_BUILD_TYPE=Release >/dev/null
 cmake --build build -j"$(nproc)" >/dev/null
 
 TMP=$(mktemp -d /tmp/sy-bench.XXXXXX)
+chmod 755 "$TMP"  # the backend nginx serves /big from it as an unprivileged worker
 PIDS=()
 cleanup() {
   [ -n "${KEEP:-}" ] && cp -r "$TMP" /tmp/sy-bench-last
@@ -34,10 +42,12 @@ trap cleanup EXIT
 port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 wait_port() { for _ in $(seq 200); do (exec 3<>/dev/tcp/127.0.0.1/"$1") 2>/dev/null && return 0; sleep 0.05; done; echo "no listener on $1" >&2; exit 1; }
 
-BACKEND=$(port); P_NGINX=$(port); P_HAPROXY=$(port); P_SY=$(port)
+BACKEND=$(port); P_NGINX=$(port); P_HAPROXY=$(port); P_SPLIT=$(port); P_TCP=$(port); P_SY=$(port)
 
-# The backend: nginx answering a small body, on the load CPU.
-mkdir -p "$TMP/backend" "$TMP/nginx"
+# The backend: nginx answering a 100 B body on /bench and 16 KiB on /big, on the load CPU.
+mkdir -p "$TMP/backend/www" "$TMP/nginx"
+head -c 16384 /dev/zero | tr '\0' 'x' > "$TMP/backend/www/big"
+BODY100=$(printf '%099d' 0)
 cat > "$TMP/backend/nginx.conf" <<NGX
 worker_processes 1;
 daemon off;
@@ -49,7 +59,11 @@ http {
   client_body_temp_path $TMP/backend; proxy_temp_path $TMP/backend; fastcgi_temp_path $TMP/backend;
   uwsgi_temp_path $TMP/backend; scgi_temp_path $TMP/backend;
   keepalive_requests 1000000;
-  server { listen 127.0.0.1:$BACKEND; location / { return 200 "hello from the backend\n"; } }
+  server {
+    listen 127.0.0.1:$BACKEND;
+    location = /big { root $TMP/backend/www; default_type application/octet-stream; }
+    location / { default_type text/plain; return 200 "$BODY100\n"; }
+  }
 }
 NGX
 taskset -c "$LOAD_CPU" nginx -c "$TMP/backend/nginx.conf" -p "$TMP/backend" & PIDS+=($!)
@@ -76,24 +90,35 @@ NGX
 taskset -c "$PROXY_CPU" nginx -c "$TMP/nginx/nginx.conf" -p "$TMP/nginx" & PIDS+=($!)
 NGINX_PID=$!
 
-cat > "$TMP/haproxy.cfg" <<HAP
+haproxy_start() { # name port mode front-extra
+  cat > "$TMP/haproxy-$1.cfg" <<HAP
 global
   nbthread $WORKERS
   maxconn 8000
 defaults
-  mode http
+  mode $3
   timeout connect 5s
   timeout client 60s
   timeout server 60s
   http-reuse always
 frontend f
-  bind 127.0.0.1:$P_HAPROXY
-  default_backend b
-backend b
+  bind 127.0.0.1:$2
+$4
+  default_backend legacy
+backend legacy
+  server s1 127.0.0.1:$BACKEND
+backend new
   server s1 127.0.0.1:$BACKEND
 HAP
-taskset -c "$PROXY_CPU" haproxy -f "$TMP/haproxy.cfg" -db & PIDS+=($!)
+  taskset -c "$PROXY_CPU" haproxy -f "$TMP/haproxy-$1.cfg" -db & PIDS+=($!)
+}
+haproxy_start http "$P_HAPROXY" http ""
 HAPROXY_PID=$!
+# The split front: a quarter of the users (by a hash of X-User-Id) to "new", as Switchyard does.
+haproxy_start split "$P_SPLIT" http "  use_backend new if { req.hdr(X-User-Id),crc32,mod(10000) lt 2500 }"
+SPLIT_PID=$!
+haproxy_start tcp "$P_TCP" tcp ""
+TCP_PID=$!
 
 cat > "$TMP/switchyard.yaml" <<SY
 workers: $WORKERS
@@ -114,14 +139,14 @@ SY
 taskset -c "$PROXY_CPU" build/switchyard -c "$TMP/switchyard.yaml" 2>"$TMP/switchyard.log" & PIDS+=($!)
 SY_PID=$!
 
-for p in $BACKEND $P_NGINX $P_HAPROXY $P_SY; do wait_port "$p"; done
+for p in $BACKEND $P_NGINX $P_HAPROXY $P_SPLIT $P_TCP $P_SY; do wait_port "$p"; done
 
 # wrk script: a user id per request, so the cohort route does its work.
 cat > "$TMP/users.lua" <<'LUA'
 local n = 0
 request = function()
   n = n + 1
-  return wrk.format("GET", "/bench", {["X-User-Id"] = tostring(n % 100000)})
+  return wrk.format(nil, nil, {["X-User-Id"] = tostring(n % 100000)})
 end
 LUA
 
@@ -130,38 +155,54 @@ cpu_ns() { # total on-CPU ns of all threads of a pid (0 for none)
   cat /proc/"$1"/task/*/schedstat 2>/dev/null | awk '{s += $1} END {printf "%.0f\n", s}'
 }
 
-to_ms() { # wrk latency "123.45us" / "1.23ms" / "1.2s" -> ms
+to_ms() { # "123.45us" / "1.23ms" / "1.2s" -> ms
   awk -v v="$1" 'BEGIN { if (v ~ /us$/) { sub(/us$/, "", v); print v / 1000 } else if (v ~ /ms$/) { sub(/ms$/, "", v); print v + 0 } else if (v ~ /s$/) { sub(/s$/, "", v); print v * 1000 } else print v }'
 }
 
 RESULTS="$TMP/results.tsv"
 : > "$RESULTS"
-run_one() { # name port pid conns
-  local name=$1 port=$2 pid=$3 conns=$4
-  local before after out rps p50 p99 reqs cpu
+run_one() { # scenario name port pid
+  local scen=$1 name=$2 port=$3 pid=$4
+  local before after out rps p50 p99 reqs cpu errs conns=50 path=/bench
+  case $scen in c256) conns=256 ;; big) path=/big ;; esac
   before=$(cpu_ns "$pid")
-  out=$(taskset -c "$LOAD_CPU" wrk -t2 -c"$conns" -d"${DURATION}s" --latency -s "$TMP/users.lua" "http://127.0.0.1:$port/bench" 2>&1)
+  if [ "$scen" = fixed ]; then
+    # 50 connections, RATE/50 requests/s each; h2load prints no percentiles, so
+    # only the CPU per request (the point of this scenario) and the rate are kept.
+    out=$(taskset -c "$LOAD_CPU" h2load --h1 -t1 -c50 --rps=$((RATE / 50)) -D"$DURATION" \
+          -H "X-User-Id: 4242" "http://127.0.0.1:$port/bench" 2>&1)
+    reqs=$(echo "$out" | awk '/^requests:/ {print $8}')
+    rps=$(awk -v r="$reqs" -v d="$DURATION" 'BEGIN {printf "%.0f", r / d}')
+    p50=0; p99=0
+    errs=$(echo "$out" | awk '/^requests:/ && ($10 + 0 > 0 || $12 + 0 > 0) {print "failed=" $10 " errored=" $12}')
+  else
+    out=$(taskset -c "$LOAD_CPU" wrk -t2 -c"$conns" -d"${DURATION}s" --latency -s "$TMP/users.lua" "http://127.0.0.1:$port$path" 2>&1)
+    rps=$(echo "$out" | awk '/^Requests\/sec/ {print $2}')
+    reqs=$(echo "$out" | awk '/requests in/ {print $1}')
+    p50=$(to_ms "$(echo "$out" | awk '$1 == "50%" {print $2}')")
+    p99=$(to_ms "$(echo "$out" | awk '$1 == "99%" {print $2}')")
+    errs=$(echo "$out" | awk '/Non-2xx|Socket errors/ {print}' | tr '\n' ' ')
+  fi
   after=$(cpu_ns "$pid")
-  rps=$(echo "$out" | awk '/^Requests\/sec/ {print $2}')
-  reqs=$(echo "$out" | awk '/requests in/ {print $1}')
-  echo "$out" > "$TMP/last-$name-$conns.txt"
-  p50=$(to_ms "$(echo "$out" | awk '$1 == "50%" {print $2}')")
-  p99=$(to_ms "$(echo "$out" | awk '$1 == "99%" {print $2}')")
-  local errs
-  errs=$(echo "$out" | awk '/Non-2xx|Socket errors/ {print}' | tr '\n' ' ')
+  echo "$out" > "$TMP/last-$name-$scen.txt"
   if [ "$pid" = 0 ] || [ -z "$reqs" ] || [ "$reqs" = 0 ]; then cpu=0; else cpu=$(awk -v a="$before" -v b="$after" -v r="$reqs" 'BEGIN {printf "%.2f", (b - a) / r / 1000}'); fi
-  printf "%s\t%s\t%s\t%s\t%s\t%s\n" "$name" "$conns" "$rps" "$p50" "$p99" "$cpu" >> "$RESULTS"
-  printf "  %-10s c=%-3s %10s req/s  p50 %7s ms  p99 %7s ms  cpu %6s us/req %s\n" "$name" "$conns" "$rps" "$p50" "$p99" "$cpu" "$errs"
+  printf "%s\t%s\t%s\t%s\t%s\t%s\n" "$scen" "$name" "${rps:-0}" "${p50:-0}" "${p99:-0}" "$cpu" >> "$RESULTS"
+  printf "  %-6s %-14s %10s req/s  p50 %7s ms  p99 %7s ms  cpu %6s us/req %s\n" "$scen" "$name" "$rps" "$p50" "$p99" "$cpu" "$errs"
 }
 
-echo "Benchmark: ${DURATION}s per run, $ROUNDS rounds, $WORKERS worker(s) per proxy on CPU $PROXY_CPU, wrk and backend on CPU $LOAD_CPU"
+SYSTEMS=("nginx $P_NGINX $NGINX_PID" "haproxy $P_HAPROXY $HAPROXY_PID" "haproxy-split $P_SPLIT $SPLIT_PID"
+         "haproxy-tcp $P_TCP $TCP_PID" "switchyard $P_SY $SY_PID")
+echo "Benchmark $(date -u +%F): ${DURATION}s per run, $ROUNDS rounds, $WORKERS worker(s) per proxy on CPU $PROXY_CPU,"
+echo "load and backend on CPU $LOAD_CPU; $(nproc) CPUs, $(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo)"
 for round in $(seq "$ROUNDS"); do
   echo "round $round"
-  for conns in 50 256; do
-    run_one direct "$BACKEND" 0 "$conns"
-    run_one nginx "$P_NGINX" "$NGINX_PID" "$conns"
-    run_one haproxy "$P_HAPROXY" "$HAPROXY_PID" "$conns"
-    run_one switchyard "$P_SY" "$SY_PID" "$conns"
+  for scen in $SCENARIOS; do
+    # The order rotates every round so no system always runs first (or after the same one).
+    n=${#SYSTEMS[@]}
+    for i in $(seq 0 $((n - 1))); do
+      # shellcheck disable=SC2086
+      run_one "$scen" ${SYSTEMS[$(((i + round) % n))]}
+    done
   done
 done
 
@@ -170,23 +211,33 @@ python3 - "$RESULTS" <<'PY'
 import statistics, sys
 rows = [l.rstrip("\n").split("\t") for l in open(sys.argv[1]) if l.strip()]
 med = {}
-for name, conns, rps, p50, p99, cpu in rows:
-    med.setdefault((name, conns), []).append((float(rps or 0), float(p50 or 0), float(p99 or 0), float(cpu or 0)))
+for scen, name, rps, p50, p99, cpu in rows:
+    med.setdefault((scen, name), []).append(tuple(float(x or 0) for x in (rps, p50, p99, cpu)))
+def m(scen, name, i):
+    v = med.get((scen, name))
+    return statistics.median(x[i] for x in v) if v else None
+names = ("nginx", "haproxy", "haproxy-split", "haproxy-tcp", "switchyard")
+peers = ("nginx", "haproxy", "haproxy-split")
+titles = {"c50": "100 B, c=50", "c256": "100 B, c=256", "big": "16 KiB, c=50", "fixed": "fixed rate, c=50"}
 print("medians over %d rounds" % max(len(v) for v in med.values()))
-print("%-11s %5s %11s %9s %9s %11s %14s %14s" % ("system", "conns", "req/s", "p50 ms", "p99 ms", "cpu us/req",
-                                                   "req/s vs SY", "cpu vs SY"))
-for conns in ("50", "256"):
-    sy = med.get(("switchyard", conns))
-    syr = statistics.median(x[0] for x in sy) if sy else 0
-    syc = statistics.median(x[3] for x in sy) if sy else 0
-    for name in ("direct", "nginx", "haproxy", "switchyard"):
-        v = med.get((name, conns))
-        if not v:
-            continue
-        rps, p50, p99, cpu = (statistics.median(x[i] for x in v) for i in range(4))
-        print("%-11s %5s %11.0f %9.3f %9.3f %11.2f %14s %14s" % (
-            name, conns, rps, p50, p99, cpu, "%.2f" % (rps / syr) if syr else "-",
-            "%.2f" % (cpu / syc) if syc and cpu else "-"))
-print("(ratios are the system's figure divided by Switchyard's: req/s above 1 means faster than")
-print(" Switchyard, cpu above 1 means more CPU per request than Switchyard)")
+print("| scenario | figure | " + " | ".join(names) + " | SY / best HTTP peer | SY / haproxy-tcp |")
+print("| --- | --- | " + " | ".join("---:" for _ in names) + " | ---: | ---: |")
+scens = [s for s in ("c50", "c256", "big", "fixed") if any(k[0] == s for k in med)]
+for scen in scens:
+    figs = [("req/s", 0, max, "%.0f"), ("p99 ms", 2, min, "%.2f"), ("CPU us/req", 3, min, "%.1f")]
+    if scen == "fixed":
+        figs = [figs[0], figs[2]]
+    for label, i, best, fmt in figs:
+        vals = [m(scen, n, i) for n in names]
+        cells = [(fmt % v) if v is not None else "-" for v in vals]
+        sy = m(scen, "switchyard", i)
+        pv = [m(scen, p, i) for p in peers if m(scen, p, i)]
+        bp = best(pv) if pv else None
+        tcp = m(scen, "haproxy-tcp", i)
+        r1 = "%.2fx" % (sy / bp) if sy and bp else "-"
+        r2 = "%.2fx" % (sy / tcp) if sy and tcp and i == 3 else "-"
+        print("| %s | %s | %s | %s | %s |" % (titles[scen], label, " | ".join(cells), r1, r2))
+print()
+print("Targets (issue 18): p99 <= 1.00x the best peer; CPU per request <= 0.80x the best HTTP")
+print("peer and <= 1.10x haproxy-tcp; req/s never below 1.00x a peer.")
 PY
