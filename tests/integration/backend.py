@@ -14,7 +14,8 @@ Behaviour per request, from query parameters (or X-Backend-* headers):
                   without a clock: the gateway must add one)
 Paths:
   /echo           JSON of the request as received: method, target, headers, body length and sha256
-  /__stats        JSON counters: connections accepted, requests served, resets seen
+  /__stats        JSON counters: connections accepted, requests served, resets seen,
+                  requests in their latency_ms now (sleeping)
   /__control      changes this process's defaults at run time, from its query:
                   error_rate=F, latency_ms=N, status=N (any of them; empty
                   value removes one), reset=1 (back to the command line's);
@@ -34,7 +35,7 @@ import signal
 import sys
 import urllib.parse
 
-STATS = {"connections": 0, "requests": 0, "open": 0, "resets": 0}
+STATS = {"connections": 0, "requests": 0, "open": 0, "resets": 0, "sleeping": 0}
 NAME = "backend"
 DEFAULTS = {}   # per-process behaviour (--error-rate, --latency-ms), overridden per request
 STARTUP = {}    # DEFAULTS as the command line set them (for /__control?reset=1)
@@ -180,7 +181,11 @@ async def handle(reader, writer):
                 await asyncio.sleep(3600)
                 return
             if "latency_ms" in q:
-                await asyncio.sleep(float(q["latency_ms"]) / 1000)
+                STATS["sleeping"] += 1  # requests in their latency_ms right now (tests wait on it)
+                try:
+                    await asyncio.sleep(float(q["latency_ms"]) / 1000)
+                finally:
+                    STATS["sleeping"] -= 1
             status = int(q.get("status", 200))
             if random.random() < float(q.get("error_rate", 0)):
                 status = 500

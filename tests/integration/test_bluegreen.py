@@ -64,6 +64,14 @@ routes:
         pools = json.loads(curl("http://127.0.0.1:%d/status" % self.admin)[2])["pools"]
         return [p for p in pools if p["name"] == name][0]
 
+    def wait_blue(self, cond):
+        deadline = time.time() + 10 * SLOW
+        while time.time() < deadline:
+            if cond(json.loads(curl("http://127.0.0.1:%d/__stats" % self.blue)[2])):
+                return
+            time.sleep(0.02)
+        self.fail("blue never reached the expected state")
+
     def wait_green_ready(self):
         deadline = time.time() + 5 * SLOW
         while time.time() < deadline:
@@ -79,9 +87,9 @@ routes:
         slow = {}
         t = threading.Thread(target=lambda: slow.update(r=curl(self.url + "/x?latency_ms=1500")))
         wrk = subprocess.Popen(["wrk", "-t2", "-c16", "-d4s", self.url + "/x"], stdout=subprocess.PIPE, text=True)
-        time.sleep(1.0)
+        self.wait_blue(lambda st: st["requests"] > 200)  # the load is running
         t.start()
-        time.sleep(0.3)
+        self.wait_blue(lambda st: st["sleeping"] >= 1)  # the slow request is on blue
         s, b = self.swap("green")
         swapped_at = time.time()
         self.assertEqual(s, 200, b)
