@@ -3,6 +3,7 @@
 #include "flags/audit.h"
 #include "flags/store.h"
 #include "handlers/admin.h"
+#include "handlers/top.h"
 #include "healthcheck/notify.h"
 #include "healthcheck/rules.h"
 #include "proxy/config.h"
@@ -115,6 +116,7 @@ static int usage(void)
             "  resume ROUTE [--reason R]\n"
             "  promote ROUTE [--reason R]\n"
             "  swap POOL [--to blue|green] [--reason R]\n"
+            "  top                                   live view of routes, pools and events (q quits)\n"
             "  events [ROUTE] [--since 1h|2026-11-21T18:00:00Z] [--kind K] [--limit N]   newest first\n"
             "  windows [ROUTE] [--since ...] [--limit N]   per-minute numbers, newest first\n"
             "ADDR defaults to the config's admin.address, else 127.0.0.1:9901; TOKENFILE to\n"
@@ -550,7 +552,9 @@ int sy_ctl_main(int argc, char **argv, const char *config_path)
     const char *addr = a.addr ? a.addr : cfg_addr ? cfg_addr : "127.0.0.1:9901";
     char *token = read_token(a.token_file ? a.token_file : cfg_token_file);
     const ctl_cmd_t *cmd = find_cmd(&a);
-    int rc = cmd ? run_cmd(cmd, &a, addr, token) : usage();
+    int rc = a.npos == 1 && strcmp(a.pos[0], "top") == 0 ? sy_top_run(addr, token, request)
+             : cmd                                        ? run_cmd(cmd, &a, addr, token)
+                                                          : usage();
     free_secret(token);
     free(cfg_addr);
     free(cfg_token_file);

@@ -134,6 +134,7 @@ sy_history_t *sy_history_create(struct ev_loop *loop, const sy_monitor_t *m)
     }
     h->loop = loop;
     h->monitor = m;
+    rebuild(h); /* now, so that the first second's requests are in the first sample */
     ev_timer_init(&h->tick, tick_cb, 1.0, 1.0);
     h->tick.data = h;
     ev_timer_start(loop, &h->tick);
