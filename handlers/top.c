@@ -2,6 +2,8 @@
 
 #include <errno.h>
 #include <jansson.h>
+#include <langinfo.h>
+#include <locale.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -15,6 +17,7 @@
 #include <unistd.h>
 
 static volatile sig_atomic_t stop_asked;
+static bool utf8; /* the terminal's locale takes block characters */
 
 static void on_signal(int sig)
 {
@@ -88,6 +91,7 @@ static double numv(json_t *o, const char *k)
 static void sparkline(json_t *arr, size_t n, char *out, size_t cap)
 {
     static const char *const blocks[] = {"▁", "▂", "▃", "▄", "▅", "▆", "▇", "█"};
+    static const char *const ascii[] = {"_", ".", ".", "-", "-", "=", "*", "#"};
     size_t total = json_array_size(arr), from = total > n ? total - n : 0, o = 0;
     double max = 0;
     for (size_t i = from; i < total; i++)
@@ -97,8 +101,9 @@ static void sparkline(json_t *arr, size_t n, char *out, size_t cap)
     for (size_t i = from; i < total && o + 4 < cap; i++) {
         double v = json_number_value(json_array_get(arr, i));
         int b = max > 0 ? (int)(v / max * 7.0 + 0.5) : 0;
-        memcpy(out + o, blocks[b < 0 ? 0 : b > 7 ? 7 : b], 3);
-        o += 3;
+        const char *c = (utf8 ? blocks : ascii)[b < 0 ? 0 : b > 7 ? 7 : b];
+        memcpy(out + o, c, strlen(c));
+        o += strlen(c);
     }
     out[o] = '\0';
 }
@@ -277,6 +282,7 @@ int sy_top_run(const char *addr, const char *token, sy_top_request_fn request)
         return 1;
     }
     bool tty = isatty(STDIN_FILENO) && isatty(STDOUT_FILENO);
+    utf8 = setlocale(LC_CTYPE, "") != NULL && strcmp(nl_langinfo(CODESET), "UTF-8") == 0;
     struct termios saved, raw;
     if (tty && tcgetattr(STDIN_FILENO, &saved) == 0) {
         raw = saved;
