@@ -384,6 +384,19 @@ static void print_pool(json_t *pool)
     printf("pool %-15s %s%s%s draining %lld\n", json_string_value(json_object_get(pool, "name")),
            colored ? "active " : "", colored ? json_string_value(json_object_get(pool, "active")) : "",
            colored ? "," : "", (long long)json_integer_value(json_object_get(pool, "draining")));
+    static const char *const colors[] = {"blue", "green"};
+    for (int k = 0; colored && k < 2; k++) {
+        json_t *c = json_object_get(json_object_get(pool, "colors"), colors[k]);
+        if (json_is_object(c))
+            printf("  %-6s%s requests %lld  errors %lld (%.2f%%)  p50 %.1f  p95 %.1f  p99 %.1f ms  in flight %lld\n",
+                   colors[k], json_is_true(json_object_get(c, "active")) ? " (active)" : "         ",
+                   (long long)json_integer_value(json_object_get(c, "requests")),
+                   (long long)json_integer_value(json_object_get(c, "errors")),
+                   json_number_value(json_object_get(c, "error_rate")) * 100.0,
+                   json_number_value(json_object_get(c, "p50_ms")), json_number_value(json_object_get(c, "p95_ms")),
+                   json_number_value(json_object_get(c, "p99_ms")),
+                   (long long)json_integer_value(json_object_get(c, "in_flight")));
+    }
     json_array_foreach(eps, e, ep) printf("  %-22s %-6s %-4s in flight %lld\n",
                                           json_string_value(json_object_get(ep, "endpoint")),
                                           json_string_value(json_object_get(ep, "color")) ? json_string_value(json_object_get(ep, "color")) : "",

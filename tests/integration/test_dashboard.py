@@ -11,11 +11,12 @@ import json
 import os
 import re
 import shutil
+import subprocess
 import sys
 import time
 import unittest
 
-from harness import Env, SLOW, curl, free_port, http, main, wait_for
+from harness import BIN, Env, SLOW, curl, free_port, http, main, wait_for
 
 TOKEN = "dashboard-token-0123456789abcdef"
 ARTIFACTS = os.environ.get("SY_ARTIFACTS") or os.path.join(os.getcwd(), "test-artifacts")
@@ -127,6 +128,15 @@ routes:
         self.assertIn('switchyard_color_requests_total{pool="stts",color="blue"} %d' % new_reqs, metrics)
         self.assertIn('switchyard_color_requests_total{pool="stts",color="green"} 0', metrics)
         self.assertIn('switchyard_color_request_duration_seconds_count{pool="stts",color="blue"} %d' % new_reqs, metrics)
+        if shutil.which("promtool"):
+            r = subprocess.run(["promtool", "check", "metrics"], input=metrics.encode(), capture_output=True)
+            self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        # ctl status: the active colour, the draining count, each colour's numbers.
+        out = subprocess.run([BIN, "ctl", "-a", "127.0.0.1:%d" % self.admin, "status"], capture_output=True,
+                             text=True, timeout=30).stdout
+        self.assertIn("pool stts            active blue, draining 0", out)
+        self.assertRegex(out, r"blue +\(active\) requests %d  errors 0 " % new_reqs)
+        self.assertRegex(out, r"green +requests 0  errors 0 ")
         pool = [p for p in self.status()["pools"] if p["name"] == "stts"][0]
         self.assertEqual(pool["colors"]["blue"]["requests"], new_reqs)
         self.assertTrue(pool["colors"]["blue"]["active"])
