@@ -16,7 +16,7 @@ import sys
 import time
 import unittest
 
-from harness import BIN, Env, SLOW, curl, free_port, http, main, wait_for
+from harness import BIN, Env, SLOW, curl, free_port, http, main, wait_for, wait_port
 
 TOKEN = "dashboard-token-0123456789abcdef"
 ARTIFACTS = os.environ.get("SY_ARTIFACTS") or os.path.join(os.getcwd(), "test-artifacts")
@@ -75,6 +75,7 @@ routes:
 """ % (self.port, self.env.path("access.log"), self.admin, tok, self.pg.conninfo(), self.env.path("journal"),
        self.legacy, self.blue, self.green)
         self.env.start_gateway(cfg, self.port)
+        wait_port(self.admin)
         self.base = "http://127.0.0.1:%d" % self.admin
 
     def tearDown(self):

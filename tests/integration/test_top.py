@@ -10,7 +10,7 @@ import subprocess
 import time
 import unittest
 
-from harness import BIN, Client, GatewayTest, base_config, free_port, http, main, wait_for
+from harness import BIN, Client, GatewayTest, base_config, free_port, http, main, wait_for, wait_port
 
 TOKEN = "top-token-0123456789abcdef0123"
 
@@ -40,6 +40,7 @@ class Top(GatewayTest):
             f.write(TOKEN)
         self.gateway(text=base_config(self.port, self.legacy, self.new, percent=5000,
                                       extra_top="admin: {address: 127.0.0.1:%d, token_file: %s}" % (self.admin, tok)))
+        wait_port(self.admin)
         c = Client(self.port)
         for i in range(120):
             c.variant("user-%d" % i)
@@ -48,14 +49,14 @@ class Top(GatewayTest):
         def settled():
             r = json.loads(http("GET", "http://127.0.0.1:%d/status" % self.admin)[1])["routes"][0]["window"]
             return r if r["legacy"]["requests"] + r["new"]["requests"] == 120 else None
-        w = settled_w = wait_for(settled, 15, "the window to hold the 120 requests")
+        w = wait_for(settled, 15, "the window to hold the 120 requests")
         self.assertGreater(w["new"]["requests"], 0)
         self.assertGreater(w["legacy"]["requests"], 0)
 
         cmd = "%s ctl -a 127.0.0.1:%d -t %s top; echo top-exited-$?; sleep 120" % (BIN, self.admin, tok)
         self.tmux("new-session", "-d", "-s", "top", "-x", "150", "-y", "50", cmd)
 
-        want = ["(%d errors of %d requests" % (settled_w[s]["errors"], settled_w[s]["requests"]) for s in ("legacy", "new")]
+        want = ["(%d errors of %d requests" % (w[s]["errors"], w[s]["requests"]) for s in ("legacy", "new")]
 
         def drawn():
             s = self.screen()
@@ -64,7 +65,6 @@ class Top(GatewayTest):
             first = wait_for(drawn, 20, "ctl top to draw both sides' numbers")
         except AssertionError:
             self.fail("screen:\n" + self.screen())
-        print(first) if os.environ.get("SY_SHOW") else None
         self.assertIn("legacy", first)
         self.assertIn("new", first)
         self.assertIn("ramping", first)
