@@ -129,6 +129,13 @@ routes:
         self.assertIn('switchyard_color_requests_total{pool="stts",color="blue"} %d' % new_reqs, metrics)
         self.assertIn('switchyard_color_requests_total{pool="stts",color="green"} 0', metrics)
         self.assertIn('switchyard_color_request_duration_seconds_count{pool="stts",color="blue"} %d' % new_reqs, metrics)
+        # Basic credentials (what a browser sends after its own prompt) carry the token too.
+        s, h, b = curl(self.base + "/routes/nav/percent", "-u", "ops:" + TOKEN, "-H", "Content-Type: application/json",
+                       "-d", '{"percent_bp": 5000, "reason": "basic"}')
+        self.assertEqual(s, 200, b)
+        s, h, b = curl(self.base + "/routes/nav/percent", "-u", "ops:wrong-token-0123456789abcdef",
+                       "-H", "Content-Type: application/json", "-d", '{"percent_bp": 5000}')
+        self.assertEqual(s, 401, b)
         if shutil.which("promtool"):
             r = subprocess.run(["promtool", "check", "metrics"], input=metrics.encode(), capture_output=True)
             self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
@@ -275,6 +282,13 @@ routes:
         d.save_screenshot(shot)
         self.assertGreater(os.path.getsize(shot), 10000)
         print("screenshot: " + shot)
+
+        # A narrow window: the cards stack, nothing runs off the side of the page.
+        d.set_window_size(400, 900)
+        self.fresh()
+        width = d.execute_script("return [document.documentElement.scrollWidth, window.innerWidth];")
+        self.assertLessEqual(width[0], width[1], width)
+        d.save_screenshot(os.path.join(ARTIFACTS, "dashboard-narrow.png"))
 
 
 if __name__ == "__main__":
