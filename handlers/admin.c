@@ -421,7 +421,9 @@ static bool pattern_match(const char *pattern, const char *path, char *name, siz
 }
 
 /* Basic credentials "user:TOKEN" (any user): what a browser sends after its own
- * prompt, so that the dashboard can be opened where reads need the token. */
+ * prompt, so that the dashboard can be opened where reads need the token. For
+ * reads only: a browser would also send them with a form another site posts
+ * here, so a write needs the Bearer header, which no other site can set. */
 static bool basic_ok(const sy_header_t *h, const char *token)
 {
     char dec[400];
@@ -450,7 +452,7 @@ static bool authorized(admin_conn_t *c)
     const char *token = c->a->token;
     const sy_header_t *h = sy_h1_find(&c->req.msg, "authorization");
     if (token != NULL && h != NULL && h->value_len > 6 && strncasecmp(h->value, "Basic ", 6) == 0)
-        return basic_ok(h, token);
+        return strcmp(c->req.msg.method, "GET") == 0 && basic_ok(h, token);
     if (token == NULL || h == NULL || h->value_len < 7 || strncasecmp(h->value, "Bearer ", 7) != 0)
         return false;
     size_t tl = strlen(token), gl = h->value_len - 7;

@@ -129,12 +129,9 @@ routes:
         self.assertIn('switchyard_color_requests_total{pool="stts",color="blue"} %d' % new_reqs, metrics)
         self.assertIn('switchyard_color_requests_total{pool="stts",color="green"} 0', metrics)
         self.assertIn('switchyard_color_request_duration_seconds_count{pool="stts",color="blue"} %d' % new_reqs, metrics)
-        # Basic credentials (what a browser sends after its own prompt) carry the token too.
+        # Basic credentials (a browser's own prompt) are for reads: a write needs the Bearer header.
         s, h, b = curl(self.base + "/routes/nav/percent", "-u", "ops:" + TOKEN, "-H", "Content-Type: application/json",
                        "-d", '{"percent_bp": 5000, "reason": "basic"}')
-        self.assertEqual(s, 200, b)
-        s, h, b = curl(self.base + "/routes/nav/percent", "-u", "ops:wrong-token-0123456789abcdef",
-                       "-H", "Content-Type: application/json", "-d", '{"percent_bp": 5000}')
         self.assertEqual(s, 401, b)
         if shutil.which("promtool"):
             r = subprocess.run(["promtool", "check", "metrics"], input=metrics.encode(), capture_output=True)
