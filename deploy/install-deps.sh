@@ -10,6 +10,7 @@ PKGS=(
   curl python3 procps redis-server redis-tools openssl
   clang libclang-rt-14-dev valgrind prometheus wrk iproute2
   postgresql-15 postgresql-client-15
+  chromium chromium-driver python3-selenium tmux
 )
 if [ "${1:-}" = "--bench" ]; then
   PKGS+=(nginx-light haproxy wrk util-linux nghttp2-client)

@@ -91,6 +91,9 @@ Try:
   # the access log, one JSON object per request
   tail -n 3 $RUN/access.log
 
+Watch it live: the dashboard at http://127.0.0.1:9901/ (the token for its buttons is in $TOKEN_FILE),
+or in this terminal:
+  $CTL top                                   # q quits
 The flags live in Redis (127.0.0.1:6390):
   $CTL status
   redis-cli -p 6390 HGETALL switchyard:route:navigation

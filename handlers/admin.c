@@ -8,6 +8,7 @@
 
 #include "flags/pools.h"
 #include "handlers/alertmanager.h"
+#include "healthcheck/history.h"
 
 #include "proxy/h1.h"
 #include "proxy/headers.h"
@@ -20,6 +21,7 @@
 #include <jansson.h>
 #include <netinet/in.h>
 #include <openssl/crypto.h>
+#include <openssl/evp.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -220,8 +222,9 @@ void sy_admin_respond_json(admin_conn_t *c, int status, json_t *j)
     size_t len = text ? strlen(text) : 0;
     if (sy_buf_take(&c->out, &c->a->bufs) != 0 ||
         sy_buf_appendf(&c->out, "HTTP/1.1 %d %s\r\nDate: %s\r\nContent-Type: application/json\r\n"
-                                "Content-Length: %zu\r\nCache-Control: no-store\r\nConnection: close\r\n\r\n",
-                       status, sy_headers_status_text(status), sy_headers_date(time(NULL)), len + 1) != 0 ||
+                                "Content-Length: %zu\r\nCache-Control: no-store\r\n%sConnection: close\r\n\r\n",
+                       status, sy_headers_status_text(status), sy_headers_date(time(NULL)), len + 1,
+                       c->extra_head ? c->extra_head : "") != 0 ||
         sy_buf_append(&c->out, text ? text : "", len) != 0 || sy_buf_append(&c->out, "\n", 1) != 0) {
         free(text);
         conn_close(c);
@@ -379,6 +382,8 @@ typedef struct endpoint {
 } endpoint_t;
 
 static const endpoint_t endpoints[] = {
+    {"GET", "/", sy_admin_ep_dashboard, false, false},
+    {"GET", "/history", sy_admin_ep_history, false, false},
     {"GET", "/status", sy_admin_ep_status, false, false},
     {"GET", "/healthz", ep_healthz, false, true},
     {"GET", "/readyz", ep_readyz, false, true},
@@ -415,10 +420,39 @@ static bool pattern_match(const char *pattern, const char *path, char *name, siz
     return true;
 }
 
+/* Basic credentials "user:TOKEN" (any user): what a browser sends after its own
+ * prompt, so that the dashboard can be opened where reads need the token. For
+ * reads only: a browser would also send them with a form another site posts
+ * here, so a write needs the Bearer header, which no other site can set. */
+static bool basic_ok(const sy_header_t *h, const char *token)
+{
+    char dec[400];
+    size_t el = h->value_len - 6;
+    if (el == 0 || el % 4 != 0 || el / 4 * 3 >= sizeof(dec))
+        return false;
+    int n = EVP_DecodeBlock((unsigned char *)dec, (const unsigned char *)h->value + 6, (int)el);
+    if (n < 0)
+        return false;
+    /* EVP_DecodeBlock counts the padding as zero bytes. */
+    n -= (h->value[6 + el - 1] == '=') + (h->value[6 + el - 2] == '=');
+    if (n < 0)
+        return false;
+    const char *colon = memchr(dec, ':', (size_t)n);
+    bool ok = false;
+    if (colon != NULL) {
+        size_t tl = strlen(token), gl = (size_t)n - (size_t)(colon + 1 - dec);
+        ok = gl == tl && CRYPTO_memcmp(colon + 1, token, tl) == 0;
+    }
+    OPENSSL_cleanse(dec, sizeof(dec));
+    return ok;
+}
+
 static bool authorized(admin_conn_t *c)
 {
     const char *token = c->a->token;
     const sy_header_t *h = sy_h1_find(&c->req.msg, "authorization");
+    if (token != NULL && h != NULL && h->value_len > 6 && strncasecmp(h->value, "Basic ", 6) == 0)
+        return strcmp(c->req.msg.method, "GET") == 0 && basic_ok(h, token);
     if (token == NULL || h == NULL || h->value_len < 7 || strncasecmp(h->value, "Bearer ", 7) != 0)
         return false;
     size_t tl = strlen(token), gl = h->value_len - 7;
@@ -438,6 +472,8 @@ static bool token_ok(admin_conn_t *c, const endpoint_t *e)
         return false;
     }
     if (need_token && !authorized(c)) {
+        if (e->fn == sy_admin_ep_dashboard) /* a browser asks for it (any user name, the token as password) */
+            c->extra_head = "WWW-Authenticate: Basic realm=\"switchyard admin: the token is the password\"\r\n";
         respond_error(c, 401, "a valid 'Authorization: Bearer TOKEN' header is needed");
         return false;
     }
@@ -673,6 +709,9 @@ sy_admin_t *sy_admin_create(struct ev_loop *loop, const sy_config_t *cfg, sy_fla
     a->accept_io.data = a;
     ev_io_start(loop, &a->accept_io);
     a->reads_need_token = !addr_is_loopback(&addr);
+    a->history = monitor ? sy_history_create(loop, monitor) : NULL;
+    if (monitor != NULL && a->history == NULL)
+        sy_warn("admin: out of memory: the dashboard has no history");
     if (a->token == NULL)
         sy_warn("admin: no token_file configured: the admin API refuses every write%s",
                 a->reads_need_token ? ", and every read but /healthz and /readyz (the address is not loopback)" : "");
@@ -720,6 +759,7 @@ void sy_admin_destroy(sy_admin_t *a)
         conn_close(c);
     }
     sy_bufpool_destroy(&a->bufs);
+    sy_history_destroy(a->history);
     if (a->token != NULL) {
         OPENSSL_cleanse(a->token, strlen(a->token));
         free(a->token);

@@ -37,6 +37,7 @@ typedef struct admin_conn {
     json_t *answer;     /* a change's answer, held until its event is in the journal */
     size_t big_len, big_off;
     int refs; /* 1 for the connection, +1 while a store request is out */
+    const char *extra_head; /* a static header line ("Name: value\r\n") for the answer, or NULL */
 } admin_conn_t;
 
 struct sy_admin {
@@ -47,6 +48,7 @@ struct sy_admin {
     const sy_endpoints_t *endpoints; /* the endpoints' state, for /status and /metrics */
     sy_audit_t *audit;
     sy_trip_t *trip; /* the trip owner, for the Alertmanager webhook */
+    struct sy_history *history; /* the dashboard's last minutes (owned; NULL: none) */
     int fd;
     ev_io accept_io;
     sy_bufpool_t bufs;
@@ -107,6 +109,7 @@ sy_admin_ep_fn sy_admin_ep_status, sy_admin_ep_cohort, sy_admin_ep_percent, sy_a
     sy_admin_ep_rollback, sy_admin_ep_resume, sy_admin_ep_promote; /* api_routes.c */
 sy_admin_ep_fn sy_admin_ep_events, sy_admin_ep_windows;           /* api_record.c */
 sy_admin_ep_fn sy_admin_ep_metrics;                               /* metrics.c */
+sy_admin_ep_fn sy_admin_ep_dashboard, sy_admin_ep_history;        /* dashboard.c */
 /* For /status: the pools with their endpoints (api_routes.c), the record (api_record.c). */
 json_t *sy_admin_pools_json(const sy_admin_t *a);
 json_t *sy_admin_record_json(sy_audit_t *a);

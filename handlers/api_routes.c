@@ -2,6 +2,7 @@
  * flag changes POST /routes/{name}/percent|test-users|rollback|resume|promote
  * (through the flag store, answered once their event is in the journal). */
 #include "handlers/admin_conn.h"
+#include "healthcheck/colours.h"
 #include "healthcheck/trip.h"
 
 #include "proxy/headers.h"
@@ -252,6 +253,30 @@ void sy_admin_ep_test_users(admin_conn_t *c, const char *route, json_t *body)
     free(rem);
 }
 
+/* Each colour's numbers since start, its endpoints' in-flight sum, and whether
+ * it is the active one. */
+static json_t *colors_json(const sy_admin_t *a, size_t pool)
+{
+    static const char *const colors[2] = {"blue", "green"};
+    const sy_config_t *cfg = sy_flagstore_config(a->store);
+    const sy_pool_t *p = &cfg->pools[pool];
+    sy_side_t *sd = malloc(sizeof(*sd));
+    json_t *out = json_object();
+    for (int k = 0; sd != NULL && k < 2; k++) {
+        sy_colours_get(sy_monitor_colours(a->monitor), pool, k, sd);
+        long inflight = 0;
+        for (size_t e = p->color_first[k]; e < p->color_first[k] + p->color_count[k]; e++)
+            inflight += sy_endpoints_inflight(a->endpoints, cfg, &p->endpoints[e]);
+        json_t *j = sy_trip_side_json(sd, 0);
+        json_object_del(j, "rps"); /* since start: a rate means nothing here */
+        json_object_set_new(j, "in_flight", json_integer(inflight));
+        json_object_set_new(j, "active", json_boolean(sy_flagstore_pools(a->store)[pool].active == k));
+        json_object_set_new(out, colors[k], j);
+    }
+    free(sd);
+    return out;
+}
+
 json_t *sy_admin_pools_json(const sy_admin_t *a)
 {
     const sy_config_t *cfg = sy_flagstore_config(a->store);
@@ -274,12 +299,14 @@ json_t *sy_admin_pools_json(const sy_admin_t *a)
                                                  sy_endpoints_good_probes(a->endpoints, cfg, ep),
                                                  "in_flight", (json_int_t)inflight));
         }
-        json_array_append_new(out, json_pack("{s:s, s:b, s:s?, s:I, s:s?, s:s?, s:s?, s:I, s:o, s:o}", "name", p->name,
+        json_t *by_color = p->colored ? colors_json(a, i) : json_null();
+        json_array_append_new(out, json_pack("{s:s, s:b, s:s?, s:I, s:s?, s:s?, s:s?, s:I, s:o, s:o, s:o}", "name", p->name,
                                              "colored", p->colored, "active",
                                              p->colored ? colors[pf[i].active] : NULL, "version",
                                              (json_int_t)pf[i].version, "actor", pf[i].actor, "reason", pf[i].reason,
                                              "updated_at", pf[i].updated_at, "draining", (json_int_t)draining,
-                                             "endpoints", eps, "refused", sy_flagstore_pool_refused(a->store, i)));
+                                             "endpoints", eps, "refused", sy_flagstore_pool_refused(a->store, i),
+                                             "colors", by_color));
     }
     return out;
 }

@@ -42,7 +42,7 @@ static void usage(FILE *out)
             "                                    (USER \"-\": one user per line from stdin); flags from\n"
             "                                    the config file, or with --live the running gateway's\n"
             "  switchyard migrate -c FILE        create or migrate the PostgreSQL schema, then exit\n"
-            "  switchyard ctl [-a ADDR] [-t TOKENFILE] [--json] status|set|test-users|rollback|resume|promote|swap|events ...\n"
+            "  switchyard ctl [-a ADDR] [-t TOKENFILE] [--json] status|set|test-users|rollback|resume|promote|swap|events|top ...\n"
             "                                    talk to the admin API (switchyard ctl -h for more)\n"
             "  switchyard --version\n"
             "default FILE: " DEFAULT_CONFIG "\n");

@@ -3,6 +3,7 @@
 #include "flags/audit.h"
 #include "flags/store.h"
 #include "handlers/admin.h"
+#include "handlers/top.h"
 #include "healthcheck/notify.h"
 #include "healthcheck/rules.h"
 #include "proxy/config.h"
@@ -115,6 +116,7 @@ static int usage(void)
             "  resume ROUTE [--reason R]\n"
             "  promote ROUTE [--reason R]\n"
             "  swap POOL [--to blue|green] [--reason R]\n"
+            "  top                                   live view of routes, pools and events (q quits)\n"
             "  events [ROUTE] [--since 1h|2026-11-21T18:00:00Z] [--kind K] [--limit N]   newest first\n"
             "  windows [ROUTE] [--since ...] [--limit N]   per-minute numbers, newest first\n"
             "ADDR defaults to the config's admin.address, else 127.0.0.1:9901; TOKENFILE to\n"
@@ -382,6 +384,19 @@ static void print_pool(json_t *pool)
     printf("pool %-15s %s%s%s draining %lld\n", json_string_value(json_object_get(pool, "name")),
            colored ? "active " : "", colored ? json_string_value(json_object_get(pool, "active")) : "",
            colored ? "," : "", (long long)json_integer_value(json_object_get(pool, "draining")));
+    static const char *const colors[] = {"blue", "green"};
+    for (int k = 0; colored && k < 2; k++) {
+        json_t *c = json_object_get(json_object_get(pool, "colors"), colors[k]);
+        if (json_is_object(c))
+            printf("  %-6s%s requests %lld  errors %lld (%.2f%%)  p50 %.1f  p95 %.1f  p99 %.1f ms  in flight %lld\n",
+                   colors[k], json_is_true(json_object_get(c, "active")) ? " (active)" : "         ",
+                   (long long)json_integer_value(json_object_get(c, "requests")),
+                   (long long)json_integer_value(json_object_get(c, "errors")),
+                   json_number_value(json_object_get(c, "error_rate")) * 100.0,
+                   json_number_value(json_object_get(c, "p50_ms")), json_number_value(json_object_get(c, "p95_ms")),
+                   json_number_value(json_object_get(c, "p99_ms")),
+                   (long long)json_integer_value(json_object_get(c, "in_flight")));
+    }
     json_array_foreach(eps, e, ep) printf("  %-22s %-6s %-4s in flight %lld\n",
                                           json_string_value(json_object_get(ep, "endpoint")),
                                           json_string_value(json_object_get(ep, "color")) ? json_string_value(json_object_get(ep, "color")) : "",
@@ -550,7 +565,9 @@ int sy_ctl_main(int argc, char **argv, const char *config_path)
     const char *addr = a.addr ? a.addr : cfg_addr ? cfg_addr : "127.0.0.1:9901";
     char *token = read_token(a.token_file ? a.token_file : cfg_token_file);
     const ctl_cmd_t *cmd = find_cmd(&a);
-    int rc = cmd ? run_cmd(cmd, &a, addr, token) : usage();
+    int rc = a.npos == 1 && strcmp(a.pos[0], "top") == 0 ? sy_top_run(addr, token, request)
+             : cmd                                        ? run_cmd(cmd, &a, addr, token)
+                                                          : usage();
     free_secret(token);
     free(cfg_addr);
     free(cfg_token_file);

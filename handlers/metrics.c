@@ -5,6 +5,8 @@
  * never renamed. */
 #include "handlers/admin_conn.h"
 
+#include "healthcheck/colours.h"
+
 #include "routing/route.h"
 
 #include <stdarg.h>
@@ -56,6 +58,8 @@ typedef struct scrape {
     const sy_endpoints_t *eps;
     const sy_routes_t *rs;
     const sy_route_flags_t *flags;
+    const sy_pool_flags_t *pflags;
+    const sy_colours_t *colours;
     sy_flagstore_status_t st;
     sy_audit_status_t as;
 } scrape_t;
@@ -202,6 +206,66 @@ static void endpoint_up(scrape_t *x, const family_t *f)
                 !sy_endpoints_is_down(x->eps, cfg, &cfg->pools[p].endpoints[e]));
 }
 
+static const char *const colors[] = {"blue", "green"};
+
+/* {pool, color}: 1 for the colour that takes new connections. */
+static void pool_active(scrape_t *x, const family_t *f)
+{
+    for (size_t p = 0; p < x->cfg->npools; p++)
+        if (x->cfg->pools[p].colored)
+            for (int k = 0; k < 2; k++)
+                OUT("%s{pool=\"%s\",color=\"%s\"} %d\n", f->name, x->cfg->pools[p].name, colors[k],
+                    x->pflags[p].active == k);
+}
+
+/* {pool}: exchanges still in flight on the colour that is no longer active. */
+static void pool_draining(scrape_t *x, const family_t *f)
+{
+    for (size_t p = 0; p < x->cfg->npools; p++) {
+        const sy_pool_t *pool = &x->cfg->pools[p];
+        if (!pool->colored)
+            continue;
+        int old = 1 - x->pflags[p].active;
+        long n = 0;
+        for (size_t e = pool->color_first[old]; e < pool->color_first[old] + pool->color_count[old]; e++)
+            n += sy_endpoints_inflight(x->eps, x->cfg, &pool->endpoints[e]);
+        OUT("%s{pool=\"%s\"} %ld\n", f->name, pool->name, n);
+    }
+}
+
+/* {pool, color}: a counter of the colour's numbers at offset f->arg of sy_side_t. */
+static void per_color(scrape_t *x, const family_t *f)
+{
+    sy_side_t *sd = malloc(sizeof(*sd));
+    for (size_t p = 0; sd != NULL && p < x->cfg->npools && p < SY_COLOURS_MAX_POOLS; p++)
+        for (int k = 0; x->cfg->pools[p].colored && k < 2; k++) {
+            sy_colours_get(x->colours, p, k, sd);
+            OUT("%s{pool=\"%s\",color=\"%s\"} %llu\n", f->name, x->cfg->pools[p].name, colors[k],
+                (unsigned long long)u64_at(sd, f->arg));
+        }
+    free(sd);
+}
+
+static void color_duration(scrape_t *x, const family_t *f)
+{
+    static const double le[] = {0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60};
+    sy_side_t *sd = malloc(sizeof(*sd));
+    for (size_t p = 0; sd != NULL && p < x->cfg->npools && p < SY_COLOURS_MAX_POOLS; p++)
+        for (int k = 0; x->cfg->pools[p].colored && k < 2; k++) {
+            const char *pn = x->cfg->pools[p].name;
+            sy_colours_get(x->colours, p, k, sd);
+            for (size_t b = 0; b < SY_ARRAY_LEN(le); b++)
+                OUT("%s_bucket{pool=\"%s\",color=\"%s\",le=\"%g\"} %llu\n", f->name, pn, colors[k], le[b],
+                    (unsigned long long)sy_hist_count_le(&sd->total, (uint64_t)(le[b] * 1e6)));
+            OUT("%s_bucket{pool=\"%s\",color=\"%s\",le=\"+Inf\"} %llu\n", f->name, pn, colors[k],
+                (unsigned long long)sd->total.total);
+            OUT("%s_sum{pool=\"%s\",color=\"%s\"} %.6f\n", f->name, pn, colors[k], (double)sd->total.sum_us / 1e6);
+            OUT("%s_count{pool=\"%s\",color=\"%s\"} %llu\n", f->name, pn, colors[k],
+                (unsigned long long)sd->total.total);
+        }
+    free(sd);
+}
+
 /* The families, in the order they are written. */
 static const family_t families[] = {
     {"switchyard_requests_total", "counter", "Requests answered, by route and variant.", false, per_side,
@@ -245,6 +309,19 @@ static const family_t families[] = {
      per_stream, offsetof(sy_audit_status_t, inserted)},
     {"switchyard_endpoint_up", "gauge", "1 when the endpoint takes traffic, 0 when health checks took it out.", false,
      endpoint_up, 0},
+    {"switchyard_pool_active_color", "gauge", "1 for the colour of a blue-green pool that takes new requests.", false,
+     pool_active, 0},
+    {"switchyard_pool_draining", "gauge",
+     "Exchanges still in flight on the colour of a blue-green pool that is no longer active.", false, pool_draining,
+     0},
+    {"switchyard_color_requests_total", "counter", "Requests answered by each colour of a blue-green pool.", false,
+     per_color, offsetof(sy_side_t, requests)},
+    {"switchyard_color_errors_total", "counter",
+     "Errors (under the sending route's rules) of each colour of a blue-green pool.", false, per_color,
+     offsetof(sy_side_t, errors)},
+    {"switchyard_color_request_duration_seconds", "histogram",
+     "Time from the request's first byte to the response's last, by colour of a blue-green pool.", false,
+     color_duration, 0},
 };
 
 void sy_admin_ep_metrics(admin_conn_t *c, const char *name, json_t *body)
@@ -255,6 +332,8 @@ void sy_admin_ep_metrics(admin_conn_t *c, const char *name, json_t *body)
     x->nviews = x->m ? sy_monitor_nroutes(x->m) : 0;
     x->rs = sy_config_ext(x->cfg, "routes");
     x->flags = sy_flagstore_flags(c->a->store);
+    x->pflags = sy_flagstore_pools(c->a->store);
+    x->colours = sy_monitor_colours(c->a->monitor);
     sy_flagstore_status(c->a->store, &x->st);
     sy_audit_status(c->a->audit, &x->as);
     for (size_t i = 0; i < SY_ARRAY_LEN(families); i++) {

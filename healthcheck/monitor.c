@@ -1,5 +1,6 @@
 #include "healthcheck/monitor.h"
 
+#include "healthcheck/colours.h"
 #include "healthcheck/endpoints.h"
 
 #include "proxy/log.h"
@@ -60,6 +61,7 @@ struct sy_monitor {
     ev_async async;
     sy_observer_t observer;
     sy_monitor_hooks_t hooks;
+    sy_colours_t *colours; /* per pool x colour, counted beside the cells */
 };
 
 static cell_t *cell_of(sy_monitor_t *m, size_t worker, size_t route, int variant)
@@ -146,6 +148,7 @@ static void record(void *ctx, int worker, const sy_snapshot_t *snap, const sy_ou
     BUMP(c->ttfb[sy_hist_index(o->ttfb_us)], 1);
     BUMP(c->sum_total_us, o->total_us);
     BUMP(c->sum_ttfb_us, o->ttfb_us);
+    sy_colours_record(m->colours, worker, snap->config, ep, err, o->total_us);
     if (o->fell_back)
         BUMP(c->fallbacks, 1);
     /* The streak took the early outcome already; only a failure after it (a
@@ -445,7 +448,9 @@ sy_monitor_t *sy_monitor_create(struct ev_loop *control, const sy_config_t *cfg,
     m->nworkers = nworkers;
     m->hooks = *hooks;
     m->cells = calloc(nworkers * SY_MONITOR_MAX_ROUTES * 2, sizeof(cell_t));
-    if (m->cells == NULL || load(m, cfg) != 0) {
+    m->colours = sy_colours_create(nworkers);
+    if (m->cells == NULL || m->colours == NULL || load(m, cfg) != 0) {
+        sy_colours_destroy(m->colours);
         free(m->cells);
         free(m);
         return NULL;
@@ -471,6 +476,7 @@ void sy_monitor_destroy(sy_monitor_t *m)
     ev_async_stop(m->loop, &m->async);
     routes_free(m);
     sy_config_release(m->cfg);
+    sy_colours_destroy(m->colours);
     free(m->cells);
     free(m);
 }
@@ -532,4 +538,9 @@ size_t sy_monitor_nroutes(const sy_monitor_t *m)
 uint64_t sy_monitor_unsignificant(const sy_monitor_t *m)
 {
     return m->unsignificant;
+}
+
+const sy_colours_t *sy_monitor_colours(const sy_monitor_t *m)
+{
+    return m != NULL ? m->colours : NULL;
 }

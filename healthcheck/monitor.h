@@ -71,6 +71,10 @@ void sy_monitor_count_trip(sy_monitor_t *m, const char *route);
 /* Route i of the current config; NULL past the end. Control thread. */
 const sy_route_view_t *sy_monitor_route(const sy_monitor_t *m, size_t i);
 size_t sy_monitor_nroutes(const sy_monitor_t *m);
+/* The per-colour numbers the observer counts beside the routes' (borrowed,
+ * valid until destroy; NULL for a NULL monitor). */
+struct sy_colours;
+const struct sy_colours *sy_monitor_colours(const sy_monitor_t *m);
 /* How many evaluations crossed the delta threshold without being significant. */
 uint64_t sy_monitor_unsignificant(const sy_monitor_t *m);
 
