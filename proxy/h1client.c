@@ -42,7 +42,7 @@ static int resp_on_head(void *ud, sy_h1_msg_t *m)
         return 0; /* interim: the final answer follows (on_done goes on) */
     r->status = m->status;
     r->msg = m;
-    return 0;
+    return r->_lim.head_request ? SY_H1_HEAD_NO_BODY : 0;
 }
 
 static int resp_on_body(void *ud, const char *data, size_t len)

@@ -40,6 +40,7 @@ typedef struct sy_h1client_limits {
     size_t max_body;    /* body bytes read; past them the exchange ends with
                          * sy_h1client_err_body_too_large (the status is known) */
     bool keep_body;     /* keep the body in resp.body (else only count it) */
+    bool head_request;  /* the request is a HEAD: the response has no body */
 } sy_h1client_limits_t;
 
 /* One response being parsed. Embedded by its owner; fields without a leading
