@@ -402,6 +402,7 @@ sy_shadow_t *sy_shadow_begin(sy_shadow_engine_t *e, sy_snapshot_t *snap, const s
     if (s == NULL)
         return NULL;
     s->e = e;
+    sy_list_init(&s->node);
     sy_list_push_back(&e->live, &s->node);
     e->nlive++;
     s->snap = sy_snapshot_ref(snap);
