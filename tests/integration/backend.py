@@ -21,7 +21,7 @@ Paths:
                   answers the defaults now in force as JSON. Used by the
                   quickstart to make the demo `new` backend fail or slow down.
   /ws             WebSocket echo (text and binary frames, ping, close)
-  /json?user=U    a JSON document for user U: {"id": random, "user", "meta": {"time": now},
+  .../json?user=U a JSON document for user U: {"id": random, "user", "meta": {"time": now},
                   "price": 100, "items": [...]}; --json-diff FIELD:PCT sets FIELD to a
                   different value for PCT %% of users (by a hash of U, so always the same
                   users); --json-random FIELD adds FIELD with a random value each time
@@ -216,7 +216,7 @@ async def handle(reader, writer):
                 body = json.dumps({"method": method, "target": target, "version": version,
                                    "headers": headers, "body_length": nbody, "body_sha256": sha,
                                    "backend": NAME}).encode()
-            elif url.path == "/json":
+            elif url.path.endswith("/json"):
                 body = json_doc(q.get("user", ""))
             elif "size" in q:
                 body = None
@@ -225,7 +225,7 @@ async def handle(reader, writer):
             size = int(q["size"]) if body is None else len(body)
             chunked = bool(q.get("chunked"))
             head = "HTTP/1.1 %d X\r\nX-Backend: %s\r\nContent-Type: %s\r\n" % (
-                status, NAME, "application/json" if url.path in ("/echo", "/__stats", "/json") else "text/plain")
+                status, NAME, "application/json" if url.path in ("/echo", "/__stats") or url.path.endswith("/json") else "text/plain")
             head += "Transfer-Encoding: chunked\r\n" if chunked else "Content-Length: %d\r\n" % size
             if q.get("date"):
                 head += "Date: %s\r\n" % q["date"]
