@@ -7,6 +7,8 @@
 #include "proxy/shadow.h"
 #include "routing/route.h"
 
+#include <string.h>
+
 void sy_admin_ep_diffs(admin_conn_t *c, const char *route, json_t *body)
 {
     (void)body;
@@ -34,5 +36,12 @@ void sy_admin_ep_diffs(admin_conn_t *c, const char *route, json_t *body)
                             json_pack("{s:i, s:I, s:I, s:I, s:b}", "percent_bp", (int)sc->percent_bp, "max_body",
                                       (json_int_t)sc->max_body, "max_inflight", (json_int_t)sc->max_inflight,
                                       "timeout_ms", (json_int_t)sc->timeout_ms, "noise", sc->noise));
-    sy_admin_respond_json(c, 200, j);
+    /* Samples make it larger than one buffer: sent as a big answer. */
+    char *text = json_dumps(j, JSON_COMPACT);
+    json_decref(j);
+    if (text == NULL) {
+        sy_admin_respond_error(c, 500, "out of memory");
+        return;
+    }
+    sy_admin_respond_big(c, text, strlen(text), "application/json", true);
 }
