@@ -136,6 +136,7 @@ static int cmd_run(const char *path, bool takeover, int ready_fd)
     sy_admin_set_audit(app.admin, app.audit);
     sy_admin_set_trip(app.admin, app.trip);
     sy_admin_set_shadow(app.admin, app.shadow);
+    sy_shadowmon_bind(app.shadow, app.store, sy_trip_monitor_warn, app.trip);
     sy_trip_bind(app.trip, app.store, app.monitor);
     sy_lifecycle_parts_t parts = {app.server, app.store, app.monitor, app.health, app.admin, app.audit, app.endpoints};
     sy_lifecycle_bind(app.life, &parts);

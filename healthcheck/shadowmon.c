@@ -2,6 +2,9 @@
  * single-producer queues, summed on the control thread. */
 #include "healthcheck/shadowmon.h"
 
+#include "flags/store.h"
+#include "healthcheck/rules.h"
+#include "proxy/log.h"
 #include "proxy/shadow.h"
 #include "proxy/snapshot.h"
 #include "routing/route.h"
@@ -48,6 +51,11 @@ struct sy_shadowmon {
     queue_t *queues; /* [worker] */
     ring_t rings[SY_SHADOWMON_MAX_ROUTES];
     ev_timer tick;
+    uint64_t ticks;
+    struct sy_flagstore *store;
+    void (*warn)(void *ud, const char *route, const char *rule, const char *detail);
+    void *warn_ud;
+    bool warned[SY_SHADOWMON_MAX_ROUTES];
 };
 
 static cell_t *cell_of(const sy_shadowmon_t *m, size_t worker, size_t route)
@@ -77,11 +85,48 @@ static void drain(sy_shadowmon_t *m)
     }
 }
 
+/* The warn_mismatch_rate rule of each route that has it. */
+static void evaluate(sy_shadowmon_t *m)
+{
+    const sy_config_t *cfg = m->store ? sy_flagstore_config(m->store) : NULL;
+    const sy_routes_t *rs = cfg ? sy_config_ext(cfg, "routes") : NULL;
+    const sy_trip_confs_t *tc = cfg ? sy_trip_confs(cfg) : NULL;
+    for (size_t i = 0; rs != NULL && tc != NULL && i < rs->n && i < tc->n && i < SY_SHADOWMON_MAX_ROUTES; i++) {
+        if (tc->routes[i].warn_mismatch_rate <= 0)
+            continue;
+        sy_shadow_stats_t st;
+        sy_shadowmon_stats(m, (int)i, &st);
+        sy_verdict_t v;
+        sy_rules_mismatch(&tc->routes[i], st.mismatches, st.outcomes[SY_SHADOW_COMPARED], &v);
+        if (v.level == SY_LEVEL_WARN && !m->warned[i]) {
+            m->warned[i] = true;
+            sy_warn("shadow: route %s: %s: %s", rs->routes[i].name, v.rule, v.detail);
+            if (m->warn != NULL)
+                m->warn(m->warn_ud, rs->routes[i].name, v.rule, v.detail);
+        } else if (v.level == SY_LEVEL_OK) {
+            m->warned[i] = false;
+        }
+    }
+}
+
 static void tick_cb(struct ev_loop *loop, ev_timer *t, int revents)
 {
     (void)loop;
     (void)revents;
-    drain(t->data);
+    sy_shadowmon_t *m = t->data;
+    drain(m);
+    if (++m->ticks % 10 == 0)
+        evaluate(m);
+}
+
+void sy_shadowmon_bind(sy_shadowmon_t *m, struct sy_flagstore *store,
+                       void (*warn)(void *ud, const char *route, const char *rule, const char *detail), void *ud)
+{
+    if (m == NULL)
+        return;
+    m->store = store;
+    m->warn = warn;
+    m->warn_ud = ud;
 }
 
 sy_shadowmon_t *sy_shadowmon_create(struct ev_loop *control, size_t nworkers)
@@ -199,13 +244,17 @@ json_t *sy_shadowmon_json(sy_shadowmon_t *m, int route, const char *name)
         }
     }
     uint64_t compared = st.outcomes[SY_SHADOW_COMPARED];
-    return json_pack("{s:s, s:I, s:I, s:I, s:f, s:o, s:o, s:I, s:I, s:I, s:o, s:o}", "route", name, "shadowed",
+    bool warned = route >= 0 && route < SY_SHADOWMON_MAX_ROUTES && m->warned[route];
+    json_t *j = json_pack("{s:s, s:I, s:I, s:I, s:f, s:o, s:o, s:I, s:I, s:I, s:o, s:o}", "route", name, "shadowed",
                      (json_int_t)st.shadowed, "compared", (json_int_t)compared, "mismatches",
                      (json_int_t)st.mismatches, "mismatch_rate",
                      compared ? (double)st.mismatches / (double)compared : 0.0, "by_kind", kinds, "outcomes",
                      outcomes, "noise_removed", (json_int_t)st.noise_removed, "noise_failed",
                      (json_int_t)st.noise_failed, "samples_dropped", (json_int_t)st.samples_dropped, "latency",
                      lat, "samples", samples);
+    if (j != NULL)
+        json_object_set_new(j, "warned", json_boolean(warned)); /* warn_mismatch_rate fired, not cleared */
+    return j;
 }
 
 /* --- worker side ----------------------------------------------------------------- */

@@ -50,6 +50,13 @@ bool sy_shadowmon_stats(const sy_shadowmon_t *m, int route, sy_shadow_stats_t *o
  * and *samples are 0). */
 bool sy_shadowmon_mismatch_rate(const sy_shadowmon_t *m, const sy_config_t *cfg, const char *name, double *rate,
                                 uint64_t *samples);
+/* The warn_mismatch_rate rule (healthcheck/rules.h): once a second the
+ * control thread checks each route of store's current config that has it, and
+ * calls warn(ud, route, rule, detail) once until the rate is back under the
+ * limit. store outlives m. */
+struct sy_flagstore;
+void sy_shadowmon_bind(sy_shadowmon_t *m, struct sy_flagstore *store,
+                       void (*warn)(void *ud, const char *route, const char *rule, const char *detail), void *ud);
 /* GET /routes/{name}/diffs: the numbers and the kept mismatching pairs (new
  * reference). Control thread. */
 json_t *sy_shadowmon_json(sy_shadowmon_t *m, int route, const char *name);

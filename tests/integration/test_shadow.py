@@ -110,7 +110,7 @@ class Shadow(unittest.TestCase):
         # Both sides add a random `nonce`; new differs on `price` for 10 % of users.
         self.start([("a", "percent_bp: 10000, noise: true, compare_headers: [content-type], redact_headers: "
                           "[x-backend], " + IGNORE),
-                    ("b", "percent_bp: 10000, " + IGNORE)],
+                    ("b", "percent_bp: 10000, " + IGNORE + "}\n    trip: {warn_mismatch_rate: 0.5, min_requests: 20")],
                    legacy_args=("--json-random", "nonce"),
                    new_args=("--json-random", "nonce", "--json-diff", "price:10"))
         users = ["user-%d" % i for i in range(400)]
@@ -139,6 +139,12 @@ class Shadow(unittest.TestCase):
         b = self.settled("b", 50)
         self.assertEqual(b["mismatches"], 50)
         self.assertIn("$.nonce", b["samples"][0]["paths"])
+        # ... and b's warn_mismatch_rate rule fires (a's has none).
+        self.env.allowed.append(r"shadow: route b: warn_mismatch_rate")
+        wait_for(lambda: self.diffs("b")["warned"], what="the mismatch-rate warning")
+        self.assertFalse(self.diffs("a")["warned"])
+        with open(self.gw.log_path) as f:
+            self.assertIn("shadow: route b: warn_mismatch_rate: shadow mismatch rate 100.00% (50 of 50)", f.read())
         # ctl diffs and the metrics say the same.
         out = subprocess.run([BIN, "ctl", "-a", "127.0.0.1:%d" % self.admin, "diffs", "a"], capture_output=True,
                              text=True, timeout=30 * SLOW)

@@ -8,6 +8,7 @@
 #include <cmocka.h>
 
 #include "healthcheck/diff.h"
+#include "healthcheck/rules.h"
 #include "healthcheck/shadowmon.h"
 #include "proxy/shadow.h"
 
@@ -170,6 +171,24 @@ static void test_shadowmon(void **state)
     ev_loop_destroy(loop);
 }
 
+static void test_mismatch_rule(void **state)
+{
+    (void)state;
+    sy_trip_conf_t c = {.enabled = true, .min_requests = 100};
+    sy_verdict_t v;
+    sy_rules_mismatch(&c, 90, 100, &v);
+    assert_int_equal(v.level, SY_LEVEL_OK); /* off unless set */
+    c.warn_mismatch_rate = 0.05;
+    sy_rules_mismatch(&c, 50, 99, &v);
+    assert_int_equal(v.level, SY_LEVEL_INSUFFICIENT);
+    sy_rules_mismatch(&c, 5, 100, &v);
+    assert_int_equal(v.level, SY_LEVEL_OK);
+    sy_rules_mismatch(&c, 6, 100, &v);
+    assert_int_equal(v.level, SY_LEVEL_WARN);
+    assert_string_equal(v.rule, "warn_mismatch_rate");
+    assert_non_null(strstr(v.detail, "6.00% (6 of 100) > 5.00%"));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -178,6 +197,7 @@ int main(void)
         cmocka_unit_test(test_json_ignore),
         cmocka_unit_test(test_noise),
         cmocka_unit_test(test_shadowmon),
+        cmocka_unit_test(test_mismatch_rule),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
