@@ -177,23 +177,23 @@ class Shadow(unittest.TestCase):
         with open("/proc/%d/status" % self.gw.pid) as f:
             return int(re.search(r"VmRSS:\s+(\d+)", f.read()).group(1))
 
-    def latencies(self, path, n):
-        out = []
-        for i in range(n):
-            t = time.perf_counter()
-            self.request("GET", "%s?user=u%d" % (path, i))
-            out.append((time.perf_counter() - t) * 1000)
-        return out
+    def timed(self, path):
+        t = time.perf_counter()
+        self.request("GET", path)
+        return (time.perf_counter() - t) * 1000
 
     def test_hanging_new_side(self):
         self.start([("on", "percent_bp: 10000, max_inflight: 8, timeout: 3s, " + IGNORE), ("off", None)],
                    new_args=("--hang",))
-        self.latencies("/off/json", 50)  # warm-up: connections, caches
+        for i in range(50):  # warm-up: connections, caches
+            self.timed("/off/json?user=w%d" % i)
         rss0 = self.rss_kb()
         n = 400
-        off = self.latencies("/off/json", n)
+        off, on = [], []
         t0 = time.time()
-        on = self.latencies("/on/json", n)
+        for i in range(n):  # interleaved: a load spike on the box hits both series alike
+            off.append(self.timed("/off/json?user=u%d" % i))
+            on.append(self.timed("/on/json?user=u%d" % i))
         # Per timeout (3 s) window, at most 8 shadows per worker could start.
         bound = 2 * 8 * (int((time.time() - t0) / 3) + 1)
         rss1 = self.rss_kb()
