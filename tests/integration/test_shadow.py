@@ -173,6 +173,20 @@ class Shadow(unittest.TestCase):
         self.request("POST", "/p/json?user=big", body=b"z" * (70 * 1024))
         wait_for(lambda: self.diffs("p")["outcomes"]["request_too_large"] == 1, what="request_too_large")
 
+    def test_config_checked(self):
+        bad = config(free_port(), free_port(), free_port(), free_port(),
+                     [("a", "percent_bp: 20000"), ("b", "diff: {ignore_json: [meta.time]}"), ("c", "colour: red"),
+                      ("d", "max_inflight: 0")])
+        path = self.env.write_config(bad, "bad.yaml")
+        out = subprocess.run([BIN, "check", "-c", path], capture_output=True, text=True, timeout=30 * SLOW)
+        self.assertNotEqual(out.returncode, 0)
+        for msg in ("20000", "ignore_json paths start with '$'", "unknown key 'colour' in shadow", "0 is out of range (1..1000000)"):
+            self.assertIn(msg, out.stdout + out.stderr)
+        good = config(free_port(), free_port(), free_port(), free_port(), [("a", "percent_bp: 100, " + IGNORE)])
+        path = self.env.write_config(good, "good.yaml")
+        out = subprocess.run([BIN, "check", "-c", path], capture_output=True, text=True, timeout=30 * SLOW)
+        self.assertEqual(out.returncode, 0, out.stdout + out.stderr)
+
     def rss_kb(self):
         with open("/proc/%d/status" % self.gw.pid) as f:
             return int(re.search(r"VmRSS:\s+(\d+)", f.read()).group(1))
