@@ -225,14 +225,14 @@ struct sy_shadow {
     char method[16];
     char *target, *host, *headers; /* the request to send again */
     char *req_body;
-    size_t req_len;
+    size_t req_len, req_cap;
     /* legacy's answer to the user, a bounded copy */
     int l_status;
     sy_header_t *l_headers;
     size_t l_nheaders;
     char *l_head;                 /* the names and values l_headers point into */
     char *l_body;
-    size_t l_len;
+    size_t l_len, l_cap;
     bool l_overflow, l_done, owned; /* owned: the exchange still holds s */
     ev_tstamp l_t0;
     uint64_t l_us;
@@ -346,6 +346,23 @@ static char *build_headers(const sy_h1_msg_t *m)
     return out;
 }
 
+/* Room for len more bytes (and a NUL) in *buf, growing by doubling; the
+ * caller checked that *used + len stays within max_body. */
+static bool grow(char **buf, size_t *cap, size_t used, size_t len)
+{
+    if (used + len + 1 <= *cap)
+        return true;
+    size_t ncap = *cap ? *cap * 2 : 4096;
+    if (ncap < used + len + 1)
+        ncap = used + len + 1;
+    char *nb = realloc(*buf, ncap);
+    if (nb == NULL)
+        return false;
+    *buf = nb;
+    *cap = ncap;
+    return true;
+}
+
 static char *dup_n(const char *p, size_t n)
 {
     char *d = malloc(n + 1);
@@ -425,8 +442,8 @@ sy_shadow_t *sy_shadow_begin(sy_shadow_engine_t *e, sy_snapshot_t *snap, const s
     }
     s->host = req->host ? dup_n(req->host, req->host_len) : dup_n(ep_new->name, strlen(ep_new->name));
     s->headers = build_headers(req);
-    s->req_body = malloc(conf->max_body + 1);
-    if (s->target == NULL || s->host == NULL || s->headers == NULL || s->req_body == NULL) {
+    if (s->target == NULL || s->host == NULL || s->headers == NULL ||
+        (body_len > 0 && !grow(&s->req_body, &s->req_cap, 0, body_len))) {
         give_up(s, SY_SHADOW_SKIP_NOMEM);
         return NULL;
     }
@@ -441,6 +458,10 @@ bool sy_shadow_req_body(sy_shadow_t *s, const char *data, size_t len)
 {
     if (len > s->conf->max_body - s->req_len) {
         give_up(s, SY_SHADOW_SKIP_REQ_TOO_LARGE);
+        return false;
+    }
+    if (!grow(&s->req_body, &s->req_cap, s->req_len, len)) {
+        give_up(s, SY_SHADOW_SKIP_NOMEM);
         return false;
     }
     memcpy(s->req_body + s->req_len, data, len);
@@ -536,7 +557,7 @@ static bool start_call(sy_shadow_t *s, call_t *call, const sy_endpoint_t *ep, sy
     if (call->client == NULL)
         return false;
     sy_h1client_request_t rq = {.method = s->method, .target = s->target, .host = s->host, .headers = s->headers,
-                                .body = s->req_len > 0 || s->method[0] == 'P' ? s->req_body : NULL,
+                                .body = s->req_len > 0 || s->method[0] == 'P' ? (s->req_body ? s->req_body : "") : NULL,
                                 .body_len = s->req_len};
     call->t0 = ev_now(s->e->loop);
     if (sy_h1client_start(call->client, &ep->addr, &rq, s->conf->timeout_ms / 1e3, cb, s) != 0)
@@ -557,7 +578,7 @@ bool sy_shadow_req_done(sy_shadow_t *s)
     /* The request body is no longer needed: give its memory back early. */
     free(s->req_body);
     s->req_body = NULL;
-    s->req_len = 0;
+    s->req_len = s->req_cap = 0;
     return true;
 }
 
@@ -609,15 +630,12 @@ void sy_shadow_resp_body(sy_shadow_t *s, const char *data, size_t len)
         s->l_overflow = true;
         free(s->l_body);
         s->l_body = NULL;
-        s->l_len = 0;
+        s->l_len = s->l_cap = 0;
         return;
     }
-    if (s->l_body == NULL) {
-        s->l_body = malloc(s->conf->max_body + 1);
-        if (s->l_body == NULL) {
-            s->l_overflow = true;
-            return;
-        }
+    if (!grow(&s->l_body, &s->l_cap, s->l_len, len)) {
+        s->l_overflow = true; /* out of memory: not comparable */
+        return;
     }
     memcpy(s->l_body + s->l_len, data, len);
     s->l_len += len;

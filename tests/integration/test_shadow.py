@@ -206,13 +206,14 @@ class Shadow(unittest.TestCase):
         off, on = [], []
         t0 = time.time()
         for i in range(n):  # interleaved: a load spike on the box hits both series alike
-            off.append(self.timed("/off/json?user=u%d" % i))
-            on.append(self.timed("/on/json?user=u%d" % i))
+            # 48 KiB answers: each shadow alive keeps a copy of legacy's
+            off.append(self.timed("/off/x?size=49152&user=u%d" % i))
+            on.append(self.timed("/on/x?size=49152&user=u%d" % i))
         # Per timeout (3 s) window, at most 8 shadows per worker could start.
         bound = 2 * 8 * (int((time.time() - t0) / 3) + 1)
         rss1 = self.rss_kb()
         d = self.diffs("on")
-        print("\nshadow against a hanging new side, %d sequential requests each: p50 %.2f ms / p99 %.2f ms with "
+        print("\nshadow against a hanging new side, %d sequential requests each (48 KiB answers): p50 %.2f ms / p99 %.2f ms with "
               "shadow off, p50 %.2f ms / p99 %.2f ms with shadow on; skipped at max_inflight %d; RSS %d -> %d KiB"
               % (n, pct(off, 0.5), pct(off, 0.99), pct(on, 0.5), pct(on, 0.99), d["outcomes"]["inflight_limit"],
                  rss0, rss1))
