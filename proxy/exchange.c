@@ -343,7 +343,7 @@ static void shadow_begin(sy_conn_t *c)
         sy_shadow_conf_of(c->cfg, c->dec.route_index) == NULL)
         return;
     if (w->shadow == NULL)
-        w->shadow = sy_shadow_engine_create(w->loop, w->id, w->router, w->observer);
+        w->shadow = sy_shadow_engine_create(w->loop, w->id, w->ups, w->router, w->observer);
     c->shadow = sy_shadow_begin(w->shadow, c->snap, &c->dec, &c->req.msg, c->hold, c->hold_len);
 }
 

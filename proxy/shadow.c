@@ -7,6 +7,7 @@
 #include "proxy/list.h"
 #include "proxy/log.h"
 #include "proxy/snapshot.h"
+#include "proxy/upstream.h"
 
 #include <ctype.h>
 #include <stdlib.h>
@@ -199,6 +200,7 @@ struct sy_shadow_engine {
     int worker;
     const sy_router_t *router;
     const sy_observer_t *obs;
+    sy_upstreams_t *ups; /* the worker's pools: shadow requests ride pooled connections */
     sy_list_t live;      /* sy_shadow_t.node */
     size_t nlive;
     uint64_t rng;        /* sampling: xorshift64* per worker */
@@ -208,6 +210,7 @@ struct sy_shadow_engine {
 /* One request sent on the side (to new, or to legacy again). */
 typedef struct call {
     sy_h1client_t *client;
+    sy_upconn_t *uc;     /* the pooled connection it holds until it ends */
     ev_tstamp t0;
     uint64_t us;
     const char *err;     /* static: NULL when the response was read whole */
@@ -239,14 +242,15 @@ struct sy_shadow {
     call_t shadow, noise;
 };
 
-sy_shadow_engine_t *sy_shadow_engine_create(struct ev_loop *loop, int worker, const sy_router_t *router,
-                                            const sy_observer_t *observer)
+sy_shadow_engine_t *sy_shadow_engine_create(struct ev_loop *loop, int worker, struct sy_upstreams *ups,
+                                            const sy_router_t *router, const sy_observer_t *observer)
 {
     sy_shadow_engine_t *e = calloc(1, sizeof(*e));
     if (e == NULL)
         return NULL;
     e->loop = loop;
     e->worker = worker;
+    e->ups = ups;
     e->router = router;
     e->obs = observer;
     sy_list_init(&e->live);
@@ -255,8 +259,23 @@ sy_shadow_engine_t *sy_shadow_engine_create(struct ev_loop *loop, int worker, co
     return e;
 }
 
+/* The call's client stops (if it runs) and its connection goes back to the
+ * pool: kept only after a whole keep-alive answer. */
+static void call_end(sy_shadow_engine_t *e, call_t *call, bool reusable)
+{
+    sy_h1client_cancel(call->client);
+    if (call->uc != NULL) {
+        if (reusable)
+            call->uc->connected = true;
+        sy_upstream_release(e->ups, call->uc, reusable);
+        call->uc = NULL;
+    }
+}
+
 static void shadow_free(sy_shadow_t *s)
 {
+    call_end(s->e, &s->shadow, false);
+    call_end(s->e, &s->noise, false);
     sy_h1client_destroy(s->shadow.client);
     sy_h1client_destroy(s->noise.client);
     sy_list_remove(&s->node);
@@ -527,8 +546,8 @@ static void maybe_finish(sy_shadow_t *s)
 
 static void shadow_cb(sy_h1client_t *c, void *ud, const char *err)
 {
-    (void)c;
     sy_shadow_t *s = ud;
+    call_end(s->e, &s->shadow, err == NULL && sy_h1client_reusable(c));
     s->shadow.done = true;
     s->shadow.err = err;
     s->shadow.us = (uint64_t)((ev_now(s->e->loop) - s->shadow.t0) * 1e6);
@@ -537,8 +556,8 @@ static void shadow_cb(sy_h1client_t *c, void *ud, const char *err)
 
 static void noise_cb(sy_h1client_t *c, void *ud, const char *err)
 {
-    (void)c;
     sy_shadow_t *s = ud;
+    call_end(s->e, &s->noise, err == NULL && sy_h1client_reusable(c));
     s->noise.done = true;
     s->noise.err = err;
     s->noise.us = (uint64_t)((ev_now(s->e->loop) - s->noise.t0) * 1e6);
@@ -560,8 +579,18 @@ static bool start_call(sy_shadow_t *s, call_t *call, const sy_endpoint_t *ep, sy
                                 .body = s->req_len > 0 || s->method[0] == 'P' ? (s->req_body ? s->req_body : "") : NULL,
                                 .body_len = s->req_len};
     call->t0 = ev_now(s->e->loop);
-    if (sy_h1client_start(call->client, &ep->addr, &rq, s->conf->timeout_ms / 1e3, cb, s) != 0)
+    if (sy_upstream_acquire(s->e->ups, ep, &call->uc) != 0) {
+        call->uc = NULL;
         return false;
+    }
+    /* The client watches the socket until the answer ends; the pool's own
+     * watcher rests meanwhile (sy_upstream_release re-arms it). */
+    ev_io_stop(s->e->loop, &call->uc->io);
+    if (sy_h1client_start_on(call->client, call->uc->fd, !call->uc->connected, &rq, s->conf->timeout_ms / 1e3, cb,
+                             s) != 0) {
+        call_end(s->e, call, false);
+        return false;
+    }
     call->started = true;
     return true;
 }
@@ -653,8 +682,8 @@ void sy_shadow_legacy_done(sy_shadow_t *s)
 void sy_shadow_drop(sy_shadow_t *s)
 {
     /* Nothing will be compared: the side requests end now, not at their timeout. */
-    sy_h1client_cancel(s->shadow.client);
-    sy_h1client_cancel(s->noise.client);
+    call_end(s->e, &s->shadow, false);
+    call_end(s->e, &s->noise, false);
     s->shadow.done = s->noise.done = true;
     s->owned = false;
     maybe_finish(s);

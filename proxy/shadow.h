@@ -60,11 +60,15 @@ const sy_shadow_conf_t *sy_shadow_conf_of(const sy_config_t *cfg, int route);
 typedef struct sy_shadow_engine sy_shadow_engine_t;
 typedef struct sy_shadow sy_shadow_t;
 
-/* A worker's engine. `observer` (its `shadow` hook) and `router` (its `pick`)
- * outlive it. Returns NULL when out of memory. */
-sy_shadow_engine_t *sy_shadow_engine_create(struct ev_loop *loop, int worker, const sy_router_t *router,
-                                            const sy_observer_t *observer);
-/* Cancels every shadow in flight (no results) and frees the engine. NULL-safe. */
+/* A worker's engine. Shadow requests take connections from `ups` (the
+ * worker's upstream pools, proxy/upstream.h) and give them back. ups,
+ * `observer` (its `shadow` hook) and `router` (its `pick`) outlive it.
+ * Returns NULL when out of memory. */
+struct sy_upstreams;
+sy_shadow_engine_t *sy_shadow_engine_create(struct ev_loop *loop, int worker, struct sy_upstreams *ups,
+                                            const sy_router_t *router, const sy_observer_t *observer);
+/* Cancels every shadow in flight (no results; their connections go back to
+ * the pools, closed) and frees the engine. Call it before the pools go. NULL-safe. */
 void sy_shadow_engine_destroy(sy_shadow_engine_t *e);
 /* Shadows alive now. */
 size_t sy_shadow_engine_inflight(const sy_shadow_engine_t *e);
