@@ -10,6 +10,7 @@
 #include "healthcheck/feed.h"
 #include "healthcheck/health.h"
 #include "healthcheck/monitor.h"
+#include "healthcheck/shadowmon.h"
 #include "healthcheck/notify.h"
 #include "healthcheck/trip.h"
 #include "proxy/handoff.h"
@@ -31,6 +32,8 @@ typedef struct app {
     sy_flagstore_t *store;
     sy_admin_t *admin;
     sy_monitor_t *monitor;
+    sy_shadowmon_t *shadow;   /* shadow traffic results; the workers' observer feeds it */
+    sy_observer_t observer;   /* the monitor's hooks plus the shadow's */
     sy_health_t *health;
     sy_endpoints_t *endpoints; /* the endpoints' state: its owner; each snapshot holds its table */
     sy_notify_t *notify;
@@ -92,9 +95,13 @@ static bool create_parts(app_t *app, sy_config_t *cfg)
     /* The router reads the monitor's trip marks (consecutive errors) on every decision. */
     app->marks = (sy_trip_marks_t){.tripped = sy_monitor_tripped, .ud = app->monitor};
     app->router = sy_router_with_marks(&app->marks);
-    if (app->monitor != NULL)
-        app->server = sy_server_create(app->loop, snap, &app->router, sy_monitor_observer(app->monitor));
-    else
+    app->shadow = app->monitor ? sy_shadowmon_create(app->loop, (size_t)cfg->workers) : NULL;
+    if (app->shadow != NULL) {
+        app->observer = *sy_monitor_observer(app->monitor);
+        app->observer.shadow = sy_shadowmon_result;
+        app->observer.shadow_ctx = app->shadow;
+        app->server = sy_server_create(app->loop, snap, &app->router, &app->observer);
+    } else
         sy_snapshot_release(snap);
     app->store = app->server ? sy_flagstore_create(app->loop, cfg, publish_flags, app) : NULL;
     if (app->store != NULL)
@@ -128,6 +135,8 @@ static int cmd_run(const char *path, bool takeover, int ready_fd)
     sy_flagstore_set_sink(app.store, &app.sink);
     sy_admin_set_audit(app.admin, app.audit);
     sy_admin_set_trip(app.admin, app.trip);
+    sy_admin_set_shadow(app.admin, app.shadow);
+    sy_shadowmon_bind(app.shadow, app.store, sy_trip_monitor_warn, app.trip);
     sy_trip_bind(app.trip, app.store, app.monitor);
     sy_lifecycle_parts_t parts = {app.server, app.store, app.monitor, app.health, app.admin, app.audit, app.endpoints};
     sy_lifecycle_bind(app.life, &parts);
@@ -161,6 +170,7 @@ out:
     sy_audit_destroy(app.audit);
     sy_admin_destroy(app.admin);
     sy_server_destroy(app.server);
+    sy_shadowmon_destroy(app.shadow);
     sy_monitor_destroy(app.monitor);
     sy_trip_destroy(app.trip);
     sy_endpoints_destroy(app.endpoints); /* the snapshots hold their tables themselves */

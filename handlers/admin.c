@@ -398,6 +398,7 @@ static const endpoint_t endpoints[] = {
     {"GET", "/events", sy_admin_ep_events, false, false},
     {"GET", "/windows", sy_admin_ep_windows, false, false},
     {"GET", "/routes/{name}/cohort", sy_admin_ep_cohort, false, false},
+    {"GET", "/routes/{name}/diffs", sy_admin_ep_diffs, false, false},
 };
 
 /* Does path match the pattern? The {name} segment, if any, goes to name. */
@@ -733,6 +734,11 @@ void sy_admin_set_audit(sy_admin_t *a, sy_audit_t *audit)
 void sy_admin_set_trip(sy_admin_t *a, sy_trip_t *trip)
 {
     a->trip = trip;
+}
+
+void sy_admin_set_shadow(sy_admin_t *a, struct sy_shadowmon *shadow)
+{
+    a->shadow = shadow;
 }
 
 void sy_admin_set_ready(sy_admin_t *a, bool ready)

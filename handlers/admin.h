@@ -46,6 +46,10 @@ void sy_admin_reload(sy_admin_t *a, const sy_config_t *cfg);
 void sy_admin_set_audit(sy_admin_t *a, sy_audit_t *audit);
 /* The trip owner, for POST /alerts/alertmanager (must outlive the admin). */
 void sy_admin_set_trip(sy_admin_t *a, sy_trip_t *trip);
+/* Shadow traffic results, for GET /routes/{name}/diffs and /metrics (must
+ * outlive the admin; NULL: none). */
+struct sy_shadowmon;
+void sy_admin_set_shadow(sy_admin_t *a, struct sy_shadowmon *shadow);
 /* Marks the gateway ready (workers running) or draining. */
 void sy_admin_set_ready(sy_admin_t *a, bool ready);
 /* Stops accepting and closes the admin listener (after a hand-off to a new

@@ -49,6 +49,7 @@ struct sy_admin {
     sy_audit_t *audit;
     sy_trip_t *trip; /* the trip owner, for the Alertmanager webhook */
     struct sy_history *history; /* the dashboard's last minutes (owned; NULL: none) */
+    struct sy_shadowmon *shadow; /* shadow traffic results (NULL: none) */
     int fd;
     ev_io accept_io;
     sy_bufpool_t bufs;
@@ -110,6 +111,7 @@ sy_admin_ep_fn sy_admin_ep_status, sy_admin_ep_cohort, sy_admin_ep_percent, sy_a
 sy_admin_ep_fn sy_admin_ep_events, sy_admin_ep_windows;           /* api_record.c */
 sy_admin_ep_fn sy_admin_ep_metrics;                               /* metrics.c */
 sy_admin_ep_fn sy_admin_ep_dashboard, sy_admin_ep_history;        /* dashboard.c */
+sy_admin_ep_fn sy_admin_ep_diffs;                                 /* api_shadow.c */
 /* For /status: the pools with their endpoints (api_routes.c), the record (api_record.c). */
 json_t *sy_admin_pools_json(const sy_admin_t *a);
 json_t *sy_admin_record_json(sy_audit_t *a);

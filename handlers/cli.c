@@ -7,6 +7,7 @@
 #include "healthcheck/notify.h"
 #include "healthcheck/rules.h"
 #include "proxy/conf.h"
+#include "proxy/shadow.h"
 #include "routing/route.h"
 #include "routing/router.h"
 
@@ -25,6 +26,7 @@ const sy_conf_section_t *const sy_cli_sections[] = {
     &sy_trip_section,
     &sy_notify_section,
     &sy_postgres_section,
+    &sy_shadow_section,
 };
 const size_t sy_cli_nsections = SY_ARRAY_LEN(sy_cli_sections);
 
@@ -42,7 +44,7 @@ static void usage(FILE *out)
             "                                    (USER \"-\": one user per line from stdin); flags from\n"
             "                                    the config file, or with --live the running gateway's\n"
             "  switchyard migrate -c FILE        create or migrate the PostgreSQL schema, then exit\n"
-            "  switchyard ctl [-a ADDR] [-t TOKENFILE] [--json] status|set|test-users|rollback|resume|promote|swap|events|top ...\n"
+            "  switchyard ctl [-a ADDR] [-t TOKENFILE] [--json] status|set|test-users|rollback|resume|promote|swap|events|diffs|top ...\n"
             "                                    talk to the admin API (switchyard ctl -h for more)\n"
             "  switchyard --version\n"
             "default FILE: " DEFAULT_CONFIG "\n");

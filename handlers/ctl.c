@@ -119,6 +119,7 @@ static int usage(void)
             "  top                                   live view of routes, pools and events (q quits)\n"
             "  events [ROUTE] [--since 1h|2026-11-21T18:00:00Z] [--kind K] [--limit N]   newest first\n"
             "  windows [ROUTE] [--since ...] [--limit N]   per-minute numbers, newest first\n"
+            "  diffs ROUTE                           shadow traffic: mismatches and the last mismatching pairs\n"
             "ADDR defaults to the config's admin.address, else 127.0.0.1:9901; TOKENFILE to\n"
             "admin.token_file, else $SWITCHYARD_TOKEN_FILE.\n");
     return 2;
@@ -469,6 +470,59 @@ static bool print_swapped(const ctl_args_t *a, json_t *r)
     return true;
 }
 
+static int build_diffs(const ctl_args_t *a, ctl_req_t *rq)
+{
+    rq->method = "GET";
+    snprintf(rq->path, sizeof(rq->path), "/routes/%s/diffs", a->pos[1]);
+    return 0;
+}
+
+/* The numbers on a few lines, then each kept pair: what differed, and where. */
+static bool print_diffs(const ctl_args_t *a, json_t *r)
+{
+    (void)a;
+    json_t *k = json_object_get(r, "by_kind"), *lat = json_object_get(r, "latency");
+    printf("route %s: %lld shadowed, %lld compared, %lld mismatches (%.2f%%): status %lld, header %lld, body %lld, "
+           "json %lld; noise removed %lld\n",
+           json_string_value(json_object_get(r, "route")), (long long)json_integer_value(json_object_get(r, "shadowed")),
+           (long long)json_integer_value(json_object_get(r, "compared")),
+           (long long)json_integer_value(json_object_get(r, "mismatches")),
+           100.0 * json_number_value(json_object_get(r, "mismatch_rate")),
+           (long long)json_integer_value(json_object_get(k, "status")),
+           (long long)json_integer_value(json_object_get(k, "header")),
+           (long long)json_integer_value(json_object_get(k, "body")),
+           (long long)json_integer_value(json_object_get(k, "json")),
+           (long long)json_integer_value(json_object_get(r, "noise_removed")));
+    static const char *const sides[] = {"legacy", "new"};
+    for (int v = 0; v < 2; v++) {
+        json_t *s = json_object_get(lat, sides[v]);
+        printf("  %-6s p50 %.1f ms  p99 %.1f ms  (%lld)\n", sides[v], json_number_value(json_object_get(s, "p50_ms")),
+               json_number_value(json_object_get(s, "p99_ms")), (long long)json_integer_value(json_object_get(s, "count")));
+    }
+    const char *on;
+    json_t *n;
+    printf("  skipped:");
+    json_object_foreach(json_object_get(r, "outcomes"), on, n)
+        if (strcmp(on, "compared") != 0 && json_integer_value(n) > 0)
+            printf(" %s %lld", on, (long long)json_integer_value(n));
+    printf("\n");
+    size_t i;
+    json_t *s;
+    json_array_foreach(json_object_get(r, "samples"), i, s)
+    {
+        json_t *p;
+        size_t j;
+        printf("  %s %s: legacy %lld, new %lld;", json_string_value(json_object_get(s, "method")),
+               json_string_value(json_object_get(s, "target")),
+               (long long)json_integer_value(json_object_get(json_object_get(s, "legacy"), "status")),
+               (long long)json_integer_value(json_object_get(json_object_get(s, "new"), "status")));
+        json_array_foreach(json_object_get(s, "paths"), j, p)
+            printf(" %s", json_string_value(p));
+        printf("\n");
+    }
+    return true;
+}
+
 static const ctl_cmd_t ctl_cmds[] = {
     {"status", 0, 0, build_status, print_status},
     {"set", 2, 2, build_set, NULL},
@@ -479,6 +533,7 @@ static const ctl_cmd_t ctl_cmds[] = {
     {"events", 0, 1, build_record_query, print_events_answer},
     {"windows", 0, 1, build_record_query, print_windows},
     {"swap", 1, 1, build_swap, print_swapped},
+    {"diffs", 1, 1, build_diffs, print_diffs},
 };
 
 static const ctl_cmd_t *find_cmd(const ctl_args_t *a)

@@ -7,6 +7,8 @@
 
 #include "healthcheck/colours.h"
 
+#include "healthcheck/shadowmon.h"
+#include "proxy/shadow.h"
 #include "routing/route.h"
 
 #include <stdarg.h>
@@ -62,6 +64,7 @@ typedef struct scrape {
     const sy_colours_t *colours;
     sy_flagstore_status_t st;
     sy_audit_status_t as;
+    const sy_shadowmon_t *shadow;
 } scrape_t;
 
 typedef struct family {
@@ -266,6 +269,55 @@ static void color_duration(scrape_t *x, const family_t *f)
     free(sd);
 }
 
+/* Shadow traffic, for routes that shadow (healthcheck/shadowmon.h). */
+static void shadow_requests(scrape_t *x, const family_t *f)
+{
+    static const char *const names[SY_SHADOW_OUTCOMES] = {
+        "compared",         "method",        "request_too_large", "inflight_limit", "no_endpoint", "legacy_failed",
+        "legacy_too_large", "new_too_large", "new_timeout",       "new_error",      "out_of_memory"};
+    for (size_t i = 0; x->shadow && x->rs && i < x->rs->n; i++) {
+        sy_shadow_stats_t st;
+        if (sy_shadow_conf_of(x->cfg, (int)i) == NULL || !sy_shadowmon_stats(x->shadow, (int)i, &st))
+            continue;
+        for (int k = 0; k < SY_SHADOW_OUTCOMES; k++)
+            OUT("%s{route=\"%s\",outcome=\"%s\"} %llu\n", f->name, x->rs->routes[i].name, names[k],
+                (unsigned long long)st.outcomes[k]);
+    }
+}
+
+static void shadow_mismatches(scrape_t *x, const family_t *f)
+{
+    for (size_t i = 0; x->shadow && x->rs && i < x->rs->n; i++) {
+        sy_shadow_stats_t st;
+        if (sy_shadow_conf_of(x->cfg, (int)i) == NULL || !sy_shadowmon_stats(x->shadow, (int)i, &st))
+            continue;
+        for (unsigned k = 0; k < SY_DIFF_KINDS; k++)
+            OUT("%s{route=\"%s\",kind=\"%s\"} %llu\n", f->name, x->rs->routes[i].name, sy_diff_kind_name(k),
+                (unsigned long long)st.by_kind[k]);
+    }
+}
+
+static void shadow_duration(scrape_t *x, const family_t *f)
+{
+    static const double le[] = {0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60};
+    for (size_t i = 0; x->shadow && x->rs && i < x->rs->n; i++) {
+        sy_shadow_stats_t st;
+        if (sy_shadow_conf_of(x->cfg, (int)i) == NULL || !sy_shadowmon_stats(x->shadow, (int)i, &st))
+            continue;
+        const char *rn = x->rs->routes[i].name;
+        for (int v = 0; v < 2; v++) {
+            const sy_hist_t *h = &st.latency[v];
+            for (size_t k = 0; k < SY_ARRAY_LEN(le); k++)
+                OUT("%s_bucket{route=\"%s\",variant=\"%s\",le=\"%g\"} %llu\n", f->name, rn, variants[v], le[k],
+                    (unsigned long long)sy_hist_count_le(h, (uint64_t)(le[k] * 1e6)));
+            OUT("%s_bucket{route=\"%s\",variant=\"%s\",le=\"+Inf\"} %llu\n", f->name, rn, variants[v],
+                (unsigned long long)h->total);
+            OUT("%s_sum{route=\"%s\",variant=\"%s\"} %.6f\n", f->name, rn, variants[v], (double)h->sum_us / 1e6);
+            OUT("%s_count{route=\"%s\",variant=\"%s\"} %llu\n", f->name, rn, variants[v], (unsigned long long)h->total);
+        }
+    }
+}
+
 /* The families, in the order they are written. */
 static const family_t families[] = {
     {"switchyard_requests_total", "counter", "Requests answered, by route and variant.", false, per_side,
@@ -322,13 +374,22 @@ static const family_t families[] = {
     {"switchyard_color_request_duration_seconds", "histogram",
      "Time from the request's first byte to the response's last, by colour of a blue-green pool.", false,
      color_duration, 0},
+    {"switchyard_shadow_requests_total", "counter",
+     "Requests sampled for shadow traffic, by how each ended (compared, or why not).", false, shadow_requests, 0},
+    {"switchyard_shadow_mismatches_total", "counter",
+     "Compared shadow pairs with a real difference of that kind (after noise subtraction).", false,
+     shadow_mismatches, 0},
+    {"switchyard_shadow_duration_seconds", "histogram",
+     "Latency of legacy and new on the same shadowed requests (request read to response end).", false,
+     shadow_duration, 0},
 };
 
 void sy_admin_ep_metrics(admin_conn_t *c, const char *name, json_t *body)
 {
     (void)name;
     (void)body;
-    scrape_t sx = {.m = c->a->monitor, .cfg = sy_flagstore_config(c->a->store), .eps = c->a->endpoints}, *x = &sx;
+    scrape_t sx = {.m = c->a->monitor, .cfg = sy_flagstore_config(c->a->store), .eps = c->a->endpoints,
+                   .shadow = c->a->shadow}, *x = &sx;
     x->nviews = x->m ? sy_monitor_nroutes(x->m) : 0;
     x->rs = sy_config_ext(x->cfg, "routes");
     x->flags = sy_flagstore_flags(c->a->store);

@@ -100,6 +100,8 @@ static int parse_trip(sy_conf_t *c, yaml_node_t *v, sy_trip_conf_t *t)
             r = parse_pct_map(c, x, 1, 1000, &t->ratio_q, &t->max_latency_ratio);
         else if (strcmp(key, "warn_error_rate") == 0)
             r = parse_fraction(c, x, 0, 1, &t->warn_error_rate);
+        else if (strcmp(key, "warn_mismatch_rate") == 0)
+            r = parse_fraction(c, x, 0, 1, &t->warn_mismatch_rate);
         else if (strcmp(key, "warn_latency_ms") == 0)
             r = parse_pct_map(c, x, 1, 600000, &t->warn_latency_q, &t->warn_latency_ms);
         else if (strcmp(key, "consecutive_errors") == 0)
@@ -271,6 +273,29 @@ static void latency_ratio(const sy_trip_conf_t *c, const sy_hist_t *hn, const sy
             (unsigned long long)hn->total, (double)limit / 1000, p);
     else
         out->would_trip_unsignificant = true;
+}
+
+void sy_rules_mismatch(const sy_trip_conf_t *c, uint64_t mismatches, uint64_t compared, sy_verdict_t *out)
+{
+    memset(out, 0, sizeof(*out));
+    out->level = SY_LEVEL_OK;
+    if (!c->enabled || c->warn_mismatch_rate <= 0)
+        return;
+    if (compared < (uint64_t)c->min_requests) {
+        out->level = SY_LEVEL_INSUFFICIENT;
+        out->rule = "min_requests";
+        snprintf(out->detail, sizeof(out->detail), "shadow has %llu of %lld compared pairs",
+                 (unsigned long long)compared, (long long)c->min_requests);
+        return;
+    }
+    double rate = (double)mismatches / (double)compared;
+    if (rate > c->warn_mismatch_rate) {
+        out->level = SY_LEVEL_WARN;
+        out->rule = "warn_mismatch_rate";
+        snprintf(out->detail, sizeof(out->detail), "shadow mismatch rate %.2f%% (%llu of %llu) > %.2f%%",
+                 rate * 100, (unsigned long long)mismatches, (unsigned long long)compared,
+                 c->warn_mismatch_rate * 100);
+    }
 }
 
 void sy_rules_evaluate(const sy_trip_conf_t *c, const sy_side_t *legacy, const sy_side_t *fresh, sy_verdict_t *out)

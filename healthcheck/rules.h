@@ -29,6 +29,7 @@ typedef struct sy_trip_conf {
     int64_t min_requests;
     double max_error_rate, max_error_rate_delta, confidence;
     double max_latency_ms, max_latency_ratio, warn_error_rate, warn_latency_ms;
+    double warn_mismatch_rate;    /* shadow traffic (healthcheck/shadowmon.h): 0 off */
     double latency_q, ratio_q, warn_latency_q; /* quantiles: 0.5, 0.95, 0.99 */
     int64_t consecutive_errors;
     bool use_ttfb;
@@ -74,5 +75,9 @@ uint64_t sy_rules_quantile_min(double q);
 /* Whether an exchange counts as an error under c. */
 bool sy_rules_is_error(const sy_trip_conf_t *c, int status, sy_xerr_t err);
 const char *sy_level_name(sy_level_t l);
+/* The warn_mismatch_rate rule over shadow traffic: `mismatches` of `compared`
+ * pairs since start. SY_LEVEL_INSUFFICIENT under min_requests pairs, WARN
+ * above the rate, else OK (also when the rule is off). Pure. */
+void sy_rules_mismatch(const sy_trip_conf_t *c, uint64_t mismatches, uint64_t compared, sy_verdict_t *out);
 
 #endif

@@ -94,6 +94,7 @@ typedef struct sy_conn {
     size_t hold_len, hold_off, hold_cap, hold_want;
     bool hold_end_pending;   /* the request ended while held bytes wait to be sent */
     bool sent_continue;      /* we answered Expect: 100-continue ourselves */
+    struct sy_shadow *shadow; /* this exchange is shadowed (proxy/shadow.h): owned until handed back */
     int retries;
     bool early_told;         /* the observer's early hook has this exchange's outcome */
     int early_status;

@@ -11,6 +11,7 @@
 
 #include "proxy/accesslog.h"
 #include "proxy/log.h"
+#include "proxy/shadow.h"
 
 #include <errno.h>
 #include <stdlib.h>
@@ -52,6 +53,10 @@ static size_t room_for(const sy_buf_t *b, bool head_pending)
 void sy_exchange_record(sy_conn_t *c)
 {
     sy_worker_t *w = c->w;
+    if (c->shadow != NULL) { /* the user's exchange ended without legacy's whole answer */
+        sy_shadow_drop(c->shadow);
+        c->shadow = NULL;
+    }
     ev_tstamp now = sy_conn_now(c);
     sy_outcome_t o = {
         .decision = &c->dec,
@@ -329,6 +334,19 @@ static void build_view(sy_conn_t *c, sy_request_view_t *v, int body_state)
     }
 }
 
+/* A request legacy serves may be copied to new (proxy/shadow.h); the copy
+ * never holds this exchange up. */
+static void shadow_begin(sy_conn_t *c)
+{
+    sy_worker_t *w = c->w;
+    if (c->dec.variant_index != 0 || c->dec.fallback != NULL || c->want_tunnel ||
+        sy_shadow_conf_of(c->cfg, c->dec.route_index) == NULL)
+        return;
+    if (w->shadow == NULL)
+        w->shadow = sy_shadow_engine_create(w->loop, w->id, w->ups, w->router, w->observer);
+    c->shadow = sy_shadow_begin(w->shadow, c->snap, &c->dec, &c->req.msg, c->hold, c->hold_len);
+}
+
 /* The router chose (or refused): answer locally, or start the upstream side. */
 static void route_chosen(sy_conn_t *c)
 {
@@ -342,6 +360,7 @@ static void route_chosen(sy_conn_t *c)
         sy_local_respond(c, 431, "request head too large to forward");
         return;
     }
+    shadow_begin(c);
     start_upstream(c);
 }
 
@@ -441,6 +460,8 @@ static int req_on_body(void *ud, const char *data, size_t len)
             decide_with_body(c, SY_BODY_TOO_BIG);
         return 0;
     }
+    if (c->shadow != NULL && !sy_shadow_req_body(c->shadow, data, len))
+        c->shadow = NULL; /* too large to shadow: dropped and counted */
     if (c->hold != NULL) {
         /* Held bytes go first: this piece waits its turn with them. */
         if (c->hold_len + len > c->hold_cap)
@@ -465,6 +486,11 @@ static int req_on_done(void *ud)
         return sy_h1_fail(&c->req, 500, "internal buffer overflow");
     sy_req_enter(c, RQ_DONE);
     c->req_paused = true;
+    if (c->shadow != NULL && (c->rs == RS_LOCAL || !sy_shadow_req_done(c->shadow))) {
+        if (c->rs == RS_LOCAL)
+            sy_shadow_drop(c->shadow);
+        c->shadow = NULL;
+    }
     return 0;
 }
 
@@ -516,6 +542,8 @@ static int resp_on_head(void *ud, sy_h1_msg_t *m)
         return sy_h1_fail(&c->resp, 502, "upstream switched protocols unasked");
     c->t_ttfb = sy_conn_now(c);
     c->status = m->status;
+    if (c->shadow != NULL)
+        sy_shadow_resp_head(c->shadow, m);
     if (m->status >= 500)
         c->xerr = SY_XERR_STATUS;
     sy_exchange_early(c, c->status, c->xerr); /* before the head goes into c->out */
@@ -548,6 +576,8 @@ static int resp_on_body(void *ud, const char *data, size_t len)
     c->resp_body += len;
     if (put_body(&c->out, c->resp_framing, data, len) != 0)
         return sy_h1_fail(&c->resp, 502, "internal buffer overflow");
+    if (c->shadow != NULL)
+        sy_shadow_resp_body(c->shadow, data, len);
     return 0;
 }
 
@@ -561,6 +591,10 @@ static int resp_on_done(void *ud)
     if (c->resp_framing == SY_FRAME_CLOSE)
         c->close_after = true;
     sy_resp_enter(c, RS_DONE);
+    if (c->shadow != NULL) {
+        sy_shadow_legacy_done(c->shadow); /* handed to the engine: compared once new answered */
+        c->shadow = NULL;
+    }
     return 0;
 }
 

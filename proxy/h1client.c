@@ -42,7 +42,7 @@ static int resp_on_head(void *ud, sy_h1_msg_t *m)
         return 0; /* interim: the final answer follows (on_done goes on) */
     r->status = m->status;
     r->msg = m;
-    return 0;
+    return r->_lim.head_request ? SY_H1_HEAD_NO_BODY : 0;
 }
 
 static int resp_on_body(void *ud, const char *data, size_t len)
@@ -106,6 +106,7 @@ void sy_h1client_resp_reset(sy_h1client_resp_t *r)
     r->complete = false;
     r->err = NULL;
     r->_rc = 0;
+    r->_trailing = false;
     const sy_h1client_limits_t *l = &r->_lim;
     sy_h1_init(&r->_h1, false, &resp_callbacks, r, l->max_head, l->max_head, l->max_headers);
     sy_h1_set_arena(&r->_h1, r->_arena, sy_h1_arena_size(l->max_head, l->max_headers));
@@ -143,6 +144,8 @@ int sy_h1client_parse_response(sy_h1client_resp_t *r, const char *data, size_t l
     int rc = sy_h1_execute(&r->_h1, data, len, &used);
     if (rc == SY_H1_ERROR)
         return resp_codec_error(r);
+    if (r->complete && used < len)
+        r->_trailing = true;
     return r->complete ? 0 : SY_EAGAIN;
 }
 
@@ -179,7 +182,7 @@ static bool sendable(const char *s, bool space_ok)
 }
 
 /* The request's bytes, in one allocation (*out, owned by the caller). */
-static int format_request(const sy_h1client_request_t *req, char **out, size_t *out_len)
+static int format_request(const sy_h1client_request_t *req, bool keep_alive, char **out, size_t *out_len)
 {
     if (!sendable(req->method, false) || !sendable(req->target, false) || !sendable(req->host, true))
         return SY_EINVAL;
@@ -187,15 +190,16 @@ static int format_request(const sy_h1client_request_t *req, char **out, size_t *
     if (req->body != NULL)
         snprintf(clen, sizeof(clen), "Content-Length: %zu\r\n", req->body_len);
     const char *more = req->headers ? req->headers : "";
-    static const char fmt[] = "%s %s HTTP/1.1\r\nHost: %s\r\n%s%sConnection: close\r\n\r\n";
-    int n = snprintf(NULL, 0, fmt, req->method, req->target, req->host, more, clen);
+    static const char fmt[] = "%s %s HTTP/1.1\r\nHost: %s\r\n%s%s%s\r\n";
+    const char *conn = keep_alive ? "" : "Connection: close\r\n";
+    int n = snprintf(NULL, 0, fmt, req->method, req->target, req->host, more, clen, conn);
     if (n < 0)
         return SY_EINVAL;
     size_t body_len = req->body != NULL ? req->body_len : 0;
     char *buf = malloc((size_t)n + body_len + 1);
     if (buf == NULL)
         return SY_ENOMEM;
-    snprintf(buf, (size_t)n + 1, fmt, req->method, req->target, req->host, more, clen);
+    snprintf(buf, (size_t)n + 1, fmt, req->method, req->target, req->host, more, clen, conn);
     if (body_len > 0)
         memcpy(buf + n, req->body, body_len);
     *out = buf;
@@ -221,6 +225,7 @@ struct sy_h1client {
     ev_timer timer;      /* the whole exchange's timeout */
     const char *pending; /* a failure of the start, told from the loop */
     bool connect_only;
+    bool borrowed;       /* fd is the caller's (sy_h1client_start_on): never closed here */
     char *out;           /* the request */
     size_t out_len, out_off;
     sy_h1client_cb cb;
@@ -253,10 +258,9 @@ static void stop(sy_h1client_t *c)
 {
     ev_io_stop(c->loop, &c->io);
     ev_timer_stop(c->loop, &c->timer);
-    if (c->fd >= 0) {
+    if (c->fd >= 0 && !c->borrowed)
         close(c->fd);
-        c->fd = -1;
-    }
+    c->fd = -1;
     free(c->out);
     c->out = NULL;
     c->state = ST_IDLE;
@@ -281,6 +285,7 @@ static int begin(sy_h1client_t *c, const sy_addr_t *addr, double timeout, sy_h1c
     c->out_off = 0;
     c->cb = cb;
     c->ud = ud;
+    c->borrowed = false;
     c->state = ST_CONNECTING;
     int fd = sy_net_connect(addr);
     if (fd < 0) {
@@ -303,11 +308,41 @@ int sy_h1client_start(sy_h1client_t *c, const sy_addr_t *addr, const sy_h1client
 {
     if (c->state != ST_IDLE || cb == NULL)
         return SY_EINVAL;
-    int rc = format_request(req, &c->out, &c->out_len);
+    int rc = format_request(req, false, &c->out, &c->out_len);
     if (rc != 0)
         return rc;
     c->connect_only = false;
     return begin(c, addr, timeout, cb, ud);
+}
+
+int sy_h1client_start_on(sy_h1client_t *c, int fd, bool connecting, const sy_h1client_request_t *req, double timeout,
+                         sy_h1client_cb cb, void *ud)
+{
+    if (c->state != ST_IDLE || cb == NULL || fd < 0)
+        return SY_EINVAL;
+    int rc = format_request(req, true, &c->out, &c->out_len);
+    if (rc != 0)
+        return rc;
+    sy_h1client_resp_reset(&c->resp);
+    c->connect_only = false;
+    c->borrowed = true;
+    c->out_off = 0;
+    c->cb = cb;
+    c->ud = ud;
+    c->fd = fd;
+    c->state = connecting ? ST_CONNECTING : ST_WRITING;
+    ev_io_set(&c->io, fd, EV_WRITE);
+    ev_io_start(c->loop, &c->io);
+    ev_timer_set(&c->timer, timeout, 0.);
+    ev_timer_start(c->loop, &c->timer);
+    return 0;
+}
+
+bool sy_h1client_reusable(const sy_h1client_t *c)
+{
+    const sy_h1client_resp_t *r = &c->resp;
+    return c->borrowed && r->complete && r->err == NULL && !r->_trailing && r->msg != NULL && r->msg->keep_alive &&
+           !r->msg->body_until_eof;
 }
 
 int sy_h1client_connect(sy_h1client_t *c, const sy_addr_t *addr, double timeout, sy_h1client_cb cb, void *ud)
@@ -483,7 +518,7 @@ const char *sy_h1client_fetch(const sy_addr_t *addr, const sy_h1client_request_t
     sy_h1client_resp_reset(resp);
     char *out = NULL;
     size_t out_len = 0;
-    int rc = format_request(req, &out, &out_len);
+    int rc = format_request(req, false, &out, &out_len);
     if (rc != 0)
         return rc == SY_ENOMEM ? sy_h1client_err_nomem : err_request;
     int fd = sy_net_connect(addr);

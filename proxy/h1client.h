@@ -40,6 +40,7 @@ typedef struct sy_h1client_limits {
     size_t max_body;    /* body bytes read; past them the exchange ends with
                          * sy_h1client_err_body_too_large (the status is known) */
     bool keep_body;     /* keep the body in resp.body (else only count it) */
+    bool head_request;  /* the request is a HEAD: the response has no body */
 } sy_h1client_limits_t;
 
 /* One response being parsed. Embedded by its owner; fields without a leading
@@ -57,6 +58,7 @@ typedef struct sy_h1client_resp {
     sy_h1client_limits_t _lim;
     size_t _body_cap;
     int _rc;                 /* what the parse returns once stopped */
+    bool _trailing;          /* bytes came after the complete response */
 } sy_h1client_resp_t;
 
 /* Takes the limits (copied) and allocates the head arena. Returns 0 or
@@ -108,6 +110,17 @@ void sy_h1client_destroy(sy_h1client_t *c);
  * SY_ENOMEM. */
 int sy_h1client_start(sy_h1client_t *c, const sy_addr_t *addr, const sy_h1client_request_t *req, double timeout,
                       sy_h1client_cb cb, void *ud) SY_MUST_USE;
+/* The same exchange on a connection the caller holds (an upstream pool's,
+ * proxy/upstream.h): fd stays the caller's and is never closed here;
+ * `connecting`: its non-blocking connect is still under way. The request asks
+ * for keep-alive. The caller watches nothing on fd until the callback; then
+ * sy_h1client_reusable(c) says whether fd can carry another request. Same
+ * contract as sy_h1client_start otherwise. */
+int sy_h1client_start_on(sy_h1client_t *c, int fd, bool connecting, const sy_h1client_request_t *req, double timeout,
+                         sy_h1client_cb cb, void *ud) SY_MUST_USE;
+/* After an exchange of sy_h1client_start_on: the response was read whole, the
+ * peer keeps the connection open, and nothing followed the response. */
+bool sy_h1client_reusable(const sy_h1client_t *c);
 /* A TCP connect only (probes of pools without an HTTP check): cb with err NULL
  * once connected. Same contract as sy_h1client_start. */
 int sy_h1client_connect(sy_h1client_t *c, const sy_addr_t *addr, double timeout, sy_h1client_cb cb,

@@ -76,6 +76,9 @@ typedef struct sy_router {
      * engine asks at most once per request. May be NULL. */
     int (*fallback)(void *ctx, const struct sy_snapshot *snap, const sy_decision_t *failed, const char *why,
                     uint32_t rr, sy_decision_t *out);
+    /* A healthy endpoint of route `route`'s variant (0 legacy, 1 new) for a
+     * shadow request, or NULL. May be NULL (no shadowing). */
+    const sy_endpoint_t *(*pick)(void *ctx, const struct sy_snapshot *snap, int route, int variant, uint32_t rr);
     void *ctx;
 } sy_router_t;
 
@@ -101,6 +104,48 @@ typedef struct sy_outcome {
     sy_xerr_t early_error;
 } sy_outcome_t;
 
+/* How a shadowed request ended (proxy/shadow.h): compared, or why not. */
+typedef enum sy_shadow_outcome {
+    SY_SHADOW_COMPARED = 0,
+    SY_SHADOW_SKIP_METHOD,          /* the method is not listed: not shadowed */
+    SY_SHADOW_SKIP_REQ_TOO_LARGE,   /* the request body exceeds max_body */
+    SY_SHADOW_SKIP_INFLIGHT,        /* max_inflight shadows already alive on this worker */
+    SY_SHADOW_SKIP_NO_ENDPOINT,     /* no healthy endpoint of new */
+    SY_SHADOW_SKIP_LEGACY_FAILED,   /* the user's exchange did not end with a whole response */
+    SY_SHADOW_SKIP_LEGACY_TOO_LARGE,/* legacy's body exceeds max_body: not comparable */
+    SY_SHADOW_NEW_TOO_LARGE,        /* new's body exceeds max_body: not comparable */
+    SY_SHADOW_NEW_TIMEOUT,          /* new did not answer within timeout */
+    SY_SHADOW_NEW_ERROR,            /* new refused, reset or sent garbage */
+    SY_SHADOW_SKIP_NOMEM,
+    SY_SHADOW_OUTCOMES
+} sy_shadow_outcome_t;
+
+/* One side's answer to a shadowed request, valid during the hook's call. */
+typedef struct sy_shadow_side {
+    int status;
+    const sy_header_t *headers;
+    size_t nheaders;
+    const char *body;
+    size_t body_len;
+    uint64_t latency_us; /* the request read whole (legacy) or sent (shadow) to the response's end */
+} sy_shadow_side_t;
+
+struct sy_shadow_conf;
+
+/* A shadow's end. With SY_SHADOW_COMPARED legacy and shadow are set, noise
+ * too when the route asked for noise subtraction and legacy's second answer
+ * came; otherwise only the outcome, the route and the request are. */
+typedef struct sy_shadow_result {
+    int route_index;
+    const char *route;
+    sy_shadow_outcome_t outcome;
+    const struct sy_shadow_conf *conf;
+    const char *method;
+    const char *target;
+    const sy_shadow_side_t *legacy, *shadow, *noise;
+    bool noise_failed;   /* noise was asked for and legacy's second answer did not come */
+} sy_shadow_result_t;
+
 typedef struct sy_observer {
     /* The exchange ended (or an attempt that fell back: o->fell_back). */
     void (*record)(void *ctx, int worker, const struct sy_snapshot *snap, const sy_outcome_t *o);
@@ -112,6 +157,11 @@ typedef struct sy_observer {
      * NULL. */
     void (*early)(void *ctx, int worker, const struct sy_snapshot *snap, const sy_outcome_t *o);
     void *ctx;
+    /* A shadowed request ended (proxy/shadow.h): compare and count. Called on
+     * the worker's loop, never with a user's response waiting on it. May be
+     * NULL (nothing is shadowed). */
+    void (*shadow)(void *shadow_ctx, int worker, const struct sy_snapshot *snap, const sy_shadow_result_t *r);
+    void *shadow_ctx;
 } sy_observer_t;
 
 #endif

@@ -6,6 +6,7 @@
 #include "proxy/config.h"
 #include "proxy/conn.h"
 #include "proxy/log.h"
+#include "proxy/shadow.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -226,6 +227,8 @@ void *sy_worker_run(void *arg)
 
     sy_conn_close_all(w, "shutdown");
     sy_conn_reap(w);
+    sy_shadow_engine_destroy(w->shadow);
+    w->shadow = NULL;
     ev_timer_stop(w->loop, &w->drain_timer);
     ev_timer_stop(w->loop, &w->accept_backoff);
     sy_upstreams_destroy(w->ups);
@@ -325,6 +328,7 @@ void sy_worker_destroy(sy_worker_t *w)
             if (w->listeners[i].fd >= 0)
                 close(w->listeners[i].fd);
     free(w->listeners);
+    sy_shadow_engine_destroy(w->shadow);
     sy_upstreams_destroy(w->ups);
     if (w->snap != NULL)
         sy_snapshot_reader_exit(w->slot, (size_t)w->id, &w->snap);

@@ -56,6 +56,7 @@ typedef struct sy_worker {
 
     sy_bufpool_t bufs;
     sy_upstreams_t *ups;
+    struct sy_shadow_engine *shadow; /* made on the first shadowed route's request (proxy/shadow.h) */
     sy_listener_t *listeners;
     size_t nlisteners;
     bool accept_paused;

@@ -275,11 +275,23 @@ static int fallback(void *ctx, const sy_snapshot_t *snap, const sy_decision_t *f
     return 0;
 }
 
-const sy_router_t sy_router = {.decide = decide, .fallback = fallback, .ctx = NULL};
+/* A shadow request's endpoint: the route's pool of that variant, healthy. */
+static const sy_endpoint_t *pick_for_shadow(void *ctx, const sy_snapshot_t *snap, int route, int variant,
+                                            uint32_t rr)
+{
+    (void)ctx;
+    const sy_routing_t *rt = snap->data;
+    if (route < 0 || (size_t)route >= rt->routes->n)
+        return NULL;
+    const sy_route_t *r = &rt->routes->routes[route];
+    return pick(snap, variant == SY_NEW ? r->new_pool : r->legacy, rr);
+}
+
+const sy_router_t sy_router = {.decide = decide, .fallback = fallback, .pick = pick_for_shadow, .ctx = NULL};
 
 sy_router_t sy_router_with_marks(sy_trip_marks_t *marks)
 {
-    return (sy_router_t){.decide = decide, .fallback = fallback, .ctx = marks};
+    return (sy_router_t){.decide = decide, .fallback = fallback, .pick = pick_for_shadow, .ctx = marks};
 }
 
 int sy_route_cohort(const sy_route_t *r, const sy_route_flags_t *f, const char *user, uint32_t *bucket,

@@ -22,6 +22,11 @@ Paths:
                   answers the defaults now in force as JSON. Used by the
                   quickstart to make the demo `new` backend fail or slow down.
   /ws             WebSocket echo (text and binary frames, ping, close)
+  .../json?user=U a JSON document for user U: {"id": random, "user", "meta": {"time": now},
+                  "price": 100, "items": [...]}; --json-diff FIELD:PCT sets FIELD to a
+                  different value for PCT %% of users (by a hash of U, so always the same
+                  users); --json-random FIELD adds FIELD with a random value each time
+Requests carrying X-Switchyard-Shadow are counted in /__stats (shadow, shadow_methods).
 Every response carries X-Backend: NAME so tests can tell backends apart.
 """
 import argparse
@@ -33,9 +38,12 @@ import os
 import random
 import signal
 import sys
+import time
 import urllib.parse
 
-STATS = {"connections": 0, "requests": 0, "open": 0, "resets": 0, "sleeping": 0}
+STATS = {"connections": 0, "requests": 0, "open": 0, "resets": 0, "sleeping": 0, "shadow": 0, "shadow_methods": {}}
+JSON_DIFF = None    # (field, percent of users) from --json-diff
+JSON_RANDOM = []    # fields with a fresh random value in every /json answer
 NAME = "backend"
 DEFAULTS = {}   # per-process behaviour (--error-rate, --latency-ms), overridden per request
 STARTUP = {}    # DEFAULTS as the command line set them (for /__control?reset=1)
@@ -60,6 +68,16 @@ def control(query):
     if changes:
         print("control: defaults now %s" % json.dumps(DEFAULTS), flush=True)
     return json.dumps(DEFAULTS).encode()
+
+
+def json_doc(user):
+    doc = {"id": random.randint(1, 10 ** 9), "user": user, "meta": {"time": time.time(), "v": 1},
+           "price": 100, "items": [{"id": 1, "name": "a"}, {"id": 2, "name": "b"}]}
+    if JSON_DIFF and int(hashlib.sha256(user.encode()).hexdigest()[:8], 16) % 100 < JSON_DIFF[1]:
+        doc[JSON_DIFF[0]] = "different"
+    for f in JSON_RANDOM:
+        doc[f] = random.random()
+    return json.dumps(doc).encode()
 
 
 async def read_head(reader):
@@ -161,6 +179,9 @@ async def handle(reader, writer):
             except (asyncio.IncompleteReadError, ConnectionError, ValueError):
                 return
             STATS["requests"] += 1
+            if hget(headers, "x-switchyard-shadow"):
+                STATS["shadow"] += 1
+                STATS["shadow_methods"][method] = STATS["shadow_methods"].get(method, 0) + 1
             url = urllib.parse.urlsplit(target)
             q = dict(DEFAULTS) if url.path not in ("/__stats", "/__control", "/health") else {}
             if url.path != "/__control":  # its query is the control, not this request's behaviour
@@ -200,6 +221,8 @@ async def handle(reader, writer):
                 body = json.dumps({"method": method, "target": target, "version": version,
                                    "headers": headers, "body_length": nbody, "body_sha256": sha,
                                    "backend": NAME}).encode()
+            elif url.path.endswith("/json"):
+                body = json_doc(q.get("user", ""))
             elif "size" in q:
                 body = None
             else:
@@ -207,7 +230,7 @@ async def handle(reader, writer):
             size = int(q["size"]) if body is None else len(body)
             chunked = bool(q.get("chunked"))
             head = "HTTP/1.1 %d X\r\nX-Backend: %s\r\nContent-Type: %s\r\n" % (
-                status, NAME, "application/json" if url.path in ("/echo", "/__stats") else "text/plain")
+                status, NAME, "application/json" if url.path in ("/echo", "/__stats") or url.path.endswith("/json") else "text/plain")
             head += "Transfer-Encoding: chunked\r\n" if chunked else "Content-Length: %d\r\n" % size
             if q.get("date"):
                 head += "Date: %s\r\n" % q["date"]
@@ -255,8 +278,15 @@ async def main():
     ap.add_argument("--error-rate", type=float, default=None, help="answer 500 with this probability")
     ap.add_argument("--latency-ms", type=float, default=None, help="wait this long before answering")
     ap.add_argument("--hang", action="store_true", help="never answer")
+    ap.add_argument("--json-diff", default=None, help="FIELD:PCT: /json differs on FIELD for PCT %% of users")
+    ap.add_argument("--json-random", action="append", default=[], help="/json adds FIELD with a random value")
     args = ap.parse_args()
     NAME = args.name
+    global JSON_DIFF
+    if args.json_diff:
+        f, pct = args.json_diff.split(":")
+        JSON_DIFF = (f, float(pct))
+    JSON_RANDOM.extend(args.json_random)
     if args.error_rate is not None:
         DEFAULTS["error_rate"] = str(args.error_rate)
     if args.latency_ms is not None:

@@ -12,6 +12,7 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -530,6 +531,43 @@ static void test_destroy_and_restart_inside_the_callback(void **state)
     ev_loop_destroy(loop);
 }
 
+/* An exchange on the caller's connection (shadow traffic on pooled
+ * connections): keep-alive asked, the socket left open, reuse told. */
+static void on_pooled(peer_mode_t mode, const char *answer, bool *reusable)
+{
+    struct ev_loop *loop = ev_loop_new(EVFLAG_AUTO);
+    peer_t p;
+    peer_start(&p, mode, answer, false, 1);
+    sy_h1client_t *c = sy_h1client_create(loop, &keep);
+    result_t res = {.loop = loop};
+    int fd = sy_net_connect(&p.addr);
+    assert_true(fd >= 0);
+    assert_int_equal(sy_h1client_start_on(c, fd, true, &get_req, 10.0, on_done, &res), 0);
+    run(loop);
+    assert_int_equal(res.calls, 1);
+    assert_null(res.err);
+    assert_string_equal(res.body, "ok");
+    *reusable = sy_h1client_reusable(c);
+    sy_h1client_destroy(c);
+    assert_true(fcntl(fd, F_GETFD) != -1); /* still the caller's */
+    close(fd);
+    peer_join(&p);
+    assert_null(strstr(p.req, "Connection: close"));
+    ev_loop_destroy(loop);
+}
+
+static void test_start_on_a_pooled_connection(void **state)
+{
+    (void)state;
+    bool reusable = false;
+    on_pooled(PEER_ANSWER, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok", &reusable);
+    assert_true(reusable);
+    on_pooled(PEER_ANSWER, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok", &reusable);
+    assert_false(reusable);
+    on_pooled(PEER_ANSWER, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nokHTTP/1.1 200 OK\r\n", &reusable);
+    assert_false(reusable); /* bytes after the answer */
+}
+
 static void test_cancel_calls_nothing(void **state)
 {
     (void)state;
@@ -601,6 +639,7 @@ int main(void)
         cmocka_unit_test(test_refused_and_unsendable),
         cmocka_unit_test(test_destroy_and_restart_inside_the_callback),
         cmocka_unit_test(test_cancel_calls_nothing),
+        cmocka_unit_test(test_start_on_a_pooled_connection),
         cmocka_unit_test(test_fetch),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
