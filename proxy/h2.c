@@ -83,7 +83,7 @@ struct sy_h2 {
     size_t pend_len;
     size_t conn_consume;      /* DATA for streams that are gone: back to the connection window */
     bool busy, again, stop_reading, notice, goaway, shut;
-    ev_tstamp t_notice, t_tokens;
+    ev_tstamp t_notice, t_tokens, t_stop;
     double tokens;
     size_t stream_window;
 };
@@ -133,6 +133,7 @@ static void calm_down(sy_h2_t *h2, const char *why)
     if (h2->stop_reading)
         return;
     h2->stop_reading = true;
+    h2->t_stop = sy_conn_now(h2->c);
     nghttp2_session_terminate_session(h2->sess, NGHTTP2_ENHANCE_YOUR_CALM);
     sy_warn("http2: %s from %s: GOAWAY ENHANCE_YOUR_CALM", why, h2->c->peer_ip);
 }
@@ -773,6 +774,8 @@ static bool h2_step(sy_conn_t *c)
                                : NGHTTP2_PROTOCOL_ERROR;
                 if (code == NGHTTP2_ENHANCE_YOUR_CALM)
                     calm_down(h2, n == NGHTTP2_ERR_FLOODED ? "a control frame flood" : "a CONTINUATION flood");
+                if (!h2->stop_reading)
+                    h2->t_stop = sy_conn_now(c);
                 h2->stop_reading = true;
                 nghttp2_session_terminate_session(h2->sess, (uint32_t)code);
                 n = (ssize_t)c->in.len;
@@ -862,8 +865,8 @@ static void h2_deadline(const sy_conn_t *c, sy_deadline_t *d)
     const sy_timeouts_t *t = &c->cfg->timeouts;
     if (c->out.len > 0 && c->out_blocked)
         sy_deadline_consider(d, c->t_client_act + t->body_idle / 1e3, DL_CLOSING);
-    if (h2->stop_reading)
-        sy_deadline_consider(d, c->t_client_act + t->drain_idle / 1e3 + 1, DL_CLOSING);
+    if (h2->stop_reading) /* the GOAWAY's grace, whatever the client still sends */
+        sy_deadline_consider(d, h2->t_stop + t->drain_idle / 1e3 + 1, DL_CLOSING);
     if (h2->nstreams == 0)
         sy_deadline_consider(d, c->t_idle + t->client_idle / 1e3, DL_CLIENT_IDLE);
     if (c->w->draining && !h2->notice)
