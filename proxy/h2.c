@@ -62,6 +62,8 @@ typedef struct sy_h2_stream {
     hstr_t path, authority;
     size_t list_bytes;        /* RFC 9113 6.5.2 size of the header list so far */
     bool too_big, bad, has_length, head_composed, req_end, req_end_sent, chunked, head_req, expect;
+    bool websocket;           /* extended CONNECT (RFC 8441) with :protocol websocket */
+    bool tunnel;              /* the backend switched protocols: bytes both ways */
     char *rx;                 /* DATA not yet in the child: at most the window */
     size_t rx_off, rx_len, rx_cap;
     size_t consume;           /* bytes to give back to the window after mem_recv */
@@ -220,7 +222,8 @@ static int resp_on_head(void *ud, sy_h1_msg_t *m)
 {
     sy_h2_stream_t *s = ud;
     nghttp2_session *sess = s->h2->sess;
-    if (m->status < 200) {
+    bool switched = m->status == 101 && s->websocket;
+    if (m->status < 200 && !switched) {
         if (m->status == 100 && !s->sent_100) {
             s->sent_100 = true;
             const nghttp2_nv nv = {(uint8_t *)":status", (uint8_t *)"100", 7, 3, NGHTTP2_NV_FLAG_NONE};
@@ -233,12 +236,12 @@ static int resp_on_head(void *ud, sy_h1_msg_t *m)
     if (nva == NULL)
         return sy_h1_fail(&s->resp, 502, "out of memory");
     char status[4];
-    snprintf(status, sizeof(status), "%03u", (unsigned)m->status % 1000u);
+    snprintf(status, sizeof(status), "%03u", switched ? 200u : (unsigned)m->status % 1000u);
     size_t n = 0;
     nva[n++] = (nghttp2_nv){(uint8_t *)":status", (uint8_t *)status, 7, 3, NGHTTP2_NV_FLAG_NONE};
     for (size_t i = 0; i < m->nheaders; i++) {
         sy_header_t *h = &m->headers[i];
-        if (hop_by_hop(h))
+        if (hop_by_hop(h) || (h->name_len == 20 && strncasecmp(h->name, "sec-websocket-accept", 20) == 0))
             continue;
         /* The names are in the stream's own arena: lower-cased in place. */
         char *name = (char *)h->name;
@@ -254,6 +257,10 @@ static int resp_on_head(void *ud, sy_h1_msg_t *m)
         return sy_h1_fail(&s->resp, 502, "response refused by the HTTP/2 session");
     s->head_submitted = true;
     s->h2->again = true;
+    if (switched) {
+        s->tunnel = true; /* what follows the 101 is the tunnel's */
+        return SY_H1_HEAD_TUNNEL;
+    }
     return s->head_req ? SY_H1_HEAD_NO_BODY : 0;
 }
 
@@ -271,12 +278,30 @@ static int resp_on_done(void *ud)
     sy_h2_stream_t *s = ud;
     if (!s->head_submitted)
         return SY_H1_DONE_CONTINUE; /* after a 1xx */
+    if (s->tunnel)
+        return 0; /* the 101's end: the tunnel goes on */
     s->resp_done = true;
     resume(s);
     return 0;
 }
 
 static const sy_h1_callbacks_t resp_callbacks = {resp_on_head, resp_on_body, resp_on_done};
+
+/* A tunnel's bytes from the child, unparsed, as tx has room. */
+static size_t tunnel_copy(sy_h2_stream_t *s, sy_conn_t *child)
+{
+    size_t moved = 0;
+    while (child->out.len > 0 && sy_conn_take(s->h2->c, &s->tx) == 0) {
+        sy_buf_compact(&s->tx);
+        size_t n = child->out.len < sy_buf_room(&s->tx) ? child->out.len : sy_buf_room(&s->tx);
+        if (n == 0 || sy_buf_append(&s->tx, sy_buf_data(&child->out), n) != 0)
+            break;
+        sy_buf_consume(&child->out, n);
+        moved += n;
+        resume(s);
+    }
+    return moved;
+}
 
 int sy_h2_child_flush(sy_conn_t *child)
 {
@@ -303,7 +328,7 @@ int sy_h2_child_flush(sy_conn_t *child)
         sy_h1_set_arena(&s->resp, s->arena, size);
     }
     size_t moved = 0;
-    while (child->out.len > 0 && !s->resp_done && !s->need_rst) {
+    while (!s->tunnel && child->out.len > 0 && !s->resp_done && !s->need_rst) {
         size_t limit = child->out.len;
         if (sy_conn_take(h2->c, &s->tx) != 0)
             break;
@@ -327,9 +352,13 @@ int sy_h2_child_flush(sy_conn_t *child)
             mark(s);
             break;
         }
+        if (rc == SY_H1_UPGRADE || s->tunnel)
+            continue; /* the rest is the tunnel's */
         if (rc != SY_H1_OK || used == 0)
             break;
     }
+    if (s->tunnel && !s->need_rst)
+        moved += tunnel_copy(s, child);
     if (s->resp_done || s->need_rst)
         sy_buf_consume(&child->out, child->out.len);
     child->out_blocked = child->out.len > 0;
@@ -346,6 +375,10 @@ void sy_h2_child_closed(sy_conn_t *child)
     sy_h2_stream_t *s = child->h2s;
     child->h2s = NULL;
     s->child = NULL;
+    if (s->tunnel && !s->need_rst) { /* the tunnel ended: the stream ends after its bytes */
+        s->resp_done = true;
+        resume(s);
+    }
     if (!s->resp_done) {
         s->need_rst = true;
         s->rst_code = NGHTTP2_INTERNAL_ERROR;
@@ -373,18 +406,26 @@ static bool compose_head(sy_h2_stream_t *s, sy_conn_t *child)
     sy_buf_t *in = &child->in;
     if (sy_conn_take(child, in) != 0)
         return false;
-    bool connect = strcmp(s->method, "CONNECT") == 0;
+    bool connect = strcmp(s->method, "CONNECT") == 0 && !s->websocket;
     const hstr_t *target = connect ? &s->authority : &s->path;
     if (s->method[0] == '\0' || target->len == 0)
         return false;
-    int rc = sy_buf_appendf(in, "%s %.*s HTTP/1.1\r\n", s->method, (int)target->len, target->p);
+    int rc = sy_buf_appendf(in, "%s %.*s HTTP/1.1\r\n", s->websocket ? "GET" : s->method, (int)target->len,
+                            target->p);
+    if (s->websocket) {
+        /* RFC 8441 5: the HTTP/1.1 upgrade it stands for. The key is ours (the
+         * client has none; the accept that comes back is not passed on). */
+        char key[33];
+        sy_worker_request_id(child->w, key);
+        rc = rc ? rc : sy_buf_appendf(in, "Connection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Key: %.21sA==\r\n", key);
+    }
     if (rc == 0 && s->authority.len > 0)
         rc = sy_buf_appendf(in, "Host: %.*s\r\n", (int)s->authority.len, s->authority.p);
     if (rc == 0 && s->lines.len > 0)
         rc = sy_buf_append(in, s->lines.p, s->lines.len);
     if (rc == 0 && s->cookie.len > 0)
         rc = sy_buf_appendf(in, "Cookie: %.*s\r\n", (int)s->cookie.len, s->cookie.p);
-    s->chunked = !s->req_end && !s->has_length;
+    s->chunked = !s->req_end && !s->has_length && !s->websocket;
     if (rc == 0 && s->chunked)
         rc = sy_buf_append(in, "Transfer-Encoding: chunked\r\n", 28);
     if (rc == 0)
@@ -441,14 +482,22 @@ static void start_exchange(sy_h2_stream_t *s)
 static bool feed_child(sy_h2_stream_t *s, sy_conn_t *child)
 {
     bool moved = false;
-    sy_buf_t *in = &child->in;
+    /* A tunnel's bytes go where the tunnel takes client bytes. */
+    sy_buf_t *in = child->phase == PH_TUNNEL ? &child->up_out : &child->in;
+    if (s->websocket && s->rx_len == 0 && s->req_end && !s->req_end_sent && child->phase == PH_TUNNEL) {
+        s->req_end_sent = true;
+        child->client_eof = true; /* the client ended its side: the tunnel closes after its bytes */
+        return true;
+    }
+    if (s->websocket && s->rx_len == 0)
+        return false;
     while (s->rx_len > 0 || (s->req_end && !s->req_end_sent)) {
         if (sy_conn_take(child, in) != 0)
             break;
         if (sy_buf_room(in) < 64 + (s->rx_len < 4096 ? s->rx_len : 4096))
             sy_buf_compact(in);
         size_t room = sy_buf_room(in);
-        if (s->rx_len == 0) { /* the end */
+        if (s->rx_len == 0) { /* the end (a tunnel's is told above) */
             if (s->chunked && room < 5)
                 break;
             if (s->chunked && sy_buf_append(in, "0\r\n\r\n", 5) != 0)
@@ -568,7 +617,11 @@ static int on_header(nghttp2_session *sess, const nghttp2_frame *frame, const ui
         } else if (name_is(name, namelen, ":authority")) {
             rc = hstr_add(&s->authority, value, valuelen, limit);
         } else if (name_is(name, namelen, ":protocol")) {
-            s->bad = true; /* extended CONNECT is not offered */
+            /* Extended CONNECT: WebSocket only, to a backend's HTTP/1.1 upgrade. */
+            if (name_is(value, valuelen, "websocket"))
+                s->websocket = true;
+            else
+                s->bad = true;
         }
     } else if (name_is(name, namelen, "cookie")) {
         if (s->cookie.len > 0)
@@ -959,6 +1012,7 @@ void sy_h2_start(sy_conn_t *c)
         {NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, (uint32_t)hc->stream_window_bytes},
         {NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE, (uint32_t)hc->max_header_list_bytes},
         {NGHTTP2_SETTINGS_ENABLE_PUSH, 0},
+        {NGHTTP2_SETTINGS_ENABLE_CONNECT_PROTOCOL, 1},
     };
     nghttp2_submit_settings(h2->sess, NGHTTP2_FLAG_NONE, iv, SY_ARRAY_LEN(iv));
     /* The connection window: every stream may fill its own window at once, so

@@ -287,6 +287,38 @@ class Http2(GatewayTest):
         self.assertEqual(gw.wait(20 * SLOW), 0)
         c.close()
 
+    def test_websocket_over_h2(self):
+        # RFC 8441: extended CONNECT to the backend's HTTP/1.1 WebSocket upgrade.
+        self.start()
+        c = Conn(self.port)
+        st = c.frames_until(lambda f: f[0] == SETTINGS and not f[1] & 1)
+        self.assertIn(struct.pack(">HI", 8, 1), st[3])  # SETTINGS_ENABLE_CONNECT_PROTOCOL
+        c.frames_until(lambda f: f[0] == SETTINGS and f[1] & 1)  # our SETTINGS acknowledged
+        c.send(c.headers(1, [(":method", "CONNECT"), (":protocol", "websocket"), (":scheme", "http"),
+                             (":path", "/ws?user=42"), (":authority", "x"), ("sec-websocket-version", "13")],
+                         end_stream=False))
+        fr = c.frames_until(lambda f: f[2] == 1)
+        self.assertEqual((fr[0], fr[3][:1]), (HEADERS, b"\x88"))  # :status 200 (static table entry 8)
+        self.assertFalse(fr[1] & END_STREAM)
+        mask = b"\x01\x02\x03\x04"
+        for text in (b"hello", b"over h2"):
+            masked = bytes(b ^ mask[i % 4] for i, b in enumerate(text))
+            c.send(frame(DATA, 0, 1, bytes([0x81, 0x80 | len(text)]) + mask + masked))
+            got = b""
+            while len(got) < 2 + len(text):
+                fr = c.frames_until(lambda f: f[2] == 1)
+                self.assertEqual(fr[0], DATA, fr)
+                got += fr[3]
+            self.assertEqual(got, bytes([0x81, len(text)]) + text)
+        # A close frame, then the end of the client's side: the stream ends.
+        c.send(frame(DATA, END_STREAM, 1, b"\x88\x80" + mask))
+        fr = c.frames_until(lambda f: f[2] == 1 and (f[0] == RST_STREAM or f[1] & END_STREAM))
+        self.assertIsNotNone(fr)
+        c.close()
+        line = wait_for(lambda: [l for l in self.access_lines(0) if l["target"].startswith("/ws")],
+                        what="the tunnel's access-log line")[0]
+        self.assertEqual((line["status"], line["variant"]), (101, "new"))
+
     def backend_open(self):
         s, h, b = curl("http://127.0.0.1:%d/__stats" % self.legacy)
         s2, h2, b2 = curl("http://127.0.0.1:%d/__stats" % self.new)
