@@ -31,7 +31,7 @@ trap cleanup EXIT
 
 port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 wait_port() { for _ in $(seq 200); do (exec 3<>/dev/tcp/127.0.0.1/"$1") 2>/dev/null && return 0; sleep 0.05; done; echo "no listener on $1" >&2; exit 1; }
-BACKEND=$(port); P_NGINX=$(port); P_HAPROXY=$(port); P_SY=$(port)
+BACKEND=$(port); P_NGINX=$(port); P_HAPROXY=$(port); P_SY=$(port); P_ADMIN=$(port)
 
 mkdir -p "$TMP/backend" "$TMP/nginx"
 cat > "$TMP/backend/nginx.conf" <<NGX
@@ -50,7 +50,7 @@ cat > "$TMP/nginx/nginx.conf" <<NGX
 worker_processes $WORKERS; daemon off; master_process off; pid $TMP/nginx/nginx.pid; error_log $TMP/nginx/error.log;
 events { worker_connections 4096; }
 http {
-  access_log off; keepalive_requests 1000000; http2_max_requests 1000000;
+  access_log off; keepalive_requests 1000000;
   client_body_temp_path $TMP/nginx; proxy_temp_path $TMP/nginx; fastcgi_temp_path $TMP/nginx;
   uwsgi_temp_path $TMP/nginx; scgi_temp_path $TMP/nginx;
   upstream b { server 127.0.0.1:$BACKEND; keepalive 256; keepalive_requests 1000000; }
@@ -87,6 +87,7 @@ workers: $WORKERS
 listen:
   - {address: 127.0.0.1:$P_SY, http2: true}
 access_log: "off"
+admin: {address: 127.0.0.1:$P_ADMIN}
 pools:
   legacy: {endpoints: [127.0.0.1:$BACKEND]}
   new: {endpoints: [127.0.0.1:$BACKEND]}
@@ -100,7 +101,7 @@ routes:
 SY
 taskset -c "$PROXY_CPU" build/switchyard -c "$TMP/switchyard.yaml" 2>"$TMP/switchyard.log" & PIDS+=($!)
 SY_PID=$!
-for p in $BACKEND $P_NGINX $P_HAPROXY $P_SY; do wait_port "$p"; done
+for p in $BACKEND $P_NGINX $P_HAPROXY $P_SY; do wait_port "$p" || { cat "$TMP/switchyard.log" >&2; exit 1; }; done
 
 # Many user keys, so the cohort route does its work (h2load cycles the URIs).
 seq 1 1000 | awk -v p=PORT '{print "http://127.0.0.1:" p "/bench?user=" $1}' > "$TMP/uris.tmpl"
