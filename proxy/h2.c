@@ -69,7 +69,8 @@ typedef struct sy_h2_stream {
     size_t consume;           /* bytes to give back to the window after mem_recv */
     /* the response */
     sy_h1_t resp;
-    char *arena;
+    sy_buf_t arena_blk;       /* the response parser's arena: a pool block when it fits ... */
+    char *arena;              /* ... else malloc'd */
     sy_buf_t tx;
     bool head_submitted, resp_done, deferred, eof_sent, sent_100;
     bool need_rst, rst_sent;
@@ -163,7 +164,9 @@ static void stream_free(sy_h2_stream_t *s)
     hstr_free(&s->path);
     hstr_free(&s->authority);
     free(s->rx);
-    free(s->arena);
+    if (s->arena_blk.base == NULL)
+        free(s->arena);
+    sy_conn_give(h2->c, &s->arena_blk);
     sy_conn_give(h2->c, &s->tx);
     if (h2->nstreams > 0 && --h2->nstreams == 0)
         h2->c->t_idle = sy_conn_now(h2->c);
@@ -317,7 +320,10 @@ int sy_h2_child_flush(sy_conn_t *child)
     if (s->arena == NULL) {
         size_t max_head = l->header_bytes + 2048, max_headers = l->headers + 16;
         size_t size = sy_h1_arena_size(max_head, max_headers);
-        s->arena = malloc(size);
+        if (size <= h2->c->w->bufs.block_size && sy_conn_take(h2->c, &s->arena_blk) == 0)
+            s->arena = s->arena_blk.base;
+        else
+            s->arena = malloc(size);
         if (s->arena == NULL || sy_conn_take(h2->c, &s->tx) != 0) {
             s->need_rst = true;
             s->rst_code = NGHTTP2_INTERNAL_ERROR;

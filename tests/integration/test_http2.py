@@ -201,6 +201,11 @@ class Http2(GatewayTest):
                 out += frame(RST_STREAM, 0, sid, struct.pack(">I", 8))
             return out
         self.flood("rapid_reset", batch)
+        # How many of the flood's streams reached a backend before it was cut (a
+        # stream reset in the same read as its HEADERS never starts an exchange).
+        started = len([l for l in self.access_lines() if "latency_ms=500" in l["target"]])
+        reqs = sum(json.loads(curl("http://127.0.0.1:%d/__stats" % p)[2])["requests"] for p in (self.legacy, self.new))
+        report("rapid_reset_streams", exchanges_logged=started, backend_requests=reqs)
 
     def test_continuation_flood(self):
         state = {"started": False}
