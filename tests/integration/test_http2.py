@@ -324,6 +324,29 @@ class Http2(GatewayTest):
                         what="the tunnel's access-log line")[0]
         self.assertEqual((line["status"], line["variant"]), (101, "new"))
 
+    def test_limits_from_config(self):
+        self.start(extra_top="http2: {max_concurrent_streams: 2, max_header_list_bytes: 4KiB}")
+        # A header list over max_header_list_bytes: 431, and the connection goes on.
+        s, h, b = self.h2(self.url + "/x", "-H", "X-Big: " + "b" * 6000)
+        self.assertEqual(s, 431)
+        self.assertTrue(self.served())
+        # A third stream while two are open, after our SETTINGS were acknowledged:
+        # a connection error (nghttp2 answers GOAWAY PROTOCOL_ERROR, last stream 3).
+        c = Conn(self.port)
+        c.frames_until(lambda f: f[0] == SETTINGS and f[1] & 1)
+        for sid in (1, 3, 5):
+            c.send(c.headers(sid, request_headers("/x?latency_ms=800")))
+        fr = c.frames_until(lambda f: f[0] == GOAWAY)
+        self.assertEqual(struct.unpack(">II", fr[3][:8]), (3, 1))
+        c.close()
+        # A client that keeps to the limit gets every answer. (One that opens more
+        # before our SETTINGS reached it has the extra streams refused with
+        # REFUSED_STREAM, safe to retry.)
+        r = subprocess.run(["h2load", "-n", "40", "-c", "1", "-m", "2", self.url + "/x?user=9"],
+                           capture_output=True, text=True, timeout=60 * SLOW)
+        self.assertIn("40 succeeded", r.stdout, r.stdout + r.stderr)
+        self.assertIn("40 2xx", r.stdout)
+
     def backend_open(self):
         s, h, b = curl("http://127.0.0.1:%d/__stats" % self.legacy)
         s2, h2, b2 = curl("http://127.0.0.1:%d/__stats" % self.new)
