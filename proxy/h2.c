@@ -19,8 +19,10 @@
  * nghttp2 callbacks only record (bytes into rx, flags, a stream marked dirty);
  * children are pumped from the connection's step, after mem_recv, never
  * inside the session. A child's own events (its upstream, its timer) end with
- * sy_h2_child_pumped, which runs the parent's step or, when it is already
- * running, asks it for one more round.
+ * sy_h2_child_pumped, which asks for one more round of the parent's step when
+ * it is running, else for one step before the loop polls again (an
+ * ev_prepare), so that what all streams produced in one iteration leaves in
+ * one write.
  *
  * Defences: nghttp2 bounds CONTINUATION frames (max_continuations), queued
  * SETTINGS/PING acks (max_outbound_ack) and SETTINGS entries; streams cancelled
@@ -86,6 +88,7 @@ struct sy_h2 {
     size_t pend_len;
     size_t conn_consume;      /* DATA for streams that are gone: back to the connection window */
     bool busy, again, stop_reading, notice, goaway, shut;
+    ev_prepare kick;          /* children had events: the connection's step runs once before the loop polls */
     ev_tstamp t_notice, t_tokens, t_stop;
     double tokens;
     size_t stream_window;
@@ -392,6 +395,18 @@ void sy_h2_child_closed(sy_conn_t *child)
     mark(s);
 }
 
+/* Every child's events of one loop iteration are answered by one step of the
+ * connection, just before the loop polls again: the frames they produced go
+ * out in one write. */
+static void kick_cb(struct ev_loop *loop, ev_prepare *w, int revents)
+{
+    (void)revents;
+    sy_conn_t *c = w->data;
+    ev_prepare_stop(loop, w);
+    if (c->phase == PH_H2)
+        sy_conn_pump(c);
+}
+
 void sy_h2_child_pumped(sy_conn_t *child)
 {
     sy_conn_t *c = child->h2_parent;
@@ -400,8 +415,8 @@ void sy_h2_child_pumped(sy_conn_t *child)
     if (c->phase != PH_H2 || c->h2 == NULL)
         return;
     c->h2->again = true;
-    if (!c->h2->busy)
-        sy_conn_pump(c);
+    if (!c->h2->busy && !ev_is_active(&c->h2->kick))
+        ev_prepare_start(c->w->loop, &c->h2->kick);
 }
 
 /* --- the request: HEADERS and DATA into the child as HTTP/1.1 -------------- */
@@ -956,6 +971,7 @@ void sy_h2_close_streams(sy_conn_t *c)
 void sy_h2_conn_closed(sy_conn_t *c)
 {
     sy_h2_t *h2 = c->h2;
+    ev_prepare_stop(c->w->loop, &h2->kick);
     for (sy_list_t *n = h2->streams.next; n != &h2->streams; n = n->next) {
         sy_h2_stream_t *s = sy_container_of(n, sy_h2_stream_t, node);
         stream_detach_child(s, s->resp_done ? NULL : "client connection closed");
@@ -967,6 +983,7 @@ void sy_h2_free(sy_conn_t *c)
     sy_h2_t *h2 = c->h2;
     if (h2 == NULL)
         return;
+    ev_prepare_stop(c->w->loop, &h2->kick);
     nghttp2_session_del(h2->sess);
     while (!sy_list_empty(&h2->streams))
         stream_free(sy_container_of(h2->streams.next, sy_h2_stream_t, node));
@@ -1008,6 +1025,8 @@ void sy_h2_start(sy_conn_t *c)
         return;
     }
     h2->c = c;
+    ev_prepare_init(&h2->kick, kick_cb);
+    h2->kick.data = c;
     sy_list_init(&h2->streams);
     h2->stream_window = hc->stream_window_bytes;
     h2->tokens = (double)hc->max_resets;

@@ -93,10 +93,10 @@ class Http2(GatewayTest):
         self.assertEqual(by_user[42][1], "new")  # a test user
         self.assertEqual({v[1] for v in by_user.values()}, {"legacy", "new"})
         # One access-log line per stream, with its user and variant.
-        lines = wait_for(lambda: [l for l in self.access_lines(0) if l["target"].startswith("/x?user=")
-                                  ] if len([l for l in self.access_lines(0)
-                                            if l["target"].startswith("/x?user=")]) >= 2 * len(users) else None,
-                         what="access-log lines")
+        def logged():
+            lines = [l for l in self.access_lines(0) if l["target"].startswith("/x?user=")]
+            return lines if len(lines) >= 2 * len(users) else None
+        lines = wait_for(logged, what="access-log lines")
         self.assertEqual(sorted(l["user"] for l in lines), sorted([str(u) for u in users] * 2))
 
     def test_large_bodies_bounded_memory(self):
