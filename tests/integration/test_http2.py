@@ -40,6 +40,13 @@ def proc_stat(pid):
     return cpu, rss, hwm
 
 
+def established(server_port, client_port):
+    """The gateway still holds the connection from client_port."""
+    r = subprocess.run(["ss", "-tnH", "state", "established", "( sport = :%d and dport = :%d )" % (server_port, client_port)],
+                       capture_output=True, text=True, timeout=10)
+    return bool(r.stdout.strip())
+
+
 def report(name, **figures):
     line = "FIGURES %s %s" % (name, " ".join("%s=%s" % kv for kv in figures.items()))
     print(line, flush=True)
@@ -220,40 +227,69 @@ class Http2(GatewayTest):
             return out
         self.flood("continuation_flood", batch)
 
-    def test_ping_flood(self):
-        # Pings whose acks are never read: the queue of acks is bounded.
-        def batch(i):
-            return b"".join(frame(PING, 0, 0, struct.pack(">Q", i * 100 + k)) for k in range(100))
+    def test_control_frame_floods(self):
+        # PINGs and SETTINGS whose acks are never read: the queue of acks is
+        # bounded (http2.max_control_acks), the connection is cut.
         gw = self.start(extra_top="http2: {max_control_acks: 100}")
         self.env.allowed.append(r"http2: .* GOAWAY ENHANCE_YOUR_CALM")
-        cpu0, rss0, _ = proc_stat(gw.pid)
-        s = socket.create_connection(("127.0.0.1", self.port))
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-        s.sendall(h2raw.PREFACE + frame(SETTINGS, 0, 0))
-        sent = 0
-        s.settimeout(0.2)
-        t0 = time.time()
-        closed = False
-        while time.time() - t0 < 10 * SLOW:
-            try:
-                s.sendall(batch(sent))
-                sent += 1
-            except socket.timeout:
-                pass
-            except OSError:
-                closed = True
-                break
-        # The gateway gave up on the connection (GOAWAY, then close) instead of
-        # queueing acks without end.
-        cpu1, rss1, hwm = proc_stat(gw.pid)
-        ok = self.served()
-        report("ping_flood", batches_sent=sent, closed=closed, cpu_s="%.2f" % (cpu1 - cpu0), rss_before_kb=rss0,
-               rss_after_kb=rss1, peak_rss_kb=hwm, others_served=ok)
-        s.close()
-        self.assertTrue(ok)
-        self.assertTrue(closed)
-        if not SANITIZED:
-            self.assertLess(rss1 - rss0, 32 * 1024)
+        kinds = {
+            "ping_flood": lambda i: b"".join(frame(PING, 0, 0, struct.pack(">Q", i * 100 + k)) for k in range(100)),
+            "settings_flood": lambda i: frame(SETTINGS, 0, 0, struct.pack(">HI", 4, 65535)) * 100,
+        }
+        for name, batch in kinds.items():
+            cpu0, rss0, _ = proc_stat(gw.pid)
+            s = socket.create_connection(("127.0.0.1", self.port))
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            s.sendall(h2raw.PREFACE + frame(SETTINGS, 0, 0))
+            sent = 0
+            s.settimeout(0.2)
+            t0 = time.time()
+            closed = False
+            checked = t0
+            while time.time() - t0 < 10 * SLOW:
+                try:
+                    s.sendall(batch(sent))
+                    sent += 1
+                except socket.timeout:
+                    pass
+                except OSError:
+                    closed = True
+                    break
+                if time.time() - checked > 0.5:  # the gateway's end of it is gone
+                    checked = time.time()
+                    if not established(self.port, s.getsockname()[1]):
+                        closed = True
+                        break
+            # The gateway gave up on the connection (GOAWAY, then close) instead
+            # of queueing acks without end.
+            cpu1, rss1, hwm = proc_stat(gw.pid)
+            ok = self.served()
+            report(name, batches_sent=sent, closed=closed, cpu_s="%.2f" % (cpu1 - cpu0), rss_before_kb=rss0,
+                   rss_after_kb=rss1, peak_rss_kb=hwm, others_served=ok)
+            s.close()
+            self.assertTrue(ok, name)
+            self.assertTrue(closed, name)
+            if not SANITIZED:
+                self.assertLess(rss1 - rss0, 32 * 1024, name)
+
+    def test_invalid_frames_answered(self):
+        # RFC 9113 6.1: DATA on stream 0 is a connection error PROTOCOL_ERROR.
+        self.start()
+        c = Conn(self.port)
+        c.send(frame(DATA, 0, 0, b"x"))
+        fr = c.frames_until(lambda f: f[0] == GOAWAY)
+        self.assertEqual(goaway_code(fr), 1)
+        c.close()
+        # A stream-level error (a HEADERS without :path) resets that stream only.
+        c = Conn(self.port)
+        c.send(c.headers(1, [(":method", "GET"), (":scheme", "http"), (":authority", "x")]))
+        c.send(c.headers(3, request_headers("/x?user=3")))
+        got = {}
+        c.frames_until(lambda f: (f[0] in (RST_STREAM, DATA) and got.setdefault(f[2], f[0]) and False) or
+                       len(got) == 2)
+        self.assertEqual(got, {1: RST_STREAM, 3: DATA})
+        c.close()
+        self.assertTrue(self.served())
 
     def test_upgrade_h2c_not_forwarded(self):
         self.start()
