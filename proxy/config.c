@@ -31,6 +31,18 @@ static const sy_conf_field_t limit_fields[] = {
     {"upstream_keepalive", SY_CT_INT, offsetof(sy_limits_t, upstream_keepalive), "256", 0, 100000},
 };
 
+static const sy_conf_field_t http2_fields[] = {
+    {"max_concurrent_streams", SY_CT_INT, offsetof(sy_http2_conf_t, max_concurrent_streams), "100", 1, 10000},
+    {"max_header_list_bytes", SY_CT_SIZE, offsetof(sy_http2_conf_t, max_header_list_bytes), "16KiB", 1024,
+     1024 * 1024},
+    {"stream_window_bytes", SY_CT_SIZE, offsetof(sy_http2_conf_t, stream_window_bytes), "64KiB", 16384,
+     16 * 1024 * 1024},
+    {"max_resets", SY_CT_INT, offsetof(sy_http2_conf_t, max_resets), "200", 1, 1000000},
+    {"resets_per_second", SY_CT_INT, offsetof(sy_http2_conf_t, resets_per_second), "50", 1, 1000000},
+    {"max_continuations", SY_CT_INT, offsetof(sy_http2_conf_t, max_continuations), "8", 1, 1000},
+    {"max_control_acks", SY_CT_INT, offsetof(sy_http2_conf_t, max_control_acks), "1000", 8, 100000},
+};
+
 static const sy_conf_field_t health_fields[] = {
     {"path", SY_CT_STRING, offsetof(sy_health_conf_t, path), NULL, 0, 0},
     {"interval", SY_CT_DURATION, offsetof(sy_health_conf_t, interval), "2s", 100, 3600000},
@@ -129,11 +141,14 @@ static int parse_listen(sy_conf_t *c, yaml_node_t *node, sy_config_t *cfg)
                     rc = sy_conf_error(c, k, "key 'address' is repeated");
                 else if (parse_address(c, v, &l->address, &l->addr) != 0)
                     rc = SY_EINVAL;
+            } else if (sy_conf_key_is(k, "http2")) {
+                if (sy_conf_bool(c, v, &l->http2) != 0)
+                    rc = SY_EINVAL;
             } else if (sy_conf_key_is(k, "tls")) {
                 rc = sy_conf_error(c, k, "'tls' is not available in this version yet (it arrives with "
                                          "the TLS and HTTP/2 feature); remove it or use a plain listener");
             } else {
-                rc = sy_conf_error(c, k, "unknown key '%s' in a listener (known: address)",
+                rc = sy_conf_error(c, k, "unknown key '%s' in a listener (known: address, http2)",
                                    sy_conf_scalar(k) ? sy_conf_scalar(k) : "?");
             }
         }
@@ -290,6 +305,11 @@ static int parse_limits(sy_conf_t *c, yaml_node_t *v, sy_config_t *cfg)
     return sy_conf_fields(c, v, limit_fields, SY_ARRAY_LEN(limit_fields), &cfg->limits, NULL);
 }
 
+static int parse_http2(sy_conf_t *c, yaml_node_t *v, sy_config_t *cfg)
+{
+    return sy_conf_fields(c, v, http2_fields, SY_ARRAY_LEN(http2_fields), &cfg->http2, NULL);
+}
+
 static int parse_access_log(sy_conf_t *c, yaml_node_t *v, sy_config_t *cfg)
 {
     return sy_conf_string(c, v, &cfg->access_log);
@@ -314,6 +334,7 @@ static const struct {
     {"access_log", parse_access_log, false, SY_RELOAD_LIVE},
     {"pools", parse_pools, true, SY_RELOAD_LIVE},
     {"upgrade_socket", parse_upgrade_socket, false, SY_RELOAD_LIVE},
+    {"http2", parse_http2, false, SY_RELOAD_LIVE},
 };
 _Static_assert(SY_ARRAY_LEN(proxy_sections) <= SY_CONF_PROXY_KEYS, "raise SY_CONF_PROXY_KEYS");
 
@@ -376,6 +397,7 @@ static sy_config_t *config_new(const char *path)
     cfg->access_log = strdup("-");
     sy_conf_defaults(timeout_fields, SY_ARRAY_LEN(timeout_fields), &cfg->timeouts);
     sy_conf_defaults(limit_fields, SY_ARRAY_LEN(limit_fields), &cfg->limits);
+    sy_conf_defaults(http2_fields, SY_ARRAY_LEN(http2_fields), &cfg->http2);
     return cfg;
 }
 

@@ -48,6 +48,7 @@ typedef struct sy_pool {
 typedef struct sy_listen {
     char *address;
     sy_addr_t addr;
+    bool http2;           /* h2c with prior knowledge next to HTTP/1.1 (proxy/h2.c) */
 } sy_listen_t;
 
 typedef struct sy_timeouts {   /* milliseconds */
@@ -58,6 +59,17 @@ typedef struct sy_timeouts {   /* milliseconds */
 typedef struct sy_limits {
     uint64_t header_bytes, uri_bytes, body_bytes, connections, headers, upstream_keepalive;
 } sy_limits_t;
+
+/* HTTP/2 to clients (the `http2` section; see proxy/h2.c). */
+typedef struct sy_http2_conf {
+    int64_t max_concurrent_streams;
+    uint64_t max_header_list_bytes;  /* SETTINGS_MAX_HEADER_LIST_SIZE and the per-stream cap */
+    uint64_t stream_window_bytes;    /* SETTINGS_INITIAL_WINDOW_SIZE: request bytes buffered per stream */
+    int64_t max_resets;              /* early resets a connection may burst ... */
+    int64_t resets_per_second;       /* ... and the rate they refill at; past it: GOAWAY ENHANCE_YOUR_CALM */
+    int64_t max_continuations;       /* CONTINUATION frames after one HEADERS */
+    int64_t max_control_acks;        /* queued SETTINGS/PING acks before the client counts as flooding */
+} sy_http2_conf_t;
 
 struct sy_config;
 
@@ -86,6 +98,7 @@ typedef struct sy_config {
     size_t nlisten;
     sy_timeouts_t timeouts;
     sy_limits_t limits;
+    sy_http2_conf_t http2;
     char *access_log;      /* path, "-" for stdout, or "off" */
     char *upgrade_socket;  /* unix socket for the binary upgrade hand-off; NULL: the default */
     sy_pool_t *pools;

@@ -17,6 +17,7 @@
  * callback can still be on the stack. */
 #include "proxy/conn_impl.h"
 
+#include "proxy/h2.h"
 #include "proxy/log.h"
 #include "proxy/net.h"
 
@@ -95,6 +96,19 @@ static int events_none(const sy_conn_t *c)
 /* Idle: a first byte starts an exchange; the last response may still be going out. */
 static bool idle_step(sy_conn_t *c)
 {
+    if (c->http2_ok && c->in.len > 0 && c->out.len == 0) {
+        /* h2c with prior knowledge: the client preface instead of a request. */
+        size_t n = c->in.len < SY_H2_PREFACE_LEN ? c->in.len : SY_H2_PREFACE_LEN;
+        if (memcmp(sy_buf_data(&c->in), SY_H2_PREFACE, n) == 0) {
+            if (n < SY_H2_PREFACE_LEN && !c->client_eof)
+                return false; /* wait for the rest of it */
+            if (n == SY_H2_PREFACE_LEN) {
+                sy_h2_start(c);
+                return true;
+            }
+        }
+        c->http2_ok = false; /* an HTTP/1.1 connection from here on */
+    }
     if (c->in.len > 0) {
         /* The exchange's first round runs in this one, so a pipelined
          * request costs no extra round of the pump's bound. */
@@ -159,6 +173,7 @@ static const sy_conn_phase_ops_t *const phase_ops[] = {
     [PH_EXCHANGE] = &sy_exchange_ops,
     [PH_TUNNEL] = &sy_tunnel_ops,
     [PH_LINGER] = &linger_ops,
+    [PH_H2] = &sy_h2_ops,
     [PH_CLOSED] = NULL,
 };
 
@@ -177,6 +192,9 @@ void sy_conn_enter(sy_conn_t *c, conn_phase_t phase)
         break;
     case PH_LINGER:
         c->t_closing = sy_conn_now(c);
+        break;
+    case PH_H2:
+        c->t_idle = c->t_client_act = sy_conn_now(c);
         break;
     case PH_CLOSED:
         break;
@@ -321,6 +339,8 @@ int sy_conn_flush_upstream(sy_conn_t *c)
 
 int sy_conn_flush_client(sy_conn_t *c)
 {
+    if (c->h2_parent != NULL) /* an HTTP/2 stream's child: its stream reads out */
+        return c->h2s != NULL ? sy_h2_child_flush(c) : 0;
     if (c->out.len == 0 || c->out_blocked)
         return 0;
     ssize_t n = flush(c->fd, &c->out, &c->out_blocked);
@@ -345,7 +365,8 @@ static void update_watchers(sy_conn_t *c)
     int ev = phase_ops[c->phase]->client_events(c);
     if (c->out.len > 0 && c->out_blocked)
         ev |= EV_WRITE;
-    sy_conn_set_events(c->w->loop, &c->io, &c->io_events, ev);
+    if (c->fd >= 0) /* an HTTP/2 stream's child has no socket of its own */
+        sy_conn_set_events(c->w->loop, &c->io, &c->io_events, ev);
 
     if (c->up != NULL) {
         int uev = 0;
@@ -430,6 +451,8 @@ static bool deadline_passed(sy_conn_t *c, deadline_kind_t kind)
             c->xerr = SY_XERR_TIMEOUT;
         sy_conn_close(c, "its backend was swapped out and timeouts.drain passed");
         return false;
+    case DL_H2:
+        return true;
     case DL_CLIENT_IDLE:
     case DL_TUNNEL:
     case DL_CLOSING:
@@ -456,11 +479,28 @@ static void timer_cb(struct ev_loop *loop, ev_timer *tm, int revents)
     }
     if (deadline_passed(c, d.kind))
         conn_pump(c);
+    else if (c->h2_parent != NULL)
+        sy_h2_child_pumped(c);
+}
+
+static void conn_pump_run(sy_conn_t *c);
+
+/* An HTTP/2 stream's child tells its parent after each round. */
+static void conn_pump(sy_conn_t *c)
+{
+    conn_pump_run(c);
+    if (c->h2_parent != NULL)
+        sy_h2_child_pumped(c);
+}
+
+void sy_conn_pump(sy_conn_t *c)
+{
+    conn_pump(c);
 }
 
 /* Runs the phase's step until nothing moves (bounded), then gives back empty
  * buffers and re-arms watchers and the timer for the phase it ended in. */
-static void conn_pump(sy_conn_t *c)
+static void conn_pump_run(sy_conn_t *c)
 {
     for (int guard = 0; guard < 256 && c->phase != PH_CLOSED; guard++) {
         bool progress = phase_ops[c->phase]->step(c);
@@ -493,10 +533,15 @@ void sy_conn_close(sy_conn_t *c, const char *reason)
         sy_exchange_record(c);
     }
     sy_exchange_detach_upstream(c, false);
+    if (c->h2s != NULL)
+        sy_h2_child_closed(c);
     sy_conn_set_events(c->w->loop, &c->io, &c->io_events, 0);
     ev_timer_stop(c->w->loop, &c->timer);
-    close(c->fd);
+    if (c->fd >= 0)
+        close(c->fd);
     c->fd = -1;
+    if (c->h2 != NULL)
+        sy_h2_conn_closed(c);
     sy_conn_enter(c, PH_CLOSED);
     sy_list_push_back(&c->w->dead, &c->node);
 }
@@ -504,6 +549,9 @@ void sy_conn_close(sy_conn_t *c, const char *reason)
 static void conn_free(sy_conn_t *c)
 {
     sy_worker_t *w = c->w;
+    bool child = c->h2_parent != NULL;
+    if (c->h2 != NULL)
+        sy_h2_free(c);
     sy_exchange_hold_free(c);
     sy_buf_t *bufs[] = {&c->in, &c->out, &c->up_out, &c->up_in, &c->req_arena, &c->resp_arena};
     for (size_t i = 0; i < SY_ARRAY_LEN(bufs); i++)
@@ -511,7 +559,8 @@ static void conn_free(sy_conn_t *c)
     sy_snapshot_release(c->snap);
     sy_list_remove(&c->node);
     free(c);
-    sy_worker_conn_gone(w);
+    if (!child)
+        sy_worker_conn_gone(w);
 }
 
 void sy_conn_reap(sy_worker_t *w)
@@ -520,7 +569,28 @@ void sy_conn_reap(sy_worker_t *w)
         conn_free(sy_container_of(w->dead.next, sy_conn_t, node));
 }
 
-void sy_conn_accept(sy_worker_t *w, int fd, const struct sockaddr *peer, socklen_t len)
+sy_conn_t *sy_conn_child_new(sy_conn_t *parent)
+{
+    sy_conn_t *c = calloc(1, sizeof(*c));
+    if (c == NULL)
+        return NULL;
+    sy_list_init(&c->node);
+    c->w = parent->w;
+    c->fd = -1;
+    c->peer = parent->peer;
+    memcpy(c->peer_ip, parent->peer_ip, sizeof(c->peer_ip));
+    c->cfg = parent->w->snap->config;
+    c->h2_parent = parent;
+    sy_conn_enter(c, PH_IDLE);
+    ev_init(&c->io, client_io_cb); /* never started: no fd */
+    c->io.data = c;
+    ev_init(&c->timer, timer_cb);
+    c->timer.data = c;
+    sy_list_push_back(&c->w->conns, &c->node);
+    return c;
+}
+
+void sy_conn_accept(sy_worker_t *w, int fd, const struct sockaddr *peer, socklen_t len, bool http2)
 {
     sy_conn_t *c = calloc(1, sizeof(*c));
     if (c == NULL) {
@@ -536,6 +606,7 @@ void sy_conn_accept(sy_worker_t *w, int fd, const struct sockaddr *peer, socklen
     sy_addr_format_ip(peer, c->peer_ip, sizeof(c->peer_ip));
     sy_net_nodelay(fd);
     c->cfg = w->snap->config;
+    c->http2_ok = http2;
     sy_conn_enter(c, PH_IDLE);
     ev_io_init(&c->io, client_io_cb, fd, EV_READ);
     c->io.data = c;

@@ -9,10 +9,12 @@
 
 #include "proxy/worker.h"
 
+#include <stdbool.h>
 #include <sys/socket.h>
 
-/* Takes ownership of fd (an accepted, non-blocking socket). */
-void sy_conn_accept(sy_worker_t *w, int fd, const struct sockaddr *peer, socklen_t len);
+/* Takes ownership of fd (an accepted, non-blocking socket). http2: the
+ * listener takes h2c with prior knowledge too (proxy/h2.h). */
+void sy_conn_accept(sy_worker_t *w, int fd, const struct sockaddr *peer, socklen_t len, bool http2);
 /* Drain (w->draining and w->drain_t0 set): every response from now on says
  * Connection: close and its connection closes after it; an idle connection is
  * closed after timeouts.drain_idle unless a request arrives first. */

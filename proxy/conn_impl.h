@@ -24,6 +24,7 @@ typedef enum conn_phase {
     PH_EXCHANGE, /* a request/response exchange is in progress */
     PH_TUNNEL,   /* an upgraded connection: bytes both ways */
     PH_LINGER,   /* flushing the last bytes, then close */
+    PH_H2,       /* an HTTP/2 connection: each stream is a child connection (h2.c) */
     PH_CLOSED,   /* waiting for the reaper */
 } conn_phase_t;
 
@@ -54,6 +55,7 @@ typedef enum deadline_kind {
     DL_TUNNEL,
     DL_CLOSING,
     DL_RETIRED,
+    DL_H2,       /* the HTTP/2 codec's own timing (drain steps): its step looks at the clock */
 } deadline_kind_t;
 
 /* The earliest deadline found so far. */
@@ -109,6 +111,15 @@ typedef struct sy_conn {
     char method[16];
     char target[256];
     char host[128];
+
+    /* HTTP/2 (h2.c). A client connection speaking HTTP/2 has h2; each of its
+     * streams runs the exchange above in a child connection (no fd: its `in` is
+     * the stream's request as HTTP/1.1, its `out` is read by the stream), which
+     * has h2_parent and, while attached, h2s. */
+    bool http2_ok;              /* the listener allows h2c with prior knowledge */
+    struct sy_h2 *h2;
+    struct sy_h2_stream *h2s;
+    struct sy_conn *h2_parent;
 } sy_conn_t;
 
 /* One phase's handlers; one const row per phase, shared by all connections. */
@@ -180,6 +191,26 @@ int sy_conn_flush_client(sy_conn_t *c);
 void sy_deadline_consider(sy_deadline_t *d, ev_tstamp when, deadline_kind_t kind);
 /* The upstream io callback (the exchange hands it to its upstream connection). */
 void sy_conn_upstream_io_cb(struct ev_loop *loop, ev_io *io, int revents);
+
+/* Runs c's step until nothing moves, then re-arms watchers and the timer. */
+void sy_conn_pump(sy_conn_t *c);
+/* A child connection for one HTTP/2 stream of parent (idle, no fd; not counted
+ * as a connection of the worker). NULL when out of memory. */
+sy_conn_t *sy_conn_child_new(sy_conn_t *parent);
+
+/* h2.c (see h2.h): the HTTP/2 phase. */
+extern const sy_conn_phase_ops_t sy_h2_ops;
+/* A child's `out` has bytes for its stream: moves what the stream can take.
+ * Returns 1 if bytes moved, else 0. */
+int sy_h2_child_flush(sy_conn_t *child);
+/* A child was pumped (or closed): its parent gets its turn. */
+void sy_h2_child_pumped(sy_conn_t *child);
+/* A child is closing: its stream is told. */
+void sy_h2_child_closed(sy_conn_t *child);
+/* The HTTP/2 connection c is closing: its streams' children close too. */
+void sy_h2_conn_closed(sy_conn_t *c);
+/* Frees the session (the reaper, from conn_free). */
+void sy_h2_free(sy_conn_t *c);
 
 /* exchange.c: the request/response exchange. */
 /* Starts an exchange on the bytes in c->in (c leaves PH_IDLE). */

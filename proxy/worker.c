@@ -118,7 +118,7 @@ static void accept_cb(struct ev_loop *loop, ev_io *io, int revents)
                 accept_out_of_fds(w, errno);
             return;
         }
-        sy_conn_accept(w, fd, (struct sockaddr *)&ss, len);
+        sy_conn_accept(w, fd, (struct sockaddr *)&ss, len, l->http2);
     }
 }
 
@@ -137,7 +137,7 @@ static void close_listeners(sy_worker_t *w)
             int fd = accept4(l->fd, (struct sockaddr *)&ss, &len, SOCK_NONBLOCK | SOCK_CLOEXEC);
             if (fd < 0)
                 break;
-            sy_conn_accept(w, fd, (struct sockaddr *)&ss, len);
+            sy_conn_accept(w, fd, (struct sockaddr *)&ss, len, l->http2);
         }
         close(l->fd);
         l->fd = -1;
@@ -263,6 +263,7 @@ static int open_listeners(sy_worker_t *w, const sy_worker_env_t *env, const sy_c
         }
         sy_listener_t *l = &w->listeners[i];
         l->fd = fd;
+        l->http2 = cfg->listen[i].http2;
         l->w = w;
         ev_io_init(&l->io, accept_cb, fd, EV_READ);
         l->io.data = l;

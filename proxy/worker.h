@@ -23,6 +23,7 @@ struct sy_config;
 typedef struct sy_listener {
     ev_io io;
     int fd;
+    bool http2;      /* h2c with prior knowledge next to HTTP/1.1 */
     struct sy_worker *w;
 } sy_listener_t;
 
