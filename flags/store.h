@@ -47,6 +47,7 @@ typedef struct sy_flagstore_status {
     bool synced;            /* at least one full read completed */
     uint64_t refused, syncs, reconnects, publishes;
     char last_error[160];
+    char server[80];         /* the Redis in use, "ip:port" (through Sentinel: the master now) */
 } sy_flagstore_status_t;
 
 void sy_flagstore_status(const sy_flagstore_t *s, sy_flagstore_status_t *out);

@@ -81,6 +81,7 @@ void sy_admin_ep_status(admin_conn_t *c, const char *name, json_t *body)
                               st.connected, "keyspace_notifications", st.notifications, "synced", st.synced,
                               "refused_edits", (json_int_t)st.refused, "syncs", (json_int_t)st.syncs, "reconnects",
                               (json_int_t)st.reconnects, "last_error", st.last_error);
+    json_object_set_new(redis, "server", json_string(st.server));
     respond_json(c, 200, json_pack("{s:o, s:o, s:o, s:o, s:s}", "routes", routes, "pools", sy_admin_pools_json(c->a), "redis",
                                    redis, "record", sy_admin_record_json(c->a->audit), "flags_from",
                                    sy_admin_flags_from(c->a->store)));
