@@ -4,6 +4,7 @@
  * live by area: api_routes.c, api_record.c, metrics.c (and, until they move,
  * the swap and the Alertmanager webhook below). */
 #include "handlers/admin.h"
+#include "handlers/admin_body.h"
 #include "handlers/admin_conn.h"
 
 #include "flags/pools.h"
@@ -448,20 +449,11 @@ static bool token_ok(admin_conn_t *c, const endpoint_t *e)
  * one (answered 400). */
 static bool body_json(admin_conn_t *c, json_t **out)
 {
-    *out = NULL;
-    if (c->body_len == 0)
-        return true;
-    json_error_t jerr;
-    json_t *body = json_loadb(c->body, c->body_len, 0, &jerr);
-    if (body == NULL || !json_is_object(body)) {
-        char why[256];
-        snprintf(why, sizeof(why), "the body is not a JSON object: %s (line %d, column %d)",
-                 body ? "not an object" : jerr.text, jerr.line, jerr.column);
-        json_decref(body);
+    char why[256];
+    if (sy_admin_body_parse(c->body, c->body_len, out, why, sizeof(why)) != 0) {
         respond_error(c, 400, why);
         return false;
     }
-    *out = body;
     return true;
 }
 
