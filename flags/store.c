@@ -694,3 +694,13 @@ const sy_pool_flags_t *sy_flagstore_pools(const sy_flagstore_t *s)
 {
     return s->pcur;
 }
+
+struct sy_redis *sy_flagstore_redis(sy_flagstore_t *s)
+{
+    return s != NULL ? s->redis : NULL;
+}
+
+const char *sy_flagstore_redis_prefix(const sy_flagstore_t *s)
+{
+    return s != NULL && s->rc != NULL ? s->rc->prefix : "switchyard:";
+}

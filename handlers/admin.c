@@ -348,6 +348,18 @@ static void ep_swap(admin_conn_t *c, const char *pool, json_t *body)
     sy_pools_swap(c->a->store, pool, to, actor_of(c, body), reason, swap_done, c);
 }
 
+/* GET /fleet: the instances on this Redis and their numbers summed (healthcheck/fleet.c). */
+static void ep_fleet(admin_conn_t *c, const char *route, json_t *body)
+{
+    (void)route;
+    (void)body;
+    if (c->a->fleet == NULL) {
+        respond_error(c, 404, "no fleet view");
+        return;
+    }
+    respond_json(c, 200, sy_fleet_json(c->a->fleet));
+}
+
 /* --- Alertmanager ----------------------------------------------------------------- */
 
 static void ep_alertmanager(admin_conn_t *c, const char *route, json_t *body)
@@ -381,6 +393,7 @@ typedef struct endpoint {
 
 static const endpoint_t endpoints[] = {
     {"GET", "/status", sy_admin_ep_status, false, false},
+    {"GET", "/fleet", ep_fleet, false, false},
     {"GET", "/healthz", ep_healthz, false, true},
     {"GET", "/readyz", ep_readyz, false, true},
     {"GET", "/metrics", sy_admin_ep_metrics, false, false},
@@ -686,6 +699,11 @@ void sy_admin_set_audit(sy_admin_t *a, sy_audit_t *audit)
 void sy_admin_set_trip(sy_admin_t *a, sy_trip_t *trip)
 {
     a->trip = trip;
+}
+
+void sy_admin_set_fleet(sy_admin_t *a, sy_fleet_t *fleet)
+{
+    a->fleet = fleet;
 }
 
 void sy_admin_set_ready(sy_admin_t *a, bool ready)

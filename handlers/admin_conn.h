@@ -47,6 +47,7 @@ struct sy_admin {
     const sy_endpoints_t *endpoints; /* the endpoints' state, for /status and /metrics */
     sy_audit_t *audit;
     sy_trip_t *trip; /* the trip owner, for the Alertmanager webhook */
+    sy_fleet_t *fleet; /* the fleet's view, for GET /fleet (NULL: none) */
     int fd;
     ev_io accept_io;
     sy_bufpool_t bufs;
