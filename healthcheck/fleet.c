@@ -24,8 +24,7 @@ struct sy_fleet {
     char id[160], hash[20], started_at[32], version[32];
     int64_t started_ms;
     ev_timer tick;
-    bool reading;      /* a read-back is in flight */
-    uint64_t serial;   /* read contexts carry it (one value: the store goes first at destroy) */
+    bool reading;      /* a read-back is in flight (its replies find f: the store goes first at destroy) */
     json_t *view;      /* the last read-back: an array of instance objects */
     int64_t view_ms;
 };
@@ -130,19 +129,9 @@ static void on_ignore(void *ud, redisReply *r, const char *err)
     (void)err;
 }
 
-typedef struct read_ctx {
-    sy_fleet_t *f;
-    uint64_t serial;
-} read_ctx_t;
-
 static void on_mget(void *ud, redisReply *r, const char *err)
 {
-    read_ctx_t *rc = ud;
-    sy_fleet_t *f = rc->f;
-    bool live = rc->serial == f->serial;
-    free(rc);
-    if (!live)
-        return;
+    sy_fleet_t *f = ud;
     f->reading = false;
     if (err != NULL || r == NULL || r->type != REDIS_REPLY_ARRAY)
         return;
@@ -164,12 +153,9 @@ static void on_mget(void *ud, redisReply *r, const char *err)
 
 static void on_members(void *ud, redisReply *r, const char *err)
 {
-    read_ctx_t *rc = ud;
-    sy_fleet_t *f = rc->f;
-    if (rc->serial != f->serial || err != NULL || r == NULL || r->type != REDIS_REPLY_ARRAY || r->elements == 0) {
-        if (rc->serial == f->serial)
-            f->reading = false;
-        free(rc);
+    sy_fleet_t *f = ud;
+    if (err != NULL || r == NULL || r->type != REDIS_REPLY_ARRAY || r->elements == 0) {
+        f->reading = false;
         return;
     }
     size_t n = r->elements < MAX_INSTANCES ? r->elements : MAX_INSTANCES;
@@ -180,10 +166,8 @@ static void on_members(void *ud, redisReply *r, const char *err)
         key_of(f, r->element[i]->type == REDIS_REPLY_STRING ? r->element[i]->str : "?", keys[i], sizeof(keys[i]));
         argv[i + 1] = keys[i];
     }
-    if (sy_redis_command(sy_flagstore_redis(f->store), on_mget, rc, (int)n + 1, argv, NULL) != 0) {
+    if (sy_redis_command(sy_flagstore_redis(f->store), on_mget, f, (int)n + 1, argv, NULL) != 0)
         f->reading = false;
-        free(rc);
-    }
 }
 
 static void tick_cb(struct ev_loop *loop, ev_timer *t, int revents)
@@ -215,18 +199,10 @@ static void tick_cb(struct ev_loop *loop, ev_timer *t, int revents)
     free(text);
     if (f->reading)
         return;
-    read_ctx_t *rc = malloc(sizeof(*rc));
-    if (rc == NULL)
-        return;
-    rc->f = f;
-    rc->serial = f->serial;
     char last[8];
     snprintf(last, sizeof(last), "%d", MAX_INSTANCES - 1);
     const char *range[] = {"ZRANGE", zkey, "0", last};
-    if (sy_redis_command(r, on_members, rc, 4, range, NULL) == 0)
-        f->reading = true;
-    else
-        free(rc);
+    f->reading = sy_redis_command(r, on_members, f, 4, range, NULL) == 0;
 }
 
 sy_fleet_t *sy_fleet_create(struct ev_loop *loop, const char *config_path, const char *version,
