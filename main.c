@@ -131,7 +131,7 @@ static int cmd_run(const char *path, bool takeover, int ready_fd)
     sy_admin_set_audit(app.admin, app.audit);
     sy_admin_set_trip(app.admin, app.trip);
     sy_trip_bind(app.trip, app.store, app.monitor);
-    app.fleet = sy_fleet_create(app.loop, path, SY_VERSION, app.store, app.monitor);
+    app.fleet = sy_fleet_create(app.loop, path, SY_VERSION, app.store, app.monitor, app.trip);
     sy_admin_set_fleet(app.admin, app.fleet);
     sy_lifecycle_parts_t parts = {app.server, app.store, app.monitor, app.health, app.admin, app.audit, app.endpoints};
     sy_lifecycle_bind(app.life, &parts);

@@ -19,6 +19,7 @@
 
 struct sy_fleet {
     struct ev_loop *loop;
+    sy_trip_t *trip;
     sy_flagstore_t *store;
     const sy_monitor_t *monitor;
     char id[160], hash[20], started_at[32], version[32];
@@ -129,6 +130,45 @@ static void on_ignore(void *ud, redisReply *r, const char *err)
     (void)err;
 }
 
+/* scope: fleet: max_error_rate on new over the fleet's summed windows, with
+ * min_requests summed too. Any instance may trip; the flip reaches the others
+ * through Redis like any trip. */
+static void judge(sy_fleet_t *f)
+{
+    const sy_config_t *cfg = sy_flagstore_config(f->store);
+    const sy_trip_confs_t *tc = sy_trip_confs(cfg);
+    const sy_route_flags_t *flags = sy_flagstore_flags(f->store);
+    for (size_t i = 0; tc != NULL && flags != NULL && i < tc->n; i++) {
+        const sy_trip_conf_t *c = &tc->routes[i];
+        if (!c->enabled || !c->fleet_scope || c->max_error_rate <= 0 || flags[i].state != SY_STATE_RAMPING)
+            continue;
+        uint64_t req = 0, err = 0, lreq = 0, lerr = 0;
+        size_t k, n = 0;
+        json_t *in;
+        json_array_foreach(f->view, k, in) {
+            json_t *r = json_object_get(json_object_get(in, "routes"), c->route);
+            json_t *nw = json_object_get(r, "new"), *lg = json_object_get(r, "legacy");
+            req += (uint64_t)json_integer_value(json_object_get(nw, "window_requests"));
+            err += (uint64_t)json_integer_value(json_object_get(nw, "window_errors"));
+            lreq += (uint64_t)json_integer_value(json_object_get(lg, "window_requests"));
+            lerr += (uint64_t)json_integer_value(json_object_get(lg, "window_errors"));
+            n += r != NULL;
+        }
+        if (req < (uint64_t)c->min_requests || (double)err / (double)req <= c->max_error_rate)
+            continue;
+        char reason[256];
+        snprintf(reason, sizeof(reason), "fleet:max_error_rate: new %.2f%% (%llu of %llu over %zu instances) > %.2f%%",
+                 100.0 * (double)err / (double)req, (unsigned long long)err, (unsigned long long)req, n,
+                 c->max_error_rate * 100);
+        json_t *stats = json_pack("{s:s, s:s, s:I, s:{s:I, s:I}, s:{s:I, s:I}}", "rule", "max_error_rate", "scope",
+                                  "fleet", "instances", (json_int_t)n, "legacy", "requests", (json_int_t)lreq, "errors",
+                                  (json_int_t)lerr, "new", "requests", (json_int_t)req, "errors", (json_int_t)err);
+        sy_warn("fleet: route %s trips on the fleet's sum: %s", c->route, reason);
+        (void)sy_trip_fire(f->trip, c->route, "fleet:max_error_rate", reason, stats);
+        json_decref(stats);
+    }
+}
+
 static void on_mget(void *ud, redisReply *r, const char *err)
 {
     sy_fleet_t *f = ud;
@@ -149,6 +189,7 @@ static void on_mget(void *ud, redisReply *r, const char *err)
     json_decref(f->view);
     f->view = list;
     f->view_ms = now_ms();
+    judge(f);
 }
 
 static void on_members(void *ud, redisReply *r, const char *err)
@@ -206,7 +247,7 @@ static void tick_cb(struct ev_loop *loop, ev_timer *t, int revents)
 }
 
 sy_fleet_t *sy_fleet_create(struct ev_loop *loop, const char *config_path, const char *version,
-                            sy_flagstore_t *store, const sy_monitor_t *monitor)
+                            sy_flagstore_t *store, const sy_monitor_t *monitor, sy_trip_t *trip)
 {
     sy_fleet_t *f = calloc(1, sizeof(*f));
     if (f == NULL)
@@ -214,6 +255,7 @@ sy_fleet_t *sy_fleet_create(struct ev_loop *loop, const char *config_path, const
     f->loop = loop;
     f->store = store;
     f->monitor = monitor;
+    f->trip = trip;
     snprintf(f->version, sizeof(f->version), "%s", version);
     char host[128] = "localhost";
     gethostname(host, sizeof(host) - 1);

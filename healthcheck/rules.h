@@ -31,6 +31,7 @@ typedef struct sy_trip_conf {
     double max_latency_ms, max_latency_ratio, warn_error_rate, warn_latency_ms;
     double latency_q, ratio_q, warn_latency_q; /* quantiles: 0.5, 0.95, 0.99 */
     int64_t consecutive_errors;
+    bool fleet_scope;           /* scope: fleet: max_error_rate also judged on the fleet's sum (healthcheck/fleet.c) */
     bool use_ttfb;
     int error_statuses[16];
     size_t nerror_statuses;

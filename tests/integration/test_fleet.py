@@ -4,8 +4,12 @@ one of them with a different config. Each writes its heartbeat (a key with a TTL
 and its id in a sorted set); GET /fleet on any of them lists all three, flags the
 one whose config differs, and sums the routes' numbers over the instances (30 +
 20 + 10 requests sent to the three: 60 in the fleet). `ctl status --fleet` prints
-the same. An instance that stops drops out once its heartbeat expires."""
+the same. An instance that stops drops out once its heartbeat expires. And a
+`scope: fleet` rule: new failing only behind one instance's backend, too few
+requests there to judge locally, trips on the fleet's sum, and the trip reaches
+all three."""
 import json
+import re
 import subprocess
 import time
 import unittest
@@ -24,7 +28,7 @@ class Fleet(unittest.TestCase):
     def tearDown(self):
         self.env.close()
 
-    def start(self, name, percent=2500):
+    def start(self, name, percent=2500, new=None, trip=""):
         port, admin = free_port(), free_port()
         cfg = """workers: 1
 listen: [{address: 127.0.0.1:%d}]
@@ -41,7 +45,7 @@ routes:
     legacy: legacy
     new: new
     percent_bp: %d
-""" % (port, admin, self.r.port, self.legacy, self.new, percent)
+%s""" % (port, admin, self.r.port, self.legacy, new or self.new, percent, trip)
         gw = self.env.start_gateway(cfg, port, name=name)
         gw.port, gw.admin = port, admin
         return gw
@@ -98,6 +102,48 @@ routes:
         wait_for(lambda: len(self.fleet(a)["instances"]) == 2, timeout=30, what="c gone from the fleet")
         self.assertEqual(self.total(self.fleet(a)), 50)
         self.assertFalse(any(i["config_differs"] for i in self.fleet(a)["instances"]))
+
+    def status(self, gw):
+        code, body = admin_http("GET", "http://127.0.0.1:%d/status" % gw.admin, timeout=3)
+        return json.loads(body)
+
+    def nav(self, gw):
+        return [r for r in self.status(gw)["routes"] if r["name"] == "nav"][0]
+
+    def test_fleet_scope_trips_on_the_sum(self):
+        """new fails only behind a's backend: 30 of a's requests, none of b's or c's.
+        Locally a has 30 of the 60 requests min_requests asks for: no local trip.
+        The fleet has 60 to 90 of them, 30 errors (33 to 50 % > 20 %): the fleet rule trips,
+        and the trip reaches all three."""
+        self.env.allowed.append(r"fleet: route nav trips")
+        bad = self.env.start_backend("new-bad", args=["--error-rate", "1"])
+        trip = "    trip: {scope: fleet, min_requests: 60, max_error_rate: 0.2, consecutive_errors: 0}\n"
+        a = self.start("a", percent=10000, new=bad, trip=trip)
+        b = self.start("b", percent=10000, trip=trip)
+        c = self.start("c", percent=10000, trip=trip)
+        for gw in (a, b, c):
+            wait_for(lambda: self.status(gw)["redis"]["synced"], what="flags read")
+        wait_for(lambda: len(self.fleet(a)["instances"]) == 3, what="three instances")
+        for gw in (a, b, c):
+            cl = Client(gw.port)
+            for i in range(30):
+                cl.get("/x", {"X-User-Id": str(i)})
+            cl.close()
+        for gw in (a, b, c):
+            wait_for(lambda: self.nav(gw)["state"] == "tripped", timeout=30, what="tripped on %s" % gw.log_path)
+        self.assertEqual(self.env.redis(self.r.port, "HGET", "switchyard:route:nav", "state"), "tripped")
+        logs = ""
+        for gw in (a, b, c):
+            with open(gw.log_path) as f:
+                logs += f.read()
+        self.assertIn("trips on the fleet's sum", logs)
+        # it trips as soon as the sum has min_requests (60 or more of the 90, 30 errors)
+        m = re.search(r"new [\d.]+% \((\d+) of (\d+) over 3 instances\) > 20\.00%", logs)
+        self.assertIsNotNone(m, logs)
+        self.assertEqual(int(m.group(1)), 30)
+        self.assertGreaterEqual(int(m.group(2)), 60)
+        # a alone never had enough: its own verdict is insufficient evidence
+        self.assertEqual(self.nav(a)["window"]["new"]["requests"], 30)
 
 
 if __name__ == "__main__":
