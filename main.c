@@ -8,6 +8,7 @@
 #include "handlers/lifecycle.h"
 #include "healthcheck/endpoints.h"
 #include "healthcheck/feed.h"
+#include "healthcheck/fleet.h"
 #include "healthcheck/health.h"
 #include "healthcheck/monitor.h"
 #include "healthcheck/shadowmon.h"
@@ -40,6 +41,7 @@ typedef struct app {
     sy_audit_t *audit;
     sy_sink_t sink;           /* the record as the stores, the monitor and the trip see it */
     sy_trip_t *trip;
+    sy_fleet_t *fleet;        /* heartbeats in Redis, GET /fleet */
     sy_lifecycle_t *life;
     sy_trip_marks_t marks;    /* the router reads the monitor's marks; both outlive the workers */
     sy_router_t router;
@@ -138,6 +140,8 @@ static int cmd_run(const char *path, bool takeover, int ready_fd)
     sy_admin_set_shadow(app.admin, app.shadow);
     sy_shadowmon_bind(app.shadow, app.store, sy_trip_monitor_warn, app.trip);
     sy_trip_bind(app.trip, app.store, app.monitor);
+    app.fleet = sy_fleet_create(app.loop, path, SY_VERSION, app.store, app.monitor, app.trip);
+    sy_admin_set_fleet(app.admin, app.fleet);
     sy_lifecycle_parts_t parts = {app.server, app.store, app.monitor, app.health, app.admin, app.audit, app.endpoints};
     sy_lifecycle_bind(app.life, &parts);
     if (sy_server_start(app.server) != 0) {
@@ -166,6 +170,7 @@ out:
     sy_notify_destroy(app.notify);
     sy_health_destroy(app.health);
     sy_flagstore_destroy(app.store);
+    sy_fleet_destroy(app.fleet); /* after the store: its Redis answered the fleet's reads */
     sy_monitor_flush_windows(app.monitor);
     sy_audit_destroy(app.audit);
     sy_admin_destroy(app.admin);

@@ -227,7 +227,14 @@ static void on_connected(sy_pg_t *p)
 
 static void poll_connect(sy_pg_t *p)
 {
-    switch (PQconnectPoll(p->conn)) {
+    PostgresPollingStatusType st = PQconnectPoll(p->conn);
+    /* While connecting, libpq may close its socket and open another (the next
+     * host of a multi-host conninfo, or a read-only server refused by
+     * target_session_attrs), often under the same number: the kernel forgot
+     * the old one, so the watcher is set afresh at every step. */
+    if (ev_is_active(&p->io))
+        ev_io_stop(p->loop, &p->io);
+    switch (st) {
     case PGRES_POLLING_READING:
         watch(p, false);
         break;

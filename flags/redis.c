@@ -6,6 +6,7 @@
  * the callback here turns that into an error for the caller. */
 #include "flags/redis.h"
 
+#include "flags/sentinel.h"
 #include "proxy/log.h"
 
 #include <hiredis/adapters/libev.h>
@@ -34,6 +35,8 @@ struct sy_redis {
     void *ud;
     redisAsyncContext *cmd, *sub;
     bool cmd_up, sub_up, destroying;
+    sy_sentinel_t *sentinel;   /* NULL: ip:port is fixed */
+    bool role_ok;              /* the server said it is the master (always true without sentinel) */
     double backoff;
     uint64_t reconnects;
     ev_timer reconnect_timer, connect_deadline, command_deadline;
@@ -59,6 +62,9 @@ static void drop(sy_redis_t *r, const char *why, const char *detail)
     ev_timer_stop(r->loop, &r->connect_deadline);
     ev_timer_stop(r->loop, &r->command_deadline);
     r->cmd_up = r->sub_up = false;
+    r->role_ok = r->sentinel == NULL;
+    if (r->sentinel != NULL)
+        sy_sentinel_ask(r->sentinel); /* the master may have moved */
     if (r->ops.down != NULL)
         r->ops.down(r->ud, why, detail, was_up);
     redisAsyncContext *c = r->cmd, *b = r->sub;
@@ -104,14 +110,17 @@ static void on_reply(redisAsyncContext *ac, void *reply, void *priv)
     if (was_head && !r->destroying && reply != NULL)
         arm_deadline(r);
     const char *err = reply != NULL ? NULL : r->destroying ? "shutting down" : "redis went away";
+    redisReply *rep = reply;
+    bool readonly = rep != NULL && rep->type == REDIS_REPLY_ERROR && strncmp(rep->str, "READONLY", 8) == 0;
     c->fn(c->ud, reply, err);
     free(c);
+    /* A master demoted under us: what we write is refused; find the new one. */
+    if (readonly && r->sentinel != NULL && !r->destroying && r->cmd != NULL)
+        drop(r, "the server became a replica (READONLY)", NULL);
 }
 
-int sy_redis_command(sy_redis_t *r, sy_redis_reply_fn fn, void *ud, int argc, const char **argv, const size_t *lens)
+static int send_cmd(sy_redis_t *r, sy_redis_reply_fn fn, void *ud, int argc, const char **argv, const size_t *lens)
 {
-    if (r == NULL || !sy_redis_up(r))
-        return -1;
     sy_redis_cmd_t *c = calloc(1, sizeof(*c));
     if (c == NULL)
         return -1;
@@ -131,6 +140,35 @@ int sy_redis_command(sy_redis_t *r, sy_redis_reply_fn fn, void *ud, int argc, co
     if (r->head == c)
         arm_deadline(r);
     return 0;
+}
+
+int sy_redis_command(sy_redis_t *r, sy_redis_reply_fn fn, void *ud, int argc, const char **argv, const size_t *lens)
+{
+    if (r == NULL || !sy_redis_up(r))
+        return -1;
+    return send_cmd(r, fn, ud, argc, argv, lens);
+}
+
+/* Sentinel mode: ROLE on a fresh connection; only a master is "up". */
+static void on_role(void *ud, redisReply *rep, const char *err)
+{
+    sy_redis_t *r = ud;
+    if (err != NULL || r->destroying || r->cmd == NULL)
+        return;
+    if (rep->type == REDIS_REPLY_ARRAY && rep->elements > 0 && rep->element[0]->type == REDIS_REPLY_STRING &&
+        strcmp(rep->element[0]->str, "master") == 0) {
+        r->role_ok = true;
+        ev_timer_stop(r->loop, &r->connect_deadline);
+        r->backoff = BACKOFF_MIN;
+        if (r->ops.up != NULL)
+            r->ops.up(r->ud);
+        return;
+    }
+    sy_warn("redis %s:%d is not the master (ROLE: %s); asking the sentinels again", r->ip, r->port,
+            rep->type == REDIS_REPLY_ARRAY && rep->elements > 0 && rep->element[0]->type == REDIS_REPLY_STRING
+                ? rep->element[0]->str
+                : rep->type == REDIS_REPLY_ERROR ? rep->str : "?");
+    drop(r, "not the master", NULL);
 }
 
 static void on_message(redisAsyncContext *ac, void *reply, void *priv)
@@ -169,6 +207,12 @@ static void on_connect(const redisAsyncContext *ac, int status)
     else
         r->sub_up = true;
     if (r->cmd_up && r->sub_up) {
+        if (r->sentinel != NULL) {
+            const char *argv[] = {"ROLE"};
+            if (send_cmd(r, on_role, r, 1, argv, NULL) != 0)
+                drop(r, "cannot send ROLE", NULL);
+            return;
+        }
         ev_timer_stop(r->loop, &r->connect_deadline);
         r->backoff = BACKOFF_MIN;
         if (r->ops.up != NULL)
@@ -209,6 +253,8 @@ static redisAsyncContext *open_ctx(sy_redis_t *r, const char **err)
 static void connect_all(sy_redis_t *r)
 {
     const char *err = NULL;
+    if (r->ip[0] == '\0')
+        return; /* sentinel mode, no master known yet: sentinel_found starts it */
     r->cmd = open_ctx(r, &err);
     r->sub = r->cmd ? open_ctx(r, &err) : NULL;
     if (r->cmd == NULL || r->sub == NULL) {
@@ -226,7 +272,8 @@ static void reconnect_cb(struct ev_loop *loop, ev_timer *t, int revents)
     (void)loop;
     (void)revents;
     r->reconnects++;
-    connect_all(r);
+    if (r->cmd == NULL && r->sub == NULL)
+        connect_all(r);
 }
 
 static void connect_deadline_cb(struct ev_loop *loop, ev_timer *t, int revents)
@@ -266,8 +313,61 @@ sy_redis_t *sy_redis_create(struct ev_loop *loop, const char *ip, int port, uint
     ev_init(&r->connect_deadline, connect_deadline_cb);
     ev_init(&r->command_deadline, command_deadline_cb);
     r->reconnect_timer.data = r->connect_deadline.data = r->command_deadline.data = r;
+    r->role_ok = true;
     connect_all(r);
     return r;
+}
+
+/* The sentinels name the master: a new address drops what we have (if
+ * anything) and connects there at once. */
+static void sentinel_found(void *ud, const char *ip, int port)
+{
+    sy_redis_t *r = ud;
+    if (r->destroying)
+        return;
+    bool same = strcmp(r->ip, ip) == 0 && r->port == port;
+    if (same && (r->cmd != NULL || ev_is_active(&r->reconnect_timer)))
+        return;
+    if (!same) {
+        char was[96] = "";
+        if (r->ip[0] != '\0')
+            snprintf(was, sizeof(was), " (was %s:%d)", r->ip, r->port);
+        sy_info("redis: the sentinels name %s:%d as the master%s", ip, port, was);
+    }
+    snprintf(r->ip, sizeof(r->ip), "%s", ip);
+    r->port = port;
+    if (r->cmd != NULL || r->sub != NULL)
+        drop(r, "the master moved (sentinel)", NULL);
+    ev_timer_stop(r->loop, &r->reconnect_timer);
+    r->backoff = BACKOFF_MIN;
+    ev_timer_set(&r->reconnect_timer, 0., 0.);
+    ev_timer_start(r->loop, &r->reconnect_timer);
+}
+
+sy_redis_t *sy_redis_create_sentinel(struct ev_loop *loop, const char *const *sentinels, size_t n,
+                                     const char *master, uint64_t connect_timeout_ms, uint64_t command_timeout_ms,
+                                     const sy_redis_ops_t *ops, void *ud)
+{
+    sy_redis_t *r = sy_redis_create(loop, "", 0, connect_timeout_ms, command_timeout_ms, ops, ud);
+    if (r == NULL)
+        return NULL;
+    r->role_ok = false;
+    r->sentinel = sy_sentinel_create(loop, sentinels, n, master, connect_timeout_ms, command_timeout_ms,
+                                     sentinel_found, r);
+    if (r->sentinel == NULL) {
+        sy_redis_destroy(r);
+        return NULL;
+    }
+    return r;
+}
+
+const char *sy_redis_peer(const sy_redis_t *r, char *buf, size_t cap)
+{
+    if (r == NULL || r->ip[0] == '\0')
+        snprintf(buf, cap, "%s", "");
+    else
+        snprintf(buf, cap, "%s:%d", r->ip, r->port);
+    return buf;
 }
 
 void sy_redis_destroy(sy_redis_t *r)
@@ -275,6 +375,8 @@ void sy_redis_destroy(sy_redis_t *r)
     if (r == NULL)
         return;
     r->destroying = true;
+    sy_sentinel_destroy(r->sentinel);
+    r->sentinel = NULL;
     ev_timer_stop(r->loop, &r->reconnect_timer);
     ev_timer_stop(r->loop, &r->connect_deadline);
     ev_timer_stop(r->loop, &r->command_deadline);
@@ -287,7 +389,7 @@ void sy_redis_destroy(sy_redis_t *r)
 
 bool sy_redis_up(const sy_redis_t *r)
 {
-    return r != NULL && r->cmd_up && r->sub_up && r->cmd != NULL && r->sub != NULL;
+    return r != NULL && r->cmd_up && r->sub_up && r->role_ok && r->cmd != NULL && r->sub != NULL;
 }
 
 uint64_t sy_redis_reconnects(const sy_redis_t *r)

@@ -40,6 +40,15 @@ typedef struct sy_redis_ops {
 /* Starts connecting at once. ip is copied. Returns NULL when out of memory. */
 sy_redis_t *sy_redis_create(struct ev_loop *loop, const char *ip, int port, uint64_t connect_timeout_ms,
                             uint64_t command_timeout_ms, const sy_redis_ops_t *ops, void *ud);
+/* Through Redis Sentinel: the master of `master` as named by the sentinels
+ * ("ip:port" each, copied), followed across failovers (+switch-master, or a
+ * fresh question when the connection drops or a reply says READONLY). A
+ * server is "up" only after ROLE says master. */
+sy_redis_t *sy_redis_create_sentinel(struct ev_loop *loop, const char *const *sentinels, size_t n,
+                                     const char *master, uint64_t connect_timeout_ms, uint64_t command_timeout_ms,
+                                     const sy_redis_ops_t *ops, void *ud);
+/* The server in use, "ip:port" ("" while none is known), into buf. */
+const char *sy_redis_peer(const sy_redis_t *r, char *buf, size_t cap);
 /* Closes both connections; pending commands get err "shutting down". */
 void sy_redis_destroy(sy_redis_t *r);
 

@@ -312,7 +312,9 @@ static void on_up(void *ud)
     sy_flagstore_t *s = ud;
     s->st.connected = true;
     s->st.last_error[0] = '\0';
-    sy_info("redis: connected to %s", s->rc->address);
+    char peer[80];
+    sy_info("redis: connected to %s%s%s%s", sy_redis_peer(s->redis, peer, sizeof(peer)),
+            s->rc->nsentinels ? " (" : "", s->rc->nsentinels ? s->rc->address : "", s->rc->nsentinels ? ")" : "");
     char db[8];
     snprintf(db, sizeof(db), "%lld", (long long)s->rc->db);
     const char *sel[] = {"SELECT", db};
@@ -368,7 +370,11 @@ static int start_redis(sy_flagstore_t *s)
     double every = (double)s->rc->resync_interval / 1e3;
     ev_timer_set(&s->resync_timer, every, every);
     ev_timer_start(s->loop, &s->resync_timer);
-    s->redis = sy_redis_create(s->loop, ip, port, s->rc->connect_timeout, s->rc->command_timeout, &ops, s);
+    if (s->rc->nsentinels > 0)
+        s->redis = sy_redis_create_sentinel(s->loop, (const char *const *)s->rc->sentinels, s->rc->nsentinels,
+                                            s->rc->master, s->rc->connect_timeout, s->rc->command_timeout, &ops, s);
+    else
+        s->redis = sy_redis_create(s->loop, ip, port, s->rc->connect_timeout, s->rc->command_timeout, &ops, s);
     return s->redis != NULL ? 0 : SY_ENOMEM;
 }
 
@@ -671,6 +677,7 @@ void sy_flagstore_status(const sy_flagstore_t *s, sy_flagstore_status_t *out)
 {
     *out = s->st;
     out->reconnects = sy_redis_reconnects(s->redis);
+    sy_redis_peer(s->redis, out->server, sizeof(out->server));
 }
 
 const sy_route_flags_t *sy_flagstore_flags(const sy_flagstore_t *s)
@@ -686,4 +693,14 @@ const sy_config_t *sy_flagstore_config(const sy_flagstore_t *s)
 const sy_pool_flags_t *sy_flagstore_pools(const sy_flagstore_t *s)
 {
     return s->pcur;
+}
+
+struct sy_redis *sy_flagstore_redis(sy_flagstore_t *s)
+{
+    return s != NULL ? s->redis : NULL;
+}
+
+const char *sy_flagstore_redis_prefix(const sy_flagstore_t *s)
+{
+    return s != NULL && s->rc != NULL ? s->rc->prefix : "switchyard:";
 }

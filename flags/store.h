@@ -37,6 +37,10 @@ typedef void (*sy_flags_publish_fn)(void *ud, const sy_config_t *cfg, const sy_r
  * connects. cfg is referenced until destroy or reload. */
 sy_flagstore_t *sy_flagstore_create(struct ev_loop *loop, sy_config_t *cfg, sy_flags_publish_fn publish, void *ud);
 void sy_flagstore_destroy(sy_flagstore_t *s);
+/* The Redis client (NULL without a redis section) and the key prefix: for
+ * other control-thread users of the same Redis (the fleet's heartbeats). */
+struct sy_redis *sy_flagstore_redis(sy_flagstore_t *s);
+const char *sy_flagstore_redis_prefix(const sy_flagstore_t *s);
 /* A new config (SIGHUP): routes are re-keyed by name, flags re-read. */
 void sy_flagstore_reload(sy_flagstore_t *s, sy_config_t *cfg);
 
@@ -47,6 +51,7 @@ typedef struct sy_flagstore_status {
     bool synced;            /* at least one full read completed */
     uint64_t refused, syncs, reconnects, publishes;
     char last_error[160];
+    char server[80];         /* the Redis in use, "ip:port" (through Sentinel: the master now) */
 } sy_flagstore_status_t;
 
 void sy_flagstore_status(const sy_flagstore_t *s, sy_flagstore_status_t *out);

@@ -4,6 +4,7 @@
  * live by area: api_routes.c, api_record.c, metrics.c (and, until they move,
  * the swap and the Alertmanager webhook below). */
 #include "handlers/admin.h"
+#include "handlers/admin_body.h"
 #include "handlers/admin_conn.h"
 
 #include "flags/pools.h"
@@ -350,6 +351,18 @@ static void ep_swap(admin_conn_t *c, const char *pool, json_t *body)
     sy_pools_swap(c->a->store, pool, to, actor_of(c, body), reason, swap_done, c);
 }
 
+/* GET /fleet: the instances on this Redis and their numbers summed (healthcheck/fleet.c). */
+static void ep_fleet(admin_conn_t *c, const char *route, json_t *body)
+{
+    (void)route;
+    (void)body;
+    if (c->a->fleet == NULL) {
+        respond_error(c, 404, "no fleet view");
+        return;
+    }
+    respond_json(c, 200, sy_fleet_json(c->a->fleet));
+}
+
 /* --- Alertmanager ----------------------------------------------------------------- */
 
 static void ep_alertmanager(admin_conn_t *c, const char *route, json_t *body)
@@ -385,6 +398,7 @@ static const endpoint_t endpoints[] = {
     {"GET", "/", sy_admin_ep_dashboard, false, false},
     {"GET", "/history", sy_admin_ep_history, false, false},
     {"GET", "/status", sy_admin_ep_status, false, false},
+    {"GET", "/fleet", ep_fleet, false, false},
     {"GET", "/healthz", ep_healthz, false, true},
     {"GET", "/readyz", ep_readyz, false, true},
     {"GET", "/metrics", sy_admin_ep_metrics, false, false},
@@ -485,20 +499,11 @@ static bool token_ok(admin_conn_t *c, const endpoint_t *e)
  * one (answered 400). */
 static bool body_json(admin_conn_t *c, json_t **out)
 {
-    *out = NULL;
-    if (c->body_len == 0)
-        return true;
-    json_error_t jerr;
-    json_t *body = json_loadb(c->body, c->body_len, 0, &jerr);
-    if (body == NULL || !json_is_object(body)) {
-        char why[256];
-        snprintf(why, sizeof(why), "the body is not a JSON object: %s (line %d, column %d)",
-                 body ? "not an object" : jerr.text, jerr.line, jerr.column);
-        json_decref(body);
+    char why[256];
+    if (sy_admin_body_parse(c->body, c->body_len, out, why, sizeof(why)) != 0) {
         respond_error(c, 400, why);
         return false;
     }
-    *out = body;
     return true;
 }
 
@@ -739,6 +744,11 @@ void sy_admin_set_trip(sy_admin_t *a, sy_trip_t *trip)
 void sy_admin_set_shadow(sy_admin_t *a, struct sy_shadowmon *shadow)
 {
     a->shadow = shadow;
+}
+
+void sy_admin_set_fleet(sy_admin_t *a, sy_fleet_t *fleet)
+{
+    a->fleet = fleet;
 }
 
 void sy_admin_set_ready(sy_admin_t *a, bool ready)

@@ -19,6 +19,7 @@
 #include "flags/audit.h"
 #include "flags/store.h"
 #include "healthcheck/endpoints.h"
+#include "healthcheck/fleet.h"
 #include "healthcheck/monitor.h"
 #include "healthcheck/trip.h"
 #include "proxy/config.h"
@@ -50,6 +51,8 @@ void sy_admin_set_trip(sy_admin_t *a, sy_trip_t *trip);
  * outlive the admin; NULL: none). */
 struct sy_shadowmon;
 void sy_admin_set_shadow(sy_admin_t *a, struct sy_shadowmon *shadow);
+/* GET /fleet answers from it (NULL: 404). */
+void sy_admin_set_fleet(sy_admin_t *a, sy_fleet_t *fleet);
 /* Marks the gateway ready (workers running) or draining. */
 void sy_admin_set_ready(sy_admin_t *a, bool ready);
 /* Stops accepting and closes the admin listener (after a hand-off to a new

@@ -50,6 +50,7 @@ struct sy_admin {
     sy_trip_t *trip; /* the trip owner, for the Alertmanager webhook */
     struct sy_history *history; /* the dashboard's last minutes (owned; NULL: none) */
     struct sy_shadowmon *shadow; /* shadow traffic results (NULL: none) */
+    sy_fleet_t *fleet; /* the fleet's view, for GET /fleet (NULL: none) */
     int fd;
     ev_io accept_io;
     sy_bufpool_t bufs;

@@ -1,6 +1,7 @@
 /* The route and pool state: GET /status, GET /routes/{name}/cohort, and the
  * flag changes POST /routes/{name}/percent|test-users|rollback|resume|promote
  * (through the flag store, answered once their event is in the journal). */
+#include "handlers/admin_body.h"
 #include "handlers/admin_conn.h"
 #include "healthcheck/colours.h"
 #include "healthcheck/trip.h"
@@ -82,6 +83,7 @@ void sy_admin_ep_status(admin_conn_t *c, const char *name, json_t *body)
                               st.connected, "keyspace_notifications", st.notifications, "synced", st.synced,
                               "refused_edits", (json_int_t)st.refused, "syncs", (json_int_t)st.syncs, "reconnects",
                               (json_int_t)st.reconnects, "last_error", st.last_error);
+    json_object_set_new(redis, "server", json_string(st.server));
     respond_json(c, 200, json_pack("{s:o, s:o, s:o, s:o, s:s}", "routes", routes, "pools", sy_admin_pools_json(c->a), "redis",
                                    redis, "record", sy_admin_record_json(c->a->audit), "flags_from",
                                    sy_admin_flags_from(c->a->store)));
@@ -177,15 +179,11 @@ const char *sy_admin_actor_of(admin_conn_t *c, json_t *body)
 
 bool sy_admin_reason_of(admin_conn_t *c, json_t *body, const char **out)
 {
-    json_t *r = body ? json_object_get(body, "reason") : NULL;
-    *out = "";
-    if (r == NULL)
-        return true;
-    if (!json_is_string(r) || json_string_length(r) > 255) {
-        respond_error(c, 400, "\"reason\" must be a string of at most 255 characters");
+    const char *why;
+    if (sy_admin_body_reason(body, out, &why) != 0) {
+        respond_error(c, 400, why);
         return false;
     }
-    *out = json_string_value(r);
     return true;
 }
 
@@ -204,47 +202,22 @@ static void submit(admin_conn_t *c, const char *route, sy_flag_request_t *req, j
 
 void sy_admin_ep_percent(admin_conn_t *c, const char *route, json_t *body)
 {
-    json_t *bp = body ? json_object_get(body, "percent_bp") : NULL;
-    if (!json_is_integer(bp) || json_integer_value(bp) < 0 || json_integer_value(bp) > 10000) {
-        respond_error(c, 400, "send {\"percent_bp\": N} with N a whole number 0..10000 (2500 is 25 %)");
+    int32_t bp;
+    const char *why;
+    if (sy_admin_body_percent(body, &bp, &why) != 0) {
+        respond_error(c, 400, why);
         return;
     }
-    sy_flag_request_t req = {.op = SY_OP_PERCENT, .percent_bp = (int32_t)json_integer_value(bp)};
+    sy_flag_request_t req = {.op = SY_OP_PERCENT, .percent_bp = bp};
     submit(c, route, &req, body);
-}
-
-static int string_list(json_t *v, const char ***out, size_t *n)
-{
-    *out = NULL;
-    *n = 0;
-    if (v == NULL)
-        return 0;
-    if (!json_is_array(v) || json_array_size(v) > 1000)
-        return -1;
-    *out = calloc(json_array_size(v) + 1, sizeof(char *));
-    if (*out == NULL)
-        return -1;
-    for (size_t i = 0; i < json_array_size(v); i++) {
-        json_t *e = json_array_get(v, i);
-        if (!json_is_string(e)) {
-            free(*out);
-            *out = NULL;
-            return -1;
-        }
-        (*out)[(*n)++] = json_string_value(e);
-    }
-    return 0;
 }
 
 void sy_admin_ep_test_users(admin_conn_t *c, const char *route, json_t *body)
 {
-    const char **add = NULL, **rem = NULL;
-    size_t nadd = 0, nrem = 0;
-    if (body == NULL || string_list(json_object_get(body, "add"), &add, &nadd) != 0 ||
-        string_list(json_object_get(body, "remove"), &rem, &nrem) != 0 || nadd + nrem == 0) {
-        free(add);
-        free(rem);
-        respond_error(c, 400, "send {\"add\": [\"key\", ...], \"remove\": [\"key\", ...]} with strings");
+    const char **add, **rem, *why;
+    size_t nadd, nrem;
+    if (sy_admin_body_test_users(body, &add, &nadd, &rem, &nrem, &why) != 0) {
+        respond_error(c, 400, why);
         return;
     }
     sy_flag_request_t req = {.op = SY_OP_TEST_USERS, .add = add, .nadd = nadd, .remove = rem, .nremove = nrem};

@@ -109,7 +109,7 @@ static int usage(void)
 {
     fprintf(stderr,
             "usage: switchyard ctl [-a ADDR] [-t TOKENFILE] [-c CONFIG] [--json] COMMAND\n"
-            "  status\n"
+            "  status [--fleet]              (--fleet: every instance on this Redis, routes summed)\n"
             "  set ROUTE PERCENT [--reason R]        PERCENT: 25, 25%%, 2.5%% or 2500bp\n"
             "  test-users ROUTE add|rm KEY...\n"
             "  rollback ROUTE [--reason R]\n"
@@ -282,7 +282,7 @@ static int admin_of_config(const char *config_path, char **addr, char **token_fi
 /* The command line: options, then the command and its arguments (pos[0] is the command). */
 typedef struct {
     const char *addr, *token_file, *reason, *to, *since, *kind, *limit;
-    bool as_json;
+    bool as_json, fleet;
     const char *pos[64];
     int npos;
 } ctl_args_t;
@@ -313,10 +313,40 @@ static const char *reason_of(const ctl_args_t *a)
 
 static int build_status(const ctl_args_t *a, ctl_req_t *rq)
 {
-    (void)a;
     rq->method = "GET";
-    snprintf(rq->path, sizeof(rq->path), "/status");
+    snprintf(rq->path, sizeof(rq->path), "%s", a->fleet ? "/fleet" : "/status");
     return 0;
+}
+
+/* status --fleet: the instances (a differing config flagged) and the routes' numbers summed. */
+static bool print_fleet(json_t *r)
+{
+    printf("%-32s %-8s %-16s %-20s %8s %s\n", "INSTANCE", "VERSION", "CONFIG", "STARTED", "SEEN", "");
+    size_t k;
+    json_t *in;
+    json_array_foreach(json_object_get(r, "instances"), k, in) {
+        printf("%-32s %-8s %-16s %-20s %6llds %s%s\n", json_string_value(json_object_get(in, "id")),
+               json_string_value(json_object_get(in, "version")), json_string_value(json_object_get(in, "config_hash")),
+               json_string_value(json_object_get(in, "started_at")),
+               (long long)(json_integer_value(json_object_get(in, "seen_ms_ago")) / 1000),
+               json_is_true(json_object_get(in, "config_differs")) ? "CONFIG DIFFERS " : "",
+               json_is_true(json_object_get(in, "self")) ? "(this one)" : "");
+    }
+    printf("%-20s %-7s %10s %8s %10s %8s\n", "ROUTE", "VARIANT", "REQUESTS", "ERRORS", "WIN_REQ", "WIN_ERR");
+    const char *name;
+    json_t *route;
+    json_object_foreach(json_object_get(r, "routes"), name, route) {
+        static const char *const variants[] = {"legacy", "new"};
+        for (int v = 0; v < 2; v++) {
+            json_t *s = json_object_get(route, variants[v]);
+            printf("%-20s %-7s %10lld %8lld %10lld %8lld\n", name, variants[v],
+                   (long long)json_integer_value(json_object_get(s, "requests")),
+                   (long long)json_integer_value(json_object_get(s, "errors")),
+                   (long long)json_integer_value(json_object_get(s, "window_requests")),
+                   (long long)json_integer_value(json_object_get(s, "window_errors")));
+        }
+    }
+    return true;
 }
 
 static int build_set(const ctl_args_t *a, ctl_req_t *rq)
@@ -408,9 +438,10 @@ static void print_pool(json_t *pool)
 
 static bool print_status(const ctl_args_t *a, json_t *r)
 {
-    (void)a;
     if (r == NULL)
         return false;
+    if (a->fleet)
+        return print_fleet(r);
     json_t *routes = json_object_get(r, "routes"), *redis = json_object_get(r, "redis");
     printf("%-20s %-9s %8s %6s\n", "ROUTE", "STATE", "PERCENT", "BP");
     size_t k;
@@ -562,6 +593,8 @@ static int parse_args(int argc, char **argv, ctl_args_t *a)
             *opts[o].slot = argv[++i];
         else if (strcmp(argv[i], "--json") == 0)
             a->as_json = true;
+        else if (strcmp(argv[i], "--fleet") == 0)
+            a->fleet = true;
         else if (argv[i][0] == '-' && argv[i][1] != '\0')
             return usage();
         else if (a->npos < (int)SY_ARRAY_LEN(a->pos))

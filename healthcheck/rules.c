@@ -106,6 +106,13 @@ static int parse_trip(sy_conf_t *c, yaml_node_t *v, sy_trip_conf_t *t)
             r = parse_pct_map(c, x, 1, 600000, &t->warn_latency_q, &t->warn_latency_ms);
         else if (strcmp(key, "consecutive_errors") == 0)
             r = sy_conf_int(c, x, 0, 1000000, &t->consecutive_errors);
+        else if (strcmp(key, "scope") == 0) {
+            const char *sv = sy_conf_scalar(x);
+            if (sv != NULL && (strcmp(sv, "fleet") == 0 || strcmp(sv, "local") == 0))
+                t->fleet_scope = strcmp(sv, "fleet") == 0;
+            else
+                r = sy_conf_error(c, x, "scope must be local or fleet");
+        }
         else if (strcmp(key, "latency") == 0) {
             const char *s = sy_conf_scalar(x);
             if (s && strcmp(s, "ttfb") == 0)

@@ -32,6 +32,7 @@ typedef struct sy_trip_conf {
     double warn_mismatch_rate;    /* shadow traffic (healthcheck/shadowmon.h): 0 off */
     double latency_q, ratio_q, warn_latency_q; /* quantiles: 0.5, 0.95, 0.99 */
     int64_t consecutive_errors;
+    bool fleet_scope;           /* scope: fleet: max_error_rate also judged on the fleet's sum (healthcheck/fleet.c) */
     bool use_ttfb;
     int error_statuses[16];
     size_t nerror_statuses;
