@@ -11,8 +11,10 @@
 
 #include <sys/socket.h>
 
-/* Takes ownership of fd (an accepted, non-blocking socket). */
-void sy_conn_accept(sy_worker_t *w, int fd, const struct sockaddr *peer, socklen_t len);
+/* Takes ownership of fd (an accepted, non-blocking socket) that arrived on
+ * listener l (a TLS listener: the handshake runs first, with the context of
+ * the worker's current config for that listener). */
+void sy_conn_accept(sy_worker_t *w, const sy_listener_t *l, int fd, const struct sockaddr *peer, socklen_t len);
 /* Drain (w->draining and w->drain_t0 set): every response from now on says
  * Connection: close and its connection closes after it; an idle connection is
  * closed after timeouts.drain_idle unless a request arrives first. */

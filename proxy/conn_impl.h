@@ -19,6 +19,8 @@
 #include <stdbool.h>
 #include <sys/socket.h>
 
+struct ssl_st;
+
 typedef enum conn_phase {
     PH_IDLE,     /* keep-alive, between requests */
     PH_EXCHANGE, /* a request/response exchange is in progress */
@@ -74,6 +76,10 @@ typedef struct sy_conn {
     resp_phase_t rs;
     char peer_ip[48];
     struct sockaddr_storage peer;
+    struct ssl_st *tls;      /* NULL: plain TCP (proxy/tls.h; owned, freed at close) */
+    int tls_wants;           /* a stalled TLS call waits for this event (0: none) */
+    bool tls_ready;          /* the TLS handshake is done */
+    bool alpn_h2;            /* ALPN chose h2 (see tls_established in conn.c) */
 
     sy_buf_t in, out, up_out, up_in, req_arena, resp_arena;
     sy_h1_t req, resp;

@@ -2,6 +2,7 @@
 
 #include "proxy/log.h"
 #include "proxy/net.h"
+#include "proxy/tls.h"
 
 #include <errno.h>
 #include <stdlib.h>
@@ -15,6 +16,7 @@ struct sy_uppool {
     const sy_endpoint_t *last_ep; /* fast path: the endpoint object last seen */
     sy_list_t idle;
     size_t nidle;
+    struct ssl_session_st *session; /* the last TLS session the endpoint gave (resumption) */
 };
 
 struct sy_upstreams {
@@ -46,6 +48,8 @@ static void upconn_close(sy_upstreams_t *u, sy_upconn_t *uc)
         sy_list_remove(&uc->node);
         uc->pool->nidle--;
     }
+    sy_tls_free(uc->tls);
+    uc->tls = NULL;
     close(uc->fd);
     uc->fd = -1;
     u->open--;
@@ -67,6 +71,7 @@ void sy_upstreams_destroy(sy_upstreams_t *u)
         return;
     sy_upstreams_close_idle(u);
     for (size_t i = 0; i < u->npools; i++) {
+        sy_tls_session_free(u->pools[i]->session);
         free(u->pools[i]->key);
         free(u->pools[i]);
     }
@@ -150,6 +155,16 @@ int sy_upstream_acquire(sy_upstreams_t *u, const sy_endpoint_t *ep, sy_upconn_t 
     uc->pool = p;
     uc->_ups = u;
     uc->fd = fd;
+    if (ep->tls != NULL) {
+        /* The handshake starts once TCP is up; sessions the endpoint hands
+         * out land in the pool, for the next connection to resume. */
+        uc->tls = sy_tls_connect(ep->tls, fd, ep->tls_sni, ep->tls_host, p->session, &p->session);
+        if (uc->tls == NULL) {
+            close(fd);
+            free(uc);
+            return -ENOMEM;
+        }
+    }
     ev_io_init(&uc->io, idle_io_cb, fd, EV_WRITE);
     ev_init(&uc->idle_timer, idle_expired_cb);
     uc->idle_timer.data = uc;

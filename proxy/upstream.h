@@ -17,6 +17,8 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+struct ssl_st;
+
 typedef struct sy_uppool sy_uppool_t;
 typedef struct sy_upstreams sy_upstreams_t;
 
@@ -27,7 +29,10 @@ typedef struct sy_upconn {
     int fd;
     ev_io io;                /* owned; its callback belongs to the holder while acquired */
     ev_timer idle_timer;
-    bool connected;          /* connect finished (reused ones always are) */
+    bool connected;          /* connect (and TLS handshake) finished (reused ones always are) */
+    struct ssl_st *tls;      /* NULL: plain TCP; else owned, freed when the connection closes */
+    int tls_wants;           /* a stalled TLS call waits for this event (0: none) */
+    bool tls_started;        /* TCP is up and the TLS handshake began */
     bool reused;             /* came from the idle list */
     uint32_t served;         /* exchanges completed on this connection */
 } sy_upconn_t;

@@ -6,6 +6,7 @@
 #include "proxy/config.h"
 #include "proxy/conn.h"
 #include "proxy/log.h"
+#include "proxy/tls.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -117,7 +118,7 @@ static void accept_cb(struct ev_loop *loop, ev_io *io, int revents)
                 accept_out_of_fds(w, errno);
             return;
         }
-        sy_conn_accept(w, fd, (struct sockaddr *)&ss, len);
+        sy_conn_accept(w, l, fd, (struct sockaddr *)&ss, len);
     }
 }
 
@@ -136,7 +137,7 @@ static void close_listeners(sy_worker_t *w)
             int fd = accept4(l->fd, (struct sockaddr *)&ss, &len, SOCK_NONBLOCK | SOCK_CLOEXEC);
             if (fd < 0)
                 break;
-            sy_conn_accept(w, fd, (struct sockaddr *)&ss, len);
+            sy_conn_accept(w, l, fd, (struct sockaddr *)&ss, len);
         }
         close(l->fd);
         l->fd = -1;
@@ -261,6 +262,8 @@ static int open_listeners(sy_worker_t *w, const sy_worker_env_t *env, const sy_c
         sy_listener_t *l = &w->listeners[i];
         l->fd = fd;
         l->w = w;
+        l->index = i;
+        l->tls = sy_tls_ctx_ref(cfg->listen[i].tls);
         ev_io_init(&l->io, accept_cb, fd, EV_READ);
         l->io.data = l;
     }
@@ -321,9 +324,11 @@ int sy_worker_init(sy_worker_t *w, int id, const sy_worker_env_t *env, const sy_
 void sy_worker_destroy(sy_worker_t *w)
 {
     if (w->listeners != NULL)
-        for (size_t i = 0; i < w->nlisteners; i++)
+        for (size_t i = 0; i < w->nlisteners; i++) {
             if (w->listeners[i].fd >= 0)
                 close(w->listeners[i].fd);
+            sy_tls_ctx_release(w->listeners[i].tls);
+        }
     free(w->listeners);
     sy_upstreams_destroy(w->ups);
     if (w->snap != NULL)

@@ -19,10 +19,13 @@
 #include <stdbool.h>
 
 struct sy_config;
+struct ssl_ctx_st;
 
 typedef struct sy_listener {
     ev_io io;
     int fd;
+    size_t index;                 /* its entry in cfg->listen */
+    struct ssl_ctx_st *tls;       /* the boot config's TLS context (a reference), NULL: plain */
     struct sy_worker *w;
 } sy_listener_t;
 
