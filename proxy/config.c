@@ -51,6 +51,7 @@ static void free_pools(sy_pool_t *pools, size_t n)
             free(pools[i].endpoints[j].name);
             free(pools[i].endpoints[j].tls_sni);
             free(pools[i].endpoints[j].tls_host);
+            free(pools[i].endpoints[j].tls_id);
             sy_tls_ctx_release(pools[i].endpoints[j].tls);
         }
         free(pools[i].endpoints);
@@ -176,7 +177,7 @@ static int parse_endpoint(sy_conf_t *c, yaml_node_t *node, sy_endpoint_t *e)
         (e->tls_sni = strdup(e->tls_host)) == NULL)
         return sy_conf_error(c, node, "out of memory");
     char *dummy_sni = NULL;
-    int rc = sy_tls_client_parse(c, NULL, &e->tls, &dummy_sni);
+    int rc = sy_tls_client_parse(c, NULL, &e->tls, &dummy_sni, &e->tls_id);
     free(dummy_sni);
     return rc;
 }
@@ -189,7 +190,9 @@ static int apply_pool_tls(sy_conf_t *c, yaml_node_t *node, sy_pool_t *pool)
         char *sni = NULL;
         sy_tls_ctx_release(e->tls);
         e->tls = NULL;
-        if (sy_tls_client_parse(c, node, &e->tls, &sni) != 0)
+        free(e->tls_id);
+        e->tls_id = NULL;
+        if (sy_tls_client_parse(c, node, &e->tls, &sni, &e->tls_id) != 0)
             return SY_EINVAL;
         if (e->tls_host == NULL) {
             char ip[64];

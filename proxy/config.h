@@ -28,6 +28,7 @@ typedef struct sy_endpoint {
     struct ssl_ctx_st *tls; /* NULL: plain TCP; else a reference (proxy/tls.h) */
     char *tls_sni;        /* the server name sent (NULL: none, for an IP address) */
     char *tls_host;       /* the name or IP the certificate is checked against */
+    char *tls_id;         /* the TLS settings as text (upstream pools key on name and this) */
 } sy_endpoint_t;
 
 /* Active health checks of a pool's endpoints (run by healthcheck/). */

@@ -5,6 +5,7 @@
 #include <openssl/core_names.h>
 #include <openssl/err.h>
 #include <openssl/evp.h>
+#include <openssl/pem.h>
 #include <openssl/rand.h>
 #include <openssl/ssl.h>
 #include <openssl/x509v3.h>
@@ -82,7 +83,7 @@ static bool tls_init(void)
 /* OpenSSL's reason for the last failure (its queue is emptied). */
 static const char *ssl_reason(void)
 {
-    unsigned long e = ERR_peek_last_error();
+    unsigned long e = ERR_peek_error(); /* the first: the cause, not the layers above it */
     const char *r = e != 0 ? ERR_reason_error_string(e) : NULL;
     ERR_clear_error();
     return r != NULL ? r : "unknown OpenSSL error";
@@ -276,11 +277,18 @@ static int load_pair(sy_conf_t *c, yaml_node_t *node, SSL_CTX *ctx, const char *
         return sy_conf_error(c, node, "tls cert '%s': %s", cert, ssl_reason());
     if (check_validity(c, node, cert, SSL_CTX_get0_certificate(ctx)) != 0)
         return SY_EINVAL;
-    if (SSL_CTX_use_PrivateKey_file(ctx, key, SSL_FILETYPE_PEM) != 1)
+    BIO *kb = BIO_new_file(key, "r");
+    EVP_PKEY *pkey = kb != NULL ? PEM_read_bio_PrivateKey(kb, NULL, NULL, NULL) : NULL;
+    BIO_free(kb);
+    if (pkey == NULL)
         return sy_conf_error(c, node, "tls key '%s': %s", key, ssl_reason());
-    if (SSL_CTX_check_private_key(ctx) != 1)
-        return sy_conf_error(c, node, "tls key '%s' does not match cert '%s': %s", key, cert, ssl_reason());
-    return 0;
+    int rc = 0;
+    if (X509_check_private_key(SSL_CTX_get0_certificate(ctx), pkey) != 1)
+        rc = sy_conf_error(c, node, "tls key '%s' does not match cert '%s': %s", key, cert, ssl_reason());
+    else if (SSL_CTX_use_PrivateKey(ctx, pkey) != 1 || SSL_CTX_check_private_key(ctx) != 1)
+        rc = sy_conf_error(c, node, "tls key '%s': %s", key, ssl_reason());
+    EVP_PKEY_free(pkey);
+    return rc;
 }
 
 /* The DNS names of a certificate (its subjectAltNames, else its CN). */
@@ -474,10 +482,11 @@ void sy_tls_session_free(SSL_SESSION *sess)
     SSL_SESSION_free(sess);
 }
 
-int sy_tls_client_parse(sy_conf_t *c, yaml_node_t *node, SSL_CTX **out, char **sni)
+int sy_tls_client_parse(sy_conf_t *c, yaml_node_t *node, SSL_CTX **out, char **sni, char **id)
 {
     *out = NULL;
     *sni = NULL;
+    *id = NULL;
     bool verify = true;
     char *ca = NULL;
     int rc = 0;
@@ -520,6 +529,10 @@ int sy_tls_client_parse(sy_conf_t *c, yaml_node_t *node, SSL_CTX **out, char **s
         } else if (verify && SSL_CTX_set_default_verify_paths(ctx) != 1) {
             rc = sy_conf_error(c, node, "tls: the system trust store cannot be loaded: %s", ssl_reason());
         }
+    }
+    if (rc == 0 && asprintf(id, "tls verify=%d ca=%s sni=%s", verify, ca ? ca : "-", *sni ? *sni : "-") < 0) {
+        *id = NULL;
+        rc = sy_conf_error(c, node, "out of memory");
     }
     free(ca);
     if (rc != 0) {

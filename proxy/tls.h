@@ -38,9 +38,12 @@ int sy_tls_server_parse(sy_conf_t *c, yaml_node_t *node, struct ssl_ctx_st **out
 
 /* A backend's TLS settings: parses a pool's `tls:` mapping ({sni, ca, verify});
  * node NULL: the defaults an `https://` endpoint gets (verify against the
- * system trust store). Returns 0 and *ctx (one reference) and *sni (strdup'ed
- * or NULL: then the endpoint's host, when it is a name), or SY_EINVAL. */
-int sy_tls_client_parse(sy_conf_t *c, yaml_node_t *node, struct ssl_ctx_st **ctx, char **sni) SY_MUST_USE;
+ * system trust store). Returns 0 and *ctx (one reference), *sni (strdup'ed
+ * or NULL: then the endpoint's host, when it is a name) and *id (strdup'ed:
+ * the settings as text, so that connections and sessions made under other
+ * settings are never reused), or SY_EINVAL. */
+int sy_tls_client_parse(sy_conf_t *c, yaml_node_t *node, struct ssl_ctx_st **ctx, char **sni,
+                        char **id) SY_MUST_USE;
 
 /* Takes one more reference / drops one (NULL is ignored). Any thread. */
 struct ssl_ctx_st *sy_tls_ctx_ref(struct ssl_ctx_st *ctx);

@@ -12,6 +12,7 @@
 
 struct sy_uppool {
     char *key;                  /* endpoint name (address as written) */
+    char *tls_id;               /* its TLS settings (NULL: plain): part of the key */
     sy_addr_t addr;
     const sy_endpoint_t *last_ep; /* fast path: the endpoint object last seen */
     sy_list_t idle;
@@ -73,6 +74,7 @@ void sy_upstreams_destroy(sy_upstreams_t *u)
     for (size_t i = 0; i < u->npools; i++) {
         sy_tls_session_free(u->pools[i]->session);
         free(u->pools[i]->key);
+        free(u->pools[i]->tls_id);
         free(u->pools[i]);
     }
     free(u->pools);
@@ -85,7 +87,9 @@ static sy_uppool_t *pool_for(sy_upstreams_t *u, const sy_endpoint_t *ep)
         if (u->pools[i]->last_ep == ep)
             return u->pools[i];
     for (size_t i = 0; i < u->npools; i++)
-        if (strcmp(u->pools[i]->key, ep->name) == 0) {
+        if (strcmp(u->pools[i]->key, ep->name) == 0 &&
+            (ep->tls_id == NULL ? u->pools[i]->tls_id == NULL
+                                : u->pools[i]->tls_id != NULL && strcmp(u->pools[i]->tls_id, ep->tls_id) == 0)) {
             u->pools[i]->last_ep = ep;
             return u->pools[i];
         }
@@ -98,7 +102,10 @@ static sy_uppool_t *pool_for(sy_upstreams_t *u, const sy_endpoint_t *ep)
         u->cap = ncap;
     }
     sy_uppool_t *p = calloc(1, sizeof(*p));
-    if (p == NULL || (p->key = strdup(ep->name)) == NULL) {
+    if (p == NULL || (p->key = strdup(ep->name)) == NULL ||
+        (ep->tls_id != NULL && (p->tls_id = strdup(ep->tls_id)) == NULL)) {
+        if (p != NULL)
+            free(p->key);
         free(p);
         return NULL;
     }

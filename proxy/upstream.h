@@ -5,7 +5,9 @@
  * fd and its io watcher, whose callback it sets) until it hands it back with
  * sy_upstream_release(): kept idle (up to limits.upstream_keepalive per endpoint,
  * closed after timeouts.upstream_idle or when the backend closes it) or closed.
- * Pools are keyed by endpoint address so they survive a config reload. Worker
+ * Pools are keyed by endpoint address (and TLS settings) so they survive a
+ * config reload; a TLS pool keeps the last session its endpoint gave, which
+ * the next connection offers for resumption. Worker
  * thread only. */
 #ifndef SY_UPSTREAM_H
 #define SY_UPSTREAM_H

@@ -150,6 +150,9 @@ async def websocket(reader, writer, headers):
         await writer.drain()
 
 
+SNI_SEEN = []  # server names TLS clients sent (the last one is reported as X-TLS-SNI)
+
+
 async def handle(reader, writer):
     STATS["connections"] += 1
     STATS["open"] += 1
@@ -206,6 +209,9 @@ async def handle(reader, writer):
             head += "Transfer-Encoding: chunked\r\n" if chunked else "Content-Length: %d\r\n" % size
             if q.get("date"):
                 head += "Date: %s\r\n" % q["date"]
+            tls = writer.get_extra_info("ssl_object")
+            if tls is not None:
+                head += "X-TLS-Reused: %d\r\nX-TLS-SNI: %s\r\n" % (tls.session_reused, SNI_SEEN[-1] if SNI_SEEN else "-")
             close = (hget(headers, "connection") or "").lower() == "close" or version == "HTTP/1.0"
             if close:
                 head += "Connection: close\r\n"
@@ -250,6 +256,8 @@ async def main():
     ap.add_argument("--error-rate", type=float, default=None, help="answer 500 with this probability")
     ap.add_argument("--latency-ms", type=float, default=None, help="wait this long before answering")
     ap.add_argument("--hang", action="store_true", help="never answer")
+    ap.add_argument("--tls-cert", default=None, help="serve TLS with this certificate (PEM)")
+    ap.add_argument("--tls-key", default=None, help="the certificate's key (PEM)")
     args = ap.parse_args()
     NAME = args.name
     if args.error_rate is not None:
@@ -259,7 +267,18 @@ async def main():
     if args.hang:
         DEFAULTS["hang"] = "1"
     STARTUP.update(DEFAULTS)
-    server = await asyncio.start_server(handle, args.host, args.port, limit=1 << 20, backlog=1024)
+    tls = None
+    if args.tls_cert:
+        import ssl
+        tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        tls.load_cert_chain(args.tls_cert, args.tls_key)
+        tls.set_alpn_protocols(["http/1.1"])
+
+        def sni(sslobj, name, ctx):
+            del SNI_SEEN[:-16]
+            SNI_SEEN.append(name or "-")
+        tls.sni_callback = sni
+    server = await asyncio.start_server(handle, args.host, args.port, limit=1 << 20, backlog=1024, ssl=tls)
     loop = asyncio.get_running_loop()
     stop = loop.create_future()
     for s in (signal.SIGTERM, signal.SIGINT):
