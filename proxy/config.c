@@ -429,6 +429,25 @@ static uint64_t print_key(sy_conf_t *c, yaml_node_t *root, const char *key)
     return 0;
 }
 
+/* The listeners' print covers their addresses and whether they speak TLS:
+ * their tls settings and certificates are reloaded live (new connections get
+ * the new context), turning TLS on or off needs a restart. */
+static uint64_t print_listen(sy_conf_t *c, yaml_node_t *root)
+{
+    yaml_node_t *v = sy_conf_map_get(c, root, "listen");
+    if (v == NULL || v->type != YAML_SEQUENCE_NODE)
+        return print_key(c, root, "listen");
+    uint64_t h = 0xcbf29ce484222325ULL;
+    for (yaml_node_item_t *it = v->data.sequence.items.start; it < v->data.sequence.items.top; it++) {
+        yaml_node_t *item = sy_conf_node(c, *it);
+        yaml_node_t *addr = item != NULL && item->type == YAML_MAPPING_NODE ? sy_conf_map_get(c, item, "address") : item;
+        h = print_node(c, addr, h, 1);
+        bool tls = item != NULL && item->type == YAML_MAPPING_NODE && sy_conf_map_get(c, item, "tls") != NULL;
+        h = (h ^ (tls ? 0x7f : 0x3f)) * 0x100000001b3ULL;
+    }
+    return h | 1;
+}
+
 size_t sy_config_restart_keys(const sy_config_t *old, const sy_config_t *cfg, const char **keys, size_t cap)
 {
     size_t n = 0;
@@ -485,7 +504,8 @@ static int parse_proxy_sections(sy_conf_t *c, yaml_node_t *root, sy_config_t *cf
 {
     int rc = 0;
     for (size_t i = 0; i < SY_ARRAY_LEN(proxy_sections); i++) {
-        cfg->_print[i] = print_key(c, root, proxy_sections[i].key);
+        cfg->_print[i] = strcmp(proxy_sections[i].key, "listen") == 0 ? print_listen(c, root)
+                                                                       : print_key(c, root, proxy_sections[i].key);
         yaml_node_t *v = sy_conf_map_get(c, root, proxy_sections[i].key);
         if (v != NULL && proxy_sections[i].parse(c, v, cfg) != 0)
             rc = SY_EINVAL;
