@@ -601,12 +601,14 @@ static int io_result(SSL *ssl, int ret, sy_tls_io_t *io)
     case SSL_ERROR_ZERO_RETURN:
         return 0;
     case SSL_ERROR_SYSCALL:
+        SSL_set_quiet_shutdown(ssl, 1); /* after a fatal error no close_notify may be sent */
         io->why = "connection reset";
         ERR_clear_error();
         if (errno == 0 || errno == EAGAIN)
             errno = ECONNRESET;
         return -1;
     default:
+        SSL_set_quiet_shutdown(ssl, 1);
         io->why = ssl_reason();
         errno = EPROTO;
         return -1;
@@ -674,10 +676,8 @@ void sy_tls_free(SSL *ssl)
 {
     if (ssl == NULL)
         return;
-    if (SSL_is_init_finished(ssl)) {
-        SSL_set_quiet_shutdown(ssl, 0);
+    if (SSL_is_init_finished(ssl) && !SSL_get_quiet_shutdown(ssl))
         (void)SSL_shutdown(ssl); /* one try: the socket closes right after */
-    }
     SSL_free(ssl);
     ERR_clear_error();
 }
