@@ -639,6 +639,7 @@ ssize_t sy_tls_read(SSL *ssl, void *buf, size_t len, sy_tls_io_t *io)
     size_t n = 0;
     io->wants = 0;
     errno = 0;
+    ERR_clear_error(); /* SSL_get_error reads the thread's queue: start it empty */
     int ret = SSL_read_ex(ssl, buf, len, &n);
     if (ret == 1)
         return (ssize_t)n;
@@ -650,6 +651,7 @@ ssize_t sy_tls_write(SSL *ssl, const void *buf, size_t len, sy_tls_io_t *io)
     size_t n = 0;
     io->wants = 0;
     errno = 0;
+    ERR_clear_error();
     int ret = SSL_write_ex(ssl, buf, len, &n);
     if (ret == 1)
         return (ssize_t)n;
