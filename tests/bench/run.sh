@@ -9,7 +9,8 @@
 # 2-core machine that is the figure that separates proxies.
 # With TLS=1 (the default) each proxy also has a TLS front (TLS 1.3, the same
 # ECDSA P-256 certificate) measured as "<name>-tls": keep-alive HTTPS, so the
-# figure is the record layer's cost, not handshakes.
+# figure is the record layer's cost, not handshakes (give it DURATION_S >= 10:
+# in a short run at 256 connections the 256 initial handshakes dominate).
 # Usage: tests/bench/run.sh [DURATION_S] [ROUNDS]   (env: WORKERS, PROXY_CPU, LOAD_CPU, TLS)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
