@@ -166,6 +166,20 @@ class Tls(GatewayTest):
             self.assertIn("\nReused, ", out)
             self.assertIn("hello from", out)
 
+    def test_ticket_keys_rotate(self):
+        """With ticket_rotate: 1s a ticket resumes at once, and stops resuming
+        (a full handshake instead) once its key has rotated out."""
+        cert = self.make_cert("gw", "gw.test", ["DNS:gw.test"])
+        self.gateway(self.tls_config(cert, ", ticket_rotate: 1s").replace("%(log)s", "off"))
+        req = b"GET /x HTTP/1.1\r\nHost: gw.test\r\nConnection: close\r\n\r\n"
+        sess = self.env.path("sess.pem")
+        rc, out = self.s_client("-tls1_3", "-ign_eof", "-sess_out", sess, inp=req)
+        self.assertIn("\nNew, ", out)
+        rc, out = self.s_client("-tls1_3", "-ign_eof", "-sess_in", sess, inp=req)
+        self.assertIn("\nReused, ", out)
+        wait_for(lambda: "\nNew, " in self.s_client("-tls1_3", "-ign_eof", "-sess_in", sess, inp=req)[1], 10,
+                 "the ticket's key to rotate out", every=0.5)
+
     def test_check_refuses_bad_certificates(self):
         """`switchyard check` names the path and OpenSSL's reason for an expired
         certificate, a key that is not the certificate's, a missing file, a file
