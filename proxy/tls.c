@@ -526,8 +526,16 @@ int sy_tls_client_parse(sy_conf_t *c, yaml_node_t *node, SSL_CTX **out, char **s
                 rc = SY_EINVAL;
             else if (SSL_CTX_load_verify_locations(ctx, ca, NULL) != 1)
                 rc = sy_conf_error(c, node, "tls ca '%s': %s", ca, ssl_reason());
-        } else if (verify && SSL_CTX_set_default_verify_paths(ctx) != 1) {
-            rc = sy_conf_error(c, node, "tls: the system trust store cannot be loaded: %s", ssl_reason());
+        } else if (verify) {
+            /* The bundle file, loaded now: OpenSSL's default paths also add the
+             * hashed directory, which it reads lazily, during a verification,
+             * on a worker loop. */
+            const char *bundle = getenv(X509_get_default_cert_file_env());
+            if (bundle == NULL || *bundle == '\0')
+                bundle = X509_get_default_cert_file();
+            if (SSL_CTX_load_verify_file(ctx, bundle) != 1)
+                rc = sy_conf_error(c, node, "tls: the system trust store '%s' cannot be loaded: %s", bundle,
+                                   ssl_reason());
         }
     }
     if (rc == 0 && asprintf(id, "tls verify=%d ca=%s sni=%s", verify, ca ? ca : "-", *sni ? *sni : "-") < 0) {
