@@ -339,12 +339,6 @@ static int parse_pools(sy_conf_t *c, yaml_node_t *node, sy_config_t *cfg)
             rc = sy_conf_error(c, v, "pool '%s' needs 'endpoints' (or 'colors')", name);
         if (tls != NULL && rc == 0 && apply_pool_tls(c, tls, p) != 0)
             rc = SY_EINVAL;
-        bool any_tls = false;
-        for (size_t e = 0; e < p->nendpoints; e++)
-            any_tls |= p->endpoints[e].tls != NULL;
-        if (any_tls && p->health.path != NULL && rc == 0)
-            rc = sy_conf_error(c, v, "pool '%s': health.path probes do not speak TLS yet; leave out the path "
-                                     "(a TCP connect is the probe) for a TLS pool", name);
         if (p->colored && !p->has_health && rc == 0)
             rc = sy_conf_error(c, v, "pool '%s' has colours: give it health checks (health: {path: ...}) so that a "
                                      "swap can check the target colour first", name);

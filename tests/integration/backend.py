@@ -150,9 +150,6 @@ async def websocket(reader, writer, headers):
         await writer.drain()
 
 
-SNI_SEEN = []  # server names TLS clients sent (the last one is reported as X-TLS-SNI)
-
-
 async def handle(reader, writer):
     STATS["connections"] += 1
     STATS["open"] += 1
@@ -211,7 +208,7 @@ async def handle(reader, writer):
                 head += "Date: %s\r\n" % q["date"]
             tls = writer.get_extra_info("ssl_object")
             if tls is not None:
-                head += "X-TLS-Reused: %d\r\nX-TLS-SNI: %s\r\n" % (tls.session_reused, SNI_SEEN[-1] if SNI_SEEN else "-")
+                head += "X-TLS-Reused: %d\r\nX-TLS-SNI: %s\r\n" % (tls.session_reused, getattr(tls, "sy_sni", "-"))
             close = (hget(headers, "connection") or "").lower() == "close" or version == "HTTP/1.0"
             if close:
                 head += "Connection: close\r\n"
@@ -275,8 +272,7 @@ async def main():
         tls.set_alpn_protocols(["http/1.1"])
 
         def sni(sslobj, name, ctx):
-            del SNI_SEEN[:-16]
-            SNI_SEEN.append(name or "-")
+            sslobj.sy_sni = name or "-"  # this connection's server name
         tls.sni_callback = sni
     server = await asyncio.start_server(handle, args.host, args.port, limit=1 << 20, backlog=1024, ssl=tls)
     loop = asyncio.get_running_loop()

@@ -355,10 +355,14 @@ class Tls(GatewayTest):
                 "admin: {address: 127.0.0.1:%d}\n"
                 "limits: {upstream_keepalive: 0}\n"
                 "pools:\n"
-                "  tls: {endpoints: [127.0.0.1:%d], tls: {ca: %s, sni: backend.test}}\n"
+                "  tls: {endpoints: [127.0.0.1:%d], tls: {ca: %s, sni: backend.test},\n"
+                "        health: {path: /health, interval: 200ms, rise: 1, fall: 1}}\n"
+                "  probed: {endpoints: [127.0.0.1:%d], tls: {ca: %s},\n"
+                "           health: {path: /health, interval: 200ms, rise: 1, fall: 1}}\n"
                 "  viaurl: {endpoints: ['https://localhost:%d'], tls: {ca: %s}}\n"
                 "  wrongca: {endpoints: [127.0.0.1:%d], tls: {ca: %s}}\n"
-                "routes:\n" % (self.port, admin, tls_port, self.ca[0], tls_port, self.ca[0], tls_port, other_ca[0]))
+                "routes:\n" % (self.port, admin, tls_port, self.ca[0], tls_port, other_ca[0], tls_port, self.ca[0], tls_port,
+                               other_ca[0]))
         text += route % ("url", "/url", "viaurl", "viaurl") + route % ("wrong", "/wrong", "wrongca", "wrongca")
         text += route % ("nav", "/", "tls", "tls")
         self.env.allowed.append(r"pool wrongca is down")
@@ -385,6 +389,14 @@ class Tls(GatewayTest):
                  "the wrong-CA endpoint ejected")
         with open(gw.log_path) as f:
             self.assertIn("TLS handshake failed: unable to get local issuer certificate", f.read())
+        # Health probes speak TLS: the pool probed with the wrong CA is down
+        # without any request, the one probed with the right CA is up.
+        metric = 'switchyard_endpoint_up{pool="%s",endpoint="127.0.0.1:%d"} %d'
+        wait_for(lambda: metric % ("probed", tls_port, 0) in curl("http://127.0.0.1:%d/metrics" % admin)[2].decode(),
+                 10, "the endpoint probed with the wrong CA down")
+        self.assertIn(metric % ("tls", tls_port, 1), curl("http://127.0.0.1:%d/metrics" % admin)[2].decode())
+        with open(gw.log_path) as f:
+            self.assertIn("(pool probed) is down: TLS handshake failed", f.read())
 
 
 if __name__ == "__main__":

@@ -154,12 +154,6 @@ static void test_tls_settings(void **state)
                      &errs));
     assert_true(has_error(&errs, "tls ca '/nonexistent/ca.pem': No such file or directory"));
     sy_conf_close(&errs);
-    assert_null(load("listen: [{address: 127.0.0.1:1}]\n"
-                     "pools: {a: {endpoints: ['https://127.0.0.1:1'], health: {path: /h}}}\n"
-                     "routes: [{name: r, legacy: a}]\n",
-                     &errs));
-    assert_true(has_error(&errs, "health.path probes do not speak TLS yet"));
-    sy_conf_close(&errs);
     /* Verification off: no trust store needed; SNI and the checked name from the pool. */
     sy_config_t *cfg = load("listen: [{address: 127.0.0.1:1}]\n"
                             "pools: {a: {endpoints: [127.0.0.1:1, 'https://localhost:2'], "
