@@ -117,9 +117,17 @@ static bool idle_step(sy_conn_t *c)
     return progress;
 }
 
+/* The config of a connection between exchanges: the worker's current one.
+ * c->cfg, cached when the last exchange ended, may be gone: a reload replaced
+ * the worker's snapshot since, and no reference of this connection kept it. */
+static const sy_config_t *between_cfg(const sy_conn_t *c)
+{
+    return c->snap != NULL ? c->snap->config : c->w->snap->config;
+}
+
 static void idle_deadline(const sy_conn_t *c, sy_deadline_t *d)
 {
-    const sy_timeouts_t *t = &c->cfg->timeouts;
+    const sy_timeouts_t *t = &between_cfg(c)->timeouts;
     if (c->tls != NULL && !c->tls_ready) /* a half-open handshake holds a slot: bounded */
         sy_deadline_consider(d, c->t_idle + t->tls_handshake / 1e3, DL_CLIENT_IDLE);
     sy_deadline_consider(d, c->t_idle + t->client_idle / 1e3, DL_CLIENT_IDLE);
@@ -141,7 +149,7 @@ static bool linger_step(sy_conn_t *c)
 
 static void linger_deadline(const sy_conn_t *c, sy_deadline_t *d)
 {
-    sy_deadline_consider(d, c->t_closing + c->cfg->timeouts.body_idle / 1e3, DL_CLOSING);
+    sy_deadline_consider(d, c->t_closing + between_cfg(c)->timeouts.body_idle / 1e3, DL_CLOSING);
 }
 
 static const sy_conn_phase_ops_t idle_ops = {

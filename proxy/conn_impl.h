@@ -86,7 +86,8 @@ typedef struct sy_conn {
 
     /* the exchange */
     sy_snapshot_t *snap;
-    const sy_config_t *cfg;  /* snap->config, or the worker's for an idle connection */
+    const sy_config_t *cfg;  /* snap->config during an exchange; between exchanges a cache of the worker's that a
+                              * reload may free: conn.c reads the worker's own then (between_cfg) */
     sy_decision_t dec;
     sy_upconn_t *up;
     int up_events;

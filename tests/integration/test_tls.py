@@ -16,6 +16,7 @@ import socket
 import ssl
 import subprocess
 import threading
+import time
 
 from harness import BIN, SLOW, GatewayTest, base_config, curl, free_port, main, wait_for
 
@@ -228,7 +229,9 @@ class Tls(GatewayTest):
         files are replaced and SIGHUP reloads: no failed request, a connection
         made before keeps working, new handshakes get the new certificate."""
         cert = self.make_cert("gw", "before.test", ["DNS:gw.test"])
-        gw = self.gateway(self.tls_config(cert).replace("%(log)s", "off"))
+        # client_header 1s: the timers of connections idle across the reload fire
+        # soon after it (they once read the replaced, freed config).
+        gw = self.gateway(self.tls_config(cert, extra_top="timeouts: {client_header: 1s}").replace("%(log)s", "off"))
         self.assertEqual(self.subject(), "before.test")
         old = self.https()
         old.request("GET", "/x")
@@ -260,6 +263,8 @@ class Tls(GatewayTest):
             new = self.make_cert("new", "after.test", ["DNS:gw.test"])
             for src, dst in zip(new, cert):
                 os.replace(src, dst)
+            old.request("GET", "/x")  # its deadline timer is armed 1 s from now, under the old config
+            self.assertEqual(old.getresponse().read()[:10], b"hello from")
             gw.send_signal(signal.SIGHUP)
             wait_for(lambda: self.subject() == "after.test", 30, "the new certificate after SIGHUP")
             n = done[0]
@@ -275,6 +280,7 @@ class Tls(GatewayTest):
         self.assertNotIn("Non-2xx", out)
         total = re.search(r"(\d+) requests in", out)
         self.assertTrue(total and int(total.group(1)) > 0, out)
+        time.sleep(1.5)  # not a readiness wait: the idle connection's 1 s deadline passes
         old.request("GET", "/x")
         self.assertEqual(old.getresponse().read()[:10], b"hello from")
         self.assertIn("before.test", str(old.sock.getpeercert(binary_form=False) or self.old_subject(old)))
