@@ -7,7 +7,7 @@ PKGS=(
   build-essential cmake pkg-config git
   libev-dev node-llhttp libyaml-dev libxxhash-dev libcmocka-dev
   libnghttp2-dev libssl-dev libhiredis-dev libjansson-dev libpq-dev
-  curl python3 procps redis-server redis-tools openssl
+  curl python3 python3-cryptography procps redis-server redis-tools openssl ca-certificates
   clang libclang-rt-14-dev valgrind prometheus wrk iproute2
   postgresql-15 postgresql-client-15
   chromium chromium-driver python3-selenium tmux

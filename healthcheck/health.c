@@ -7,6 +7,7 @@
 
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 /* The answer is read whole (its body discarded) before the probe closes: closing
  * with bytes unread would reset the connection under the backend. Bounds: */
@@ -86,7 +87,7 @@ static void probe_done(sy_h1client_t *c, void *ud, const char *err)
         finish(p, false, "probe timed out");
     } else if (err == NULL && r->status == 0) {
         finish(p, true, NULL); /* connected, and only that was asked */
-    } else if (err == sy_h1client_err_refused || err == sy_h1client_err_connect) {
+    } else if (err == sy_h1client_err_refused || err == sy_h1client_err_connect || err == sy_h1client_err_tls) {
         finish(p, false, err);
     } else if (r->status == 0) {
         snprintf(why, sizeof(why), "no HTTP status in the answer: %s", err);
@@ -111,13 +112,15 @@ static void timer_cb(struct ev_loop *loop, ev_timer *t, int revents)
     }
     double timeout = p->pool->has_health ? (double)p->pool->health.timeout / 1e3 : 1.0;
     int rc;
+    /* A TLS endpoint is probed over TLS: a handshake that fails is a failed probe. */
+    sy_h1client_set_tls(p->client, p->ep->tls, p->ep->tls_sni, p->ep->tls_host);
     if (!p->pool->has_health || p->pool->health.path == NULL) {
         rc = sy_h1client_connect(p->client, &p->ep->addr, timeout, probe_done, p);
     } else {
         sy_h1client_request_t req = {
             .method = "GET",
             .target = p->pool->health.path,
-            .host = p->ep->name,
+            .host = strncmp(p->ep->name, "https://", 8) == 0 ? p->ep->name + 8 : p->ep->name,
             .headers = "User-Agent: switchyard-health\r\n",
         };
         rc = sy_h1client_start(p->client, &p->ep->addr, &req, timeout, probe_done, p);

@@ -1,7 +1,9 @@
 #include "proxy/config.h"
 
 #include "proxy/log.h"
+#include "proxy/tls.h"
 
+#include <arpa/inet.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -20,6 +22,8 @@ static const sy_conf_field_t timeout_fields[] = {
     /* while draining, how long an idle keep-alive connection stays open for a
      * request the client may have sent already */
     {"drain_idle", SY_CT_DURATION, offsetof(sy_timeouts_t, drain_idle), "1s", 0, 600000},
+    /* a TLS client must finish its handshake within this */
+    {"tls_handshake", SY_CT_DURATION, offsetof(sy_timeouts_t, tls_handshake), "10s", 1, 600000},
 };
 
 static const sy_conf_field_t limit_fields[] = {
@@ -55,8 +59,13 @@ static void free_pools(sy_pool_t *pools, size_t n)
 {
     for (size_t i = 0; i < n; i++) {
         free(pools[i].health.path);
-        for (size_t j = 0; j < pools[i].nendpoints; j++)
+        for (size_t j = 0; j < pools[i].nendpoints; j++) {
             free(pools[i].endpoints[j].name);
+            free(pools[i].endpoints[j].tls_sni);
+            free(pools[i].endpoints[j].tls_host);
+            free(pools[i].endpoints[j].tls_id);
+            sy_tls_ctx_release(pools[i].endpoints[j].tls);
+        }
         free(pools[i].endpoints);
         free(pools[i].name);
     }
@@ -68,8 +77,10 @@ static void config_free(sy_config_t *cfg)
     for (size_t i = 0; i < cfg->next; i++)
         if (cfg->ext[i] != NULL && cfg->ext_sections[i]->destroy != NULL)
             cfg->ext_sections[i]->destroy(cfg->ext[i]);
-    for (size_t i = 0; i < cfg->nlisten; i++)
+    for (size_t i = 0; i < cfg->nlisten; i++) {
         free(cfg->listen[i].address);
+        sy_tls_ctx_release(cfg->listen[i].tls);
+    }
     free(cfg->listen);
     free_pools(cfg->pools, cfg->npools);
     free(cfg->access_log);
@@ -145,10 +156,12 @@ static int parse_listen(sy_conf_t *c, yaml_node_t *node, sy_config_t *cfg)
                 if (sy_conf_bool(c, v, &l->http2) != 0)
                     rc = SY_EINVAL;
             } else if (sy_conf_key_is(k, "tls")) {
-                rc = sy_conf_error(c, k, "'tls' is not available in this version yet (it arrives with "
-                                         "the TLS and HTTP/2 feature); remove it or use a plain listener");
+                if (l->tls != NULL)
+                    rc = sy_conf_error(c, k, "key 'tls' is repeated");
+                else if (sy_tls_server_parse(c, v, &l->tls) != 0)
+                    rc = SY_EINVAL;
             } else {
-                rc = sy_conf_error(c, k, "unknown key '%s' in a listener (known: address, http2)",
+                rc = sy_conf_error(c, k, "unknown key '%s' in a listener (known: address, http2, tls)",
                                    sy_conf_scalar(k) ? sy_conf_scalar(k) : "?");
             }
         }
@@ -156,6 +169,64 @@ static int parse_listen(sy_conf_t *c, yaml_node_t *node, sy_config_t *cfg)
             rc = sy_conf_error(c, item, "a listener needs an 'address'");
     }
     return rc;
+}
+
+/* One endpoint: "host:port", or "https://host:port" (TLS, verified against the
+ * system trust store unless the pool's tls: says otherwise). */
+static int parse_endpoint(sy_conf_t *c, yaml_node_t *node, sy_endpoint_t *e)
+{
+    const char *text = sy_conf_scalar(node);
+    if (text == NULL || strncmp(text, "https://", 8) != 0)
+        return parse_address(c, node, &e->name, &e->addr);
+    if (sy_conf_string(c, node, &e->name) != 0)
+        return SY_EINVAL;
+    const char *why = NULL;
+    if (sy_addr_parse(e->name + 8, &e->addr, &why) != 0)
+        return sy_conf_error(c, node, "bad address '%s': %s", e->name, why);
+    const char *host = e->name + 8;
+    e->tls_host = host[0] == '[' ? strndup(host + 1, strcspn(host + 1, "]")) : strndup(host, strcspn(host, ":"));
+    if (e->tls_host == NULL)
+        return sy_conf_error(c, node, "out of memory");
+    unsigned char ip[16];
+    if (inet_pton(AF_INET, e->tls_host, ip) != 1 && host[0] != '[' &&
+        (e->tls_sni = strdup(e->tls_host)) == NULL)
+        return sy_conf_error(c, node, "out of memory");
+    char *dummy_sni = NULL;
+    int rc = sy_tls_client_parse(c, NULL, &e->tls, &dummy_sni, &e->tls_id);
+    free(dummy_sni);
+    return rc;
+}
+
+/* A pool's tls: applies to its endpoints (an https:// one keeps its own host for SNI). */
+static int apply_pool_tls(sy_conf_t *c, yaml_node_t *node, sy_pool_t *pool)
+{
+    for (size_t i = 0; i < pool->nendpoints; i++) {
+        sy_endpoint_t *e = &pool->endpoints[i];
+        char *sni = NULL;
+        sy_tls_ctx_release(e->tls);
+        e->tls = NULL;
+        free(e->tls_id);
+        e->tls_id = NULL;
+        if (sy_tls_client_parse(c, node, &e->tls, &sni, &e->tls_id) != 0)
+            return SY_EINVAL;
+        if (e->tls_host == NULL) {
+            char ip[64];
+            sy_addr_format_ip((const struct sockaddr *)&e->addr.ss, ip, sizeof(ip));
+            e->tls_host = strdup(ip);
+        }
+        if (sni != NULL) {
+            free(e->tls_host);
+            e->tls_host = strdup(sni);
+        } else if (e->tls_sni != NULL) {
+            sni = e->tls_sni;
+            e->tls_sni = NULL;
+        }
+        free(e->tls_sni);
+        e->tls_sni = sni;
+        if (e->tls_host == NULL)
+            return sy_conf_error(c, node, "out of memory");
+    }
+    return 0;
 }
 
 static int parse_endpoints(sy_conf_t *c, yaml_node_t *node, sy_pool_t *pool)
@@ -172,7 +243,7 @@ static int parse_endpoints(sy_conf_t *c, yaml_node_t *node, sy_pool_t *pool)
     for (size_t i = 0; i < n; i++) {
         yaml_node_t *item = sy_conf_node(c, node->data.sequence.items.start[i]);
         sy_endpoint_t *e = &pool->endpoints[pool->nendpoints++];
-        if (parse_address(c, item, &e->name, &e->addr) != 0)
+        if (parse_endpoint(c, item, e) != 0)
             rc = SY_EINVAL;
     }
     return rc;
@@ -209,7 +280,7 @@ static int parse_colors(sy_conf_t *c, yaml_node_t *node, sy_pool_t *pool)
         pool->color_first[i] = pool->nendpoints;
         for (yaml_node_item_t *it = lists[i]->data.sequence.items.start; it < lists[i]->data.sequence.items.top; it++) {
             sy_endpoint_t *e = &pool->endpoints[pool->nendpoints++];
-            if (parse_address(c, sy_conf_node(c, *it), &e->name, &e->addr) != 0)
+            if (parse_endpoint(c, sy_conf_node(c, *it), e) != 0)
                 rc = SY_EINVAL;
         }
         pool->color_count[i] = pool->nendpoints - pool->color_first[i];
@@ -244,9 +315,11 @@ static int parse_pools(sy_conf_t *c, yaml_node_t *node, sy_config_t *cfg)
             rc = SY_EINVAL;
             continue;
         }
-        yaml_node_t *pk, *pv;
+        yaml_node_t *pk, *pv, *tls = NULL;
         for (size_t pit = 0; sy_conf_map_next(c, v, &pit, &pk, &pv);) {
-            if (sy_conf_key_is(pk, "endpoints")) {
+            if (sy_conf_key_is(pk, "tls")) {
+                tls = pv;
+            } else if (sy_conf_key_is(pk, "endpoints")) {
                 if (p->colored)
                     rc = sy_conf_error(c, pk, "a pool has either 'endpoints' or 'colors'");
                 else if (p->endpoints != NULL)
@@ -273,12 +346,14 @@ static int parse_pools(sy_conf_t *c, yaml_node_t *node, sy_config_t *cfg)
                 else if (p->health.path != NULL && p->health.path[0] != '/')
                     rc = sy_conf_error(c, pv, "health.path must start with '/'");
             } else {
-                rc = sy_conf_error(c, pk, "unknown key '%s' in pool '%s' (known: endpoints)",
+                rc = sy_conf_error(c, pk, "unknown key '%s' in pool '%s' (known: endpoints, colors, active, health, tls)",
                                    sy_conf_scalar(pk) ? sy_conf_scalar(pk) : "?", name);
             }
         }
         if (p->endpoints == NULL && rc == 0)
             rc = sy_conf_error(c, v, "pool '%s' needs 'endpoints' (or 'colors')", name);
+        if (tls != NULL && rc == 0 && apply_pool_tls(c, tls, p) != 0)
+            rc = SY_EINVAL;
         if (p->colored && !p->has_health && rc == 0)
             rc = sy_conf_error(c, v, "pool '%s' has colours: give it health checks (health: {path: ...}) so that a "
                                      "swap can check the target colour first", name);
@@ -369,6 +444,25 @@ static uint64_t print_key(sy_conf_t *c, yaml_node_t *root, const char *key)
     return 0;
 }
 
+/* The listeners' print covers their addresses and whether they speak TLS:
+ * their tls settings and certificates are reloaded live (new connections get
+ * the new context), turning TLS on or off needs a restart. */
+static uint64_t print_listen(sy_conf_t *c, yaml_node_t *root)
+{
+    yaml_node_t *v = sy_conf_map_get(c, root, "listen");
+    if (v == NULL || v->type != YAML_SEQUENCE_NODE)
+        return print_key(c, root, "listen");
+    uint64_t h = 0xcbf29ce484222325ULL;
+    for (yaml_node_item_t *it = v->data.sequence.items.start; it < v->data.sequence.items.top; it++) {
+        yaml_node_t *item = sy_conf_node(c, *it);
+        yaml_node_t *addr = item != NULL && item->type == YAML_MAPPING_NODE ? sy_conf_map_get(c, item, "address") : item;
+        h = print_node(c, addr, h, 1);
+        bool tls = item != NULL && item->type == YAML_MAPPING_NODE && sy_conf_map_get(c, item, "tls") != NULL;
+        h = (h ^ (tls ? 0x7f : 0x3f)) * 0x100000001b3ULL;
+    }
+    return h | 1;
+}
+
 size_t sy_config_restart_keys(const sy_config_t *old, const sy_config_t *cfg, const char **keys, size_t cap)
 {
     size_t n = 0;
@@ -426,7 +520,8 @@ static int parse_proxy_sections(sy_conf_t *c, yaml_node_t *root, sy_config_t *cf
 {
     int rc = 0;
     for (size_t i = 0; i < SY_ARRAY_LEN(proxy_sections); i++) {
-        cfg->_print[i] = print_key(c, root, proxy_sections[i].key);
+        cfg->_print[i] = strcmp(proxy_sections[i].key, "listen") == 0 ? print_listen(c, root)
+                                                                       : print_key(c, root, proxy_sections[i].key);
         yaml_node_t *v = sy_conf_map_get(c, root, proxy_sections[i].key);
         if (v != NULL && proxy_sections[i].parse(c, v, cfg) != 0)
             rc = SY_EINVAL;

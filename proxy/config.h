@@ -19,10 +19,16 @@
 
 #define SY_CONF_EXT_MAX 8
 
+struct ssl_ctx_st;
+
 typedef struct sy_endpoint {
     char *name;           /* as written, e.g. "127.0.0.1:7001"; also the pool key */
     sy_addr_t addr;
     size_t index;         /* 0.. over all pools in order: its row in the state table (proxy/epstate.h) */
+    struct ssl_ctx_st *tls; /* NULL: plain TCP; else a reference (proxy/tls.h) */
+    char *tls_sni;        /* the server name sent (NULL: none, for an IP address) */
+    char *tls_host;       /* the name or IP the certificate is checked against */
+    char *tls_id;         /* the TLS settings as text (upstream pools key on name and this) */
 } sy_endpoint_t;
 
 /* Active health checks of a pool's endpoints (run by healthcheck/). */
@@ -49,11 +55,12 @@ typedef struct sy_listen {
     char *address;
     sy_addr_t addr;
     bool http2;           /* h2c with prior knowledge next to HTTP/1.1 (proxy/h2.c) */
+    struct ssl_ctx_st *tls; /* NULL: plain; else the server context (a reference, proxy/tls.h) */
 } sy_listen_t;
 
 typedef struct sy_timeouts {   /* milliseconds */
     uint64_t client_header, client_idle, connect, upstream_header, body_idle, tunnel_idle,
-        drain, upstream_idle, drain_idle;
+        drain, upstream_idle, drain_idle, tls_handshake;
 } sy_timeouts_t;
 
 typedef struct sy_limits {

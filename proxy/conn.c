@@ -9,6 +9,11 @@
  * re-framed on the way (chunked is re-chunked, lengths pass through), which is
  * what lets the parsers validate every byte that is forwarded.
  *
+ * TLS sits under the same calls: a connection (or upstream connection) with
+ * an SSL object reads and writes through proxy/tls.h instead of read/send, a
+ * branch on the pointer, so the codecs above see plaintext bytes either way
+ * and a plain connection pays one test per call.
+ *
  * I/O results are folded into a few flags (eof, blocked), then conn_pump()
  * runs the step of the connection's phase until nothing moves, and re-arms
  * watchers and the one timer from the phase's handlers. Closing is deferred:
@@ -20,6 +25,7 @@
 #include "proxy/h2.h"
 #include "proxy/log.h"
 #include "proxy/net.h"
+#include "proxy/tls.h"
 
 #include <errno.h>
 #include <stdlib.h>
@@ -96,6 +102,10 @@ static int events_none(const sy_conn_t *c)
 /* Idle: a first byte starts an exchange; the last response may still be going out. */
 static bool idle_step(sy_conn_t *c)
 {
+    if (c->alpn_h2) { /* TLS with ALPN h2: the preface is the codec's to check */
+        sy_h2_start(c);
+        return true;
+    }
     if (c->http2_ok && c->in.len > 0 && c->out.len == 0) {
         /* h2c with prior knowledge: the client preface instead of a request. */
         size_t n = c->in.len < SY_H2_PREFACE_LEN ? c->in.len : SY_H2_PREFACE_LEN;
@@ -125,9 +135,19 @@ static bool idle_step(sy_conn_t *c)
     return progress;
 }
 
+/* The config of a connection between exchanges: the worker's current one.
+ * c->cfg, cached when the last exchange ended, may be gone: a reload replaced
+ * the worker's snapshot since, and no reference of this connection kept it. */
+static const sy_config_t *between_cfg(const sy_conn_t *c)
+{
+    return c->snap != NULL ? c->snap->config : c->w->snap->config;
+}
+
 static void idle_deadline(const sy_conn_t *c, sy_deadline_t *d)
 {
-    const sy_timeouts_t *t = &c->cfg->timeouts;
+    const sy_timeouts_t *t = &between_cfg(c)->timeouts;
+    if (c->tls != NULL && !c->tls_ready) /* a half-open handshake holds a slot: bounded */
+        sy_deadline_consider(d, c->t_idle + t->tls_handshake / 1e3, DL_CLIENT_IDLE);
     sy_deadline_consider(d, c->t_idle + t->client_idle / 1e3, DL_CLIENT_IDLE);
     if (c->w->draining)
         sy_deadline_consider(d, (c->t_idle > c->w->drain_t0 ? c->t_idle : c->w->drain_t0) + t->drain_idle / 1e3,
@@ -147,7 +167,7 @@ static bool linger_step(sy_conn_t *c)
 
 static void linger_deadline(const sy_conn_t *c, sy_deadline_t *d)
 {
-    sy_deadline_consider(d, c->t_closing + c->cfg->timeouts.body_idle / 1e3, DL_CLOSING);
+    sy_deadline_consider(d, c->t_closing + between_cfg(c)->timeouts.body_idle / 1e3, DL_CLOSING);
 }
 
 static const sy_conn_phase_ops_t idle_ops = {
@@ -213,7 +233,11 @@ static void upstream_read(sy_conn_t *c)
     size_t room = sy_buf_room(b);
     if (room == 0)
         return;
-    ssize_t n = read(c->up->fd, sy_buf_tail(b), room);
+    sy_tls_io_t io;
+    ssize_t n = c->up->tls == NULL ? read(c->up->fd, sy_buf_tail(b), room)
+                                   : sy_tls_read(c->up->tls, sy_buf_tail(b), room, &io);
+    if (n < 0 && errno == EAGAIN && c->up->tls != NULL && io.wants == EV_WRITE)
+        c->up->tls_wants = EV_WRITE;
     if (n > 0) {
         b->len += (uint32_t)n;
         c->t_up_act = sy_conn_now(c);
@@ -222,24 +246,45 @@ static void upstream_read(sy_conn_t *c)
     }
 }
 
-/* The upstream finished connecting (or failed to): false if c is done with it. */
-static bool upstream_connected(sy_conn_t *c)
+/* The upstream finished connecting (TCP, then the TLS handshake if any):
+ * 1, still on its way: 0, failed (c is done with it): -1. A failed handshake
+ * is a failed connect for health, trips and fallbacks. */
+static int upstream_connected(sy_conn_t *c)
 {
-    int err = 0;
-    socklen_t len = sizeof(err);
-    if (getsockopt(c->up->fd, SOL_SOCKET, SO_ERROR, &err, &len) != 0)
-        err = errno;
-    if (err != 0) {
-        sy_exchange_upstream_failed(c, SY_XERR_CONNECT,
-                                    err == ECONNREFUSED ? "upstream refused the connection"
-                                                        : "upstream connect failed");
-        return false;
+    sy_upconn_t *up = c->up;
+    if (!up->tls_started) {
+        int err = 0;
+        socklen_t len = sizeof(err);
+        if (getsockopt(up->fd, SOL_SOCKET, SO_ERROR, &err, &len) != 0)
+            err = errno;
+        if (err != 0) {
+            sy_exchange_upstream_failed(c, SY_XERR_CONNECT,
+                                        err == ECONNREFUSED ? "upstream refused the connection"
+                                                            : "upstream connect failed");
+            return -1;
+        }
+        up->tls_started = up->tls != NULL;
+    }
+    if (up->tls != NULL) {
+        sy_tls_io_t io;
+        int r = sy_tls_handshake(up->tls, &io);
+        if (r == 0) {
+            up->tls_wants = io.wants;
+            return 0;
+        }
+        up->tls_wants = 0;
+        if (r < 0) {
+            sy_info("upstream %s: TLS handshake failed: %s", c->dec.endpoint != NULL ? c->dec.endpoint->name : "?",
+                    io.why);
+            sy_exchange_upstream_failed(c, SY_XERR_CONNECT, "upstream TLS handshake failed");
+            return -1;
+        }
     }
     c->up->connected = true;
     c->up_blocked = false;
     if (c->snap != NULL) /* ends this worker's run of failed connects to it */
         sy_epstate_connect_result(c->snap->eps, c->w->id, c->dec.endpoint->index, 1);
-    return true;
+    return 1;
 }
 
 void sy_conn_upstream_io_cb(struct ev_loop *loop, ev_io *io, int revents)
@@ -248,21 +293,49 @@ void sy_conn_upstream_io_cb(struct ev_loop *loop, ev_io *io, int revents)
     (void)loop;
     if (c->up == NULL || c->phase == PH_CLOSED)
         return;
+    bool tls_retry = false;
     if (!c->up->connected) {
-        if (!upstream_connected(c)) {
+        if (upstream_connected(c) <= 0) {
             conn_pump(c);
             return;
         }
-    } else if (revents & EV_WRITE) {
-        c->up_blocked = false;
+    } else {
+        tls_retry = (revents & c->up->tls_wants) != 0;
+        if ((revents & EV_WRITE) || tls_retry)
+            c->up_blocked = false;
+        if (tls_retry)
+            c->up->tls_wants = 0;
     }
-    if (revents & EV_READ)
+    if ((revents & EV_READ) || tls_retry)
         upstream_read(c);
     conn_pump(c);
 }
 
+/* The one place a TLS connection learns its protocol: when ALPN chose h2 the
+ * idle step hands the connection to the HTTP/2 codec (c->alpn_h2). */
+static void tls_established(sy_conn_t *c)
+{
+    c->tls_ready = true;
+    c->alpn_h2 = sy_tls_alpn_h2(c->tls);
+}
+
+/* Advances the client's TLS handshake: true once it is done. */
+static bool client_handshake(sy_conn_t *c)
+{
+    sy_tls_io_t io;
+    int r = sy_tls_handshake(c->tls, &io);
+    c->tls_wants = r == 0 ? io.wants : 0;
+    if (r < 0)
+        sy_conn_close(c, io.why != NULL ? io.why : "TLS handshake failed");
+    else if (r > 0)
+        tls_established(c);
+    return r > 0 && c->phase != PH_CLOSED;
+}
+
 static void client_read(sy_conn_t *c)
 {
+    if (c->tls != NULL && !c->tls_ready && !client_handshake(c))
+        return;
     sy_buf_t *b = phase_ops[c->phase]->client_dst(c);
     if (sy_conn_take(c, b) != 0) {
         sy_conn_close(c, "out of memory");
@@ -273,7 +346,10 @@ static void client_read(sy_conn_t *c)
     size_t room = sy_buf_room(b);
     if (room == 0)
         return;
-    ssize_t n = read(c->fd, sy_buf_tail(b), room);
+    sy_tls_io_t io;
+    ssize_t n = c->tls == NULL ? read(c->fd, sy_buf_tail(b), room) : sy_tls_read(c->tls, sy_buf_tail(b), room, &io);
+    if (n < 0 && errno == EAGAIN && c->tls != NULL && io.wants == EV_WRITE)
+        c->tls_wants = EV_WRITE;
     if (n > 0) {
         b->len += (uint32_t)n;
         c->t_client_act = sy_conn_now(c);
@@ -292,21 +368,30 @@ static void client_io_cb(struct ev_loop *loop, ev_io *io, int revents)
     (void)loop;
     if (c->phase == PH_CLOSED)
         return;
-    if (revents & EV_WRITE)
+    /* A TLS call stalled on the other direction is retried (both ways). */
+    bool tls_retry = (revents & c->tls_wants) != 0;
+    if ((revents & EV_WRITE) || tls_retry)
         c->out_blocked = false;
-    if (revents & EV_READ)
+    if (tls_retry)
+        c->tls_wants = 0;
+    if ((revents & EV_READ) || tls_retry)
         client_read(c);
     conn_pump(c);
 }
 
 /* --- writing ---------------------------------------------------------------- */
 
-/* Writes b to fd. Returns bytes written, 0 when blocked, -1 on a fatal error. */
-static ssize_t flush(int fd, sy_buf_t *b, bool *blocked)
+/* Writes b to fd (through tls when not NULL; a write that waits for a read
+ * sets *tls_wants). Returns bytes written, 0 when blocked, -1 on a fatal error. */
+static ssize_t flush(int fd, struct ssl_st *tls, int *tls_wants, sy_buf_t *b, bool *blocked)
 {
     ssize_t total = 0;
     while (b->len > 0) {
-        ssize_t n = send(fd, sy_buf_data(b), b->len, MSG_NOSIGNAL);
+        sy_tls_io_t io;
+        ssize_t n = tls == NULL ? send(fd, sy_buf_data(b), b->len, MSG_NOSIGNAL)
+                                : sy_tls_write(tls, sy_buf_data(b), b->len, &io);
+        if (n < 0 && errno == EAGAIN && tls != NULL && io.wants == EV_READ)
+            *tls_wants = EV_READ;
         if (n > 0) {
             sy_buf_consume(b, (size_t)n);
             total += n;
@@ -327,7 +412,7 @@ int sy_conn_flush_upstream(sy_conn_t *c)
 {
     if (c->up == NULL || !c->up->connected || c->up_out.len == 0 || c->up_blocked)
         return 0;
-    ssize_t n = flush(c->up->fd, &c->up_out, &c->up_blocked);
+    ssize_t n = flush(c->up->fd, c->up->tls, &c->up->tls_wants, &c->up_out, &c->up_blocked);
     if (n < 0)
         return -1;
     if (n == 0)
@@ -343,7 +428,7 @@ int sy_conn_flush_client(sy_conn_t *c)
         return c->h2s != NULL ? sy_h2_child_flush(c) : 0;
     if (c->out.len == 0 || c->out_blocked)
         return 0;
-    ssize_t n = flush(c->fd, &c->out, &c->out_blocked);
+    ssize_t n = flush(c->fd, c->tls, &c->tls_wants, &c->out, &c->out_blocked);
     if (n < 0) {
         c->xerr = c->xerr ? c->xerr : SY_XERR_CLIENT;
         sy_conn_close(c, "client went away");
@@ -363,21 +448,23 @@ static void update_watchers(sy_conn_t *c)
     if (c->phase == PH_CLOSED)
         return;
     int ev = phase_ops[c->phase]->client_events(c);
-    if (c->out.len > 0 && c->out_blocked)
+    if (c->out.len > 0 && c->out_blocked && c->tls_wants != EV_READ)
         ev |= EV_WRITE;
+    ev |= c->tls_wants;
     if (c->fd >= 0) /* an HTTP/2 stream's child has no socket of its own */
         sy_conn_set_events(c->w->loop, &c->io, &c->io_events, ev);
 
     if (c->up != NULL) {
         int uev = 0;
         if (!c->up->connected) {
-            uev = EV_WRITE;
+            uev = c->up->tls_started ? c->up->tls_wants : EV_WRITE;
         } else {
             sy_buf_t *dst = phase_ops[c->phase]->upstream_dst(c);
             if (!c->up_eof && (c->phase == PH_TUNNEL || !sy_resp_done(c)) && (dst->base == NULL || dst->len < dst->cap))
                 uev |= EV_READ;
-            if (c->up_out.len > 0 && c->up_blocked)
+            if (c->up_out.len > 0 && c->up_blocked && c->up->tls_wants != EV_READ)
                 uev |= EV_WRITE;
+            uev |= c->up->tls_wants;
         }
         sy_conn_set_events(c->w->loop, &c->up->io, &c->up_events, uev);
     }
@@ -498,6 +585,29 @@ void sy_conn_pump(sy_conn_t *c)
     conn_pump(c);
 }
 
+/* Bytes OpenSSL decrypted but nobody took yet raise no event: read them while
+ * the phase wants them. Returns whether anything arrived. */
+static bool tls_take_pending(sy_conn_t *c)
+{
+    bool moved = false;
+    if (c->tls != NULL && c->tls_ready && sy_tls_pending(c->tls) &&
+        (phase_ops[c->phase]->client_events(c) & EV_READ)) {
+        sy_buf_t *b = phase_ops[c->phase]->client_dst(c);
+        uint32_t before = b->len;
+        client_read(c);
+        moved = c->phase != PH_CLOSED && b->len != before;
+    }
+    if (c->phase != PH_CLOSED && c->up != NULL && c->up->tls != NULL && c->up->connected &&
+        sy_tls_pending(c->up->tls) && !c->up_eof && (c->phase == PH_TUNNEL || !sy_resp_done(c))) {
+        sy_buf_t *b = phase_ops[c->phase]->upstream_dst(c);
+        uint32_t before = b->len;
+        upstream_read(c);
+        moved |= b->len != before;
+    }
+    return moved;
+}
+
+
 /* Runs the phase's step until nothing moves (bounded), then gives back empty
  * buffers and re-arms watchers and the timer for the phase it ended in. */
 static void conn_pump_run(sy_conn_t *c)
@@ -506,8 +616,10 @@ static void conn_pump_run(sy_conn_t *c)
         bool progress = phase_ops[c->phase]->step(c);
         if (c->phase == PH_CLOSED)
             return;
-        if (!progress)
+        if (!progress && !tls_take_pending(c))
             break;
+        if (c->phase == PH_CLOSED)
+            return;
     }
     if (c->phase == PH_CLOSED)
         return;
@@ -537,6 +649,8 @@ void sy_conn_close(sy_conn_t *c, const char *reason)
         sy_h2_child_closed(c);
     sy_conn_set_events(c->w->loop, &c->io, &c->io_events, 0);
     ev_timer_stop(c->w->loop, &c->timer);
+    sy_tls_free(c->tls);
+    c->tls = NULL;
     if (c->fd >= 0)
         close(c->fd);
     c->fd = -1;
@@ -590,10 +704,29 @@ sy_conn_t *sy_conn_child_new(sy_conn_t *parent)
     return c;
 }
 
-void sy_conn_accept(sy_worker_t *w, int fd, const struct sockaddr *peer, socklen_t len, bool http2)
+/* The TLS context for a connection on l: the current config's (a SIGHUP may
+ * have brought new certificates), or the boot config's if the listeners were
+ * changed by a reload that waits for a restart. */
+static struct ssl_ctx_st *listener_tls(const sy_worker_t *w, const sy_listener_t *l)
+{
+    if (l->tls == NULL)
+        return NULL;
+    const sy_config_t *cfg = w->snap->config;
+    if (l->index < cfg->nlisten && cfg->listen[l->index].tls != NULL)
+        return cfg->listen[l->index].tls;
+    return l->tls;
+}
+
+void sy_conn_accept(sy_worker_t *w, const sy_listener_t *l, int fd, const struct sockaddr *peer, socklen_t len)
 {
     sy_conn_t *c = calloc(1, sizeof(*c));
     if (c == NULL) {
+        close(fd);
+        return;
+    }
+    struct ssl_ctx_st *ctx = listener_tls(w, l);
+    if (ctx != NULL && (c->tls = sy_tls_accept(ctx, fd)) == NULL) {
+        free(c);
         close(fd);
         return;
     }
@@ -606,7 +739,7 @@ void sy_conn_accept(sy_worker_t *w, int fd, const struct sockaddr *peer, socklen
     sy_addr_format_ip(peer, c->peer_ip, sizeof(c->peer_ip));
     sy_net_nodelay(fd);
     c->cfg = w->snap->config;
-    c->http2_ok = http2;
+    c->http2_ok = l->http2;
     sy_conn_enter(c, PH_IDLE);
     ev_io_init(&c->io, client_io_cb, fd, EV_READ);
     c->io.data = c;

@@ -12,9 +12,11 @@
 #include <stdbool.h>
 #include <sys/socket.h>
 
-/* Takes ownership of fd (an accepted, non-blocking socket). http2: the
- * listener takes h2c with prior knowledge too (proxy/h2.h). */
-void sy_conn_accept(sy_worker_t *w, int fd, const struct sockaddr *peer, socklen_t len, bool http2);
+/* Takes ownership of fd (an accepted, non-blocking socket) that arrived on
+ * listener l (a TLS listener: the handshake runs first, with the context of
+ * the worker's current config for that listener; l->http2: h2c with prior
+ * knowledge next to HTTP/1.1, proxy/h2.h). */
+void sy_conn_accept(sy_worker_t *w, const sy_listener_t *l, int fd, const struct sockaddr *peer, socklen_t len);
 /* Drain (w->draining and w->drain_t0 set): every response from now on says
  * Connection: close and its connection closes after it; an idle connection is
  * closed after timeouts.drain_idle unless a request arrives first. */

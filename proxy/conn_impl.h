@@ -19,6 +19,8 @@
 #include <stdbool.h>
 #include <sys/socket.h>
 
+struct ssl_st;
+
 typedef enum conn_phase {
     PH_IDLE,     /* keep-alive, between requests */
     PH_EXCHANGE, /* a request/response exchange is in progress */
@@ -76,13 +78,18 @@ typedef struct sy_conn {
     resp_phase_t rs;
     char peer_ip[48];
     struct sockaddr_storage peer;
+    struct ssl_st *tls;      /* NULL: plain TCP (proxy/tls.h; owned, freed at close) */
+    int tls_wants;           /* a stalled TLS call waits for this event (0: none) */
+    bool tls_ready;          /* the TLS handshake is done */
+    bool alpn_h2;            /* ALPN chose h2 (see tls_established in conn.c) */
 
     sy_buf_t in, out, up_out, up_in, req_arena, resp_arena;
     sy_h1_t req, resp;
 
     /* the exchange */
     sy_snapshot_t *snap;
-    const sy_config_t *cfg;  /* snap->config, or the worker's for an idle connection */
+    const sy_config_t *cfg;  /* snap->config during an exchange; between exchanges a cache of the worker's that a
+                              * reload may free: conn.c reads the worker's own then (between_cfg) */
     sy_decision_t dec;
     sy_upconn_t *up;
     int up_events;
@@ -197,6 +204,12 @@ void sy_conn_pump(sy_conn_t *c);
 /* A child connection for one HTTP/2 stream of parent (idle, no fd; not counted
  * as a connection of the worker). NULL when out of memory. */
 sy_conn_t *sy_conn_child_new(sy_conn_t *parent);
+
+/* Whether the client reached us over TLS (an HTTP/2 stream's child: its parent did). */
+static inline bool sy_conn_is_tls(const sy_conn_t *c)
+{
+    return c->tls != NULL || (c->h2_parent != NULL && c->h2_parent->tls != NULL);
+}
 
 /* h2.c (see h2.h): the HTTP/2 phase. */
 extern const sy_conn_phase_ops_t sy_h2_ops;

@@ -194,7 +194,7 @@ static int serialize_request(sy_conn_t *c)
 {
     sy_fwd_request_t f = {
         .client_ip = c->peer_ip,
-        .proto = "http",
+        .proto = sy_conn_is_tls(c) ? "https" : "http",
         .request_id = c->request_id,
         .strip_header = c->dec.strip_header,
         .websocket = c->want_tunnel,

@@ -1,4 +1,5 @@
 #include "proxy/h1client.h"
+#include "proxy/tls.h"
 
 #include <assert.h>
 #include <errno.h>
@@ -16,6 +17,7 @@ const char sy_h1client_err_connect[] = "connect failed";
 const char sy_h1client_err_io[] = "the connection failed";
 const char sy_h1client_err_no_answer[] = "the peer closed the connection without an answer";
 const char sy_h1client_err_closed_early[] = "the peer closed the connection mid-answer";
+const char sy_h1client_err_tls[] = "TLS handshake failed";
 const char sy_h1client_err_head_too_large[] = "response head too large";
 const char sy_h1client_err_body_too_large[] = "response body too large";
 const char sy_h1client_err_nomem[] = "out of memory";
@@ -214,7 +216,7 @@ static const char *connect_error(int err)
 
 /* --- the exchange on a loop ------------------------------------------------------ */
 
-typedef enum { ST_IDLE, ST_CONNECTING, ST_WRITING, ST_READING } state_t;
+typedef enum { ST_IDLE, ST_CONNECTING, ST_HANDSHAKE, ST_WRITING, ST_READING } state_t;
 
 struct sy_h1client {
     struct ev_loop *loop;
@@ -226,6 +228,9 @@ struct sy_h1client {
     const char *pending; /* a failure of the start, told from the loop */
     bool connect_only;
     bool borrowed;       /* fd is the caller's (sy_h1client_start_on): never closed here */
+    struct ssl_ctx_st *tls_ctx; /* borrowed (sy_h1client_set_tls); NULL: plain */
+    const char *tls_sni, *tls_host;
+    struct ssl_st *ssl;  /* owned while an exchange runs over TLS */
     char *out;           /* the request */
     size_t out_len, out_off;
     sy_h1client_cb cb;
@@ -258,6 +263,8 @@ static void stop(sy_h1client_t *c)
 {
     ev_io_stop(c->loop, &c->io);
     ev_timer_stop(c->loop, &c->timer);
+    sy_tls_free(c->ssl);
+    c->ssl = NULL;
     if (c->fd >= 0 && !c->borrowed)
         close(c->fd);
     c->fd = -1;
@@ -353,6 +360,13 @@ int sy_h1client_connect(sy_h1client_t *c, const sy_addr_t *addr, double timeout,
     return begin(c, addr, timeout, cb, ud);
 }
 
+void sy_h1client_set_tls(sy_h1client_t *c, struct ssl_ctx_st *ctx, const char *sni, const char *host)
+{
+    c->tls_ctx = ctx;
+    c->tls_sni = sni;
+    c->tls_host = host;
+}
+
 void sy_h1client_cancel(sy_h1client_t *c)
 {
     if (c == NULL)
@@ -393,7 +407,9 @@ static void timer_cb(struct ev_loop *loop, ev_timer *t, int revents)
 static void write_request(sy_h1client_t *c)
 {
     while (c->out_off < c->out_len) {
-        ssize_t w = send(c->fd, c->out + c->out_off, c->out_len - c->out_off, MSG_NOSIGNAL);
+        sy_tls_io_t io;
+        ssize_t w = c->ssl == NULL ? send(c->fd, c->out + c->out_off, c->out_len - c->out_off, MSG_NOSIGNAL)
+                                   : sy_tls_write(c->ssl, c->out + c->out_off, c->out_len - c->out_off, &io);
         if (w < 0 && errno == EINTR)
             continue;
         if (w < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
@@ -417,7 +433,8 @@ static void read_response(sy_h1client_t *c)
 {
     char chunk[8192];
     for (;;) {
-        ssize_t r = recv(c->fd, chunk, sizeof(chunk), 0);
+        sy_tls_io_t io;
+        ssize_t r = c->ssl == NULL ? recv(c->fd, chunk, sizeof(chunk), 0) : sy_tls_read(c->ssl, chunk, sizeof(chunk), &io);
         if (r < 0 && errno == EINTR)
             continue;
         if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
@@ -448,11 +465,41 @@ static void io_cb(struct ev_loop *loop, ev_io *w, int revents)
             finish(c, connect_error(err));
             return;
         }
+        if (c->tls_ctx != NULL) {
+            c->ssl = sy_tls_connect(c->tls_ctx, c->fd, c->tls_sni, c->tls_host, NULL, NULL);
+            if (c->ssl == NULL) {
+                finish(c, sy_h1client_err_nomem);
+                return;
+            }
+            c->state = ST_HANDSHAKE;
+        } else if (c->connect_only) {
+            finish(c, NULL);
+            return;
+        } else {
+            c->state = ST_WRITING;
+        }
+    }
+    if (c->state == ST_HANDSHAKE) {
+        sy_tls_io_t io;
+        int r = sy_tls_handshake(c->ssl, &io);
+        if (r < 0) {
+            finish(c, sy_h1client_err_tls);
+            return;
+        }
+        if (r == 0) {
+            ev_io_stop(c->loop, &c->io);
+            ev_io_modify(&c->io, io.wants);
+            ev_io_start(c->loop, &c->io);
+            return;
+        }
         if (c->connect_only) {
             finish(c, NULL);
             return;
         }
         c->state = ST_WRITING;
+        ev_io_stop(c->loop, &c->io);
+        ev_io_modify(&c->io, EV_WRITE);
+        ev_io_start(c->loop, &c->io);
     }
     if (c->state == ST_WRITING)
         write_request(c);

@@ -33,6 +33,7 @@ extern const char sy_h1client_err_closed_early[];   /* the peer closed mid-respo
 extern const char sy_h1client_err_head_too_large[]; /* over max_head or max_headers */
 extern const char sy_h1client_err_body_too_large[]; /* over max_body: status and head are set */
 extern const char sy_h1client_err_nomem[];          /* "out of memory" */
+extern const char sy_h1client_err_tls[];            /* "TLS handshake failed" */
 
 typedef struct sy_h1client_limits {
     size_t max_head;    /* bytes of the response head (status line and headers) */
@@ -98,6 +99,13 @@ typedef struct sy_h1client sy_h1client_t;
  * sy_h1client_start/_connect. Inside it the client may be started again,
  * cancelled or destroyed: the client touches nothing after the callback. */
 typedef void (*sy_h1client_cb)(sy_h1client_t *c, void *ud, const char *err);
+
+/* The next exchanges (until set again) speak TLS with ctx (proxy/tls.h; NULL:
+ * plain), sending sni (may be NULL) and checking the certificate against host
+ * when ctx verifies. A connect-only exchange then succeeds once the handshake
+ * does. The pointers are borrowed: they must outlive the exchanges. */
+struct ssl_ctx_st;
+void sy_h1client_set_tls(sy_h1client_t *c, struct ssl_ctx_st *ctx, const char *sni, const char *host);
 
 /* A client for one exchange at a time on `loop` (control thread). lim is
  * copied. Returns NULL when out of memory. */

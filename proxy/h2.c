@@ -909,7 +909,7 @@ static bool h2_step(sy_conn_t *c)
     if (idle_out && h2->stop_reading) {
         /* GOAWAY is out: say so with FIN and read (and drop) until the client
          * closes, so that a reset does not destroy the GOAWAY on its way. */
-        if (!h2->shut && c->fd >= 0)
+        if (!h2->shut && c->fd >= 0 && c->tls == NULL) /* over TLS the close follows instead */
             shutdown(c->fd, SHUT_WR);
         h2->shut = true;
         sy_h2_close_streams(c);

@@ -579,6 +579,15 @@ static bool start_call(sy_shadow_t *s, call_t *call, const sy_endpoint_t *ep, sy
                                 .body = s->req_len > 0 || s->method[0] == 'P' ? (s->req_body ? s->req_body : "") : NULL,
                                 .body_len = s->req_len};
     call->t0 = ev_now(s->e->loop);
+    if (ep->tls != NULL) {
+        /* A TLS endpoint: the client's own connection with its own handshake (a
+         * pooled connection's TLS state belongs to the pool's exchanges). */
+        sy_h1client_set_tls(call->client, ep->tls, ep->tls_sni, ep->tls_host);
+        if (sy_h1client_start(call->client, &ep->addr, &rq, s->conf->timeout_ms / 1e3, cb, s) != 0)
+            return false;
+        call->started = true;
+        return true;
+    }
     if (sy_upstream_acquire(s->e->ups, ep, &call->uc) != 0) {
         call->uc = NULL;
         return false;

@@ -2,6 +2,7 @@
 
 #include "proxy/log.h"
 #include "proxy/net.h"
+#include "proxy/tls.h"
 
 #include <errno.h>
 #include <stdlib.h>
@@ -11,10 +12,12 @@
 
 struct sy_uppool {
     char *key;                  /* endpoint name (address as written) */
+    char *tls_id;               /* its TLS settings (NULL: plain): part of the key */
     sy_addr_t addr;
     const sy_endpoint_t *last_ep; /* fast path: the endpoint object last seen */
     sy_list_t idle;
     size_t nidle;
+    struct ssl_session_st *session; /* the last TLS session the endpoint gave (resumption) */
 };
 
 struct sy_upstreams {
@@ -46,6 +49,8 @@ static void upconn_close(sy_upstreams_t *u, sy_upconn_t *uc)
         sy_list_remove(&uc->node);
         uc->pool->nidle--;
     }
+    sy_tls_free(uc->tls);
+    uc->tls = NULL;
     close(uc->fd);
     uc->fd = -1;
     u->open--;
@@ -67,7 +72,9 @@ void sy_upstreams_destroy(sy_upstreams_t *u)
         return;
     sy_upstreams_close_idle(u);
     for (size_t i = 0; i < u->npools; i++) {
+        sy_tls_session_free(u->pools[i]->session);
         free(u->pools[i]->key);
+        free(u->pools[i]->tls_id);
         free(u->pools[i]);
     }
     free(u->pools);
@@ -80,7 +87,9 @@ static sy_uppool_t *pool_for(sy_upstreams_t *u, const sy_endpoint_t *ep)
         if (u->pools[i]->last_ep == ep)
             return u->pools[i];
     for (size_t i = 0; i < u->npools; i++)
-        if (strcmp(u->pools[i]->key, ep->name) == 0) {
+        if (strcmp(u->pools[i]->key, ep->name) == 0 &&
+            (ep->tls_id == NULL ? u->pools[i]->tls_id == NULL
+                                : u->pools[i]->tls_id != NULL && strcmp(u->pools[i]->tls_id, ep->tls_id) == 0)) {
             u->pools[i]->last_ep = ep;
             return u->pools[i];
         }
@@ -93,7 +102,10 @@ static sy_uppool_t *pool_for(sy_upstreams_t *u, const sy_endpoint_t *ep)
         u->cap = ncap;
     }
     sy_uppool_t *p = calloc(1, sizeof(*p));
-    if (p == NULL || (p->key = strdup(ep->name)) == NULL) {
+    if (p == NULL || (p->key = strdup(ep->name)) == NULL ||
+        (ep->tls_id != NULL && (p->tls_id = strdup(ep->tls_id)) == NULL)) {
+        if (p != NULL)
+            free(p->key);
         free(p);
         return NULL;
     }
@@ -150,6 +162,16 @@ int sy_upstream_acquire(sy_upstreams_t *u, const sy_endpoint_t *ep, sy_upconn_t 
     uc->pool = p;
     uc->_ups = u;
     uc->fd = fd;
+    if (ep->tls != NULL) {
+        /* The handshake starts once TCP is up; sessions the endpoint hands
+         * out land in the pool, for the next connection to resume. */
+        uc->tls = sy_tls_connect(ep->tls, fd, ep->tls_sni, ep->tls_host, p->session, &p->session);
+        if (uc->tls == NULL) {
+            close(fd);
+            free(uc);
+            return -ENOMEM;
+        }
+    }
     ev_io_init(&uc->io, idle_io_cb, fd, EV_WRITE);
     ev_init(&uc->idle_timer, idle_expired_cb);
     uc->idle_timer.data = uc;

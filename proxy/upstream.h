@@ -5,7 +5,9 @@
  * fd and its io watcher, whose callback it sets) until it hands it back with
  * sy_upstream_release(): kept idle (up to limits.upstream_keepalive per endpoint,
  * closed after timeouts.upstream_idle or when the backend closes it) or closed.
- * Pools are keyed by endpoint address so they survive a config reload. Worker
+ * Pools are keyed by endpoint address (and TLS settings) so they survive a
+ * config reload; a TLS pool keeps the last session its endpoint gave, which
+ * the next connection offers for resumption. Worker
  * thread only. */
 #ifndef SY_UPSTREAM_H
 #define SY_UPSTREAM_H
@@ -17,6 +19,8 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+struct ssl_st;
+
 typedef struct sy_uppool sy_uppool_t;
 typedef struct sy_upstreams sy_upstreams_t;
 
@@ -27,7 +31,10 @@ typedef struct sy_upconn {
     int fd;
     ev_io io;                /* owned; its callback belongs to the holder while acquired */
     ev_timer idle_timer;
-    bool connected;          /* connect finished (reused ones always are) */
+    bool connected;          /* connect (and TLS handshake) finished (reused ones always are) */
+    struct ssl_st *tls;      /* NULL: plain TCP; else owned, freed when the connection closes */
+    int tls_wants;           /* a stalled TLS call waits for this event (0: none) */
+    bool tls_started;        /* TCP is up and the TLS handshake began */
     bool reused;             /* came from the idle list */
     uint32_t served;         /* exchanges completed on this connection */
 } sy_upconn_t;

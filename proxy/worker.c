@@ -7,6 +7,7 @@
 #include "proxy/conn.h"
 #include "proxy/log.h"
 #include "proxy/shadow.h"
+#include "proxy/tls.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -118,7 +119,7 @@ static void accept_cb(struct ev_loop *loop, ev_io *io, int revents)
                 accept_out_of_fds(w, errno);
             return;
         }
-        sy_conn_accept(w, fd, (struct sockaddr *)&ss, len, l->http2);
+        sy_conn_accept(w, l, fd, (struct sockaddr *)&ss, len);
     }
 }
 
@@ -137,7 +138,7 @@ static void close_listeners(sy_worker_t *w)
             int fd = accept4(l->fd, (struct sockaddr *)&ss, &len, SOCK_NONBLOCK | SOCK_CLOEXEC);
             if (fd < 0)
                 break;
-            sy_conn_accept(w, fd, (struct sockaddr *)&ss, len, l->http2);
+            sy_conn_accept(w, l, fd, (struct sockaddr *)&ss, len);
         }
         close(l->fd);
         l->fd = -1;
@@ -265,6 +266,8 @@ static int open_listeners(sy_worker_t *w, const sy_worker_env_t *env, const sy_c
         l->fd = fd;
         l->http2 = cfg->listen[i].http2;
         l->w = w;
+        l->index = i;
+        l->tls = sy_tls_ctx_ref(cfg->listen[i].tls);
         ev_io_init(&l->io, accept_cb, fd, EV_READ);
         l->io.data = l;
     }
@@ -325,9 +328,11 @@ int sy_worker_init(sy_worker_t *w, int id, const sy_worker_env_t *env, const sy_
 void sy_worker_destroy(sy_worker_t *w)
 {
     if (w->listeners != NULL)
-        for (size_t i = 0; i < w->nlisteners; i++)
+        for (size_t i = 0; i < w->nlisteners; i++) {
             if (w->listeners[i].fd >= 0)
                 close(w->listeners[i].fd);
+            sy_tls_ctx_release(w->listeners[i].tls);
+        }
     free(w->listeners);
     sy_shadow_engine_destroy(w->shadow);
     sy_upstreams_destroy(w->ups);

@@ -19,11 +19,14 @@
 #include <stdbool.h>
 
 struct sy_config;
+struct ssl_ctx_st;
 
 typedef struct sy_listener {
     ev_io io;
     int fd;
     bool http2;      /* h2c with prior knowledge next to HTTP/1.1 */
+    size_t index;                 /* its entry in cfg->listen */
+    struct ssl_ctx_st *tls;       /* the boot config's TLS context (a reference), NULL: plain */
     struct sy_worker *w;
 } sy_listener_t;
 

@@ -234,6 +234,9 @@ async def handle(reader, writer):
             head += "Transfer-Encoding: chunked\r\n" if chunked else "Content-Length: %d\r\n" % size
             if q.get("date"):
                 head += "Date: %s\r\n" % q["date"]
+            tls = writer.get_extra_info("ssl_object")
+            if tls is not None:
+                head += "X-TLS-Reused: %d\r\nX-TLS-SNI: %s\r\n" % (tls.session_reused, getattr(tls, "sy_sni", "-"))
             close = (hget(headers, "connection") or "").lower() == "close" or version == "HTTP/1.0"
             if close:
                 head += "Connection: close\r\n"
@@ -280,6 +283,8 @@ async def main():
     ap.add_argument("--hang", action="store_true", help="never answer")
     ap.add_argument("--json-diff", default=None, help="FIELD:PCT: /json differs on FIELD for PCT %% of users")
     ap.add_argument("--json-random", action="append", default=[], help="/json adds FIELD with a random value")
+    ap.add_argument("--tls-cert", default=None, help="serve TLS with this certificate (PEM)")
+    ap.add_argument("--tls-key", default=None, help="the certificate's key (PEM)")
     args = ap.parse_args()
     NAME = args.name
     global JSON_DIFF
@@ -294,7 +299,17 @@ async def main():
     if args.hang:
         DEFAULTS["hang"] = "1"
     STARTUP.update(DEFAULTS)
-    server = await asyncio.start_server(handle, args.host, args.port, limit=1 << 20, backlog=1024)
+    tls = None
+    if args.tls_cert:
+        import ssl
+        tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        tls.load_cert_chain(args.tls_cert, args.tls_key)
+        tls.set_alpn_protocols(["http/1.1"])
+
+        def sni(sslobj, name, ctx):
+            sslobj.sy_sni = name or "-"  # this connection's server name
+        tls.sni_callback = sni
+    server = await asyncio.start_server(handle, args.host, args.port, limit=1 << 20, backlog=1024, ssl=tls)
     loop = asyncio.get_running_loop()
     stop = loop.create_future()
     for s in (signal.SIGTERM, signal.SIGINT):

@@ -122,12 +122,53 @@ static void test_future_sections_refused(void **state)
     assert_null(load("listen: [{address: 127.0.0.1:1, tls: {cert: a}}]\npools: {a: {endpoints: [127.0.0.1:1]}}\n"
                      "routes: [{name: r, legacy: a}]\n",
                      &errs));
-    assert_true(has_error(&errs, "'tls' is not available"));
+    assert_true(has_error(&errs, "tls needs 'cert' and 'key'"));
     sy_conf_close(&errs);
     assert_null(load("listen: [{address: 127.0.0.1:1}]\npools: {a: {endpoints: [127.0.0.1:1]}}\n"
                      "routes: [{name: r, legacy: a, user_key: [{jwt: sub}]}]\n",
                      &errs));
     assert_true(has_error(&errs, "give it a key"));
+    sy_conf_close(&errs);
+}
+
+/* TLS settings are checked where they are written (the files themselves are
+ * covered by the integration test, which makes real certificates). */
+static void test_tls_settings(void **state)
+{
+    (void)state;
+    sy_conf_t errs;
+    assert_null(load("listen: [{address: 127.0.0.1:1, tls: {cert: /nonexistent/c.pem, key: /nonexistent/k.pem}}]\n"
+                     "pools: {a: {endpoints: [127.0.0.1:1]}}\nroutes: [{name: r, legacy: a}]\n",
+                     &errs));
+    assert_true(has_error(&errs, "t.yaml:1:38: tls cert '/nonexistent/c.pem': No such file or directory"));
+    sy_conf_close(&errs);
+    assert_null(load("listen: [{address: 127.0.0.1:1, tls: {cert: a, key: b, alpn: [spdy], ciphers: x}}]\n"
+                     "pools: {a: {endpoints: [127.0.0.1:1]}}\nroutes: [{name: r, legacy: a}]\n",
+                     &errs));
+    assert_true(has_error(&errs, "alpn protocols are h2 and http/1.1"));
+    assert_true(has_error(&errs, "unknown key 'ciphers' in tls"));
+    sy_conf_close(&errs);
+    assert_null(load("listen: [{address: 127.0.0.1:1}]\n"
+                     "pools: {a: {endpoints: [127.0.0.1:1], tls: {ca: /nonexistent/ca.pem}}}\n"
+                     "routes: [{name: r, legacy: a}]\n",
+                     &errs));
+    assert_true(has_error(&errs, "tls ca '/nonexistent/ca.pem': No such file or directory"));
+    sy_conf_close(&errs);
+    /* Verification off: no trust store needed; SNI and the checked name from the pool. */
+    sy_config_t *cfg = load("listen: [{address: 127.0.0.1:1}]\n"
+                            "pools: {a: {endpoints: [127.0.0.1:1, 'https://localhost:2'], "
+                            "tls: {verify: false, sni: api.test}}, b: {endpoints: ['https://localhost:3']}}\n"
+                            "routes: [{name: r, legacy: a}]\n",
+                            &errs);
+    assert_non_null(cfg);
+    const sy_pool_t *a = sy_config_pool(cfg, "a"), *b = sy_config_pool(cfg, "b");
+    assert_non_null(a->endpoints[0].tls);
+    assert_string_equal(a->endpoints[0].tls_sni, "api.test");
+    assert_string_equal(a->endpoints[1].tls_host, "api.test");
+    assert_string_equal(b->endpoints[0].tls_sni, "localhost");
+    assert_string_equal(b->endpoints[0].tls_host, "localhost");
+    assert_string_not_equal(a->endpoints[0].tls_id, b->endpoints[0].tls_id);
+    sy_config_release(cfg);
     sy_conf_close(&errs);
 }
 
@@ -186,6 +227,7 @@ int main(void)
         cmocka_unit_test(test_positions),
         cmocka_unit_test(test_unknown_and_repeated),
         cmocka_unit_test(test_future_sections_refused),
+        cmocka_unit_test(test_tls_settings),
         cmocka_unit_test(test_yaml_syntax),
         cmocka_unit_test(test_restart_keys),
     };
