@@ -41,6 +41,7 @@ typedef struct app {
     sy_trip_marks_t marks;    /* the router reads the monitor's marks; both outlive the workers */
     sy_router_t router;
     sy_route_state_t last_state[SY_MONITOR_MAX_ROUTES];
+    int last_percent[SY_MONITOR_MAX_ROUTES];  /* percent_bp last published, per route */
 } app_t;
 
 /* The flag store hands over new flags: build the routing state and publish a
@@ -56,7 +57,10 @@ static void publish_flags(void *ud, const sy_config_t *cfg, const sy_route_flags
         bool is_up = flags[i].state == SY_STATE_RAMPING || flags[i].state == SY_STATE_PROMOTED;
         if (was_down && is_up && app->monitor != NULL)
             sy_monitor_reset_route(app->monitor, rs->routes[i].name);
+        else if (app->last_percent[i] != flags[i].percent_bp && app->monitor != NULL)
+            sy_monitor_restart_evidence(app->monitor, rs->routes[i].name); /* a new step: evidence afresh */
         app->last_state[i] = flags[i].state;
+        app->last_percent[i] = flags[i].percent_bp;
     }
     sy_routing_t *rt = sy_routing_with_flags(cfg, flags, pools);
     sy_snapshot_t *snap = rt ? sy_snapshot_create((sy_config_t *)cfg, rt, sy_routing_free) : NULL;
@@ -85,7 +89,8 @@ static bool create_parts(app_t *app, sy_config_t *cfg)
         sy_snapshot_release(snap);
         return false;
     }
-    sy_monitor_hooks_t hooks = {.trip = sy_trip_monitor_fire, .warn = sy_trip_monitor_warn, .ud = app->trip,
+    sy_monitor_hooks_t hooks = {.trip = sy_trip_monitor_fire, .warn = sy_trip_monitor_warn,
+                                .critical = sy_trip_monitor_critical, .ud = app->trip,
                                 .window = sy_feed_window, .window_ud = &app->sink,
                                 .window_ms = sy_audit_window_ms(app->audit), .endpoints = app->endpoints};
     app->monitor = sy_monitor_create(app->loop, cfg, (size_t)cfg->workers, &hooks);

@@ -49,11 +49,14 @@ static json_t *window_json(const sy_monitor_t *m, const char *route)
         const sy_route_view_t *v = sy_monitor_route(m, i);
         if (strcmp(v->route, route) != 0)
             continue;
-        return json_pack("{s:f, s:s, s:s?, s:s, s:o, s:o, s:I, s:I}", "seconds", v->window_s, "verdict",
-                         sy_level_name(v->verdict.level), "rule", v->verdict.rule, "detail", v->verdict.detail,
-                         "legacy", sy_trip_side_json(&v->window[0], v->window_s), "new",
-                         sy_trip_side_json(&v->window[1], v->window_s),
-                         "trips", (json_int_t)v->trips, "warnings", (json_int_t)v->warnings);
+        json_t *w = json_pack("{s:f, s:s, s:s?, s:s, s:o, s:o, s:I, s:I, s:I}", "seconds", v->window_s, "verdict",
+                              sy_level_name(v->verdict.level), "rule", v->verdict.rule, "detail", v->verdict.detail,
+                              "legacy", sy_trip_side_json(&v->window[0], v->window_s), "new",
+                              sy_trip_side_json(&v->window[1], v->window_s), "trips", (json_int_t)v->trips,
+                              "warnings", (json_int_t)v->warnings, "criticals", (json_int_t)v->criticals);
+        if (w != NULL && v->evidence != NULL)
+            json_object_set_new(w, "evidence", sy_trip_evidence_json(v->evidence));
+        return w;
     }
     return json_null();
 }

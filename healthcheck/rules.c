@@ -39,6 +39,10 @@ static void defaults(sy_trip_conf_t *c)
     c->warn_error_rate = 0.02;
     c->warn_latency_ms = 7000;
     c->warn_latency_q = 0.99;
+    c->critical_error_rate = 0.05;
+    c->critical_latency_ms = 10000;
+    c->critical_latency_q = 0.99;
+    c->sequential = true;
 }
 
 static int parse_fraction(sy_conf_t *c, yaml_node_t *v, double min, double max, double *out)
@@ -52,7 +56,7 @@ static int parse_fraction(sy_conf_t *c, yaml_node_t *v, double min, double max, 
     return 0;
 }
 
-/* {p99: 10000}: a percentile and a number. */
+/* {p99: 10000}: a percentile (or the mean) and a number. */
 static int parse_pct_map(sy_conf_t *c, yaml_node_t *v, double min, double max, double *q, double *val)
 {
     yaml_node_t *k, *x;
@@ -67,8 +71,10 @@ static int parse_pct_map(sy_conf_t *c, yaml_node_t *v, double min, double max, d
         *q = 0.95;
     else if (p && strcmp(p, "p99") == 0)
         *q = 0.99;
+    else if (p && strcmp(p, "mean") == 0)
+        *q = 0;
     else
-        return sy_conf_error(c, k, "percentile must be p50, p95 or p99");
+        return sy_conf_error(c, k, "percentile must be p50, p95, p99 or mean");
     return parse_fraction(c, x, min, max, val);
 }
 
@@ -102,6 +108,12 @@ static int parse_trip(sy_conf_t *c, yaml_node_t *v, sy_trip_conf_t *t)
             r = parse_fraction(c, x, 0, 1, &t->warn_error_rate);
         else if (strcmp(key, "warn_latency_ms") == 0)
             r = parse_pct_map(c, x, 1, 600000, &t->warn_latency_q, &t->warn_latency_ms);
+        else if (strcmp(key, "critical_error_rate") == 0)
+            r = parse_fraction(c, x, 0, 1, &t->critical_error_rate);
+        else if (strcmp(key, "critical_latency_ms") == 0)
+            r = parse_pct_map(c, x, 1, 600000, &t->critical_latency_q, &t->critical_latency_ms);
+        else if (strcmp(key, "sequential") == 0)
+            r = sy_conf_bool(c, x, &t->sequential);
         else if (strcmp(key, "consecutive_errors") == 0)
             r = sy_conf_int(c, x, 0, 1000000, &t->consecutive_errors);
         else if (strcmp(key, "latency") == 0) {
@@ -227,8 +239,8 @@ uint64_t sy_rules_quantile_min(double q)
 
 const char *sy_level_name(sy_level_t l)
 {
-    static const char *const names[] = {"ok", "insufficient", "warn", "trip"};
-    return (unsigned)l < 4 ? names[l] : "?";
+    static const char *const names[] = {"ok", "insufficient", "warn", "critical", "trip"};
+    return (unsigned)l < 5 ? names[l] : "?";
 }
 
 static void set(sy_verdict_t *out, sy_level_t level, const char *rule, const char *fmt, ...)
@@ -246,28 +258,92 @@ static void set(sy_verdict_t *out, sy_level_t level, const char *rule, const cha
     va_end(ap);
 }
 
-/* New's quantile over legacy's, judged with a test rather than one p99 against
- * another: with legacy's quantile times the ratio as the limit, count how many
+double sy_rules_stat_us(const sy_hist_t *h, double q)
+{
+    if (q > 0)
+        return sy_hist_quantile_us(h, q);
+    return h->total ? (double)h->sum_us / (double)h->total : 0;
+}
+
+/* "p99" or "mean". */
+static const char *stat_name(double q, char buf[8])
+{
+    if (q <= 0)
+        return "mean";
+    snprintf(buf, 8, "p%.0f", q * 100);
+    return buf;
+}
+
+/* The share of samples a statistic at the limit leaves above it: 1-q for a
+ * quantile; for the mean, judged as "most samples over the limit" (1/2). */
+static double over_share(double q)
+{
+    return q > 0 ? 1 - q : 0.5;
+}
+
+static uint64_t over(const sy_hist_t *h, double limit_us)
+{
+    return h->total - sy_hist_count_le(h, (uint64_t)limit_us);
+}
+
+/* One tier's absolute error-rate rule on a window: crossed, and significantly. */
+static void window_rate(const sy_trip_conf_t *c, sy_verdict_t *out, sy_level_t level, const char *rule, double thr,
+                        const sy_side_t *fresh, const char *sides)
+{
+    double rate = (double)fresh->errors / (double)fresh->requests;
+    if (thr <= 0 || rate <= thr)
+        return;
+    double p = sy_rules_exceed_pvalue(fresh->errors, fresh->requests, 1 - thr);
+    if (p < 1 - c->confidence)
+        set(out, level, rule, "error rate %s > %.2f%% (p=%.4f)", sides, thr * 100, p);
+    else
+        out->would_trip_unsignificant = true;
+}
+
+/* One tier's absolute latency rule on a window: new's statistic over the limit
+ * and significantly more samples over it than the statistic allows. */
+static void window_latency(const sy_trip_conf_t *c, sy_verdict_t *out, sy_level_t level, const char *rule,
+                           double limit_ms, double q, const sy_hist_t *hn, const sy_hist_t *ho)
+{
+    if (limit_ms <= 0 || hn->total == 0)
+        return;
+    double v = sy_rules_stat_us(hn, q) / 1000.0;
+    if (v <= limit_ms)
+        return;
+    uint64_t x = over(hn, limit_ms * 1000);
+    double p = sy_rules_exceed_pvalue(x, hn->total, 1 - over_share(q));
+    char b[8];
+    if (p < 1 - c->confidence)
+        set(out, level, rule, "new %s %.1f ms > %.0f ms (%llu of %llu over, p=%.4f; legacy %.1f ms)",
+            stat_name(q, b), v, limit_ms, (unsigned long long)x, (unsigned long long)hn->total, p,
+            sy_rules_stat_us(ho, q) / 1000.0);
+    else
+        out->would_trip_unsignificant = true;
+}
+
+/* New's statistic over legacy's, judged with a test rather than one p99 against
+ * another: with legacy's statistic times the ratio as the limit, count how many
  * of new's samples exceed it; trip only when that count is significantly above
- * the share 1-q that new would have if it were within the ratio. */
+ * the share that new would have if it were within the ratio. */
 static void latency_ratio(const sy_trip_conf_t *c, const sy_hist_t *hn, const sy_hist_t *ho, sy_verdict_t *out,
                           bool *pending)
 {
-    uint64_t need = sy_rules_quantile_min(c->ratio_q);
+    uint64_t need = c->ratio_q > 0 ? sy_rules_quantile_min(c->ratio_q) : 20;
     if (hn->total < need || ho->total < need) {
         *pending = true;
         return;
     }
-    double vn = sy_hist_quantile_us(hn, c->ratio_q), vo = sy_hist_quantile_us(ho, c->ratio_q);
+    double vn = sy_rules_stat_us(hn, c->ratio_q), vo = sy_rules_stat_us(ho, c->ratio_q);
     if (vo <= 0 || vn / vo <= c->max_latency_ratio)
         return;
     uint64_t limit = (uint64_t)(vo * c->max_latency_ratio);
-    uint64_t over = hn->total - sy_hist_count_le(hn, limit);
-    double p = sy_rules_exceed_pvalue(over, hn->total, c->ratio_q);
+    uint64_t x = hn->total - sy_hist_count_le(hn, limit);
+    double p = sy_rules_exceed_pvalue(x, hn->total, 1 - over_share(c->ratio_q));
+    char b[8];
     if (p < 1 - c->confidence)
         set(out, SY_LEVEL_TRIP, "max_latency_ratio",
-            "new p%.0f %.1f ms is %.2fx legacy's %.1f ms > %.2fx (%llu of %llu over %.1f ms, p=%.4f)",
-            c->ratio_q * 100, vn / 1000, vn / vo, vo / 1000, c->max_latency_ratio, (unsigned long long)over,
+            "new %s %.1f ms is %.2fx legacy's %.1f ms > %.2fx (%llu of %llu over %.1f ms, p=%.4f)",
+            stat_name(c->ratio_q, b), vn / 1000, vn / vo, vo / 1000, c->max_latency_ratio, (unsigned long long)x,
             (unsigned long long)hn->total, (double)limit / 1000, p);
     else
         out->would_trip_unsignificant = true;
@@ -294,8 +370,7 @@ void sy_rules_evaluate(const sy_trip_conf_t *c, const sy_side_t *legacy, const s
              (unsigned long long)fresh->errors, (unsigned long long)fresh->requests, rate_old * 100,
              (unsigned long long)legacy->errors, (unsigned long long)legacy->requests);
 
-    if (c->max_error_rate > 0 && rate_new > c->max_error_rate)
-        set(out, SY_LEVEL_TRIP, "max_error_rate", "error rate %s > %.2f%%", sides, c->max_error_rate * 100);
+    window_rate(c, out, SY_LEVEL_TRIP, "max_error_rate", c->max_error_rate, fresh, sides);
     if (c->max_error_rate_delta > 0 && both && rate_new - rate_old > c->max_error_rate_delta) {
         double p = sy_rules_delta_pvalue(fresh->errors, fresh->requests, legacy->errors, legacy->requests,
                                          c->max_error_rate_delta);
@@ -305,23 +380,15 @@ void sy_rules_evaluate(const sy_trip_conf_t *c, const sy_side_t *legacy, const s
         else
             out->would_trip_unsignificant = true;
     }
-    if (c->max_latency_ms > 0) {
-        double v = sy_hist_quantile_us(hn, c->latency_q) / 1000.0;
-        if (v > c->max_latency_ms)
-            set(out, SY_LEVEL_TRIP, "max_latency_ms", "new p%.0f %.1f ms > %.0f ms (legacy %.1f ms)",
-                c->latency_q * 100, v, c->max_latency_ms, sy_hist_quantile_us(ho, c->latency_q) / 1000.0);
-    }
+    window_latency(c, out, SY_LEVEL_TRIP, "max_latency_ms", c->max_latency_ms, c->latency_q, hn, ho);
     bool ratio_pending = false;
     if (c->max_latency_ratio > 0 && both)
         latency_ratio(c, hn, ho, out, &ratio_pending);
-    if (c->warn_error_rate > 0 && rate_new > c->warn_error_rate)
-        set(out, SY_LEVEL_WARN, "warn_error_rate", "error rate %s > %.2f%%", sides, c->warn_error_rate * 100);
-    if (c->warn_latency_ms > 0) {
-        double v = sy_hist_quantile_us(hn, c->warn_latency_q) / 1000.0;
-        if (v > c->warn_latency_ms)
-            set(out, SY_LEVEL_WARN, "warn_latency_ms", "new p%.0f %.1f ms > %.0f ms", c->warn_latency_q * 100, v,
-                c->warn_latency_ms);
-    }
+    window_rate(c, out, SY_LEVEL_CRITICAL, "critical_error_rate", c->critical_error_rate, fresh, sides);
+    window_latency(c, out, SY_LEVEL_CRITICAL, "critical_latency_ms", c->critical_latency_ms, c->critical_latency_q,
+                   hn, ho);
+    window_rate(c, out, SY_LEVEL_WARN, "warn_error_rate", c->warn_error_rate, fresh, sides);
+    window_latency(c, out, SY_LEVEL_WARN, "warn_latency_ms", c->warn_latency_ms, c->warn_latency_q, hn, ho);
     if (out->level == SY_LEVEL_OK && !both && (c->max_latency_ratio > 0 || c->max_error_rate_delta > 0))
         set(out, SY_LEVEL_INSUFFICIENT, "min_requests", "legacy has %llu of %lld requests: no comparison yet",
             (unsigned long long)legacy->requests, (long long)c->min_requests);
@@ -330,4 +397,103 @@ void sy_rules_evaluate(const sy_trip_conf_t *c, const sy_side_t *legacy, const s
             "p%.0f needs %llu requests on each side (new %llu, legacy %llu): no latency comparison yet",
             c->ratio_q * 100, (unsigned long long)sy_rules_quantile_min(c->ratio_q), (unsigned long long)hn->total,
             (unsigned long long)ho->total);
+}
+
+/* --- evidence since the last change (sequential, always valid) ------------ */
+
+void sy_side_add(sy_side_t *a, const sy_side_t *b)
+{
+    a->requests += b->requests;
+    a->errors += b->errors;
+    for (int k = 0; k < SY_XERR_KINDS; k++)
+        a->by_kind[k] += b->by_kind[k];
+    sy_hist_merge(&a->total, &b->total);
+    sy_hist_merge(&a->ttfb, &b->ttfb);
+}
+
+void sy_evidence_reset(sy_evidence_t *e)
+{
+    memset(e, 0, sizeof(*e));
+}
+
+void sy_evidence_add(sy_evidence_t *e, const sy_trip_conf_t *c, const sy_side_t *legacy, const sy_side_t *fresh)
+{
+    const sy_hist_t *hn = c->use_ttfb ? &fresh->ttfb : &fresh->total;
+    const sy_hist_t *ho = c->use_ttfb ? &legacy->ttfb : &legacy->total;
+    if (legacy->requests == 0 && fresh->requests == 0)
+        return;
+    sy_seq_pairs_add(&e->errors, legacy->requests, legacy->errors, fresh->requests, fresh->errors);
+    if (e->slow_limit_us > 0)
+        sy_seq_pairs_add(&e->slow, ho->total, over(ho, e->slow_limit_us), hn->total, over(hn, e->slow_limit_us));
+    sy_side_add(&e->side[0], legacy);
+    sy_side_add(&e->side[1], fresh);
+    const sy_hist_t *eo = c->use_ttfb ? &e->side[0].ttfb : &e->side[0].total;
+    uint64_t need = c->ratio_q > 0 ? sy_rules_quantile_min(c->ratio_q) : 20;
+    if (c->max_latency_ratio > 0 && eo->total >= need)
+        e->slow_limit_us = sy_rules_stat_us(eo, c->ratio_q) * c->max_latency_ratio;
+}
+
+/* One tier's absolute rule on the evidence: x of n over the threshold share. */
+static void seq_share(const sy_trip_conf_t *c, sy_verdict_t *out, sy_level_t level, const char *rule, uint64_t x,
+                      uint64_t n, double share, const char *what, double since_s)
+{
+    if (share <= 0 || share >= 1 || n == 0 || (double)x / (double)n <= share)
+        return;
+    double llr = sy_seq_log_lr(x, n, share);
+    if (llr >= log(1 / (1 - c->confidence)))
+        set(out, level, rule, "%s: %llu of %llu new requests since the change %.0f s ago, over a share of %.2f%% "
+            "(sequential evidence %.1f >= %.1f)", what, (unsigned long long)x, (unsigned long long)n, since_s,
+            share * 100, exp(llr) > 1e6 ? 1e6 : exp(llr), 1 / (1 - c->confidence));
+}
+
+static void seq_latency(const sy_trip_conf_t *c, const sy_evidence_t *e, sy_verdict_t *out, sy_level_t level,
+                        const char *rule, double limit_ms, double q)
+{
+    const sy_hist_t *hn = c->use_ttfb ? &e->side[1].ttfb : &e->side[1].total;
+    if (limit_ms <= 0 || sy_rules_stat_us(hn, q) / 1000.0 <= limit_ms)
+        return;
+    char what[64], b[8];
+    snprintf(what, sizeof(what), "new %s %.1f ms > %.0f ms", stat_name(q, b), sy_rules_stat_us(hn, q) / 1000.0,
+             limit_ms);
+    seq_share(c, out, level, rule, over(hn, limit_ms * 1000), hn->total, over_share(q), what, e->since_s);
+}
+
+void sy_rules_evaluate_evidence(const sy_trip_conf_t *c, const sy_evidence_t *e, sy_verdict_t *out)
+{
+    if (!c->enabled || !c->sequential)
+        return;
+    const sy_side_t *o = &e->side[0], *n = &e->side[1];
+    double alpha = 1 - c->confidence;
+    double rn = n->requests ? (double)n->errors / (double)n->requests : 0;
+    double ro = o->requests ? (double)o->errors / (double)o->requests : 0;
+    char what[96];
+    snprintf(what, sizeof(what), "new %.2f%%, legacy %.2f%% (%llu/%llu)", rn * 100, ro * 100,
+             (unsigned long long)o->errors, (unsigned long long)o->requests);
+    seq_share(c, out, SY_LEVEL_TRIP, "max_error_rate", n->errors, n->requests, c->max_error_rate, what, e->since_s);
+    if (c->max_error_rate_delta > 0 && rn - ro > c->max_error_rate_delta && sy_seq_pairs_worse(&e->errors, alpha))
+        set(out, SY_LEVEL_TRIP, "max_error_rate_delta",
+            "error rate delta %.2f points > %.2f since the change %.0f s ago: new %.2f%% (%llu/%llu), legacy "
+            "%.2f%% (%llu/%llu); new worse in %llu of %llu disagreeing pairs (sequential evidence %.1f >= %.1f)",
+            (rn - ro) * 100, c->max_error_rate_delta * 100, e->since_s, rn * 100, (unsigned long long)n->errors,
+            (unsigned long long)n->requests, ro * 100, (unsigned long long)o->errors, (unsigned long long)o->requests,
+            (unsigned long long)e->errors.new_only, (unsigned long long)e->errors.discordant,
+            exp(sy_seq_pairs_log_lr(&e->errors)) > 1e6 ? 1e6 : exp(sy_seq_pairs_log_lr(&e->errors)), 1 / alpha);
+    seq_latency(c, e, out, SY_LEVEL_TRIP, "max_latency_ms", c->max_latency_ms, c->latency_q);
+    if (c->max_latency_ratio > 0 && e->slow_limit_us > 0) {
+        const sy_hist_t *hn = c->use_ttfb ? &n->ttfb : &n->total, *ho = c->use_ttfb ? &o->ttfb : &o->total;
+        double vn = sy_rules_stat_us(hn, c->ratio_q), vo = sy_rules_stat_us(ho, c->ratio_q);
+        char b[8];
+        if (vo > 0 && vn / vo > c->max_latency_ratio && sy_seq_pairs_worse(&e->slow, alpha))
+            set(out, SY_LEVEL_TRIP, "max_latency_ratio",
+                "new %s %.1f ms is %.2fx legacy's %.1f ms > %.2fx since the change %.0f s ago; over %.1f ms: new "
+                "alone in %llu of %llu disagreeing pairs (sequential)",
+                stat_name(c->ratio_q, b), vn / 1000, vn / vo, vo / 1000, c->max_latency_ratio, e->since_s,
+                e->slow_limit_us / 1000, (unsigned long long)e->slow.new_only,
+                (unsigned long long)e->slow.discordant);
+    }
+    seq_share(c, out, SY_LEVEL_CRITICAL, "critical_error_rate", n->errors, n->requests, c->critical_error_rate, what,
+              e->since_s);
+    seq_latency(c, e, out, SY_LEVEL_CRITICAL, "critical_latency_ms", c->critical_latency_ms, c->critical_latency_q);
+    seq_share(c, out, SY_LEVEL_WARN, "warn_error_rate", n->errors, n->requests, c->warn_error_rate, what, e->since_s);
+    seq_latency(c, e, out, SY_LEVEL_WARN, "warn_latency_ms", c->warn_latency_ms, c->warn_latency_q);
 }
