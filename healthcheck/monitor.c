@@ -35,6 +35,7 @@ typedef struct route_state {
     bool tripped, warned, critical, refused;
     sy_evidence_t *ev;        /* since the route's last change (sequential tests) */
     ev_tstamp ev_since;
+    uint64_t rng;             /* the per-second comparison's draws */
     sy_side_t *period;        /* [2]: the current windows-row period (NULL: no rows) */
     int64_t period_start;     /* ms */
 } route_state_t;
@@ -181,6 +182,35 @@ static void side_add(sy_side_t *a, const sy_side_t *b, int sign)
     a->total.sum_us += (uint64_t)sign * b->total.sum_us;
     a->ttfb.total += (uint64_t)sign * b->ttfb.total;
     a->ttfb.sum_us += (uint64_t)sign * b->ttfb.sum_us;
+    a->slow_seconds += (uint64_t)sign * b->slow_seconds;
+    a->split_seconds += (uint64_t)sign * b->split_seconds;
+}
+
+/* The second in slot ended: which side had more requests over the ratio limit
+ * (legacy's window statistic x the ratio), on equal counts. One unit of the
+ * window's latency evidence, and one of the evidence since the change. */
+static void close_second(route_state_t *rs, size_t slot)
+{
+    sy_evidence_close_second(rs->ev);
+    const sy_trip_conf_t *c = rs->conf;
+    if (c->max_latency_ratio <= 0)
+        return;
+    sy_side_t *l = &rs->ring[0][slot], *n = &rs->ring[1][slot];
+    const sy_hist_t *wo = c->use_ttfb ? &rs->view.window[0].ttfb : &rs->view.window[0].total;
+    uint64_t need = c->ratio_q > 0 ? sy_rules_quantile_min(c->ratio_q) : 20;
+    if (wo->total < need || l->slow_seconds + n->slow_seconds + l->split_seconds != 0)
+        return;
+    uint64_t limit = (uint64_t)(sy_rules_stat_us(wo, c->ratio_q) * c->max_latency_ratio);
+    const sy_hist_t *ho = c->use_ttfb ? &l->ttfb : &l->total, *hn = c->use_ttfb ? &n->ttfb : &n->total;
+    int d = sy_seq_unit_compare(ho->total, ho->total - sy_hist_count_le(ho, limit), hn->total,
+                                hn->total - sy_hist_count_le(hn, limit), &rs->rng);
+    l->split_seconds = n->split_seconds = d != 0;
+    l->slow_seconds = d < 0;
+    n->slow_seconds = d > 0;
+    for (int v = 0; v < 2; v++) {
+        rs->view.window[v].split_seconds += d != 0;
+        rs->view.window[v].slow_seconds += v == 0 ? d < 0 : d > 0;
+    }
 }
 
 /* Sums route r, variant v over all workers' shards. */
@@ -325,6 +355,8 @@ static void tick_cb(struct ev_loop *loop, ev_timer *t, int revents)
         bool new_second = second != rs->cur_second;
         if (rs->since == 0)
             rs->since = now;
+        if (new_second && rs->cur_second != 0 && second - rs->cur_second < rs->nbuckets)
+            close_second(rs, (size_t)(rs->cur_second % rs->nbuckets));
         for (int v = 0; v < 2; v++) {
             gather(m, r, v, cur);
             delta[v] = *cur;

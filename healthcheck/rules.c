@@ -321,12 +321,20 @@ static void window_latency(const sy_trip_conf_t *c, sy_verdict_t *out, sy_level_
         out->would_trip_unsignificant = true;
 }
 
-/* New's statistic over legacy's, judged with a test rather than one p99 against
+bool sy_rules_slower_seconds(uint64_t worse, uint64_t split, double confidence)
+{
+    return sy_seq_rejects(worse, split, 0.5, 1 - confidence);
+}
+
+/* New's statistic over legacy's, judged with tests rather than one p99 against
  * another: with legacy's statistic times the ratio as the limit, count how many
  * of new's samples exceed it; trip only when that count is significantly above
- * the share that new would have if it were within the ratio. */
-static void latency_ratio(const sy_trip_conf_t *c, const sy_hist_t *hn, const sy_hist_t *ho, sy_verdict_t *out,
-                          bool *pending)
+ * the share that new would have if it were within the ratio, AND new had more
+ * samples over the limit than legacy in significantly more of the seconds in
+ * which they differed (a stall of one process is one second, not a hundred
+ * requests). */
+static void latency_ratio(const sy_trip_conf_t *c, const sy_side_t *fresh_side, const sy_hist_t *hn,
+                          const sy_hist_t *ho, sy_verdict_t *out, bool *pending)
 {
     uint64_t need = c->ratio_q > 0 ? sy_rules_quantile_min(c->ratio_q) : 20;
     if (hn->total < need || ho->total < need) {
@@ -340,11 +348,14 @@ static void latency_ratio(const sy_trip_conf_t *c, const sy_hist_t *hn, const sy
     uint64_t x = hn->total - sy_hist_count_le(hn, limit);
     double p = sy_rules_exceed_pvalue(x, hn->total, 1 - over_share(c->ratio_q));
     char b[8];
-    if (p < 1 - c->confidence)
+    if (p < 1 - c->confidence && sy_rules_slower_seconds(fresh_side->slow_seconds, fresh_side->split_seconds,
+                                                          c->confidence))
         set(out, SY_LEVEL_TRIP, "max_latency_ratio",
-            "new %s %.1f ms is %.2fx legacy's %.1f ms > %.2fx (%llu of %llu over %.1f ms, p=%.4f)",
+            "new %s %.1f ms is %.2fx legacy's %.1f ms > %.2fx (%llu of %llu over %.1f ms, p=%.4f; slower in %llu "
+            "of %llu differing seconds)",
             stat_name(c->ratio_q, b), vn / 1000, vn / vo, vo / 1000, c->max_latency_ratio, (unsigned long long)x,
-            (unsigned long long)hn->total, (double)limit / 1000, p);
+            (unsigned long long)hn->total, (double)limit / 1000, p, (unsigned long long)fresh_side->slow_seconds,
+            (unsigned long long)fresh_side->split_seconds);
     else
         out->would_trip_unsignificant = true;
 }
@@ -383,7 +394,7 @@ void sy_rules_evaluate(const sy_trip_conf_t *c, const sy_side_t *legacy, const s
     window_latency(c, out, SY_LEVEL_TRIP, "max_latency_ms", c->max_latency_ms, c->latency_q, hn, ho);
     bool ratio_pending = false;
     if (c->max_latency_ratio > 0 && both)
-        latency_ratio(c, hn, ho, out, &ratio_pending);
+        latency_ratio(c, fresh, hn, ho, out, &ratio_pending);
     window_rate(c, out, SY_LEVEL_CRITICAL, "critical_error_rate", c->critical_error_rate, fresh, sides);
     window_latency(c, out, SY_LEVEL_CRITICAL, "critical_latency_ms", c->critical_latency_ms, c->critical_latency_q,
                    hn, ho);
@@ -409,6 +420,8 @@ void sy_side_add(sy_side_t *a, const sy_side_t *b)
         a->by_kind[k] += b->by_kind[k];
     sy_hist_merge(&a->total, &b->total);
     sy_hist_merge(&a->ttfb, &b->ttfb);
+    a->slow_seconds += b->slow_seconds;
+    a->split_seconds += b->split_seconds;
 }
 
 void sy_evidence_reset(sy_evidence_t *e)
@@ -423,14 +436,26 @@ void sy_evidence_add(sy_evidence_t *e, const sy_trip_conf_t *c, const sy_side_t 
     if (legacy->requests == 0 && fresh->requests == 0)
         return;
     sy_seq_pairs_add(&e->errors, legacy->requests, legacy->errors, fresh->requests, fresh->errors);
-    if (e->slow_limit_us > 0)
-        sy_seq_pairs_add(&e->slow, ho->total, over(ho, e->slow_limit_us), hn->total, over(hn, e->slow_limit_us));
+    if (e->slow_limit_us > 0) {
+        e->unit_n[0] += ho->total;
+        e->unit_x[0] += over(ho, e->slow_limit_us);
+        e->unit_n[1] += hn->total;
+        e->unit_x[1] += over(hn, e->slow_limit_us);
+    }
     sy_side_add(&e->side[0], legacy);
     sy_side_add(&e->side[1], fresh);
     const sy_hist_t *eo = c->use_ttfb ? &e->side[0].ttfb : &e->side[0].total;
     uint64_t need = c->ratio_q > 0 ? sy_rules_quantile_min(c->ratio_q) : 20;
     if (c->max_latency_ratio > 0 && eo->total >= need)
         e->slow_limit_us = sy_rules_stat_us(eo, c->ratio_q) * c->max_latency_ratio;
+}
+
+void sy_evidence_close_second(sy_evidence_t *e)
+{
+    int d = sy_seq_unit_compare(e->unit_n[0], e->unit_x[0], e->unit_n[1], e->unit_x[1], &e->rng);
+    e->split_seconds += d != 0;
+    e->slow_seconds += d > 0;
+    e->unit_n[0] = e->unit_n[1] = e->unit_x[0] = e->unit_x[1] = 0;
 }
 
 /* One tier's absolute rule on the evidence: x of n over the threshold share. */
@@ -483,13 +508,12 @@ void sy_rules_evaluate_evidence(const sy_trip_conf_t *c, const sy_evidence_t *e,
         const sy_hist_t *hn = c->use_ttfb ? &n->ttfb : &n->total, *ho = c->use_ttfb ? &o->ttfb : &o->total;
         double vn = sy_rules_stat_us(hn, c->ratio_q), vo = sy_rules_stat_us(ho, c->ratio_q);
         char b[8];
-        if (vo > 0 && vn / vo > c->max_latency_ratio && sy_seq_pairs_worse(&e->slow, alpha))
+        if (vo > 0 && vn / vo > c->max_latency_ratio && sy_seq_rejects(e->slow_seconds, e->split_seconds, 0.5, alpha))
             set(out, SY_LEVEL_TRIP, "max_latency_ratio",
                 "new %s %.1f ms is %.2fx legacy's %.1f ms > %.2fx since the change %.0f s ago; over %.1f ms: new "
-                "alone in %llu of %llu disagreeing pairs (sequential)",
+                "had more in %llu of %llu differing seconds (sequential)",
                 stat_name(c->ratio_q, b), vn / 1000, vn / vo, vo / 1000, c->max_latency_ratio, e->since_s,
-                e->slow_limit_us / 1000, (unsigned long long)e->slow.new_only,
-                (unsigned long long)e->slow.discordant);
+                e->slow_limit_us / 1000, (unsigned long long)e->slow_seconds, (unsigned long long)e->split_seconds);
     }
     seq_share(c, out, SY_LEVEL_CRITICAL, "critical_error_rate", n->errors, n->requests, c->critical_error_rate, what,
               e->since_s);

@@ -20,8 +20,8 @@
  *    always-valid sequential tests (healthcheck/seq.h) with alpha = 1 -
  *    confidence: absolute rules as a mixture SPRT of new's error (or
  *    exceedance) share against the threshold, delta and ratio rules as new
- *    worse than legacy on paired outcomes (errors; latencies over legacy's
- *    statistic times the ratio) and the since-change point estimate past the
+ *    worse than legacy on paired outcomes (errors) or on seconds (latencies
+ *    over legacy's statistic times the ratio, sy_seq_unit_compare) and the since-change point estimate past the
  *    threshold. No minimum sample: the test itself says when there is enough. */
 #ifndef SY_RULES_H
 #define SY_RULES_H
@@ -69,6 +69,10 @@ typedef struct sy_side {
     uint64_t requests, errors;
     uint64_t by_kind[SY_XERR_KINDS];
     sy_hist_t total, ttfb;
+    /* Seconds of the window in which this side had more requests over the
+     * latency-ratio limit than the other (on equal counts), and seconds in
+     * which the two differed (set by the monitor; the ratio rule's evidence). */
+    uint64_t slow_seconds, split_seconds;
 } sy_side_t;
 
 typedef enum sy_level {
@@ -94,7 +98,10 @@ void sy_rules_evaluate(const sy_trip_conf_t *c, const sy_side_t *legacy, const s
 typedef struct sy_evidence {
     sy_side_t side[2];       /* legacy, new since the change */
     sy_seq_pairs_t errors;   /* error outcomes, paired */
-    sy_seq_pairs_t slow;     /* latencies over slow_limit_us, paired */
+    uint64_t slow_seconds;   /* seconds new had more over slow_limit_us than legacy (sy_seq_unit_compare) */
+    uint64_t split_seconds;  /* seconds the two differed */
+    uint64_t unit_n[2], unit_x[2]; /* the current second: requests, over the limit */
+    uint64_t rng;
     double slow_limit_us;    /* legacy's ratio statistic x max_latency_ratio; 0: not known yet */
     double since_s;          /* seconds since the change (set by the holder) */
 } sy_evidence_t;
@@ -104,6 +111,11 @@ void sy_evidence_reset(sy_evidence_t *e);
  * pairs count against the limit known BEFORE this period (so it is
  * predictable and equal sides stay exchangeable). */
 void sy_evidence_add(sy_evidence_t *e, const sy_trip_conf_t *c, const sy_side_t *legacy, const sy_side_t *fresh);
+/* A second ended: its latency outcomes are compared (one unit of evidence). */
+void sy_evidence_close_second(sy_evidence_t *e);
+/* Whether the ratio rule's per-second sign test says new is slower, on
+ * `worse` of `split` differing seconds. */
+bool sy_rules_slower_seconds(uint64_t worse, uint64_t split, double confidence);
 /* Raises out (an evaluated window verdict) with what the evidence shows; the
  * more serious finding wins. */
 void sy_rules_evaluate_evidence(const sy_trip_conf_t *c, const sy_evidence_t *e, sy_verdict_t *out);

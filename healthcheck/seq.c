@@ -129,3 +129,25 @@ bool sy_seq_pairs_worse(const sy_seq_pairs_t *p, double alpha)
 {
     return sy_seq_rejects(p->new_only, p->discordant, 0.5, alpha);
 }
+
+/* x hits among k drawn without replacement from n with h hits. */
+static uint64_t draw_k(uint64_t n, uint64_t h, uint64_t k, uint64_t *rng)
+{
+    uint64_t got = 0;
+    for (uint64_t i = 0; i < k && n > 0; i++, n--) {
+        if (h > 0 && next(rng) % n < h) {
+            got++;
+            h--;
+        }
+    }
+    return got;
+}
+
+int sy_seq_unit_compare(uint64_t n_legacy, uint64_t x_legacy, uint64_t n_new, uint64_t x_new, uint64_t *rng)
+{
+    if (n_legacy == 0 || n_new == 0)
+        return 0;
+    uint64_t k = n_legacy < n_new ? n_legacy : n_new;
+    uint64_t a = draw_k(n_new, x_new, k, rng), b = draw_k(n_legacy, x_legacy, k, rng);
+    return a > b ? 1 : a < b ? -1 : 0;
+}

@@ -60,4 +60,14 @@ bool sy_seq_pairs_worse(const sy_seq_pairs_t *p, double alpha);
 /* The evidence so far, log(LR) of "new worse". */
 double sy_seq_pairs_log_lr(const sy_seq_pairs_t *p);
 
+/* Latency is compared per second, not per request: a stall of one side's
+ * process makes many slow requests at once, which are one piece of evidence,
+ * not many. One second's outcomes of each side (n requests, x over a limit)
+ * are brought to the same count by drawing at random without replacement from
+ * the larger side, and compared: +1 new had more over the limit, -1 legacy
+ * had, 0 a tie (or a side without data). With equal sides +1 and -1 are
+ * equally likely, so the seconds that differ feed the one-proportion test at
+ * p0 = 1/2. rng: xorshift state (0: seeded). */
+int sy_seq_unit_compare(uint64_t n_legacy, uint64_t x_legacy, uint64_t n_new, uint64_t x_new, uint64_t *rng);
+
 #endif

@@ -152,12 +152,12 @@ void sy_trip_critical(sy_trip_t *t, const char *route, const char *rule, const c
 
 json_t *sy_trip_evidence_json(const sy_evidence_t *e)
 {
-    return json_pack("{s:f, s:o, s:o, s:{s:I, s:I, s:f}, s:{s:f, s:I, s:I, s:f}}", "since_s", e->since_s, "legacy",
+    return json_pack("{s:f, s:o, s:o, s:{s:I, s:I, s:f}, s:{s:f, s:I, s:I}}", "since_s", e->since_s, "legacy",
                      sy_trip_side_json(&e->side[0], e->since_s), "new", sy_trip_side_json(&e->side[1], e->since_s),
                      "error_pairs", "discordant", (json_int_t)e->errors.discordant, "new_worse",
-                     (json_int_t)e->errors.new_only, "evidence", exp(sy_seq_pairs_log_lr(&e->errors)), "latency_pairs",
-                     "limit_ms", e->slow_limit_us / 1000, "discordant", (json_int_t)e->slow.discordant, "new_worse",
-                     (json_int_t)e->slow.new_only, "evidence", exp(sy_seq_pairs_log_lr(&e->slow)));
+                     (json_int_t)e->errors.new_only, "evidence", exp(sy_seq_pairs_log_lr(&e->errors)), "latency_seconds",
+                     "limit_ms", e->slow_limit_us / 1000, "split_seconds", (json_int_t)e->split_seconds, "slow_seconds",
+                     (json_int_t)e->slow_seconds);
 }
 
 void sy_trip_monitor_fire(void *trip, const char *route, const char *rule, const char *detail)

@@ -128,6 +128,12 @@ static void test_rules(void **state)
     assert_int_equal(v.level, SY_LEVEL_INSUFFICIENT);
     assert_string_equal(v.rule, "max_latency_ratio");
     sy_side_t *old_many = side(1200, 0, 20000), *slow_many = side(1200, 0, 30000);
+    /* ... once it is slower second after second, not in one burst */
+    slow_many->slow_seconds = slow_many->split_seconds = 3;
+    sy_rules_evaluate(&c, old_many, slow_many, &v);
+    assert_int_equal(v.level, SY_LEVEL_OK);
+    assert_true(v.would_trip_unsignificant);
+    slow_many->slow_seconds = slow_many->split_seconds = 20;
     sy_rules_evaluate(&c, old_many, slow_many, &v);
     assert_int_equal(v.level, SY_LEVEL_TRIP);
     assert_string_equal(v.rule, "max_latency_ratio");
@@ -249,8 +255,10 @@ static void test_evidence(void **state)
     sy_side_t *fast = side(10, 0, 20000), *slow = side(10, 0, 30000), *near = side(10, 0, 22000);
     for (int k = 0; k < 2; k++) {
         sy_evidence_reset(e);
-        for (int i = 0; i < 100; i++)
+        for (int i = 0; i < 100; i++) {
             sy_evidence_add(e, &cm, fast, k == 0 ? slow : near);
+            sy_evidence_close_second(e);
+        }
         memset(&v, 0, sizeof(v));
         sy_rules_evaluate_evidence(&cm, e, &v);
         assert_int_equal(v.level, k == 0 ? SY_LEVEL_TRIP : SY_LEVEL_OK);

@@ -64,6 +64,20 @@ static void test_shape(void **state)
     assert_true(p.pend_n[0] == SY_SEQ_LEGACY_CAP);
     sy_seq_pairs_add(&p, 0, 0, 10, 0);
     assert_int_equal(p.pend_n[1], 0);
+    /* Seconds: equal counts compared as drawn; a side without data is a tie. */
+    uint64_t r = 0;
+    assert_int_equal(sy_seq_unit_compare(0, 0, 5, 5, &r), 0);
+    assert_int_equal(sy_seq_unit_compare(100, 0, 5, 5, &r), 1);
+    assert_int_equal(sy_seq_unit_compare(100, 100, 5, 0, &r), -1);
+    /* Equal sides at 1 % over the limit, 5 % vs 95 % of 100 requests a
+     * second: new slower as often as legacy. */
+    int plus = 0, minus = 0;
+    for (int i = 0; i < 20000; i++) {
+        int d = sy_seq_unit_compare(95, binom(95, 0.05), 5, binom(5, 0.05), &r);
+        plus += d > 0;
+        minus += d < 0;
+    }
+    assert_true(abs(plus - minus) < 4 * sqrt(plus + minus));
 }
 
 /* 2,000 windows of equal sides (both 1 % errors), each a long step of 10,000
