@@ -37,6 +37,7 @@ typedef struct app {
     sy_audit_t *audit;
     sy_sink_t sink;           /* the record as the stores, the monitor and the trip see it */
     sy_trip_t *trip;
+    sy_plan_t *plan;          /* the plans' advance: its owner */
     sy_lifecycle_t *life;
     sy_trip_marks_t marks;    /* the router reads the monitor's marks; both outlive the workers */
     sy_router_t router;
@@ -133,6 +134,10 @@ static int cmd_run(const char *path, bool takeover, int ready_fd)
     sy_flagstore_set_sink(app.store, &app.sink);
     sy_admin_set_audit(app.admin, app.audit);
     sy_admin_set_trip(app.admin, app.trip);
+    app.plan = sy_plan_create(app.loop, cfg, app.store, app.monitor, &app.sink);
+    if (app.plan == NULL)
+        goto out;
+    sy_admin_set_plan(app.admin, app.plan);
     sy_trip_bind(app.trip, app.store, app.monitor);
     sy_lifecycle_parts_t parts = {app.server, app.store, app.monitor, app.health, app.admin, app.audit, app.endpoints};
     sy_lifecycle_bind(app.life, &parts);
@@ -162,6 +167,7 @@ out:
     sy_notify_destroy(app.notify);
     sy_health_destroy(app.health);
     sy_flagstore_destroy(app.store);
+    sy_plan_destroy(app.plan); /* after the store, which answers its writes */
     sy_monitor_flush_windows(app.monitor);
     sy_audit_destroy(app.audit);
     sy_admin_destroy(app.admin);

@@ -393,6 +393,10 @@ static const endpoint_t endpoints[] = {
     {"GET", "/events", sy_admin_ep_events, false, false},
     {"GET", "/windows", sy_admin_ep_windows, false, false},
     {"GET", "/routes/{name}/cohort", sy_admin_ep_cohort, false, false},
+    {"GET", "/routes/{name}", sy_admin_ep_route, false, false},
+    {"GET", "/routes/{name}/plan", sy_admin_ep_plan, false, false},
+    {"POST", "/routes/{name}/pause", sy_admin_ep_plan_pause, true, false},
+    {"POST", "/routes/{name}/continue", sy_admin_ep_plan_continue, true, false},
 };
 
 /* Does path match the pattern? The {name} segment, if any, goes to name. */
@@ -694,6 +698,11 @@ void sy_admin_set_audit(sy_admin_t *a, sy_audit_t *audit)
 void sy_admin_set_trip(sy_admin_t *a, sy_trip_t *trip)
 {
     a->trip = trip;
+}
+
+void sy_admin_set_plan(sy_admin_t *a, sy_plan_t *plan)
+{
+    a->plan = plan;
 }
 
 void sy_admin_set_ready(sy_admin_t *a, bool ready)

@@ -20,6 +20,7 @@
 #include "flags/store.h"
 #include "healthcheck/endpoints.h"
 #include "healthcheck/monitor.h"
+#include "healthcheck/plan.h"
 #include "healthcheck/trip.h"
 #include "proxy/config.h"
 
@@ -46,6 +47,8 @@ void sy_admin_reload(sy_admin_t *a, const sy_config_t *cfg);
 void sy_admin_set_audit(sy_admin_t *a, sy_audit_t *audit);
 /* The trip owner, for POST /alerts/alertmanager (must outlive the admin). */
 void sy_admin_set_trip(sy_admin_t *a, sy_trip_t *trip);
+/* The plans' owner (may stay NULL: no plan endpoints then answer 404). */
+void sy_admin_set_plan(sy_admin_t *a, sy_plan_t *plan);
 /* Marks the gateway ready (workers running) or draining. */
 void sy_admin_set_ready(sy_admin_t *a, bool ready);
 /* Stops accepting and closes the admin listener (after a hand-off to a new

@@ -37,6 +37,7 @@ typedef struct admin_conn {
     json_t *answer;     /* a change's answer, held until its event is in the journal */
     size_t big_len, big_off;
     int refs; /* 1 for the connection, +1 while a store request is out */
+    char plan_route[128]; /* the route of a plan request in flight */
 } admin_conn_t;
 
 struct sy_admin {
@@ -47,6 +48,7 @@ struct sy_admin {
     const sy_endpoints_t *endpoints; /* the endpoints' state, for /status and /metrics */
     sy_audit_t *audit;
     sy_trip_t *trip; /* the trip owner, for the Alertmanager webhook */
+    sy_plan_t *plan; /* the plans' owner (GET plan, pause, continue) */
     int fd;
     ev_io accept_io;
     sy_bufpool_t bufs;
@@ -104,7 +106,8 @@ static inline bool reason_of(admin_conn_t *c, json_t *body, const char **out)
 
 /* The endpoints, by area (the registry table in admin.c lists them all). */
 sy_admin_ep_fn sy_admin_ep_status, sy_admin_ep_cohort, sy_admin_ep_percent, sy_admin_ep_test_users,
-    sy_admin_ep_rollback, sy_admin_ep_resume, sy_admin_ep_promote; /* api_routes.c */
+    sy_admin_ep_rollback, sy_admin_ep_resume, sy_admin_ep_promote, sy_admin_ep_route, sy_admin_ep_plan,
+    sy_admin_ep_plan_pause, sy_admin_ep_plan_continue; /* api_routes.c */
 sy_admin_ep_fn sy_admin_ep_events, sy_admin_ep_windows;           /* api_record.c */
 sy_admin_ep_fn sy_admin_ep_metrics;                               /* metrics.c */
 /* For /status: the pools with their endpoints (api_routes.c), the record (api_record.c). */

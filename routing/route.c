@@ -683,6 +683,7 @@ static const struct {
     {"state", NULL, key_state},
     {"keep_test_users_on_trip", NULL, key_keep_test_users},
     {"trip", NULL, NULL}, /* parsed by the healthcheck's section */
+    {"plan", NULL, NULL}, /* parsed by healthcheck/plan.c */
     {"jwt", parse_jwt, NULL},
     {"jwt_verify", NULL, key_jwt_verify},
     {"json_body_limit", NULL, key_json_body_limit},
