@@ -6,11 +6,13 @@
 #include "handlers/admin.h"
 #include "handlers/cli.h"
 #include "handlers/lifecycle.h"
+#include "healthcheck/baseline.h"
 #include "healthcheck/endpoints.h"
 #include "healthcheck/feed.h"
 #include "healthcheck/health.h"
 #include "healthcheck/monitor.h"
 #include "healthcheck/notify.h"
+#include "healthcheck/plan.h"
 #include "healthcheck/trip.h"
 #include "proxy/handoff.h"
 #include "proxy/log.h"
@@ -38,6 +40,7 @@ typedef struct app {
     sy_sink_t sink;           /* the record as the stores, the monitor and the trip see it */
     sy_trip_t *trip;
     sy_plan_t *plan;          /* the plans' advance: its owner */
+    sy_baseline_t *baseline;  /* colour baselines: the automatic swap-back */
     sy_lifecycle_t *life;
     sy_trip_marks_t marks;    /* the router reads the monitor's marks; both outlive the workers */
     sy_router_t router;
@@ -138,6 +141,8 @@ static int cmd_run(const char *path, bool takeover, int ready_fd)
     if (app.plan == NULL)
         goto out;
     sy_admin_set_plan(app.admin, app.plan);
+    if ((app.baseline = sy_baseline_create(app.loop, cfg, app.store, app.monitor, &app.sink)) == NULL)
+        goto out;
     sy_trip_bind(app.trip, app.store, app.monitor);
     sy_lifecycle_parts_t parts = {app.server, app.store, app.monitor, app.health, app.admin, app.audit, app.endpoints};
     sy_lifecycle_bind(app.life, &parts);
@@ -168,6 +173,7 @@ out:
     sy_health_destroy(app.health);
     sy_flagstore_destroy(app.store);
     sy_plan_destroy(app.plan); /* after the store, which answers its writes */
+    sy_baseline_destroy(app.baseline);
     sy_monitor_flush_windows(app.monitor);
     sy_audit_destroy(app.audit);
     sy_admin_destroy(app.admin);

@@ -5,6 +5,7 @@
 #include "handlers/admin.h"
 #include "handlers/ctl.h"
 #include "healthcheck/notify.h"
+#include "healthcheck/baseline.h"
 #include "healthcheck/plan.h"
 #include "healthcheck/rules.h"
 #include "proxy/conf.h"
@@ -25,6 +26,7 @@ const sy_conf_section_t *const sy_cli_sections[] = {
     &sy_admin_section,
     &sy_trip_section,
     &sy_plan_section,
+    &sy_baseline_section,
     &sy_notify_section,
     &sy_postgres_section,
 };

@@ -3,7 +3,9 @@
 #include "flags/audit.h"
 #include "flags/store.h"
 #include "handlers/admin.h"
+#include "healthcheck/baseline.h"
 #include "healthcheck/notify.h"
+#include "healthcheck/plan.h"
 #include "healthcheck/rules.h"
 #include "proxy/config.h"
 #include "proxy/h1client.h"
@@ -260,7 +262,7 @@ static int admin_of_config(const char *config_path, char **addr, char **token_fi
     if (config_path != NULL) {
         static const sy_conf_section_t *const sections[] = {&sy_routes_section, &sy_redis_section, &sy_admin_section,
                                                             &sy_trip_section,   &sy_notify_section, &sy_postgres_section,
-                                                            &sy_plan_section};
+                                                            &sy_plan_section,   &sy_baseline_section};
         sy_conf_t errs;
         sy_config_t *cfg = sy_config_load(&errs, config_path, sections, SY_ARRAY_LEN(sections));
         if (cfg == NULL) {

@@ -83,6 +83,7 @@ static int parse_trip(sy_conf_t *c, yaml_node_t *v, sy_trip_conf_t *t)
     if (sy_conf_expect(c, v, YAML_MAPPING_NODE, "a mapping of trip rules") != 0)
         return SY_EINVAL;
     int rc = 0;
+    bool crit_rate = false, crit_lat = false;
     yaml_node_t *k, *x;
     for (size_t it = 0; sy_conf_map_next(c, v, &it, &k, &x);) {
         const char *key = sy_conf_scalar(k) ? sy_conf_scalar(k) : "?";
@@ -109,9 +110,9 @@ static int parse_trip(sy_conf_t *c, yaml_node_t *v, sy_trip_conf_t *t)
         else if (strcmp(key, "warn_latency_ms") == 0)
             r = parse_pct_map(c, x, 1, 600000, &t->warn_latency_q, &t->warn_latency_ms);
         else if (strcmp(key, "critical_error_rate") == 0)
-            r = parse_fraction(c, x, 0, 1, &t->critical_error_rate);
+            r = parse_fraction(c, x, 0, 1, &t->critical_error_rate), crit_rate = true;
         else if (strcmp(key, "critical_latency_ms") == 0)
-            r = parse_pct_map(c, x, 1, 600000, &t->critical_latency_q, &t->critical_latency_ms);
+            r = parse_pct_map(c, x, 1, 600000, &t->critical_latency_q, &t->critical_latency_ms), crit_lat = true;
         else if (strcmp(key, "sequential") == 0)
             r = sy_conf_bool(c, x, &t->sequential);
         else if (strcmp(key, "consecutive_errors") == 0)
@@ -143,6 +144,13 @@ static int parse_trip(sy_conf_t *c, yaml_node_t *v, sy_trip_conf_t *t)
         if (r != 0)
             rc = SY_EINVAL;
     }
+    /* The critical tier sits between warn and rollback: a default critical
+     * at or below a warn set higher would fire before the warning; it is
+     * off then (set it to have it). */
+    if (!crit_rate && t->warn_error_rate > 0 && t->critical_error_rate <= t->warn_error_rate)
+        t->critical_error_rate = 0;
+    if (!crit_lat && t->warn_latency_ms > 0 && t->critical_latency_ms <= t->warn_latency_ms)
+        t->critical_latency_ms = 0;
     return rc;
 }
 
