@@ -43,7 +43,7 @@ static int parse_baseline(sy_conf_t *c, yaml_node_t *v, sy_baseline_conf_t *b)
     b->max_latency_increase = 0.20;
     b->max_error_increase = 0.05;
     b->max_throughput_drop = 0.20;
-    b->latency_q = 0.95;
+    b->latency_q = 0.50; /* the median: a tail on a busy host is noise more often than a regression */
     b->confidence = 0.99;
     b->window_ms = 60000;
     b->min_requests = 50;
@@ -69,7 +69,7 @@ static int parse_baseline(sy_conf_t *c, yaml_node_t *v, sy_baseline_conf_t *b)
             if (s && strcmp(s, "p50") == 0)
                 b->latency_q = 0.5;
             else if (s && strcmp(s, "p95") == 0)
-                b->latency_q = 0.95;
+                b->latency_q = 0.50; /* the median: a tail on a busy host is noise more often than a regression */
             else if (s && strcmp(s, "p99") == 0)
                 b->latency_q = 0.99;
             else if (s && strcmp(s, "mean") == 0)
@@ -300,8 +300,15 @@ static void route_tick(base_route_t *br, double now)
         sy_pools_swap(b->store, br->pool_name, color_name(br->from), "baseline", reason, swapped_back, br);
     } else if (el * 1000 >= (double)br->conf->window_ms) {
         br->judging = false;
-        snprintf(reason, sizeof(reason), "%s kept: no regression against %s's baseline in %.0f s",
-                 color_name(br->active), color_name(br->from), el);
+        const sy_baseline_conf_t *c = br->conf;
+        snprintf(reason, sizeof(reason),
+                 "%s kept: no regression against %s's baseline in %.0f s (latency %.1f vs %.1f ms, errors %.2f%% vs "
+                 "%.2f%%, %.1f vs %.1f requests/s)",
+                 color_name(br->active), color_name(br->from), el, sy_rules_stat_us(&br->cand->total, c->latency_q) / 1000,
+                 sy_rules_stat_us(&br->base->total, c->latency_q) / 1000,
+                 br->cand->requests ? 100.0 * (double)br->cand->errors / (double)br->cand->requests : 0.0,
+                 br->base->requests ? 100.0 * (double)br->base->errors / (double)br->base->requests : 0.0,
+                 el > 0 ? (double)br->cand->requests / el : 0.0, br->base_s > 0 ? (double)br->base->requests / br->base_s : 0.0);
         sy_info("baseline %s: %s", br->conf->route, reason);
         record(br, "baseline_kept", reason, el);
     }

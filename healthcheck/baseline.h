@@ -6,7 +6,8 @@
  * colour changes (any swap: admin, ctl, a hand edit), that baseline is frozen
  * and the new colour's numbers since the swap are compared with it for
  * `window`. A regression (past the threshold, and significant at
- * `confidence` where a test applies: sequential for latency, two proportions
+ * `confidence` where a test applies: sequential for latency (default the
+ * median, `latency: p50|p95|p99|mean`), two proportions
  * for errors) swaps back at once, through the swap's owner (flags/pools.c:
  * its health gate checks the old colour is still up), while the old colour is
  * still draining; a `baseline_revert` event carries both sides' numbers. No
