@@ -94,7 +94,8 @@ static bool create_parts(app_t *app, sy_config_t *cfg)
         return false;
     }
     sy_monitor_hooks_t hooks = {.trip = sy_trip_monitor_fire, .warn = sy_trip_monitor_warn,
-                                .critical = sy_trip_monitor_critical, .ud = app->trip,
+                                .critical = sy_trip_monitor_critical, .drained = sy_trip_monitor_drained,
+                                .ud = app->trip,
                                 .window = sy_feed_window, .window_ud = &app->sink,
                                 .window_ms = sy_audit_window_ms(app->audit), .endpoints = app->endpoints};
     app->monitor = sy_monitor_create(app->loop, cfg, (size_t)cfg->workers, &hooks);

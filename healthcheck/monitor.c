@@ -36,6 +36,7 @@ typedef struct route_state {
     sy_evidence_t *ev;        /* since the route's last change (sequential tests) */
     ev_tstamp ev_since;
     uint64_t rng;             /* the per-second comparison's draws */
+    ev_tstamp drain_since;    /* a trip flipped it at: watch new drain (0: not watching) */
     sy_side_t *period;        /* [2]: the current windows-row period (NULL: no rows) */
     int64_t period_start;     /* ms */
 } route_state_t;
@@ -263,6 +264,7 @@ static void do_trip(sy_monitor_t *m, route_state_t *rs, const char *rule, const 
     }
     rs->refused = false;
     rs->tripped = true; /* the trip owner counts the trip once the route flips */
+    rs->drain_since = ev_now(m->loop);
     sy_warn("trip: route %s, rule %s: %s", rs->name, rule, detail);
     m->hooks.trip(m->hooks.ud, rs->name, rule, detail);
 }
@@ -315,6 +317,25 @@ static void check_pools(sy_monitor_t *m, size_t r, route_state_t *rs)
     else if (!ld && m->legacy_down[r])
         sy_info("route %s: legacy pool %s has endpoints up again", rs->name, lp->name);
     m->legacy_down[r] = ld;
+}
+
+/* After a trip: once nothing is in flight on new's endpoints, say so (the
+ * teams' switch-back procedure waits for it). */
+static void check_drained(sy_monitor_t *m, route_state_t *rs, ev_tstamp now)
+{
+    if (rs->drain_since == 0 || m->hooks.drained == NULL || m->hooks.endpoints == NULL)
+        return;
+    const sy_pool_t *np = rs->conf->new_pool ? sy_config_pool(m->cfg, rs->conf->new_pool) : NULL;
+    long inflight = 0;
+    for (size_t i = 0; np != NULL && i < np->nendpoints; i++)
+        inflight += sy_endpoints_inflight(m->hooks.endpoints, m->cfg, &np->endpoints[i]);
+    if (inflight > 0)
+        return;
+    char detail[160];
+    snprintf(detail, sizeof(detail), "nothing in flight on new (pool %s) %.1f s after the flip",
+             np ? np->name : "-", now - rs->drain_since);
+    rs->drain_since = 0;
+    m->hooks.drained(m->hooks.ud, rs->name, "new_drained", detail);
 }
 
 /* The period ended (or the monitor stops): its rows go out, the period starts empty. */
@@ -399,6 +420,7 @@ static void tick_cb(struct ev_loop *loop, ev_timer *t, int revents)
         sy_rules_evaluate_evidence(rs->conf, rs->ev, &rs->view.verdict);
         rs->view.evidence = rs->ev;
         check_pools(m, r, rs);
+        check_drained(m, rs, now);
         if (rs->view.verdict.would_trip_unsignificant)
             m->unsignificant++;
         const sy_verdict_t *vd = &rs->view.verdict;
@@ -575,6 +597,7 @@ void sy_monitor_reset_route(sy_monitor_t *m, const char *route)
         rs->view.window_s = 0;
         rs->since = ev_now(m->loop);
         rs->tripped = rs->warned = rs->critical = rs->refused = false;
+        rs->drain_since = 0;
         sy_evidence_reset(rs->ev);
         rs->ev_since = ev_now(m->loop);
         memset(&rs->view.verdict, 0, sizeof(rs->view.verdict));

@@ -33,6 +33,9 @@ typedef struct sy_monitor_hooks {
     sy_trip_fn warn;       /* may be NULL */
     sy_trip_fn critical;   /* may be NULL: a critical-tier rule, or a rollback refused (rule rollback_refused) */
     sy_window_fn window;   /* may be NULL */
+    /* may be NULL: after a trip, nothing is in flight on new's pool any more
+     * (detail says how long after the trip); once per trip */
+    sy_trip_fn drained;
     uint64_t window_ms;    /* the period of `window` calls; 0: none */
     void *ud;              /* of trip and warn */
     void *window_ud;       /* of window */

@@ -175,6 +175,15 @@ void sy_trip_monitor_warn(void *trip, const char *route, const char *rule, const
     sy_trip_warn(trip, route, rule, detail);
 }
 
+void sy_trip_monitor_drained(void *trip, const char *route, const char *rule, const char *detail)
+{
+    sy_trip_t *t = trip;
+    (void)rule;
+    sy_event_t ev = {.kind = "drained", .route = route, .actor = "switchyard", .reason = detail};
+    record(t, &ev);
+    sy_info("route %s: %s", route, detail);
+}
+
 void sy_trip_monitor_critical(void *trip, const char *route, const char *rule, const char *detail)
 {
     sy_trip_critical(trip, route, rule, detail);

@@ -49,6 +49,8 @@ void sy_trip_critical(sy_trip_t *t, const char *route, const char *rule, const c
 void sy_trip_monitor_fire(void *trip, const char *route, const char *rule, const char *detail);
 void sy_trip_monitor_warn(void *trip, const char *route, const char *rule, const char *detail);
 void sy_trip_monitor_critical(void *trip, const char *route, const char *rule, const char *detail);
+/* After a trip, new has drained: a `drained` event (no flip, no notification). */
+void sy_trip_monitor_drained(void *trip, const char *route, const char *rule, const char *detail);
 /* The evidence since the route's last change as JSON (seconds, both sides,
  * the paired tests' counts and evidence). A new reference. */
 json_t *sy_trip_evidence_json(const sy_evidence_t *e);

@@ -217,6 +217,10 @@ class Evidence(unittest.TestCase):
         g = [g for g in rcv.got if g["event"] == "trip"][0]
         self.assertEqual(g["severity"], "rollback")
         self.assertEqual(self.route()["percent_bp"], 0)
+        # after the flip, the record notes when new has drained
+        log = lambda: open(self.gw.log_path, errors="replace").read()
+        wait_for(lambda: "nothing in flight on new" in log(), 10 * SLOW, "new drained")
+        print("\n" + [l for l in log().splitlines() if "nothing in flight on new" in l][0], flush=True)
 
     def test_rollback_refused_into_dead_legacy(self):
         rcv = self.rcv = Receiver()
