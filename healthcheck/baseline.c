@@ -69,7 +69,7 @@ static int parse_baseline(sy_conf_t *c, yaml_node_t *v, sy_baseline_conf_t *b)
             if (s && strcmp(s, "p50") == 0)
                 b->latency_q = 0.5;
             else if (s && strcmp(s, "p95") == 0)
-                b->latency_q = 0.50; /* the median: a tail on a busy host is noise more often than a regression */
+                b->latency_q = 0.95;
             else if (s && strcmp(s, "p99") == 0)
                 b->latency_q = 0.99;
             else if (s && strcmp(s, "mean") == 0)
