@@ -205,6 +205,10 @@ class Evidence(unittest.TestCase):
         self.assertEqual((r["state"], r["percent_bp"]), ("ramping", 5000))
         self.assertEqual(r["window"]["trips"], 0)
         self.assertGreaterEqual(r["window"]["criticals"], 1)
+        metrics = curl("http://127.0.0.1:%d/metrics" % self.admin)[2]
+        m = re.search(r'switchyard_criticals_total\{[^}]*route="nav"[^}]*\} (\d+)', metrics)
+        self.assertIsNotNone(m, metrics[:2000])
+        self.assertGreaterEqual(int(m.group(1)), 1)
         self.env.allowed.append(r"(warning|critical): route nav")
 
     def test_rollback_flips_and_notifies(self):
