@@ -206,6 +206,7 @@ class Evidence(unittest.TestCase):
         self.assertEqual(r["window"]["trips"], 0)
         self.assertGreaterEqual(r["window"]["criticals"], 1)
         metrics = curl("http://127.0.0.1:%d/metrics" % self.admin)[2]
+        metrics = metrics.decode() if isinstance(metrics, bytes) else metrics
         m = re.search(r'switchyard_criticals_total\{[^}]*route="nav"[^}]*\} (\d+)', metrics)
         self.assertIsNotNone(m, metrics[:2000])
         self.assertGreaterEqual(int(m.group(1)), 1)
