@@ -189,10 +189,11 @@ class Evidence(unittest.TestCase):
 
     def test_warn_and_critical_notify_without_flipping(self):
         rcv = self.rcv = Receiver()
-        # new at 25 %: significantly above warn (2 %) and critical (10 %), never
+        # new at 25 %: significantly above warn (2 %) after a dozen requests and above critical (15 %)
+        # after a few hundred, never
         # above the rollback's 50 %.
         self.start(new_args=["--error-rate", "0.25"], percent=5000, extra_top=rcv.top(),
-                   trip="warn_error_rate: 0.02, critical_error_rate: 0.10, max_error_rate: 0.5, "
+                   trip="warn_error_rate: 0.02, critical_error_rate: 0.15, max_error_rate: 0.5, "
                         "max_error_rate_delta: 0, consecutive_errors: 0")
         kinds = lambda: {(g["event"], g["severity"]) for g in rcv.got}
         counts, secs = self.paced(100, lambda: ("critical", "critical") in kinds(), 60 * SLOW)
