@@ -552,6 +552,8 @@ sy_plan_t *sy_plan_create(struct ev_loop *loop, const sy_config_t *cfg, sy_flags
     size_t n = 0;
     for (size_t i = 0; pc != NULL && i < pc->n; i++)
         n += pc->routes[i].route != NULL;
+    if (n > 0 && (rc == NULL || rc->address == NULL))
+        sy_warn("plan: %zu route(s) have a plan but there is no redis section: plans need Redis and do not run", n);
     if (n == 0 || rc == NULL || rc->address == NULL)
         return p; /* nothing to own */
     char host[64];
