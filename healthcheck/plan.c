@@ -633,11 +633,15 @@ json_t *sy_plan_json(const sy_plan_t *p, const char *route)
         left = pr->step_started_ms + (int64_t)c->steps[pr->step].hold_ms - now_ms();
         left = left > 0 ? (left + 999) / 1000 : 0;
     }
-    bool wait = pr->have && pr->waiting[0] != '\0';
-    return json_pack("{s:s, s:i, s:o, s:I, s:I, s:o, s:I, s:b}", "state", pr->have ? pr->state : "pending", "step",
+    /* Before its hash exists the plan is about to start: "running", step 0,
+     * and it says what it waits for (the dashboard's four states only). */
+    json_t *wait = !pr->have ? json_string("starting: no instance holds the plan's lease yet")
+                   : pr->waiting[0] != '\0' ? json_string(pr->waiting)
+                                            : json_null();
+    return json_pack("{s:s, s:i, s:o, s:I, s:I, s:o, s:I, s:b}", "state", pr->have ? pr->state : "running", "step",
                      pr->have ? pr->step : 0, "steps", steps, "step_started",
                      (json_int_t)(pr->step_started_ms / 1000), "hold_left_s", (json_int_t)left, "waiting_for",
-                     wait ? json_string(pr->waiting) : json_null(), "needed_requests", (json_int_t)pr->needed,
+                     wait, "needed_requests", (json_int_t)pr->needed,
                      "lease_held", sy_lease_held(&pr->lease));
 }
 
