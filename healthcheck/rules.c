@@ -466,11 +466,14 @@ void sy_evidence_close_second(sy_evidence_t *e)
     e->unit_n[0] = e->unit_n[1] = e->unit_x[0] = e->unit_x[1] = 0;
 }
 
-/* One tier's absolute rule on the evidence: x of n over the threshold share. */
+/* One tier's absolute rule on the evidence: x of n over the threshold share.
+ * Never on fewer than SY_SEQ_MIN_EVENTS bad outcomes: three errors in three
+ * requests are evidence against "at most 10 %", but the teams act on five in a
+ * row (consecutive_errors), not on fewer. */
 static void seq_share(const sy_trip_conf_t *c, sy_verdict_t *out, sy_level_t level, const char *rule, uint64_t x,
                       uint64_t n, double share, const char *what, double since_s)
 {
-    if (share <= 0 || share >= 1 || n == 0 || (double)x / (double)n <= share)
+    if (share <= 0 || share >= 1 || n == 0 || x < SY_SEQ_MIN_EVENTS || (double)x / (double)n <= share)
         return;
     double llr = sy_seq_log_lr(x, n, share);
     if (llr >= log(1 / (1 - c->confidence)))
@@ -503,7 +506,8 @@ void sy_rules_evaluate_evidence(const sy_trip_conf_t *c, const sy_evidence_t *e,
     snprintf(what, sizeof(what), "new %.2f%%, legacy %.2f%% (%llu/%llu)", rn * 100, ro * 100,
              (unsigned long long)o->errors, (unsigned long long)o->requests);
     seq_share(c, out, SY_LEVEL_TRIP, "max_error_rate", n->errors, n->requests, c->max_error_rate, what, e->since_s);
-    if (c->max_error_rate_delta > 0 && rn - ro > c->max_error_rate_delta && sy_seq_pairs_worse(&e->errors, alpha))
+    if (c->max_error_rate_delta > 0 && rn - ro > c->max_error_rate_delta && n->errors >= SY_SEQ_MIN_EVENTS &&
+        sy_seq_pairs_worse(&e->errors, alpha))
         set(out, SY_LEVEL_TRIP, "max_error_rate_delta",
             "error rate delta %.2f points > %.2f since the change %.0f s ago: new %.2f%% (%llu/%llu), legacy "
             "%.2f%% (%llu/%llu); new worse in %llu of %llu disagreeing pairs (sequential evidence %.1f >= %.1f)",

@@ -31,6 +31,8 @@
 #define SY_SEQ_K 9
 #define SY_SEQ_PEND_CAP 4096
 #define SY_SEQ_LEGACY_CAP 256
+/* The evidence path never acts on fewer bad outcomes than this. */
+#define SY_SEQ_MIN_EVENTS 5
 
 /* log of the mixture likelihood ratio of H0 p <= p0 (0 < p0 < 1) after x hits
  * in n trials; 0 <= x <= n. */
