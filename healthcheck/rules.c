@@ -502,9 +502,10 @@ void sy_rules_evaluate_evidence(const sy_trip_conf_t *c, const sy_evidence_t *e,
     double alpha = 1 - c->confidence;
     double rn = n->requests ? (double)n->errors / (double)n->requests : 0;
     double ro = o->requests ? (double)o->errors / (double)o->requests : 0;
-    char what[96];
-    snprintf(what, sizeof(what), "new %.2f%%, legacy %.2f%% (%llu/%llu)", rn * 100, ro * 100,
-             (unsigned long long)o->errors, (unsigned long long)o->requests);
+    char what[128];
+    snprintf(what, sizeof(what), "new %.2f%% (%llu/%llu), legacy %.2f%% (%llu/%llu)", rn * 100,
+             (unsigned long long)n->errors, (unsigned long long)n->requests, ro * 100, (unsigned long long)o->errors,
+             (unsigned long long)o->requests);
     seq_share(c, out, SY_LEVEL_TRIP, "max_error_rate", n->errors, n->requests, c->max_error_rate, what, e->since_s);
     if (c->max_error_rate_delta > 0 && rn - ro > c->max_error_rate_delta && n->errors >= SY_SEQ_MIN_EVENTS &&
         sy_seq_pairs_worse(&e->errors, alpha))
