@@ -6,6 +6,7 @@
 #include "handlers/admin.h"
 #include "handlers/cli.h"
 #include "handlers/lifecycle.h"
+#include "healthcheck/baseline.h"
 #include "healthcheck/endpoints.h"
 #include "healthcheck/feed.h"
 #include "healthcheck/fleet.h"
@@ -13,6 +14,7 @@
 #include "healthcheck/monitor.h"
 #include "healthcheck/shadowmon.h"
 #include "healthcheck/notify.h"
+#include "healthcheck/plan.h"
 #include "healthcheck/trip.h"
 #include "proxy/handoff.h"
 #include "proxy/log.h"
@@ -42,10 +44,13 @@ typedef struct app {
     sy_sink_t sink;           /* the record as the stores, the monitor and the trip see it */
     sy_trip_t *trip;
     sy_fleet_t *fleet;        /* heartbeats in Redis, GET /fleet */
+    sy_plan_t *plan;          /* the plans' advance: its owner */
+    sy_baseline_t *baseline;  /* colour baselines: the automatic swap-back */
     sy_lifecycle_t *life;
     sy_trip_marks_t marks;    /* the router reads the monitor's marks; both outlive the workers */
     sy_router_t router;
     sy_route_state_t last_state[SY_MONITOR_MAX_ROUTES];
+    int last_percent[SY_MONITOR_MAX_ROUTES];  /* percent_bp last published, per route */
 } app_t;
 
 /* The flag store hands over new flags: build the routing state and publish a
@@ -61,7 +66,10 @@ static void publish_flags(void *ud, const sy_config_t *cfg, const sy_route_flags
         bool is_up = flags[i].state == SY_STATE_RAMPING || flags[i].state == SY_STATE_PROMOTED;
         if (was_down && is_up && app->monitor != NULL)
             sy_monitor_reset_route(app->monitor, rs->routes[i].name);
+        else if (app->last_percent[i] != flags[i].percent_bp && app->monitor != NULL)
+            sy_monitor_restart_evidence(app->monitor, rs->routes[i].name); /* a new step: evidence afresh */
         app->last_state[i] = flags[i].state;
+        app->last_percent[i] = flags[i].percent_bp;
     }
     sy_routing_t *rt = sy_routing_with_flags(cfg, flags, pools);
     sy_snapshot_t *snap = rt ? sy_snapshot_create((sy_config_t *)cfg, rt, sy_routing_free) : NULL;
@@ -90,7 +98,9 @@ static bool create_parts(app_t *app, sy_config_t *cfg)
         sy_snapshot_release(snap);
         return false;
     }
-    sy_monitor_hooks_t hooks = {.trip = sy_trip_monitor_fire, .warn = sy_trip_monitor_warn, .ud = app->trip,
+    sy_monitor_hooks_t hooks = {.trip = sy_trip_monitor_fire, .warn = sy_trip_monitor_warn,
+                                .critical = sy_trip_monitor_critical, .drained = sy_trip_monitor_drained,
+                                .ud = app->trip,
                                 .window = sy_feed_window, .window_ud = &app->sink,
                                 .window_ms = sy_audit_window_ms(app->audit), .endpoints = app->endpoints};
     app->monitor = sy_monitor_create(app->loop, cfg, (size_t)cfg->workers, &hooks);
@@ -139,6 +149,12 @@ static int cmd_run(const char *path, bool takeover, int ready_fd)
     sy_admin_set_trip(app.admin, app.trip);
     sy_admin_set_shadow(app.admin, app.shadow);
     sy_shadowmon_bind(app.shadow, app.store, sy_trip_monitor_warn, app.trip);
+    app.plan = sy_plan_create(app.loop, cfg, app.store, app.monitor, &app.sink);
+    if (app.plan == NULL)
+        goto out;
+    sy_admin_set_plan(app.admin, app.plan);
+    if ((app.baseline = sy_baseline_create(app.loop, cfg, app.store, app.monitor, &app.sink)) == NULL)
+        goto out;
     sy_trip_bind(app.trip, app.store, app.monitor);
     app.fleet = sy_fleet_create(app.loop, path, SY_VERSION, app.store, app.monitor, app.trip);
     sy_admin_set_fleet(app.admin, app.fleet);
@@ -171,6 +187,8 @@ out:
     sy_health_destroy(app.health);
     sy_flagstore_destroy(app.store);
     sy_fleet_destroy(app.fleet); /* after the store: its Redis answered the fleet's reads */
+    sy_plan_destroy(app.plan); /* after the store, which answers its writes */
+    sy_baseline_destroy(app.baseline);
     sy_monitor_flush_windows(app.monitor);
     sy_audit_destroy(app.audit);
     sy_admin_destroy(app.admin);

@@ -413,6 +413,10 @@ static const endpoint_t endpoints[] = {
     {"GET", "/windows", sy_admin_ep_windows, false, false},
     {"GET", "/routes/{name}/cohort", sy_admin_ep_cohort, false, false},
     {"GET", "/routes/{name}/diffs", sy_admin_ep_diffs, false, false},
+    {"GET", "/routes/{name}", sy_admin_ep_route, false, false},
+    {"GET", "/routes/{name}/plan", sy_admin_ep_plan, false, false},
+    {"POST", "/routes/{name}/pause", sy_admin_ep_plan_pause, true, false},
+    {"POST", "/routes/{name}/continue", sy_admin_ep_plan_continue, true, false},
 };
 
 /* Does path match the pattern? The {name} segment, if any, goes to name. */
@@ -749,6 +753,11 @@ void sy_admin_set_shadow(sy_admin_t *a, struct sy_shadowmon *shadow)
 void sy_admin_set_fleet(sy_admin_t *a, sy_fleet_t *fleet)
 {
     a->fleet = fleet;
+}
+
+void sy_admin_set_plan(sy_admin_t *a, sy_plan_t *plan)
+{
+    a->plan = plan;
 }
 
 void sy_admin_set_ready(sy_admin_t *a, bool ready)

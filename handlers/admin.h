@@ -21,6 +21,7 @@
 #include "healthcheck/endpoints.h"
 #include "healthcheck/fleet.h"
 #include "healthcheck/monitor.h"
+#include "healthcheck/plan.h"
 #include "healthcheck/trip.h"
 #include "proxy/config.h"
 
@@ -53,6 +54,8 @@ struct sy_shadowmon;
 void sy_admin_set_shadow(sy_admin_t *a, struct sy_shadowmon *shadow);
 /* GET /fleet answers from it (NULL: 404). */
 void sy_admin_set_fleet(sy_admin_t *a, sy_fleet_t *fleet);
+/* The plans' owner (may stay NULL: no plan endpoints then answer 404). */
+void sy_admin_set_plan(sy_admin_t *a, sy_plan_t *plan);
 /* Marks the gateway ready (workers running) or draining. */
 void sy_admin_set_ready(sy_admin_t *a, bool ready);
 /* Stops accepting and closes the admin listener (after a hand-off to a new

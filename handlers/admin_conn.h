@@ -38,6 +38,7 @@ typedef struct admin_conn {
     size_t big_len, big_off;
     int refs; /* 1 for the connection, +1 while a store request is out */
     const char *extra_head; /* a static header line ("Name: value\r\n") for the answer, or NULL */
+    char plan_route[128]; /* the route of a plan request in flight */
 } admin_conn_t;
 
 struct sy_admin {
@@ -51,6 +52,7 @@ struct sy_admin {
     struct sy_history *history; /* the dashboard's last minutes (owned; NULL: none) */
     struct sy_shadowmon *shadow; /* shadow traffic results (NULL: none) */
     sy_fleet_t *fleet; /* the fleet's view, for GET /fleet (NULL: none) */
+    sy_plan_t *plan; /* the plans' owner (GET plan, pause, continue) */
     int fd;
     ev_io accept_io;
     sy_bufpool_t bufs;
@@ -108,7 +110,8 @@ static inline bool reason_of(admin_conn_t *c, json_t *body, const char **out)
 
 /* The endpoints, by area (the registry table in admin.c lists them all). */
 sy_admin_ep_fn sy_admin_ep_status, sy_admin_ep_cohort, sy_admin_ep_percent, sy_admin_ep_test_users,
-    sy_admin_ep_rollback, sy_admin_ep_resume, sy_admin_ep_promote; /* api_routes.c */
+    sy_admin_ep_rollback, sy_admin_ep_resume, sy_admin_ep_promote, sy_admin_ep_route, sy_admin_ep_plan,
+    sy_admin_ep_plan_pause, sy_admin_ep_plan_continue; /* api_routes.c */
 sy_admin_ep_fn sy_admin_ep_events, sy_admin_ep_windows;           /* api_record.c */
 sy_admin_ep_fn sy_admin_ep_metrics;                               /* metrics.c */
 sy_admin_ep_fn sy_admin_ep_dashboard, sy_admin_ep_history;        /* dashboard.c */

@@ -51,11 +51,14 @@ static json_t *window_json(const sy_monitor_t *m, const char *route)
         const sy_route_view_t *v = sy_monitor_route(m, i);
         if (strcmp(v->route, route) != 0)
             continue;
-        return json_pack("{s:f, s:s, s:s?, s:s, s:o, s:o, s:I, s:I}", "seconds", v->window_s, "verdict",
-                         sy_level_name(v->verdict.level), "rule", v->verdict.rule, "detail", v->verdict.detail,
-                         "legacy", sy_trip_side_json(&v->window[0], v->window_s), "new",
-                         sy_trip_side_json(&v->window[1], v->window_s),
-                         "trips", (json_int_t)v->trips, "warnings", (json_int_t)v->warnings);
+        json_t *w = json_pack("{s:f, s:s, s:s?, s:s, s:o, s:o, s:I, s:I, s:I}", "seconds", v->window_s, "verdict",
+                              sy_level_name(v->verdict.level), "rule", v->verdict.rule, "detail", v->verdict.detail,
+                              "legacy", sy_trip_side_json(&v->window[0], v->window_s), "new",
+                              sy_trip_side_json(&v->window[1], v->window_s), "trips", (json_int_t)v->trips,
+                              "warnings", (json_int_t)v->warnings, "criticals", (json_int_t)v->criticals);
+        if (w != NULL && v->evidence != NULL)
+            json_object_set_new(w, "evidence", sy_trip_evidence_json(v->evidence));
+        return w;
     }
     return json_null();
 }
@@ -75,6 +78,7 @@ void sy_admin_ep_status(admin_conn_t *c, const char *name, json_t *body)
             json_object_del(w, "new"); /* a plain route has one side */
         json_object_set_new(r, "window", w);
         json_object_set_new(r, "refused", sy_flagstore_route_refused(c->a->store, i));
+        json_object_set_new(r, "plan", sy_plan_json(c->a->plan, rs->routes[i].name));
         json_array_append_new(routes, r);
     }
     sy_flagstore_status_t st;
@@ -300,4 +304,68 @@ void sy_admin_ep_promote(admin_conn_t *c, const char *route, json_t *body)
 {
     sy_flag_request_t req = {.op = SY_OP_PROMOTE};
     submit(c, route, &req, body);
+}
+
+/* GET /routes/{name}: the route as in /status (flags, window, plan). */
+void sy_admin_ep_route(admin_conn_t *c, const char *name, json_t *body)
+{
+    (void)body;
+    const sy_routes_t *rs = sy_config_ext(sy_flagstore_config(c->a->store), "routes");
+    const sy_route_t *r = rs != NULL ? sy_route_find(rs, name) : NULL;
+    if (r == NULL) {
+        respond_error(c, 404, "no such route");
+        return;
+    }
+    size_t i = (size_t)(r - rs->routes);
+    json_t *j = route_json(r, &sy_flagstore_flags(c->a->store)[i]);
+    json_t *w = window_json(c->a->monitor, r->name);
+    if (r->new_pool == NULL && json_is_object(w))
+        json_object_del(w, "new");
+    json_object_set_new(j, "window", w);
+    json_object_set_new(j, "refused", sy_flagstore_route_refused(c->a->store, i));
+    json_object_set_new(j, "plan", sy_plan_json(c->a->plan, r->name));
+    respond_json(c, 200, j);
+}
+
+/* GET /routes/{name}/plan */
+void sy_admin_ep_plan(admin_conn_t *c, const char *name, json_t *body)
+{
+    (void)body;
+    json_t *j = sy_plan_json(c->a->plan, name);
+    if (json_is_null(j)) {
+        json_decref(j);
+        respond_error(c, 404, "the route has no plan");
+        return;
+    }
+    respond_json(c, 200, json_pack("{s:s, s:o}", "route", name, "plan", j));
+}
+
+static void plan_done(void *ud, const char *err, int status)
+{
+    admin_conn_t *c = ud;
+    if (err != NULL)
+        respond_error(c, status, err);
+    else
+        respond_json(c, 200, json_pack("{s:o}", "plan", sy_plan_json(c->a->plan, c->plan_route)));
+    sy_admin_conn_release(c);
+}
+
+static void plan_pause(admin_conn_t *c, const char *name, json_t *body, bool pause)
+{
+    json_t *why = body ? json_object_get(body, "reason") : NULL;
+    snprintf(c->plan_route, sizeof(c->plan_route), "%s", name);
+    c->refs++; /* until plan_done */
+    sy_plan_pause(c->a->plan, name, pause, actor_of(c, body), json_is_string(why) ? json_string_value(why) : "",
+                  plan_done, c);
+}
+
+/* POST /routes/{name}/pause, /routes/{name}/continue {"reason": "..."} */
+void sy_admin_ep_plan_pause(admin_conn_t *c, const char *name, json_t *body)
+{
+    plan_pause(c, name, body, true);
+}
+
+void sy_admin_ep_plan_continue(admin_conn_t *c, const char *name, json_t *body)
+{
+    plan_pause(c, name, body, false);
 }

@@ -5,6 +5,8 @@
 #include "handlers/admin.h"
 #include "handlers/ctl.h"
 #include "healthcheck/notify.h"
+#include "healthcheck/baseline.h"
+#include "healthcheck/plan.h"
 #include "healthcheck/rules.h"
 #include "proxy/conf.h"
 #include "proxy/shadow.h"
@@ -24,6 +26,8 @@ const sy_conf_section_t *const sy_cli_sections[] = {
     &sy_redis_section,
     &sy_admin_section,
     &sy_trip_section,
+    &sy_plan_section,
+    &sy_baseline_section,
     &sy_notify_section,
     &sy_postgres_section,
     &sy_shadow_section,
@@ -44,7 +48,7 @@ static void usage(FILE *out)
             "                                    (USER \"-\": one user per line from stdin); flags from\n"
             "                                    the config file, or with --live the running gateway's\n"
             "  switchyard migrate -c FILE        create or migrate the PostgreSQL schema, then exit\n"
-            "  switchyard ctl [-a ADDR] [-t TOKENFILE] [--json] status|set|test-users|rollback|resume|promote|swap|events|diffs|top ...\n"
+            "  switchyard ctl [-a ADDR] [-t TOKENFILE] [--json] status|set|test-users|rollback|resume|promote|swap|plan|pause|continue|events|diffs|top ...\n"
             "                                    talk to the admin API (switchyard ctl -h for more)\n"
             "  switchyard --version\n"
             "default FILE: " DEFAULT_CONFIG "\n");

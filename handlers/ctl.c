@@ -4,7 +4,9 @@
 #include "flags/store.h"
 #include "handlers/admin.h"
 #include "handlers/top.h"
+#include "healthcheck/baseline.h"
 #include "healthcheck/notify.h"
+#include "healthcheck/plan.h"
 #include "healthcheck/rules.h"
 #include "proxy/config.h"
 #include "proxy/h1client.h"
@@ -117,6 +119,8 @@ static int usage(void)
             "  promote ROUTE [--reason R]\n"
             "  swap POOL [--to blue|green] [--reason R]\n"
             "  top                                   live view of routes, pools and events (q quits)\n"
+            "  plan ROUTE                            the rollout plan: step, hold, what it waits for\n"
+            "  pause ROUTE | continue ROUTE [--reason R]   a plan (continue restarts the step's clock)\n"
             "  events [ROUTE] [--since 1h|2026-11-21T18:00:00Z] [--kind K] [--limit N]   newest first\n"
             "  windows [ROUTE] [--since ...] [--limit N]   per-minute numbers, newest first\n"
             "  diffs ROUTE                           shadow traffic: mismatches and the last mismatching pairs\n"
@@ -260,7 +264,8 @@ static int admin_of_config(const char *config_path, char **addr, char **token_fi
     *token_file = NULL;
     if (config_path != NULL) {
         static const sy_conf_section_t *const sections[] = {&sy_routes_section, &sy_redis_section, &sy_admin_section,
-                                                            &sy_trip_section,   &sy_notify_section, &sy_postgres_section};
+                                                            &sy_trip_section,   &sy_notify_section, &sy_postgres_section,
+                                                            &sy_plan_section,   &sy_baseline_section};
         sy_conf_t errs;
         sy_config_t *cfg = sy_config_load(&errs, config_path, sections, SY_ARRAY_LEN(sections));
         if (cfg == NULL) {
@@ -397,6 +402,28 @@ static int build_record_query(const ctl_args_t *a, ctl_req_t *rq)
         n += url_encode(rq->path + n, cap - n, vals[k]);
     }
     return 0;
+}
+
+static int build_plan(const ctl_args_t *a, ctl_req_t *rq)
+{
+    rq->method = "GET";
+    snprintf(rq->path, sizeof(rq->path), "/routes/%s/plan", a->pos[1]);
+    return 0;
+}
+
+/* plan, pause, continue: the plan's state, step, and what it waits for. */
+static bool print_plan(const ctl_args_t *a, json_t *r)
+{
+    json_t *p = json_object_get(r, "plan");
+    if (a->as_json || !json_is_object(p))
+        return false;
+    const char *w = json_string_value(json_object_get(p, "waiting_for"));
+    printf("%s: plan %s, step %lld of %zu, hold left %lld s, waiting for: %s (needs %lld more requests on new)\n",
+           a->pos[1], json_string_value(json_object_get(p, "state")),
+           (long long)json_integer_value(json_object_get(p, "step")), json_array_size(json_object_get(p, "steps")),
+           (long long)json_integer_value(json_object_get(p, "hold_left_s")), w && *w ? w : "nothing",
+           (long long)json_integer_value(json_object_get(p, "needed_requests")));
+    return true;
 }
 
 static int build_swap(const ctl_args_t *a, ctl_req_t *rq)
@@ -565,6 +592,9 @@ static const ctl_cmd_t ctl_cmds[] = {
     {"windows", 0, 1, build_record_query, print_windows},
     {"swap", 1, 1, build_swap, print_swapped},
     {"diffs", 1, 1, build_diffs, print_diffs},
+    {"plan", 1, 1, build_plan, print_plan},
+    {"pause", 1, 1, build_route_action, print_plan},
+    {"continue", 1, 1, build_route_action, print_plan},
 };
 
 static const ctl_cmd_t *find_cmd(const ctl_args_t *a)

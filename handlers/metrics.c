@@ -342,6 +342,8 @@ static const family_t families[] = {
      offsetof(sy_route_view_t, trips)},
     {"switchyard_warnings_total", "counter", "Warnings (warn_* rules) since start.", false, per_view,
      offsetof(sy_route_view_t, warnings)},
+    {"switchyard_criticals_total", "counter", "Critical alerts (critical_* rules) since start.", false, per_view,
+     offsetof(sy_route_view_t, criticals)},
     {"switchyard_redis_connected", "gauge", "1 while the flag store is connected to Redis.", false, redis_connected,
      0},
     {"switchyard_refused_edits_total", "counter", "Flag edits refused as invalid.", false, refused_edits, 0},

@@ -33,7 +33,11 @@ typedef struct route_state {
     sy_route_view_t view;
     uint64_t cur_second;      /* the second the current bucket holds */
     ev_tstamp since;          /* start of the data in the window */
-    bool tripped, warned;
+    bool tripped, warned, critical, refused;
+    sy_evidence_t *ev;        /* since the route's last change (sequential tests) */
+    ev_tstamp ev_since;
+    uint64_t rng;             /* the per-second comparison's draws */
+    ev_tstamp drain_since;    /* a trip flipped it at: watch new drain (0: not watching) */
     sy_side_t *period;        /* [2]: the current windows-row period (NULL: no rows) */
     int64_t period_start;     /* ms */
 } route_state_t;
@@ -182,6 +186,35 @@ static void side_add(sy_side_t *a, const sy_side_t *b, int sign)
     a->total.sum_us += (uint64_t)sign * b->total.sum_us;
     a->ttfb.total += (uint64_t)sign * b->ttfb.total;
     a->ttfb.sum_us += (uint64_t)sign * b->ttfb.sum_us;
+    a->slow_seconds += (uint64_t)sign * b->slow_seconds;
+    a->split_seconds += (uint64_t)sign * b->split_seconds;
+}
+
+/* The second in slot ended: which side had more requests over the ratio limit
+ * (legacy's window statistic x the ratio), on equal counts. One unit of the
+ * window's latency evidence, and one of the evidence since the change. */
+static void close_second(route_state_t *rs, size_t slot)
+{
+    sy_evidence_close_second(rs->ev);
+    const sy_trip_conf_t *c = rs->conf;
+    if (c->max_latency_ratio <= 0)
+        return;
+    sy_side_t *l = &rs->ring[0][slot], *n = &rs->ring[1][slot];
+    const sy_hist_t *wo = c->use_ttfb ? &rs->view.window[0].ttfb : &rs->view.window[0].total;
+    uint64_t need = c->ratio_q > 0 ? sy_rules_quantile_min(c->ratio_q) : 20;
+    if (wo->total < need || l->slow_seconds + n->slow_seconds + l->split_seconds != 0)
+        return;
+    uint64_t limit = (uint64_t)(sy_rules_stat_us(wo, c->ratio_q) * c->max_latency_ratio);
+    const sy_hist_t *ho = c->use_ttfb ? &l->ttfb : &l->total, *hn = c->use_ttfb ? &n->ttfb : &n->total;
+    int d = sy_seq_unit_compare(ho->total, ho->total - sy_hist_count_le(ho, limit), hn->total,
+                                hn->total - sy_hist_count_le(hn, limit), &rs->rng);
+    l->split_seconds = n->split_seconds = d != 0;
+    l->slow_seconds = d < 0;
+    n->slow_seconds = d > 0;
+    for (int v = 0; v < 2; v++) {
+        rs->view.window[v].split_seconds += d != 0;
+        rs->view.window[v].slow_seconds += v == 0 ? d < 0 : d > 0;
+    }
 }
 
 /* Sums route r, variant v over all workers' shards. */
@@ -208,11 +241,33 @@ static void gather(sy_monitor_t *m, size_t r, int v, sy_side_t *out)
     }
 }
 
+static bool all_down(const sy_monitor_t *m, const sy_pool_t *p);
+
+/* A rollback never sends users into a dead pool: with every endpoint of legacy
+ * down the route stays where it is, the critical hook says why (once per
+ * outage) and the trip is tried again at the next tick. */
 static void do_trip(sy_monitor_t *m, route_state_t *rs, const char *rule, const char *detail)
 {
     if (rs->tripped)
         return;
+    const sy_pool_t *lp = rs->conf->legacy_pool ? sy_config_pool(m->cfg, rs->conf->legacy_pool) : NULL;
+    if (all_down(m, lp)) {
+        size_t r = (size_t)(rs - m->routes);
+        atomic_store_explicit(&m->mark[r], 0, memory_order_release); /* the data path's mark too */
+        if (!rs->refused) {
+            char why[512];
+            snprintf(why, sizeof(why), "rollback refused: legacy pool %s has no healthy endpoint; %s: %s",
+                     lp->name, rule, detail);
+            sy_error("route %s: %s", rs->name, why);
+            if (m->hooks.critical != NULL)
+                m->hooks.critical(m->hooks.ud, rs->name, "rollback_refused", why);
+        }
+        rs->refused = true;
+        return;
+    }
+    rs->refused = false;
     rs->tripped = true; /* the trip owner counts the trip once the route flips */
+    rs->drain_since = ev_now(m->loop);
     sy_warn("trip: route %s, rule %s: %s", rs->name, rule, detail);
     m->hooks.trip(m->hooks.ud, rs->name, rule, detail);
 }
@@ -267,6 +322,25 @@ static void check_pools(sy_monitor_t *m, size_t r, route_state_t *rs)
     m->legacy_down[r] = ld;
 }
 
+/* After a trip: once nothing is in flight on new's endpoints, say so (the
+ * teams' switch-back procedure waits for it). */
+static void check_drained(sy_monitor_t *m, route_state_t *rs, ev_tstamp now)
+{
+    if (rs->drain_since == 0 || m->hooks.drained == NULL || m->hooks.endpoints == NULL)
+        return;
+    const sy_pool_t *np = rs->conf->new_pool ? sy_config_pool(m->cfg, rs->conf->new_pool) : NULL;
+    long inflight = 0;
+    for (size_t i = 0; np != NULL && i < np->nendpoints; i++)
+        inflight += sy_endpoints_inflight(m->hooks.endpoints, m->cfg, &np->endpoints[i]);
+    if (inflight > 0)
+        return;
+    char detail[160];
+    snprintf(detail, sizeof(detail), "nothing in flight on new (pool %s) %.1f s after the flip",
+             np ? np->name : "-", now - rs->drain_since);
+    rs->drain_since = 0;
+    m->hooks.drained(m->hooks.ud, rs->name, "new_drained", detail);
+}
+
 /* The period ended (or the monitor stops): its rows go out, the period starts empty. */
 static void emit_period(sy_monitor_t *m, route_state_t *rs)
 {
@@ -293,7 +367,7 @@ static void tick_cb(struct ev_loop *loop, ev_timer *t, int revents)
     ev_tstamp now = ev_now(loop);
     uint64_t second = (uint64_t)now;
     eject(m);
-    sy_side_t *cur = malloc(sizeof(*cur)), *delta = malloc(sizeof(*delta));
+    sy_side_t *cur = malloc(sizeof(*cur)), *delta = malloc(2 * sizeof(*delta));
     if (cur == NULL || delta == NULL) {
         free(cur);
         free(delta);
@@ -305,10 +379,12 @@ static void tick_cb(struct ev_loop *loop, ev_timer *t, int revents)
         bool new_second = second != rs->cur_second;
         if (rs->since == 0)
             rs->since = now;
+        if (new_second && rs->cur_second != 0 && second - rs->cur_second < rs->nbuckets)
+            close_second(rs, (size_t)(rs->cur_second % rs->nbuckets));
         for (int v = 0; v < 2; v++) {
             gather(m, r, v, cur);
-            *delta = *cur;
-            side_add(delta, &rs->last[v], -1);
+            delta[v] = *cur;
+            side_add(&delta[v], &rs->last[v], -1);
             rs->last[v] = *cur;
             rs->view.total[v] = *cur;
             if (v == 1) {
@@ -325,11 +401,15 @@ static void tick_cb(struct ev_loop *loop, ev_timer *t, int revents)
                     memset(&rs->ring[v][sl], 0, sizeof(sy_side_t));
                 }
             }
-            side_add(&rs->ring[v][slot], delta, +1);
-            side_add(&rs->view.window[v], delta, +1);
+            side_add(&rs->ring[v][slot], &delta[v], +1);
+            side_add(&rs->view.window[v], &delta[v], +1);
             if (rs->period != NULL)
-                side_add(&rs->period[v], delta, +1);
+                side_add(&rs->period[v], &delta[v], +1);
         }
+        if (rs->ev_since == 0)
+            rs->ev_since = now;
+        sy_evidence_add(rs->ev, rs->conf, &delta[0], &delta[1]);
+        rs->ev->since_s = now - rs->ev_since;
         if (rs->period != NULL) {
             int64_t now_ms = (int64_t)(now * 1000), w = (int64_t)m->hooks.window_ms;
             int64_t start = now_ms - now_ms % w;
@@ -340,22 +420,30 @@ static void tick_cb(struct ev_loop *loop, ev_timer *t, int revents)
         rs->cur_second = second;
         rs->view.window_s = now - rs->since < (double)rs->nbuckets ? now - rs->since : (double)rs->nbuckets;
         sy_rules_evaluate(rs->conf, &rs->view.window[0], &rs->view.window[1], &rs->view.verdict);
+        sy_rules_evaluate_evidence(rs->conf, rs->ev, &rs->view.verdict);
+        rs->view.evidence = rs->ev;
         check_pools(m, r, rs);
+        check_drained(m, rs, now);
         if (rs->view.verdict.would_trip_unsignificant)
             m->unsignificant++;
-        if (rs->view.verdict.level == SY_LEVEL_TRIP) {
-            do_trip(m, rs, rs->view.verdict.rule, rs->view.verdict.detail);
-        } else if (rs->view.verdict.level == SY_LEVEL_WARN) {
-            if (!rs->warned) {
-                sy_warn("warning: route %s, rule %s: %s", rs->name, rs->view.verdict.rule, rs->view.verdict.detail);
-                if (m->hooks.warn != NULL)
-                    m->hooks.warn(m->hooks.ud, rs->name, rs->view.verdict.rule, rs->view.verdict.detail);
-            }
-            rs->view.warnings += !rs->warned;
-            rs->warned = true;
-        } else {
-            rs->warned = false;
+        const sy_verdict_t *vd = &rs->view.verdict;
+        if (vd->level == SY_LEVEL_TRIP)
+            do_trip(m, rs, vd->rule, vd->detail);
+        /* Critical and warn notify once until the route is below them again. */
+        if (vd->level == SY_LEVEL_CRITICAL && !rs->critical) {
+            sy_warn("critical: route %s, rule %s: %s", rs->name, vd->rule, vd->detail);
+            if (m->hooks.critical != NULL)
+                m->hooks.critical(m->hooks.ud, rs->name, vd->rule, vd->detail);
+            rs->view.criticals++;
         }
+        rs->critical = vd->level >= SY_LEVEL_CRITICAL;
+        if (vd->level == SY_LEVEL_WARN && !rs->warned) {
+            sy_warn("warning: route %s, rule %s: %s", rs->name, vd->rule, vd->detail);
+            if (m->hooks.warn != NULL)
+                m->hooks.warn(m->hooks.ud, rs->name, vd->rule, vd->detail);
+            rs->view.warnings++;
+        }
+        rs->warned = vd->level >= SY_LEVEL_WARN;
     }
     free(cur);
     free(delta);
@@ -383,6 +471,7 @@ static void routes_free(sy_monitor_t *m)
         free(m->routes[r].ring[0]);
         free(m->routes[r].ring[1]);
         free(m->routes[r].period);
+        free(m->routes[r].ev);
     }
     free(m->routes);
     m->routes = NULL;
@@ -409,11 +498,14 @@ static int load(sy_monitor_t *m, const sy_config_t *cfg)
             rs->nbuckets = 1;
         rs->ring[0] = calloc(rs->nbuckets, sizeof(sy_side_t));
         rs->ring[1] = calloc(rs->nbuckets, sizeof(sy_side_t));
+        rs->ev = calloc(1, sizeof(sy_evidence_t));
         rs->view.route = rs->name;
         bool rows = m->hooks.window != NULL && m->hooks.window_ms > 0;
         rs->period = rows ? calloc(2, sizeof(sy_side_t)) : NULL;
-        if (rs->name == NULL || rs->ring[0] == NULL || rs->ring[1] == NULL || (rows && rs->period == NULL)) {
+        if (rs->name == NULL || rs->ring[0] == NULL || rs->ring[1] == NULL || rs->ev == NULL ||
+            (rows && rs->period == NULL)) {
             for (size_t k = 0; k <= r; k++) {
+                free(routes[k].ev);
                 free(routes[k].name);
                 free(routes[k].ring[0]);
                 free(routes[k].ring[1]);
@@ -510,12 +602,24 @@ void sy_monitor_reset_route(sy_monitor_t *m, const char *route)
         }
         rs->view.window_s = 0;
         rs->since = ev_now(m->loop);
-        rs->tripped = rs->warned = false;
+        rs->tripped = rs->warned = rs->critical = rs->refused = false;
+        rs->drain_since = 0;
+        sy_evidence_reset(rs->ev);
+        rs->ev_since = ev_now(m->loop);
         memset(&rs->view.verdict, 0, sizeof(rs->view.verdict));
         atomic_store(&m->streak[r], 0);
         atomic_store(&m->alarm[r], 0);
         atomic_store(&m->mark[r], 0);
     }
+}
+
+void sy_monitor_restart_evidence(sy_monitor_t *m, const char *route)
+{
+    for (size_t r = 0; r < m->nroutes; r++)
+        if (strcmp(m->routes[r].name, route) == 0) {
+            sy_evidence_reset(m->routes[r].ev);
+            m->routes[r].ev_since = ev_now(m->loop);
+        }
 }
 
 void sy_monitor_count_trip(sy_monitor_t *m, const char *route)

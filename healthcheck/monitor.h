@@ -31,7 +31,11 @@ typedef void (*sy_window_fn)(void *ud, int64_t at_ms, const char *route, int var
 typedef struct sy_monitor_hooks {
     sy_trip_fn trip;
     sy_trip_fn warn;       /* may be NULL */
+    sy_trip_fn critical;   /* may be NULL: a critical-tier rule, or a rollback refused (rule rollback_refused) */
     sy_window_fn window;   /* may be NULL */
+    /* may be NULL: after a trip, nothing is in flight on new's pool any more
+     * (detail says how long after the trip); once per trip */
+    sy_trip_fn drained;
     uint64_t window_ms;    /* the period of `window` calls; 0: none */
     void *ud;              /* of trip and warn */
     void *window_ud;       /* of window */
@@ -55,13 +59,18 @@ void sy_monitor_reload(sy_monitor_t *m, const sy_config_t *cfg);
  * its streak, so old numbers cannot trip it again. */
 void sy_monitor_reset_route(sy_monitor_t *m, const char *route);
 
+/* The route's flags changed (percent, a plan's step): its sequential evidence
+ * starts again (the window stays). Control thread. */
+void sy_monitor_restart_evidence(sy_monitor_t *m, const char *route);
+
 typedef struct sy_route_view {
     const char *route;
     sy_side_t window[2];     /* legacy, new: over the window */
     sy_side_t total[2];      /* since start */
     double window_s;         /* seconds of data in the window */
     sy_verdict_t verdict;
-    uint64_t trips, warnings;
+    uint64_t trips, warnings, criticals;
+    const sy_evidence_t *evidence; /* since the route's last change; NULL before the first tick */
     uint64_t fallbacks;      /* requests bound for new served by legacy after a connect failure */
 } sy_route_view_t;
 

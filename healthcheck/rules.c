@@ -39,6 +39,10 @@ static void defaults(sy_trip_conf_t *c)
     c->warn_error_rate = 0.02;
     c->warn_latency_ms = 7000;
     c->warn_latency_q = 0.99;
+    c->critical_error_rate = 0.05;
+    c->critical_latency_ms = 10000;
+    c->critical_latency_q = 0.99;
+    c->sequential = true;
 }
 
 static int parse_fraction(sy_conf_t *c, yaml_node_t *v, double min, double max, double *out)
@@ -52,7 +56,7 @@ static int parse_fraction(sy_conf_t *c, yaml_node_t *v, double min, double max, 
     return 0;
 }
 
-/* {p99: 10000}: a percentile and a number. */
+/* {p99: 10000}: a percentile (or the mean) and a number. */
 static int parse_pct_map(sy_conf_t *c, yaml_node_t *v, double min, double max, double *q, double *val)
 {
     yaml_node_t *k, *x;
@@ -67,8 +71,10 @@ static int parse_pct_map(sy_conf_t *c, yaml_node_t *v, double min, double max, d
         *q = 0.95;
     else if (p && strcmp(p, "p99") == 0)
         *q = 0.99;
+    else if (p && strcmp(p, "mean") == 0)
+        *q = 0;
     else
-        return sy_conf_error(c, k, "percentile must be p50, p95 or p99");
+        return sy_conf_error(c, k, "percentile must be p50, p95, p99 or mean");
     return parse_fraction(c, x, min, max, val);
 }
 
@@ -77,6 +83,7 @@ static int parse_trip(sy_conf_t *c, yaml_node_t *v, sy_trip_conf_t *t)
     if (sy_conf_expect(c, v, YAML_MAPPING_NODE, "a mapping of trip rules") != 0)
         return SY_EINVAL;
     int rc = 0;
+    bool crit_rate = false, crit_lat = false;
     yaml_node_t *k, *x;
     for (size_t it = 0; sy_conf_map_next(c, v, &it, &k, &x);) {
         const char *key = sy_conf_scalar(k) ? sy_conf_scalar(k) : "?";
@@ -104,6 +111,12 @@ static int parse_trip(sy_conf_t *c, yaml_node_t *v, sy_trip_conf_t *t)
             r = parse_fraction(c, x, 0, 1, &t->warn_mismatch_rate);
         else if (strcmp(key, "warn_latency_ms") == 0)
             r = parse_pct_map(c, x, 1, 600000, &t->warn_latency_q, &t->warn_latency_ms);
+        else if (strcmp(key, "critical_error_rate") == 0)
+            r = parse_fraction(c, x, 0, 1, &t->critical_error_rate), crit_rate = true;
+        else if (strcmp(key, "critical_latency_ms") == 0)
+            r = parse_pct_map(c, x, 1, 600000, &t->critical_latency_q, &t->critical_latency_ms), crit_lat = true;
+        else if (strcmp(key, "sequential") == 0)
+            r = sy_conf_bool(c, x, &t->sequential);
         else if (strcmp(key, "consecutive_errors") == 0)
             r = sy_conf_int(c, x, 0, 1000000, &t->consecutive_errors);
         else if (strcmp(key, "scope") == 0) {
@@ -140,6 +153,13 @@ static int parse_trip(sy_conf_t *c, yaml_node_t *v, sy_trip_conf_t *t)
         if (r != 0)
             rc = SY_EINVAL;
     }
+    /* The critical tier sits between warn and rollback: a default critical
+     * at or below a warn set higher would fire before the warning; it is
+     * off then (set it to have it). */
+    if (!crit_rate && t->warn_error_rate > 0 && t->critical_error_rate <= t->warn_error_rate)
+        t->critical_error_rate = 0;
+    if (!crit_lat && t->warn_latency_ms > 0 && t->critical_latency_ms <= t->warn_latency_ms)
+        t->critical_latency_ms = 0;
     return rc;
 }
 
@@ -236,8 +256,8 @@ uint64_t sy_rules_quantile_min(double q)
 
 const char *sy_level_name(sy_level_t l)
 {
-    static const char *const names[] = {"ok", "insufficient", "warn", "trip"};
-    return (unsigned)l < 4 ? names[l] : "?";
+    static const char *const names[] = {"ok", "insufficient", "warn", "critical", "trip"};
+    return (unsigned)l < 5 ? names[l] : "?";
 }
 
 static void set(sy_verdict_t *out, sy_level_t level, const char *rule, const char *fmt, ...)
@@ -255,29 +275,104 @@ static void set(sy_verdict_t *out, sy_level_t level, const char *rule, const cha
     va_end(ap);
 }
 
-/* New's quantile over legacy's, judged with a test rather than one p99 against
- * another: with legacy's quantile times the ratio as the limit, count how many
- * of new's samples exceed it; trip only when that count is significantly above
- * the share 1-q that new would have if it were within the ratio. */
-static void latency_ratio(const sy_trip_conf_t *c, const sy_hist_t *hn, const sy_hist_t *ho, sy_verdict_t *out,
-                          bool *pending)
+double sy_rules_stat_us(const sy_hist_t *h, double q)
 {
-    uint64_t need = sy_rules_quantile_min(c->ratio_q);
+    if (q > 0)
+        return sy_hist_quantile_us(h, q);
+    return h->total ? (double)h->sum_us / (double)h->total : 0;
+}
+
+/* "p99" or "mean". */
+static const char *stat_name(double q, char buf[8])
+{
+    if (q <= 0)
+        return "mean";
+    snprintf(buf, 8, "p%.0f", q * 100);
+    return buf;
+}
+
+/* The share of samples a statistic at the limit leaves above it: 1-q for a
+ * quantile; for the mean, judged as "most samples over the limit" (1/2). */
+static double over_share(double q)
+{
+    return q > 0 ? 1 - q : 0.5;
+}
+
+static uint64_t over(const sy_hist_t *h, double limit_us)
+{
+    return h->total - sy_hist_count_le(h, (uint64_t)limit_us);
+}
+
+/* One tier's absolute error-rate rule on a window: crossed, and significantly. */
+static void window_rate(const sy_trip_conf_t *c, sy_verdict_t *out, sy_level_t level, const char *rule, double thr,
+                        const sy_side_t *fresh, const char *sides)
+{
+    double rate = (double)fresh->errors / (double)fresh->requests;
+    if (thr <= 0 || rate <= thr)
+        return;
+    double p = sy_rules_exceed_pvalue(fresh->errors, fresh->requests, 1 - thr);
+    if (p < 1 - c->confidence)
+        set(out, level, rule, "error rate %s > %.2f%% (p=%.4f)", sides, thr * 100, p);
+    else
+        out->would_trip_unsignificant = true;
+}
+
+/* One tier's absolute latency rule on a window: new's statistic over the limit
+ * and significantly more samples over it than the statistic allows. */
+static void window_latency(const sy_trip_conf_t *c, sy_verdict_t *out, sy_level_t level, const char *rule,
+                           double limit_ms, double q, const sy_hist_t *hn, const sy_hist_t *ho)
+{
+    if (limit_ms <= 0 || hn->total == 0)
+        return;
+    double v = sy_rules_stat_us(hn, q) / 1000.0;
+    if (v <= limit_ms)
+        return;
+    uint64_t x = over(hn, limit_ms * 1000);
+    double p = sy_rules_exceed_pvalue(x, hn->total, 1 - over_share(q));
+    char b[8];
+    if (p < 1 - c->confidence)
+        set(out, level, rule, "new %s %.1f ms > %.0f ms (%llu of %llu over, p=%.4f; legacy %.1f ms)",
+            stat_name(q, b), v, limit_ms, (unsigned long long)x, (unsigned long long)hn->total, p,
+            sy_rules_stat_us(ho, q) / 1000.0);
+    else
+        out->would_trip_unsignificant = true;
+}
+
+bool sy_rules_slower_seconds(uint64_t worse, uint64_t split, double confidence)
+{
+    return sy_seq_rejects(worse, split, 0.5, 1 - confidence);
+}
+
+/* New's statistic over legacy's, judged with tests rather than one p99 against
+ * another: with legacy's statistic times the ratio as the limit, count how many
+ * of new's samples exceed it; trip only when that count is significantly above
+ * the share that new would have if it were within the ratio, AND new had more
+ * samples over the limit than legacy in significantly more of the seconds in
+ * which they differed (a stall of one process is one second, not a hundred
+ * requests). */
+static void latency_ratio(const sy_trip_conf_t *c, const sy_side_t *fresh_side, const sy_hist_t *hn,
+                          const sy_hist_t *ho, sy_verdict_t *out, bool *pending)
+{
+    uint64_t need = c->ratio_q > 0 ? sy_rules_quantile_min(c->ratio_q) : 20;
     if (hn->total < need || ho->total < need) {
         *pending = true;
         return;
     }
-    double vn = sy_hist_quantile_us(hn, c->ratio_q), vo = sy_hist_quantile_us(ho, c->ratio_q);
+    double vn = sy_rules_stat_us(hn, c->ratio_q), vo = sy_rules_stat_us(ho, c->ratio_q);
     if (vo <= 0 || vn / vo <= c->max_latency_ratio)
         return;
     uint64_t limit = (uint64_t)(vo * c->max_latency_ratio);
-    uint64_t over = hn->total - sy_hist_count_le(hn, limit);
-    double p = sy_rules_exceed_pvalue(over, hn->total, c->ratio_q);
-    if (p < 1 - c->confidence)
+    uint64_t x = hn->total - sy_hist_count_le(hn, limit);
+    double p = sy_rules_exceed_pvalue(x, hn->total, 1 - over_share(c->ratio_q));
+    char b[8];
+    if (p < 1 - c->confidence && sy_rules_slower_seconds(fresh_side->slow_seconds, fresh_side->split_seconds,
+                                                          c->confidence))
         set(out, SY_LEVEL_TRIP, "max_latency_ratio",
-            "new p%.0f %.1f ms is %.2fx legacy's %.1f ms > %.2fx (%llu of %llu over %.1f ms, p=%.4f)",
-            c->ratio_q * 100, vn / 1000, vn / vo, vo / 1000, c->max_latency_ratio, (unsigned long long)over,
-            (unsigned long long)hn->total, (double)limit / 1000, p);
+            "new %s %.1f ms is %.2fx legacy's %.1f ms > %.2fx (%llu of %llu over %.1f ms, p=%.4f; slower in %llu "
+            "of %llu differing seconds)",
+            stat_name(c->ratio_q, b), vn / 1000, vn / vo, vo / 1000, c->max_latency_ratio, (unsigned long long)x,
+            (unsigned long long)hn->total, (double)limit / 1000, p, (unsigned long long)fresh_side->slow_seconds,
+            (unsigned long long)fresh_side->split_seconds);
     else
         out->would_trip_unsignificant = true;
 }
@@ -326,8 +421,7 @@ void sy_rules_evaluate(const sy_trip_conf_t *c, const sy_side_t *legacy, const s
              (unsigned long long)fresh->errors, (unsigned long long)fresh->requests, rate_old * 100,
              (unsigned long long)legacy->errors, (unsigned long long)legacy->requests);
 
-    if (c->max_error_rate > 0 && rate_new > c->max_error_rate)
-        set(out, SY_LEVEL_TRIP, "max_error_rate", "error rate %s > %.2f%%", sides, c->max_error_rate * 100);
+    window_rate(c, out, SY_LEVEL_TRIP, "max_error_rate", c->max_error_rate, fresh, sides);
     if (c->max_error_rate_delta > 0 && both && rate_new - rate_old > c->max_error_rate_delta) {
         double p = sy_rules_delta_pvalue(fresh->errors, fresh->requests, legacy->errors, legacy->requests,
                                          c->max_error_rate_delta);
@@ -337,23 +431,15 @@ void sy_rules_evaluate(const sy_trip_conf_t *c, const sy_side_t *legacy, const s
         else
             out->would_trip_unsignificant = true;
     }
-    if (c->max_latency_ms > 0) {
-        double v = sy_hist_quantile_us(hn, c->latency_q) / 1000.0;
-        if (v > c->max_latency_ms)
-            set(out, SY_LEVEL_TRIP, "max_latency_ms", "new p%.0f %.1f ms > %.0f ms (legacy %.1f ms)",
-                c->latency_q * 100, v, c->max_latency_ms, sy_hist_quantile_us(ho, c->latency_q) / 1000.0);
-    }
+    window_latency(c, out, SY_LEVEL_TRIP, "max_latency_ms", c->max_latency_ms, c->latency_q, hn, ho);
     bool ratio_pending = false;
     if (c->max_latency_ratio > 0 && both)
-        latency_ratio(c, hn, ho, out, &ratio_pending);
-    if (c->warn_error_rate > 0 && rate_new > c->warn_error_rate)
-        set(out, SY_LEVEL_WARN, "warn_error_rate", "error rate %s > %.2f%%", sides, c->warn_error_rate * 100);
-    if (c->warn_latency_ms > 0) {
-        double v = sy_hist_quantile_us(hn, c->warn_latency_q) / 1000.0;
-        if (v > c->warn_latency_ms)
-            set(out, SY_LEVEL_WARN, "warn_latency_ms", "new p%.0f %.1f ms > %.0f ms", c->warn_latency_q * 100, v,
-                c->warn_latency_ms);
-    }
+        latency_ratio(c, fresh, hn, ho, out, &ratio_pending);
+    window_rate(c, out, SY_LEVEL_CRITICAL, "critical_error_rate", c->critical_error_rate, fresh, sides);
+    window_latency(c, out, SY_LEVEL_CRITICAL, "critical_latency_ms", c->critical_latency_ms, c->critical_latency_q,
+                   hn, ho);
+    window_rate(c, out, SY_LEVEL_WARN, "warn_error_rate", c->warn_error_rate, fresh, sides);
+    window_latency(c, out, SY_LEVEL_WARN, "warn_latency_ms", c->warn_latency_ms, c->warn_latency_q, hn, ho);
     if (out->level == SY_LEVEL_OK && !both && (c->max_latency_ratio > 0 || c->max_error_rate_delta > 0))
         set(out, SY_LEVEL_INSUFFICIENT, "min_requests", "legacy has %llu of %lld requests: no comparison yet",
             (unsigned long long)legacy->requests, (long long)c->min_requests);
@@ -362,4 +448,121 @@ void sy_rules_evaluate(const sy_trip_conf_t *c, const sy_side_t *legacy, const s
             "p%.0f needs %llu requests on each side (new %llu, legacy %llu): no latency comparison yet",
             c->ratio_q * 100, (unsigned long long)sy_rules_quantile_min(c->ratio_q), (unsigned long long)hn->total,
             (unsigned long long)ho->total);
+}
+
+/* --- evidence since the last change (sequential, always valid) ------------ */
+
+void sy_side_add(sy_side_t *a, const sy_side_t *b)
+{
+    a->requests += b->requests;
+    a->errors += b->errors;
+    for (int k = 0; k < SY_XERR_KINDS; k++)
+        a->by_kind[k] += b->by_kind[k];
+    sy_hist_merge(&a->total, &b->total);
+    sy_hist_merge(&a->ttfb, &b->ttfb);
+    a->slow_seconds += b->slow_seconds;
+    a->split_seconds += b->split_seconds;
+}
+
+void sy_evidence_reset(sy_evidence_t *e)
+{
+    memset(e, 0, sizeof(*e));
+}
+
+void sy_evidence_add(sy_evidence_t *e, const sy_trip_conf_t *c, const sy_side_t *legacy, const sy_side_t *fresh)
+{
+    const sy_hist_t *hn = c->use_ttfb ? &fresh->ttfb : &fresh->total;
+    const sy_hist_t *ho = c->use_ttfb ? &legacy->ttfb : &legacy->total;
+    if (legacy->requests == 0 && fresh->requests == 0)
+        return;
+    sy_seq_pairs_add(&e->errors, legacy->requests, legacy->errors, fresh->requests, fresh->errors);
+    if (e->slow_limit_us > 0) {
+        e->unit_n[0] += ho->total;
+        e->unit_x[0] += over(ho, e->slow_limit_us);
+        e->unit_n[1] += hn->total;
+        e->unit_x[1] += over(hn, e->slow_limit_us);
+    }
+    sy_side_add(&e->side[0], legacy);
+    sy_side_add(&e->side[1], fresh);
+    const sy_hist_t *eo = c->use_ttfb ? &e->side[0].ttfb : &e->side[0].total;
+    uint64_t need = c->ratio_q > 0 ? sy_rules_quantile_min(c->ratio_q) : 20;
+    if (c->max_latency_ratio > 0 && eo->total >= need)
+        e->slow_limit_us = sy_rules_stat_us(eo, c->ratio_q) * c->max_latency_ratio;
+}
+
+void sy_evidence_close_second(sy_evidence_t *e)
+{
+    int d = sy_seq_unit_compare(e->unit_n[0], e->unit_x[0], e->unit_n[1], e->unit_x[1], &e->rng);
+    e->split_seconds += d != 0;
+    e->slow_seconds += d > 0;
+    e->unit_n[0] = e->unit_n[1] = e->unit_x[0] = e->unit_x[1] = 0;
+}
+
+/* One tier's absolute rule on the evidence: x of n over the threshold share.
+ * Never on fewer than SY_SEQ_MIN_EVENTS bad outcomes: three errors in three
+ * requests are evidence against "at most 10 %", but the teams act on five in a
+ * row (consecutive_errors), not on fewer. */
+static void seq_share(const sy_trip_conf_t *c, sy_verdict_t *out, sy_level_t level, const char *rule, uint64_t x,
+                      uint64_t n, double share, const char *what, double since_s)
+{
+    if (share <= 0 || share >= 1 || n == 0 || x < SY_SEQ_MIN_EVENTS || (double)x / (double)n <= share)
+        return;
+    double llr = sy_seq_log_lr(x, n, share);
+    if (llr >= log(1 / (1 - c->confidence)))
+        set(out, level, rule, "%s: %llu of %llu new requests since the change %.0f s ago, over a share of %.2f%% "
+            "(sequential evidence %.1f >= %.1f)", what, (unsigned long long)x, (unsigned long long)n, since_s,
+            share * 100, exp(llr) > 1e6 ? 1e6 : exp(llr), 1 / (1 - c->confidence));
+}
+
+static void seq_latency(const sy_trip_conf_t *c, const sy_evidence_t *e, sy_verdict_t *out, sy_level_t level,
+                        const char *rule, double limit_ms, double q)
+{
+    const sy_hist_t *hn = c->use_ttfb ? &e->side[1].ttfb : &e->side[1].total;
+    if (limit_ms <= 0 || sy_rules_stat_us(hn, q) / 1000.0 <= limit_ms)
+        return;
+    char what[64], b[8];
+    snprintf(what, sizeof(what), "new %s %.1f ms > %.0f ms", stat_name(q, b), sy_rules_stat_us(hn, q) / 1000.0,
+             limit_ms);
+    seq_share(c, out, level, rule, over(hn, limit_ms * 1000), hn->total, over_share(q), what, e->since_s);
+}
+
+void sy_rules_evaluate_evidence(const sy_trip_conf_t *c, const sy_evidence_t *e, sy_verdict_t *out)
+{
+    if (!c->enabled || !c->sequential)
+        return;
+    const sy_side_t *o = &e->side[0], *n = &e->side[1];
+    double alpha = 1 - c->confidence;
+    double rn = n->requests ? (double)n->errors / (double)n->requests : 0;
+    double ro = o->requests ? (double)o->errors / (double)o->requests : 0;
+    char what[128];
+    snprintf(what, sizeof(what), "new %.2f%% (%llu/%llu), legacy %.2f%% (%llu/%llu)", rn * 100,
+             (unsigned long long)n->errors, (unsigned long long)n->requests, ro * 100, (unsigned long long)o->errors,
+             (unsigned long long)o->requests);
+    seq_share(c, out, SY_LEVEL_TRIP, "max_error_rate", n->errors, n->requests, c->max_error_rate, what, e->since_s);
+    if (c->max_error_rate_delta > 0 && rn - ro > c->max_error_rate_delta && n->errors >= SY_SEQ_MIN_EVENTS &&
+        sy_seq_pairs_worse(&e->errors, alpha))
+        set(out, SY_LEVEL_TRIP, "max_error_rate_delta",
+            "error rate delta %.2f points > %.2f since the change %.0f s ago: new %.2f%% (%llu/%llu), legacy "
+            "%.2f%% (%llu/%llu); new worse in %llu of %llu disagreeing pairs (sequential evidence %.1f >= %.1f)",
+            (rn - ro) * 100, c->max_error_rate_delta * 100, e->since_s, rn * 100, (unsigned long long)n->errors,
+            (unsigned long long)n->requests, ro * 100, (unsigned long long)o->errors, (unsigned long long)o->requests,
+            (unsigned long long)e->errors.new_only, (unsigned long long)e->errors.discordant,
+            exp(sy_seq_pairs_log_lr(&e->errors)) > 1e6 ? 1e6 : exp(sy_seq_pairs_log_lr(&e->errors)), 1 / alpha);
+    seq_latency(c, e, out, SY_LEVEL_TRIP, "max_latency_ms", c->max_latency_ms, c->latency_q);
+    if (c->max_latency_ratio > 0 && e->slow_limit_us > 0) {
+        const sy_hist_t *hn = c->use_ttfb ? &n->ttfb : &n->total, *ho = c->use_ttfb ? &o->ttfb : &o->total;
+        double vn = sy_rules_stat_us(hn, c->ratio_q), vo = sy_rules_stat_us(ho, c->ratio_q);
+        char b[8];
+        if (vo > 0 && vn / vo > c->max_latency_ratio && sy_seq_rejects(e->slow_seconds, e->split_seconds, 0.5, alpha))
+            set(out, SY_LEVEL_TRIP, "max_latency_ratio",
+                "new %s %.1f ms is %.2fx legacy's %.1f ms > %.2fx since the change %.0f s ago; over %.1f ms: new "
+                "had more in %llu of %llu differing seconds (sequential)",
+                stat_name(c->ratio_q, b), vn / 1000, vn / vo, vo / 1000, c->max_latency_ratio, e->since_s,
+                e->slow_limit_us / 1000, (unsigned long long)e->slow_seconds, (unsigned long long)e->split_seconds);
+    }
+    seq_share(c, out, SY_LEVEL_CRITICAL, "critical_error_rate", n->errors, n->requests, c->critical_error_rate, what,
+              e->since_s);
+    seq_latency(c, e, out, SY_LEVEL_CRITICAL, "critical_latency_ms", c->critical_latency_ms, c->critical_latency_q);
+    seq_share(c, out, SY_LEVEL_WARN, "warn_error_rate", n->errors, n->requests, c->warn_error_rate, what, e->since_s);
+    seq_latency(c, e, out, SY_LEVEL_WARN, "warn_latency_ms", c->warn_latency_ms, c->warn_latency_q);
 }

@@ -4,6 +4,7 @@
 #include "proxy/log.h"
 #include "routing/route.h"
 
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -84,14 +85,16 @@ static json_t *flags_json(const sy_trip_t *t, const char *route)
     return sy_flags_to_json(&sy_flagstore_flags(t->store)[r - rs->routes]);
 }
 
-static void notify(sy_trip_t *t, const char *route, const char *rule, const char *reason)
+/* event: trip, warning or critical; severity: rollback, warn or critical. */
+static void notify(sy_trip_t *t, const char *event, const char *severity, const char *route, const char *rule,
+                   const char *reason, json_t *stats)
 {
     if (t->notify == NULL)
         return;
     char now[32];
     sy_flags_now(now);
-    json_t *j = json_pack("{s:s, s:s, s:s, s:s, s:s, s:s}", "event", "trip", "route", route, "rule", rule, "reason",
-                          reason, "actor", "switchyard", "at", now);
+    json_t *j = json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:O?}", "event", event, "severity", severity, "route",
+                          route, "rule", rule, "reason", reason, "actor", "switchyard", "at", now, "stats", stats);
     char *body = j != NULL ? json_dumps(j, JSON_COMPACT | JSON_PRESERVE_ORDER) : NULL;
     if (body != NULL)
         sy_notify_send(t->notify, body);
@@ -114,7 +117,7 @@ bool sy_trip_fire(sy_trip_t *t, const char *route, const char *rule, const char 
                                .before = before, .after = after, .stats = stats ? stats : own};
         record(t, &ev);
         json_decref(after);
-        notify(t, route, rule, reason);
+        notify(t, "trip", "rollback", route, rule, reason, stats ? stats : own);
         if (t->monitor != NULL)
             sy_monitor_count_trip(t->monitor, route);
     } else {
@@ -125,14 +128,36 @@ bool sy_trip_fire(sy_trip_t *t, const char *route, const char *rule, const char 
     return flipped;
 }
 
-void sy_trip_warn(sy_trip_t *t, const char *route, const char *rule, const char *detail)
+static void alert(sy_trip_t *t, const char *kind, const char *severity, const char *route, const char *rule,
+                  const char *detail)
 {
     json_t *stats = side_by_side(t, route, rule, detail);
-    char reason[512];
+    char reason[640];
     snprintf(reason, sizeof(reason), "%s: %s", rule, detail);
-    sy_event_t ev = {.kind = "warning", .route = route, .actor = "switchyard", .reason = reason, .stats = stats};
+    sy_event_t ev = {.kind = kind, .route = route, .actor = "switchyard", .reason = reason, .stats = stats};
     record(t, &ev);
+    notify(t, kind, severity, route, rule, reason, stats);
     json_decref(stats);
+}
+
+void sy_trip_warn(sy_trip_t *t, const char *route, const char *rule, const char *detail)
+{
+    alert(t, "warning", "warn", route, rule, detail);
+}
+
+void sy_trip_critical(sy_trip_t *t, const char *route, const char *rule, const char *detail)
+{
+    alert(t, "critical", "critical", route, rule, detail);
+}
+
+json_t *sy_trip_evidence_json(const sy_evidence_t *e)
+{
+    return json_pack("{s:f, s:o, s:o, s:{s:I, s:I, s:f}, s:{s:f, s:I, s:I}}", "since_s", e->since_s, "legacy",
+                     sy_trip_side_json(&e->side[0], e->since_s), "new", sy_trip_side_json(&e->side[1], e->since_s),
+                     "error_pairs", "discordant", (json_int_t)e->errors.discordant, "new_worse",
+                     (json_int_t)e->errors.new_only, "evidence", exp(sy_seq_pairs_log_lr(&e->errors)), "latency_seconds",
+                     "limit_ms", e->slow_limit_us / 1000, "split_seconds", (json_int_t)e->split_seconds, "slow_seconds",
+                     (json_int_t)e->slow_seconds);
 }
 
 void sy_trip_monitor_fire(void *trip, const char *route, const char *rule, const char *detail)
@@ -148,4 +173,18 @@ void sy_trip_monitor_fire(void *trip, const char *route, const char *rule, const
 void sy_trip_monitor_warn(void *trip, const char *route, const char *rule, const char *detail)
 {
     sy_trip_warn(trip, route, rule, detail);
+}
+
+void sy_trip_monitor_drained(void *trip, const char *route, const char *rule, const char *detail)
+{
+    sy_trip_t *t = trip;
+    (void)rule;
+    sy_event_t ev = {.kind = "drained", .route = route, .actor = "switchyard", .reason = detail};
+    record(t, &ev);
+    sy_info("route %s: %s", route, detail);
+}
+
+void sy_trip_monitor_critical(void *trip, const char *route, const char *rule, const char *detail)
+{
+    sy_trip_critical(trip, route, rule, detail);
 }

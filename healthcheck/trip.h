@@ -7,8 +7,9 @@
  * read by /status and /metrics) goes up by one. A route already tripped or
  * off is left alone: nothing is recorded, sent or counted.
  *
- * Warnings (warn_* rules) are recorded here too, with the same side-by-side
- * numbers, and change nothing. Control thread only. */
+ * Warnings (warn_* rules) and critical alerts (critical_* rules, a refused
+ * rollback) are recorded and notified here too, with the same side-by-side
+ * numbers and a severity, and change nothing. Control thread only. */
 #ifndef SY_TRIP_H
 #define SY_TRIP_H
 
@@ -36,13 +37,23 @@ void sy_trip_destroy(sy_trip_t *t);
  * (borrowed) is the evidence; NULL: the route's side-by-side window numbers
  * from the monitor. Returns whether the route was tripped by this call. */
 bool sy_trip_fire(sy_trip_t *t, const char *route, const char *rule, const char *reason, json_t *stats);
-/* Records a warning on `route` with the side-by-side numbers; no flip. */
+/* Records a warning on `route` with the side-by-side numbers and notifies it
+ * (severity "warn"); no flip. */
 void sy_trip_warn(sy_trip_t *t, const char *route, const char *rule, const char *detail);
+/* The same at severity "critical" (event kind `critical`): a critical-tier rule,
+ * or a rollback refused because legacy has no healthy endpoint. No flip. */
+void sy_trip_critical(sy_trip_t *t, const char *route, const char *rule, const char *detail);
 
 /* The monitor's hooks (sy_trip_fn), ud being the sy_trip_t: a fired rule
  * becomes sy_trip_fire with reason "rule: detail" and the window numbers. */
 void sy_trip_monitor_fire(void *trip, const char *route, const char *rule, const char *detail);
 void sy_trip_monitor_warn(void *trip, const char *route, const char *rule, const char *detail);
+void sy_trip_monitor_critical(void *trip, const char *route, const char *rule, const char *detail);
+/* After a trip, new has drained: a `drained` event (no flip, no notification). */
+void sy_trip_monitor_drained(void *trip, const char *route, const char *rule, const char *detail);
+/* The evidence since the route's last change as JSON (seconds, both sides,
+ * the paired tests' counts and evidence). A new reference. */
+json_t *sy_trip_evidence_json(const sy_evidence_t *e);
 
 /* One side's numbers over `seconds` as JSON (requests, errors, error_rate, rps,
  * p50/p95/p99 in ms): for the record of a trip or warning and for /status. A

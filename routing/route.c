@@ -684,6 +684,8 @@ static const struct {
     {"keep_test_users_on_trip", NULL, key_keep_test_users},
     {"trip", NULL, NULL}, /* parsed by the healthcheck's section */
     {"shadow", NULL, NULL}, /* parsed by proxy/shadow.c's section */
+    {"plan", NULL, NULL}, /* parsed by healthcheck/plan.c */
+    {"baseline", NULL, NULL}, /* parsed by healthcheck/baseline.c */
     {"jwt", parse_jwt, NULL},
     {"jwt_verify", NULL, key_jwt_verify},
     {"json_body_limit", NULL, key_json_body_limit},

@@ -105,10 +105,22 @@ static void test_rules(void **state)
     assert_int_equal(v.level, SY_LEVEL_TRIP);
     assert_string_equal(v.rule, "max_error_rate");
     assert_non_null(strstr(v.detail, "legacy"));
+    /* 3 % on 200 is not evidence of more than 2 %; 7 % is (and of more than
+     * 5 % it is not: a warning, not critical). */
     sy_side_t *warn = side(200, 6, 20000);
+    sy_rules_evaluate(&c, old, warn, &v);
+    assert_true(v.level < SY_LEVEL_WARN);
+    assert_true(v.would_trip_unsignificant);
+    warn->errors = 14;
     sy_rules_evaluate(&c, old, warn, &v);
     assert_int_equal(v.level, SY_LEVEL_WARN);
     assert_string_equal(v.rule, "warn_error_rate");
+    c.critical_error_rate = 0.05;
+    warn->errors = 19; /* 9.5 %: above 5 % significantly, not above 10 % */
+    sy_rules_evaluate(&c, old, warn, &v);
+    assert_int_equal(v.level, SY_LEVEL_CRITICAL);
+    assert_string_equal(v.rule, "critical_error_rate");
+    c.critical_error_rate = 0;
     /* A p99 ratio is not compared on 200 requests (its p99 is one or two
      * outliers); with 1,000 a side it is, and a real slowdown trips. */
     sy_side_t *slow = side(200, 0, 30000), *slightly = side(1200, 0, 22000);
@@ -116,6 +128,12 @@ static void test_rules(void **state)
     assert_int_equal(v.level, SY_LEVEL_INSUFFICIENT);
     assert_string_equal(v.rule, "max_latency_ratio");
     sy_side_t *old_many = side(1200, 0, 20000), *slow_many = side(1200, 0, 30000);
+    /* ... once it is slower second after second, not in one burst */
+    slow_many->slow_seconds = slow_many->split_seconds = 3;
+    sy_rules_evaluate(&c, old_many, slow_many, &v);
+    assert_int_equal(v.level, SY_LEVEL_OK);
+    assert_true(v.would_trip_unsignificant);
+    slow_many->slow_seconds = slow_many->split_seconds = 20;
     sy_rules_evaluate(&c, old_many, slow_many, &v);
     assert_int_equal(v.level, SY_LEVEL_TRIP);
     assert_string_equal(v.rule, "max_latency_ratio");
@@ -194,10 +212,67 @@ static void test_false_trips_over_200_windows(void **state)
     assert_true(without_significance > 0); /* the test is what keeps these from tripping */
 }
 
+/* The evidence path: low traffic over a long time trips on what a 60 s
+ * window never holds; equal sides do not; a mean latency rule works. */
+static void test_evidence(void **state)
+{
+    (void)state;
+    sy_trip_conf_t c = conf();
+    c.sequential = true;
+    sy_evidence_t *e = calloc(1, sizeof(*e));
+    sy_side_t *l = side(19, 0, 20000), *n = side(1, 0, 20000);
+    sy_verdict_t v;
+    /* 1 new request a period, every fifth an error (20 %); legacy at 0. */
+    int at = -1;
+    for (int i = 0; i < 400 && at < 0; i++) {
+        n->errors = i % 5 == 0;
+        sy_evidence_add(e, &c, l, n);
+        memset(&v, 0, sizeof(v));
+        sy_rules_evaluate_evidence(&c, e, &v);
+        if (v.level == SY_LEVEL_TRIP)
+            at = i + 1;
+    }
+    printf("evidence: 20 %% vs 0 %% errors, 1 new request a period: trips after %d new requests (%s)\n", at,
+           v.rule ? v.rule : "-");
+    assert_true(at > 0 && at < 120);
+    assert_string_equal(v.rule, "max_error_rate_delta");
+    assert_non_null(strstr(v.detail, "since the change"));
+    /* Equal sides, same latency: nothing, however long. */
+    sy_evidence_reset(e);
+    n->errors = 0;
+    for (int i = 0; i < 3000; i++) {
+        l->errors = n->errors = i % 100 == 0;
+        sy_evidence_add(e, &c, l, n);
+    }
+    memset(&v, 0, sizeof(v));
+    sy_rules_evaluate_evidence(&c, e, &v);
+    assert_int_equal(v.level, SY_LEVEL_OK);
+    /* A mean latency ratio: new 1.5x slower on the mean trips once legacy's
+     * mean is known; 1.1x does not. */
+    sy_trip_conf_t cm = conf();
+    cm.sequential = true;
+    cm.ratio_q = 0;
+    sy_side_t *fast = side(10, 0, 20000), *slow = side(10, 0, 30000), *near = side(10, 0, 22000);
+    for (int k = 0; k < 2; k++) {
+        sy_evidence_reset(e);
+        for (int i = 0; i < 100; i++) {
+            sy_evidence_add(e, &cm, fast, k == 0 ? slow : near);
+            sy_evidence_close_second(e);
+        }
+        memset(&v, 0, sizeof(v));
+        sy_rules_evaluate_evidence(&cm, e, &v);
+        assert_int_equal(v.level, k == 0 ? SY_LEVEL_TRIP : SY_LEVEL_OK);
+        if (k == 0)
+            assert_string_equal(v.rule, "max_latency_ratio");
+    }
+    free(e), free(l), free(n), free(fast), free(slow), free(near);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_hist_accuracy),
+        cmocka_unit_test(test_evidence),
         cmocka_unit_test(test_pvalue),
         cmocka_unit_test(test_rules),
         cmocka_unit_test(test_exceed_pvalue),

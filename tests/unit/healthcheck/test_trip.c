@@ -241,15 +241,31 @@ static void test_alertmanager(void **state)
     sy_trip_destroy(t);
 }
 
+/* Warn and critical are recorded and notified with their severity; nothing
+ * flips and no trip is counted. */
 static void test_warning_records_only(void **state)
 {
     (void)state;
     sy_trip_t *t = make();
-    sy_trip_monitor_warn(t, "wallet", "warn_error_rate", "new 3.0 % > 2.0 %");
-    assert_int_equal(seen.records, 1);
-    assert_string_equal(seen.last_kind, "warning");
-    assert_int_equal(seen.flips + seen.notifies + seen.counts, 0);
-    assert_non_null(json_object_get(seen.last_stats, "new"));
+    const char *kinds[2] = {"warning", "critical"}, *severities[2] = {"warn", "critical"};
+    for (int k = 0; k < 2; k++) {
+        if (k == 0)
+            sy_trip_monitor_warn(t, "wallet", "warn_error_rate", "new 3.0 % > 2.0 %");
+        else
+            sy_trip_monitor_critical(t, "wallet", "critical_error_rate", "new 6.0 % > 5.0 %");
+        assert_int_equal(seen.records, k + 1);
+        assert_string_equal(seen.last_kind, kinds[k]);
+        assert_int_equal(seen.notifies, k + 1);
+        assert_int_equal(seen.flips + seen.counts, 0);
+        assert_non_null(json_object_get(seen.last_stats, "new"));
+        json_error_t err;
+        json_t *body = json_loads(seen.last_body, 0, &err);
+        assert_non_null(body);
+        assert_string_equal(json_string_value(json_object_get(body, "severity")), severities[k]);
+        assert_string_equal(json_string_value(json_object_get(body, "event")), kinds[k]);
+        assert_non_null(json_object_get(json_object_get(body, "stats"), "legacy"));
+        json_decref(body);
+    }
     sy_trip_destroy(t);
 }
 
