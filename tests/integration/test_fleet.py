@@ -117,7 +117,10 @@ routes:
         and the trip reaches all three."""
         self.env.allowed.append(r"fleet: route nav trips")
         bad = self.env.start_backend("new-bad", args=["--error-rate", "1"])
-        trip = "    trip: {scope: fleet, min_requests: 60, max_error_rate: 0.2, consecutive_errors: 0}\n"
+        # sequential: false: the since-change evidence path judges a's own 30 requests
+        # (100 % errors is enough evidence locally); this test is about the window rule's scope.
+        trip = ("    trip: {scope: fleet, min_requests: 60, max_error_rate: 0.2, consecutive_errors: 0,"
+                " sequential: false}\n")
         a = self.start("a", percent=10000, new=bad, trip=trip)
         b = self.start("b", percent=10000, trip=trip)
         c = self.start("c", percent=10000, trip=trip)
