@@ -33,6 +33,7 @@ const sy_conf_section_t *const sy_cli_sections[] = {
     &sy_shadow_section,
 };
 const size_t sy_cli_nsections = SY_ARRAY_LEN(sy_cli_sections);
+_Static_assert(SY_ARRAY_LEN(sy_cli_sections) <= SY_CONF_EXT_MAX, "raise SY_CONF_EXT_MAX");
 
 static void usage(FILE *out)
 {

@@ -545,7 +545,10 @@ static int parse_ext_sections(sy_conf_t *c, yaml_node_t *root, sy_config_t *cfg,
                               const sy_conf_section_t *const *sections, size_t nsections)
 {
     int rc = 0;
-    for (size_t i = 0; i < nsections && i < SY_CONF_EXT_MAX; i++) {
+    if (nsections > SY_CONF_EXT_MAX) /* a section left out would be ignored without a word */
+        return sy_conf_error(c, root, "internal: %zu config sections registered, at most %d (raise SY_CONF_EXT_MAX)",
+                             nsections, SY_CONF_EXT_MAX);
+    for (size_t i = 0; i < nsections; i++) {
         cfg->ext_sections[i] = sections[i];
         cfg->next = i + 1;
         cfg->_print[SY_CONF_PROXY_KEYS + i] = print_key(c, root, sections[i]->key);

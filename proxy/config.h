@@ -17,7 +17,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
-#define SY_CONF_EXT_MAX 8
+#define SY_CONF_EXT_MAX 16
 
 struct ssl_ctx_st;
 
@@ -95,7 +95,7 @@ typedef struct sy_conf_section {
     sy_reload_t reload;
 } sy_conf_section_t;
 
-#define SY_CONF_PROXY_KEYS 8
+#define SY_CONF_PROXY_KEYS 12
 
 typedef struct sy_config {
     atomic_long refs;
