@@ -35,7 +35,6 @@
 #include "proxy/conn_impl.h"
 #include "proxy/log.h"
 
-#include <ctype.h>
 #include <nghttp2/nghttp2.h>
 #include <stdlib.h>
 #include <string.h>
@@ -214,14 +213,36 @@ static void resume(sy_h2_stream_t *s)
     s->h2->again = true;
 }
 
-static bool hop_by_hop(const sy_header_t *h)
+/* Hop-by-hop (and sec-websocket-accept): never in an HTTP/2 response. By
+ * length first: most names are none of these. */
+static bool not_forwarded(const sy_header_t *h)
 {
-    static const char *const names[] = {"connection", "keep-alive", "proxy-connection", "transfer-encoding",
-                                        "upgrade",    "te",         "trailer"};
-    for (size_t i = 0; i < SY_ARRAY_LEN(names); i++)
-        if (h->name_len == strlen(names[i]) && strncasecmp(h->name, names[i], h->name_len) == 0)
-            return true;
-    return false;
+    const char *n = h->name;
+    switch (h->name_len) {
+    case 2:
+        return strncasecmp(n, "te", 2) == 0;
+    case 7:
+        return strncasecmp(n, "upgrade", 7) == 0 || strncasecmp(n, "trailer", 7) == 0;
+    case 10:
+        return strncasecmp(n, "connection", 10) == 0 || strncasecmp(n, "keep-alive", 10) == 0;
+    case 16:
+        return strncasecmp(n, "proxy-connection", 16) == 0;
+    case 17:
+        return strncasecmp(n, "transfer-encoding", 17) == 0;
+    case 20:
+        return strncasecmp(n, "sec-websocket-accept", 20) == 0;
+    default:
+        return false;
+    }
+}
+
+static void status_digits(char out[4], unsigned status)
+{
+    status %= 1000u;
+    out[0] = (char)('0' + status / 100);
+    out[1] = (char)('0' + status / 10 % 10);
+    out[2] = (char)('0' + status % 10);
+    out[3] = '\0';
 }
 
 static int resp_on_head(void *ud, sy_h1_msg_t *m)
@@ -238,27 +259,31 @@ static int resp_on_head(void *ud, sy_h1_msg_t *m)
         }
         return 0;
     }
-    nghttp2_nv *nva = calloc(m->nheaders + 1, sizeof(*nva));
-    if (nva == NULL)
+    /* nghttp2 copies the list: a short one lives on the stack. */
+    nghttp2_nv local[48];
+    nghttp2_nv *nva = local;
+    if (m->nheaders + 1 > SY_ARRAY_LEN(local) && (nva = malloc((m->nheaders + 1) * sizeof(*nva))) == NULL)
         return sy_h1_fail(&s->resp, 502, "out of memory");
     char status[4];
-    snprintf(status, sizeof(status), "%03u", switched ? 200u : (unsigned)m->status % 1000u);
+    status_digits(status, switched ? 200u : (unsigned)m->status);
     size_t n = 0;
     nva[n++] = (nghttp2_nv){(uint8_t *)":status", (uint8_t *)status, 7, 3, NGHTTP2_NV_FLAG_NONE};
     for (size_t i = 0; i < m->nheaders; i++) {
         sy_header_t *h = &m->headers[i];
-        if (hop_by_hop(h) || (h->name_len == 20 && strncasecmp(h->name, "sec-websocket-accept", 20) == 0))
+        if (not_forwarded(h))
             continue;
         /* The names are in the stream's own arena: lower-cased in place. */
         char *name = (char *)h->name;
         for (size_t k = 0; k < h->name_len; k++)
-            name[k] = (char)tolower((unsigned char)name[k]);
+            if (name[k] >= 'A' && name[k] <= 'Z')
+                name[k] = (char)(name[k] + ('a' - 'A'));
         nva[n++] = (nghttp2_nv){(uint8_t *)name, (uint8_t *)h->value, h->name_len, h->value_len,
                                 NGHTTP2_NV_FLAG_NONE};
     }
     nghttp2_data_provider prd = {.source.ptr = s, .read_callback = data_read};
     int rv = nghttp2_submit_response(sess, s->id, nva, n, &prd);
-    free(nva);
+    if (nva != local)
+        free(nva);
     if (rv != 0)
         return sy_h1_fail(&s->resp, 502, "response refused by the HTTP/2 session");
     s->head_submitted = true;
@@ -431,8 +456,11 @@ static bool compose_head(sy_h2_stream_t *s, sy_conn_t *child)
     const hstr_t *target = connect ? &s->authority : &s->path;
     if (s->method[0] == '\0' || target->len == 0)
         return false;
-    int rc = sy_buf_appendf(in, "%s %.*s HTTP/1.1\r\n", s->websocket ? "GET" : s->method, (int)target->len,
-                            target->p);
+    const char *method = s->websocket ? "GET" : s->method;
+    int rc = sy_buf_append(in, method, strlen(method));
+    rc = rc ? rc : sy_buf_append(in, " ", 1);
+    rc = rc ? rc : sy_buf_append(in, target->p, target->len);
+    rc = rc ? rc : sy_buf_append(in, " HTTP/1.1\r\n", 11);
     if (s->websocket) {
         /* RFC 8441 5: the HTTP/1.1 upgrade it stands for. The key is ours (the
          * client has none; the accept that comes back is not passed on). */
@@ -440,12 +468,18 @@ static bool compose_head(sy_h2_stream_t *s, sy_conn_t *child)
         sy_worker_request_id(child->w, key);
         rc = rc ? rc : sy_buf_appendf(in, "Connection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Key: %.21sA==\r\n", key);
     }
-    if (rc == 0 && s->authority.len > 0)
-        rc = sy_buf_appendf(in, "Host: %.*s\r\n", (int)s->authority.len, s->authority.p);
+    if (rc == 0 && s->authority.len > 0) {
+        rc = sy_buf_append(in, "Host: ", 6);
+        rc = rc ? rc : sy_buf_append(in, s->authority.p, s->authority.len);
+        rc = rc ? rc : sy_buf_append(in, "\r\n", 2);
+    }
     if (rc == 0 && s->lines.len > 0)
         rc = sy_buf_append(in, s->lines.p, s->lines.len);
-    if (rc == 0 && s->cookie.len > 0)
-        rc = sy_buf_appendf(in, "Cookie: %.*s\r\n", (int)s->cookie.len, s->cookie.p);
+    if (rc == 0 && s->cookie.len > 0) {
+        rc = sy_buf_append(in, "Cookie: ", 8);
+        rc = rc ? rc : sy_buf_append(in, s->cookie.p, s->cookie.len);
+        rc = rc ? rc : sy_buf_append(in, "\r\n", 2);
+    }
     s->chunked = !s->req_end && !s->has_length && !s->websocket;
     if (rc == 0 && s->chunked)
         rc = sy_buf_append(in, "Transfer-Encoding: chunked\r\n", 28);
@@ -464,7 +498,7 @@ static bool compose_head(sy_h2_stream_t *s, sy_conn_t *child)
 static void answer_local(sy_h2_stream_t *s, int status)
 {
     char st[4];
-    snprintf(st, sizeof(st), "%03u", (unsigned)status % 1000u);
+    status_digits(st, (unsigned)status);
     const nghttp2_nv nv[] = {
         {(uint8_t *)":status", (uint8_t *)st, 7, 3, NGHTTP2_NV_FLAG_NONE},
         {(uint8_t *)"content-length", (uint8_t *)"0", 14, 1, NGHTTP2_NV_FLAG_NONE},
