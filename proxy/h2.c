@@ -75,6 +75,8 @@ typedef struct sy_h2_stream {
     sy_buf_t tx;
     bool head_submitted, resp_done, deferred, eof_sent, sent_100;
     bool need_rst, rst_sent;
+    bool direct;              /* the final head came from the exchange itself (sy_h2_child_head):
+                               * the child's out holds raw body bytes */
     uint32_t rst_code;
 } sy_h2_stream_t;
 
@@ -334,6 +336,84 @@ static size_t tunnel_copy(sy_h2_stream_t *s, sy_conn_t *child)
     return moved;
 }
 
+/* A direct response ends when the exchange's did and its bytes are in tx. */
+static void direct_settle(sy_h2_stream_t *s, sy_conn_t *child)
+{
+    if (s->direct && !s->resp_done && child->out.len == 0 && child->rs == RS_DONE) {
+        s->resp_done = true;
+        resume(s);
+    }
+}
+
+int sy_h2_child_head(sy_conn_t *child, const sy_h1_msg_t *m, const sy_fwd_response_t *f)
+{
+    sy_h2_stream_t *s = child->h2s;
+    if (s == NULL || s->websocket || f->tunnel || m->status < 200 || s->head_submitted)
+        return 0;
+    /* An interim response before it, still as HTTP/1.1 in out, goes first. */
+    if (child->out.len > 0 && !s->need_rst && !s->resp_done)
+        sy_h2_child_flush(child);
+    if (child->out.len > 0 && !s->need_rst && !s->resp_done)
+        return 0;
+    if (child->resp_framing == SY_FRAME_CHUNKED || child->resp_framing == SY_FRAME_CLOSE)
+        child->resp_framing = SY_FRAME_LENGTH; /* HTTP/2 frames the body: raw bytes */
+    s->direct = true;
+    if (s->need_rst || s->resp_done)
+        return 1; /* nothing of it can reach the client */
+    nghttp2_nv local[48];
+    char names[2048];
+    nghttp2_nv *nva = local;
+    size_t cap = m->nheaders + 3;
+    if (cap > SY_ARRAY_LEN(local) && (nva = malloc(cap * sizeof(*nva))) == NULL)
+        return -1;
+    char status[4];
+    status_digits(status, (unsigned)m->status);
+    size_t n = 0, used = 0;
+    bool have_date = false;
+    nva[n++] = (nghttp2_nv){(uint8_t *)":status", (uint8_t *)status, 7, 3, NGHTTP2_NV_FLAG_NONE};
+    for (size_t i = 0; i < m->nheaders; i++) {
+        const sy_header_t *h = &m->headers[i];
+        if (not_forwarded(h) || sy_headers_hop_by_hop(m, h) ||
+            (h->name_len == 20 && strncasecmp(h->name, "x-switchyard-variant", 20) == 0) ||
+            (m->chunked && h->name_len == 14 && strncasecmp(h->name, "content-length", 14) == 0))
+            continue;
+        if (h->name_len == 4 && strncasecmp(h->name, "date", 4) == 0)
+            have_date = true;
+        /* Lower-case names: copied (the exchange's message stays as it came). */
+        uint8_t *name = (uint8_t *)h->name;
+        bool upper = false;
+        for (size_t k = 0; k < h->name_len && !upper; k++)
+            upper = h->name[k] >= 'A' && h->name[k] <= 'Z';
+        if (upper && used + h->name_len <= sizeof(names)) {
+            name = (uint8_t *)names + used;
+            for (size_t k = 0; k < h->name_len; k++) {
+                char ch = h->name[k];
+                names[used + k] = ch >= 'A' && ch <= 'Z' ? (char)(ch + ('a' - 'A')) : ch;
+            }
+            used += h->name_len;
+        } else if (upper) { /* no room left: the rare long list is lower-cased in place */
+            for (size_t k = 0; k < h->name_len; k++)
+                if (name[k] >= 'A' && name[k] <= 'Z')
+                    name[k] = (uint8_t)(name[k] + ('a' - 'A'));
+        }
+        nva[n++] = (nghttp2_nv){name, (uint8_t *)h->value, h->name_len, h->value_len, NGHTTP2_NV_FLAG_NONE};
+    }
+    if (!have_date && f->date != NULL)
+        nva[n++] = (nghttp2_nv){(uint8_t *)"date", (uint8_t *)f->date, 4, strlen(f->date), NGHTTP2_NV_FLAG_NONE};
+    if (f->variant != NULL)
+        nva[n++] = (nghttp2_nv){(uint8_t *)"x-switchyard-variant", (uint8_t *)f->variant, 20, strlen(f->variant),
+                                NGHTTP2_NV_FLAG_NONE};
+    nghttp2_data_provider prd = {.source.ptr = s, .read_callback = data_read};
+    int rv = nghttp2_submit_response(s->h2->sess, s->id, nva, n, &prd);
+    if (nva != local)
+        free(nva);
+    if (rv != 0)
+        return -1;
+    s->head_submitted = true;
+    s->h2->again = true;
+    return 1;
+}
+
 int sy_h2_child_flush(sy_conn_t *child)
 {
     sy_h2_stream_t *s = child->h2s;
@@ -342,6 +422,17 @@ int sy_h2_child_flush(sy_conn_t *child)
         return 0;
     if (s->need_rst || s->resp_done) { /* nothing more can reach the client */
         sy_buf_consume(&child->out, child->out.len);
+        return 1;
+    }
+    if (s->direct) {
+        size_t moved = tunnel_copy(s, child);
+        direct_settle(s, child);
+        child->out_blocked = child->out.len > 0;
+        if (moved == 0)
+            return 0;
+        child->bytes_out += moved;
+        child->t_client_act = sy_conn_now(child);
+        h2->again = true;
         return 1;
     }
     const sy_limits_t *l = &child->cfg->limits;
@@ -407,6 +498,7 @@ int sy_h2_child_flush(sy_conn_t *child)
 void sy_h2_child_closed(sy_conn_t *child)
 {
     sy_h2_stream_t *s = child->h2s;
+    direct_settle(s, child);
     child->h2s = NULL;
     s->child = NULL;
     if (s->tunnel && !s->need_rst) { /* the tunnel ended: the stream ends after its bytes */
@@ -615,6 +707,8 @@ static void stream_work(sy_h2_stream_t *s)
     if (pump)
         sy_conn_pump(child);
     child = s->child;
+    if (child != NULL)
+        direct_settle(s, child);
     if (child != NULL && child->phase == PH_IDLE && child->out.len == 0 && child->in.len == 0 && s->resp_done)
         stream_detach_child(s, NULL); /* its exchange ended and was recorded */
 }
