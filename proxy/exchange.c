@@ -570,7 +570,8 @@ static int resp_on_head(void *ud, sy_h1_msg_t *m)
     c->upstream_reusable = m->keep_alive && !m->body_until_eof && !tunnel;
     if (tunnel)
         return SY_H1_HEAD_TUNNEL;
-    return c->head_req ? SY_H1_HEAD_NO_BODY : 0;
+    /* RFC 9110 6.4.1: none after HEAD, 204 or 304, whatever Content-Length says (llhttp would wait for it). */
+    return c->head_req || m->status == 204 || m->status == 304 ? SY_H1_HEAD_NO_BODY : 0;
 }
 
 static int resp_on_body(void *ud, const char *data, size_t len)

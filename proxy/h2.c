@@ -272,8 +272,9 @@ static int resp_on_head(void *ud, sy_h1_msg_t *m)
     nva[n++] = (nghttp2_nv){(uint8_t *)":status", (uint8_t *)status, 7, 3, NGHTTP2_NV_FLAG_NONE};
     for (size_t i = 0; i < m->nheaders; i++) {
         sy_header_t *h = &m->headers[i];
-        if (not_forwarded(h))
-            continue;
+        if (not_forwarded(h) ||
+            (m->status == 204 && h->name_len == 14 && strncasecmp(h->name, "content-length", 14) == 0))
+            continue; /* (RFC 9110 8.6: none in a 204, where an HTTP/2 client takes it as a length error) */
         /* The names are in the stream's own arena: lower-cased in place. */
         char *name = (char *)h->name;
         for (size_t k = 0; k < h->name_len; k++)
@@ -294,7 +295,7 @@ static int resp_on_head(void *ud, sy_h1_msg_t *m)
         s->tunnel = true; /* what follows the 101 is the tunnel's */
         return SY_H1_HEAD_TUNNEL;
     }
-    return s->head_req ? SY_H1_HEAD_NO_BODY : 0;
+    return s->head_req || m->status == 204 || m->status == 304 ? SY_H1_HEAD_NO_BODY : 0;
 }
 
 static int resp_on_body(void *ud, const char *data, size_t len)
@@ -375,7 +376,7 @@ int sy_h2_child_head(sy_conn_t *child, const sy_h1_msg_t *m, const sy_fwd_respon
         const sy_header_t *h = &m->headers[i];
         if (not_forwarded(h) || sy_headers_hop_by_hop(m, h) ||
             (h->name_len == 20 && strncasecmp(h->name, "x-switchyard-variant", 20) == 0) ||
-            (m->chunked && h->name_len == 14 && strncasecmp(h->name, "content-length", 14) == 0))
+            ((m->chunked || m->status == 204) && h->name_len == 14 && strncasecmp(h->name, "content-length", 14) == 0))
             continue;
         if (h->name_len == 4 && strncasecmp(h->name, "date", 4) == 0)
             have_date = true;

@@ -429,10 +429,18 @@ class Http2(GatewayTest):
         # The backend's own Date is kept, not doubled.
         heads, body = self.heads(self.url + "/x?user=1&date=Sun,%2006%20Nov%201994%2008:49:37%20GMT")
         self.assertEqual(one(heads[-1][1], "date"), "Sun, 06 Nov 1994 08:49:37 GMT")
-        # HEAD keeps the length and has no body.
+        # HEAD keeps the length and has no body; 204 and 304 have none either.
         heads, body = self.heads("-I", self.url + "/x?user=1&size=5000")  # (-o gets the head itself)
         self.assertEqual((heads[-1][0], one(heads[-1][1], "content-length")), (200, "5000"))
         self.assertNotIn(b"xxx", body)
+        for status in (204, 304):
+            heads, body = self.heads(self.url + "/x?user=1&status=%d" % status)
+            self.assertEqual((heads[-1][0], body), (status, b""))
+        # (HTTP/1.1 alike: after a 304 that names a length, the next request on the connection is answered.)
+        resp = raw(self.port, b"GET /x?user=1&status=304 HTTP/1.1\r\nHost: x\r\n\r\n"
+                              b"GET /x?user=1 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        self.assertTrue(resp.startswith(b"HTTP/1.1 304 "), resp[:40])
+        self.assertIn(b"HTTP/1.1 200 ", resp)
         # Expect: 100-continue: the interim 100 reaches the client before the final head.
         data = self.env.path("up.bin")
         with open(data, "wb") as f:
