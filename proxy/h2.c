@@ -227,10 +227,16 @@ static bool not_forwarded(const sy_header_t *h)
         return strncasecmp(n, "upgrade", 7) == 0 || strncasecmp(n, "trailer", 7) == 0;
     case 10:
         return strncasecmp(n, "connection", 10) == 0 || strncasecmp(n, "keep-alive", 10) == 0;
+    case 14:
+        return strncasecmp(n, "http2-settings", 14) == 0;
     case 16:
         return strncasecmp(n, "proxy-connection", 16) == 0;
     case 17:
         return strncasecmp(n, "transfer-encoding", 17) == 0;
+    case 18:
+        return strncasecmp(n, "proxy-authenticate", 18) == 0;
+    case 19:
+        return strncasecmp(n, "proxy-authorization", 19) == 0;
     case 20:
         return strncasecmp(n, "sec-websocket-accept", 20) == 0;
     default:
@@ -337,6 +343,58 @@ static size_t tunnel_copy(sy_h2_stream_t *s, sy_conn_t *child)
     return moved;
 }
 
+/* The field names a response's Connection headers list (RFC 9110 7.6.1),
+ * but for close and keep-alive (those name no field we would forward). */
+typedef struct conn_tokens {
+    size_t n;
+    bool many; /* more than fit: ask sy_headers_hop_by_hop */
+    struct {
+        const char *p;
+        size_t len;
+    } t[8];
+} conn_tokens_t;
+
+static void conn_tokens(const sy_h1_msg_t *m, conn_tokens_t *ct)
+{
+    ct->n = 0;
+    ct->many = false;
+    for (size_t i = 0; i < m->nheaders; i++) {
+        const sy_header_t *h = &m->headers[i];
+        if (h->name_len != 10 || strncasecmp(h->name, "connection", 10) != 0)
+            continue;
+        const char *v = h->value, *end = h->value + h->value_len;
+        while (v < end) {
+            while (v < end && (*v == ' ' || *v == '\t' || *v == ','))
+                v++;
+            const char *e = v;
+            while (e < end && *e != ',' && *e != ' ' && *e != '\t')
+                e++;
+            size_t len = (size_t)(e - v);
+            if (len > 0 && !(len == 5 && strncasecmp(v, "close", 5) == 0) &&
+                !(len == 10 && strncasecmp(v, "keep-alive", 10) == 0)) {
+                if (ct->n == SY_ARRAY_LEN(ct->t)) {
+                    ct->many = true;
+                    return;
+                }
+                ct->t[ct->n].p = v;
+                ct->t[ct->n].len = len;
+                ct->n++;
+            }
+            v = e;
+        }
+    }
+}
+
+static bool named_by(const conn_tokens_t *ct, const sy_h1_msg_t *m, const sy_header_t *h)
+{
+    if (ct->many)
+        return sy_headers_hop_by_hop(m, h);
+    for (size_t i = 0; i < ct->n; i++)
+        if (ct->t[i].len == h->name_len && strncasecmp(ct->t[i].p, h->name, h->name_len) == 0)
+            return true;
+    return false;
+}
+
 /* A direct response ends when the exchange's did and its bytes are in tx. */
 static void direct_settle(sy_h2_stream_t *s, sy_conn_t *child)
 {
@@ -371,10 +429,12 @@ int sy_h2_child_head(sy_conn_t *child, const sy_h1_msg_t *m, const sy_fwd_respon
     status_digits(status, (unsigned)m->status);
     size_t n = 0, used = 0;
     bool have_date = false;
+    conn_tokens_t named;
+    conn_tokens(m, &named);
     nva[n++] = (nghttp2_nv){(uint8_t *)":status", (uint8_t *)status, 7, 3, NGHTTP2_NV_FLAG_NONE};
     for (size_t i = 0; i < m->nheaders; i++) {
         const sy_header_t *h = &m->headers[i];
-        if (not_forwarded(h) || sy_headers_hop_by_hop(m, h) ||
+        if (not_forwarded(h) || named_by(&named, m, h) ||
             (h->name_len == 20 && strncasecmp(h->name, "x-switchyard-variant", 20) == 0) ||
             ((m->chunked || m->status == 204) && h->name_len == 14 && strncasecmp(h->name, "content-length", 14) == 0))
             continue;

@@ -429,6 +429,10 @@ class Http2(GatewayTest):
         # The backend's own Date is kept, not doubled.
         heads, body = self.heads(self.url + "/x?user=1&date=Sun,%2006%20Nov%201994%2008:49:37%20GMT")
         self.assertEqual(one(heads[-1][1], "date"), "Sun, 06 Nov 1994 08:49:37 GMT")
+        # A field the backend's Connection header names stays behind.
+        heads, body = self.heads(self.url + "/x?user=1&named_hop=1")
+        self.assertEqual(one(heads[-1][1], "x-kept"), "1")
+        self.assertNotIn("x-hop", names(heads[-1][1]))
         # HEAD keeps the length and has no body; 204 and 304 have none either.
         heads, body = self.heads("-I", self.url + "/x?user=1&size=5000")  # (-o gets the head itself)
         self.assertEqual((heads[-1][0], one(heads[-1][1], "content-length")), (200, "5000"))
