@@ -58,9 +58,13 @@ typedef struct sy_h2_stream {
     sy_conn_t *child;
     bool dirty;
     /* the request */
-    hstr_t lines, cookie;     /* regular header lines as HTTP/1.1; cookies joined */
+    hstr_t cookie;            /* cookies joined */
+    sy_buf_t hb;              /* while the head arrives (a pool block): :path, :authority, then the
+                               * regular header lines as HTTP/1.1 */
+    struct span {
+        uint32_t off, len;
+    } path, authority, lines;
     char method[32];
-    hstr_t path, authority;
     size_t list_bytes;        /* RFC 9113 6.5.2 size of the header list so far */
     bool too_big, bad, has_length, head_composed, req_end, req_end_sent, chunked, head_req, expect;
     bool websocket;           /* extended CONNECT (RFC 8441) with :protocol websocket */
@@ -121,6 +125,26 @@ static int hstr_add(hstr_t *s, const void *p, size_t n, size_t limit)
     return 0;
 }
 
+/* Into the stream's head block: a span of it, or -1 (full: 431). */
+static int hb_add(sy_h2_stream_t *s, struct span *sp, const void *p, size_t n)
+{
+    if (sy_conn_take(s->h2->c, &s->hb) != 0 || sy_buf_room(&s->hb) < n)
+        return -1;
+    if (sp->len == 0)
+        sp->off = s->hb.len;
+    else if (sp->off + sp->len != s->hb.len)
+        return -1; /* not contiguous (a pseudo-header after a regular one: nghttp2 refuses those first) */
+    if (sy_buf_append(&s->hb, p, n) != 0)
+        return -1;
+    sp->len += (uint32_t)n;
+    return 0;
+}
+
+static const char *span_p(const sy_h2_stream_t *s, struct span sp)
+{
+    return sy_buf_data(&s->hb) + sp.off;
+}
+
 static void hstr_free(hstr_t *s)
 {
     free(s->p);
@@ -163,10 +187,8 @@ static void stream_free(sy_h2_stream_t *s)
     sy_h2_t *h2 = s->h2;
     stream_detach_child(s, s->resp_done ? NULL : "stream reset by the client");
     sy_list_remove(&s->node);
-    hstr_free(&s->lines);
     hstr_free(&s->cookie);
-    hstr_free(&s->path);
-    hstr_free(&s->authority);
+    sy_conn_give(h2->c, &s->hb);
     free(s->rx);
     if (s->arena_blk.base == NULL)
         free(s->arena);
@@ -606,13 +628,13 @@ static bool compose_head(sy_h2_stream_t *s, sy_conn_t *child)
     if (sy_conn_take(child, in) != 0)
         return false;
     bool connect = strcmp(s->method, "CONNECT") == 0 && !s->websocket;
-    const hstr_t *target = connect ? &s->authority : &s->path;
-    if (s->method[0] == '\0' || target->len == 0)
+    struct span target = connect ? s->authority : s->path;
+    if (s->method[0] == '\0' || target.len == 0)
         return false;
     const char *method = s->websocket ? "GET" : s->method;
     int rc = sy_buf_append(in, method, strlen(method));
     rc = rc ? rc : sy_buf_append(in, " ", 1);
-    rc = rc ? rc : sy_buf_append(in, target->p, target->len);
+    rc = rc ? rc : sy_buf_append(in, span_p(s, target), target.len);
     rc = rc ? rc : sy_buf_append(in, " HTTP/1.1\r\n", 11);
     if (s->websocket) {
         /* RFC 8441 5: the HTTP/1.1 upgrade it stands for. The key is ours (the
@@ -623,11 +645,11 @@ static bool compose_head(sy_h2_stream_t *s, sy_conn_t *child)
     }
     if (rc == 0 && s->authority.len > 0) {
         rc = sy_buf_append(in, "Host: ", 6);
-        rc = rc ? rc : sy_buf_append(in, s->authority.p, s->authority.len);
+        rc = rc ? rc : sy_buf_append(in, span_p(s, s->authority), s->authority.len);
         rc = rc ? rc : sy_buf_append(in, "\r\n", 2);
     }
     if (rc == 0 && s->lines.len > 0)
-        rc = sy_buf_append(in, s->lines.p, s->lines.len);
+        rc = sy_buf_append(in, span_p(s, s->lines), s->lines.len);
     if (rc == 0 && s->cookie.len > 0) {
         rc = sy_buf_append(in, "Cookie: ", 8);
         rc = rc ? rc : sy_buf_append(in, s->cookie.p, s->cookie.len);
@@ -639,10 +661,8 @@ static bool compose_head(sy_h2_stream_t *s, sy_conn_t *child)
     if (rc == 0)
         rc = sy_buf_append(in, "\r\n", 2);
     if (rc == 0) {
-        hstr_free(&s->lines);
         hstr_free(&s->cookie);
-        hstr_free(&s->path);
-        hstr_free(&s->authority);
+        sy_conn_give(s->h2->c, &s->hb);
     }
     return rc == 0;
 }
@@ -657,6 +677,7 @@ static void answer_local(sy_h2_stream_t *s, int status)
         {(uint8_t *)"content-length", (uint8_t *)"0", 14, 1, NGHTTP2_NV_FLAG_NONE},
     };
     s->resp_done = s->head_submitted = true;
+    sy_conn_give(s->h2->c, &s->hb);
     nghttp2_submit_response(s->h2->sess, s->id, nv, 2, NULL);
     s->h2->again = true;
 }
@@ -823,9 +844,9 @@ static int on_header(nghttp2_session *sess, const nghttp2_frame *frame, const ui
             else
                 memcpy(s->method, value, valuelen), s->method[valuelen] = '\0';
         } else if (name_is(name, namelen, ":path")) {
-            rc = hstr_add(&s->path, value, valuelen, limit);
+            rc = hb_add(s, &s->path, value, valuelen);
         } else if (name_is(name, namelen, ":authority")) {
-            rc = hstr_add(&s->authority, value, valuelen, limit);
+            rc = hb_add(s, &s->authority, value, valuelen);
         } else if (name_is(name, namelen, ":protocol")) {
             /* Extended CONNECT: WebSocket only, to a backend's HTTP/1.1 upgrade. */
             if (name_is(value, valuelen, "websocket"))
@@ -846,10 +867,10 @@ static int on_header(nghttp2_session *sess, const nghttp2_frame *frame, const ui
             s->has_length = true;
         if (name_is(name, namelen, "expect"))
             s->expect = true;
-        rc = hstr_add(&s->lines, name, namelen, limit);
-        rc = rc ? rc : hstr_add(&s->lines, ": ", 2, limit);
-        rc = rc ? rc : hstr_add(&s->lines, value, valuelen, limit);
-        rc = rc ? rc : hstr_add(&s->lines, "\r\n", 2, limit);
+        rc = hb_add(s, &s->lines, name, namelen);
+        rc = rc ? rc : hb_add(s, &s->lines, ": ", 2);
+        rc = rc ? rc : hb_add(s, &s->lines, value, valuelen);
+        rc = rc ? rc : hb_add(s, &s->lines, "\r\n", 2);
     }
     if (rc != 0)
         s->too_big = true;
