@@ -216,6 +216,11 @@ extern const sy_conn_phase_ops_t sy_h2_ops;
 /* A child's `out` has bytes for its stream: moves what the stream can take.
  * Returns 1 if bytes moved, else 0. */
 int sy_h2_child_flush(sy_conn_t *child);
+/* The exchange of a child has its upstream's final head: the stream sends it
+ * as HEADERS itself (then the child's out carries the body unframed) and
+ * returns 1, or returns 0 (the exchange writes the head as HTTP/1.1, read back
+ * by the stream), or -1 (refused). */
+int sy_h2_child_head(sy_conn_t *child, const sy_h1_msg_t *m, const sy_fwd_response_t *f);
 /* A child was pumped (or closed): its parent gets its turn. */
 void sy_h2_child_pumped(sy_conn_t *child);
 /* A child is closing: its stream is told. */

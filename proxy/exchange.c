@@ -560,14 +560,18 @@ static int resp_on_head(void *ud, sy_h1_msg_t *m)
         .tunnel = tunnel,
         .date = sy_headers_date((time_t)sy_conn_now(c)),
     };
-    if (sy_headers_response(&c->out, m, &f) != 0)
+    int direct = c->h2s != NULL ? sy_h2_child_head(c, m, &f) : 0; /* an HTTP/2 stream's: HEADERS at once */
+    if (direct < 0)
+        return sy_h1_fail(&c->resp, 502, "response refused by the HTTP/2 session");
+    if (direct == 0 && sy_headers_response(&c->out, m, &f) != 0)
         return sy_h1_fail(&c->resp, 502, "response head too large");
     sy_resp_enter(c, RS_RELAY);
     c->said_close = f.close;
     c->upstream_reusable = m->keep_alive && !m->body_until_eof && !tunnel;
     if (tunnel)
         return SY_H1_HEAD_TUNNEL;
-    return c->head_req ? SY_H1_HEAD_NO_BODY : 0;
+    /* RFC 9110 6.4.1: none after HEAD, 204 or 304, whatever Content-Length says (llhttp would wait for it). */
+    return c->head_req || m->status == 204 || m->status == 304 ? SY_H1_HEAD_NO_BODY : 0;
 }
 
 static int resp_on_body(void *ud, const char *data, size_t len)

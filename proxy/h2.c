@@ -35,7 +35,6 @@
 #include "proxy/conn_impl.h"
 #include "proxy/log.h"
 
-#include <ctype.h>
 #include <nghttp2/nghttp2.h>
 #include <stdlib.h>
 #include <string.h>
@@ -59,9 +58,13 @@ typedef struct sy_h2_stream {
     sy_conn_t *child;
     bool dirty;
     /* the request */
-    hstr_t lines, cookie;     /* regular header lines as HTTP/1.1; cookies joined */
+    hstr_t cookie;            /* cookies joined */
+    sy_buf_t hb;              /* while the head arrives (a pool block): :path, :authority, then the
+                               * regular header lines as HTTP/1.1 */
+    struct span {
+        uint32_t off, len;
+    } path, authority, lines;
     char method[32];
-    hstr_t path, authority;
     size_t list_bytes;        /* RFC 9113 6.5.2 size of the header list so far */
     bool too_big, bad, has_length, head_composed, req_end, req_end_sent, chunked, head_req, expect;
     bool websocket;           /* extended CONNECT (RFC 8441) with :protocol websocket */
@@ -76,6 +79,8 @@ typedef struct sy_h2_stream {
     sy_buf_t tx;
     bool head_submitted, resp_done, deferred, eof_sent, sent_100;
     bool need_rst, rst_sent;
+    bool direct;              /* the final head came from the exchange itself (sy_h2_child_head):
+                               * the child's out holds raw body bytes */
     uint32_t rst_code;
 } sy_h2_stream_t;
 
@@ -120,6 +125,26 @@ static int hstr_add(hstr_t *s, const void *p, size_t n, size_t limit)
     return 0;
 }
 
+/* Into the stream's head block: a span of it, or -1 (full: 431). */
+static int hb_add(sy_h2_stream_t *s, struct span *sp, const void *p, size_t n)
+{
+    if (sy_conn_take(s->h2->c, &s->hb) != 0 || sy_buf_room(&s->hb) < n)
+        return -1;
+    if (sp->len == 0)
+        sp->off = s->hb.len;
+    else if (sp->off + sp->len != s->hb.len)
+        return -1; /* not contiguous (a pseudo-header after a regular one: nghttp2 refuses those first) */
+    if (sy_buf_append(&s->hb, p, n) != 0)
+        return -1;
+    sp->len += (uint32_t)n;
+    return 0;
+}
+
+static const char *span_p(const sy_h2_stream_t *s, struct span sp)
+{
+    return sy_buf_data(&s->hb) + sp.off;
+}
+
 static void hstr_free(hstr_t *s)
 {
     free(s->p);
@@ -162,10 +187,8 @@ static void stream_free(sy_h2_stream_t *s)
     sy_h2_t *h2 = s->h2;
     stream_detach_child(s, s->resp_done ? NULL : "stream reset by the client");
     sy_list_remove(&s->node);
-    hstr_free(&s->lines);
     hstr_free(&s->cookie);
-    hstr_free(&s->path);
-    hstr_free(&s->authority);
+    sy_conn_give(h2->c, &s->hb);
     free(s->rx);
     if (s->arena_blk.base == NULL)
         free(s->arena);
@@ -214,14 +237,42 @@ static void resume(sy_h2_stream_t *s)
     s->h2->again = true;
 }
 
-static bool hop_by_hop(const sy_header_t *h)
+/* Hop-by-hop (and sec-websocket-accept): never in an HTTP/2 response. By
+ * length first: most names are none of these. */
+static bool not_forwarded(const sy_header_t *h)
 {
-    static const char *const names[] = {"connection", "keep-alive", "proxy-connection", "transfer-encoding",
-                                        "upgrade",    "te",         "trailer"};
-    for (size_t i = 0; i < SY_ARRAY_LEN(names); i++)
-        if (h->name_len == strlen(names[i]) && strncasecmp(h->name, names[i], h->name_len) == 0)
-            return true;
-    return false;
+    const char *n = h->name;
+    switch (h->name_len) {
+    case 2:
+        return strncasecmp(n, "te", 2) == 0;
+    case 7:
+        return strncasecmp(n, "upgrade", 7) == 0 || strncasecmp(n, "trailer", 7) == 0;
+    case 10:
+        return strncasecmp(n, "connection", 10) == 0 || strncasecmp(n, "keep-alive", 10) == 0;
+    case 14:
+        return strncasecmp(n, "http2-settings", 14) == 0;
+    case 16:
+        return strncasecmp(n, "proxy-connection", 16) == 0;
+    case 17:
+        return strncasecmp(n, "transfer-encoding", 17) == 0;
+    case 18:
+        return strncasecmp(n, "proxy-authenticate", 18) == 0;
+    case 19:
+        return strncasecmp(n, "proxy-authorization", 19) == 0;
+    case 20:
+        return strncasecmp(n, "sec-websocket-accept", 20) == 0;
+    default:
+        return false;
+    }
+}
+
+static void status_digits(char out[4], unsigned status)
+{
+    status %= 1000u;
+    out[0] = (char)('0' + status / 100);
+    out[1] = (char)('0' + status / 10 % 10);
+    out[2] = (char)('0' + status % 10);
+    out[3] = '\0';
 }
 
 static int resp_on_head(void *ud, sy_h1_msg_t *m)
@@ -238,27 +289,32 @@ static int resp_on_head(void *ud, sy_h1_msg_t *m)
         }
         return 0;
     }
-    nghttp2_nv *nva = calloc(m->nheaders + 1, sizeof(*nva));
-    if (nva == NULL)
+    /* nghttp2 copies the list: a short one lives on the stack. */
+    nghttp2_nv local[48];
+    nghttp2_nv *nva = local;
+    if (m->nheaders + 1 > SY_ARRAY_LEN(local) && (nva = malloc((m->nheaders + 1) * sizeof(*nva))) == NULL)
         return sy_h1_fail(&s->resp, 502, "out of memory");
     char status[4];
-    snprintf(status, sizeof(status), "%03u", switched ? 200u : (unsigned)m->status % 1000u);
+    status_digits(status, switched ? 200u : (unsigned)m->status);
     size_t n = 0;
     nva[n++] = (nghttp2_nv){(uint8_t *)":status", (uint8_t *)status, 7, 3, NGHTTP2_NV_FLAG_NONE};
     for (size_t i = 0; i < m->nheaders; i++) {
         sy_header_t *h = &m->headers[i];
-        if (hop_by_hop(h) || (h->name_len == 20 && strncasecmp(h->name, "sec-websocket-accept", 20) == 0))
-            continue;
+        if (not_forwarded(h) ||
+            (m->status == 204 && h->name_len == 14 && strncasecmp(h->name, "content-length", 14) == 0))
+            continue; /* (RFC 9110 8.6: none in a 204, where an HTTP/2 client takes it as a length error) */
         /* The names are in the stream's own arena: lower-cased in place. */
         char *name = (char *)h->name;
         for (size_t k = 0; k < h->name_len; k++)
-            name[k] = (char)tolower((unsigned char)name[k]);
+            if (name[k] >= 'A' && name[k] <= 'Z')
+                name[k] = (char)(name[k] + ('a' - 'A'));
         nva[n++] = (nghttp2_nv){(uint8_t *)name, (uint8_t *)h->value, h->name_len, h->value_len,
                                 NGHTTP2_NV_FLAG_NONE};
     }
     nghttp2_data_provider prd = {.source.ptr = s, .read_callback = data_read};
     int rv = nghttp2_submit_response(sess, s->id, nva, n, &prd);
-    free(nva);
+    if (nva != local)
+        free(nva);
     if (rv != 0)
         return sy_h1_fail(&s->resp, 502, "response refused by the HTTP/2 session");
     s->head_submitted = true;
@@ -267,7 +323,7 @@ static int resp_on_head(void *ud, sy_h1_msg_t *m)
         s->tunnel = true; /* what follows the 101 is the tunnel's */
         return SY_H1_HEAD_TUNNEL;
     }
-    return s->head_req ? SY_H1_HEAD_NO_BODY : 0;
+    return s->head_req || m->status == 204 || m->status == 304 ? SY_H1_HEAD_NO_BODY : 0;
 }
 
 static int resp_on_body(void *ud, const char *data, size_t len)
@@ -309,6 +365,138 @@ static size_t tunnel_copy(sy_h2_stream_t *s, sy_conn_t *child)
     return moved;
 }
 
+/* The field names a response's Connection headers list (RFC 9110 7.6.1),
+ * but for close and keep-alive (those name no field we would forward). */
+typedef struct conn_tokens {
+    size_t n;
+    bool many; /* more than fit: ask sy_headers_hop_by_hop */
+    struct {
+        const char *p;
+        size_t len;
+    } t[8];
+} conn_tokens_t;
+
+static void conn_tokens(const sy_h1_msg_t *m, conn_tokens_t *ct)
+{
+    ct->n = 0;
+    ct->many = false;
+    for (size_t i = 0; i < m->nheaders; i++) {
+        const sy_header_t *h = &m->headers[i];
+        if (h->name_len != 10 || strncasecmp(h->name, "connection", 10) != 0)
+            continue;
+        const char *v = h->value, *end = h->value + h->value_len;
+        while (v < end) {
+            while (v < end && (*v == ' ' || *v == '\t' || *v == ','))
+                v++;
+            const char *e = v;
+            while (e < end && *e != ',' && *e != ' ' && *e != '\t')
+                e++;
+            size_t len = (size_t)(e - v);
+            if (len > 0 && !(len == 5 && strncasecmp(v, "close", 5) == 0) &&
+                !(len == 10 && strncasecmp(v, "keep-alive", 10) == 0)) {
+                if (ct->n == SY_ARRAY_LEN(ct->t)) {
+                    ct->many = true;
+                    return;
+                }
+                ct->t[ct->n].p = v;
+                ct->t[ct->n].len = len;
+                ct->n++;
+            }
+            v = e;
+        }
+    }
+}
+
+static bool named_by(const conn_tokens_t *ct, const sy_h1_msg_t *m, const sy_header_t *h)
+{
+    if (ct->many)
+        return sy_headers_hop_by_hop(m, h);
+    for (size_t i = 0; i < ct->n; i++)
+        if (ct->t[i].len == h->name_len && strncasecmp(ct->t[i].p, h->name, h->name_len) == 0)
+            return true;
+    return false;
+}
+
+/* A direct response ends when the exchange's did and its bytes are in tx. */
+static void direct_settle(sy_h2_stream_t *s, sy_conn_t *child)
+{
+    if (s->direct && !s->resp_done && child->out.len == 0 && child->rs == RS_DONE) {
+        s->resp_done = true;
+        resume(s);
+    }
+}
+
+int sy_h2_child_head(sy_conn_t *child, const sy_h1_msg_t *m, const sy_fwd_response_t *f)
+{
+    sy_h2_stream_t *s = child->h2s;
+    if (s == NULL || s->websocket || f->tunnel || m->status < 200 || s->head_submitted)
+        return 0;
+    /* An interim response before it, still as HTTP/1.1 in out, goes first. */
+    if (child->out.len > 0 && !s->need_rst && !s->resp_done)
+        sy_h2_child_flush(child);
+    if (child->out.len > 0 && !s->need_rst && !s->resp_done)
+        return 0;
+    if (child->resp_framing == SY_FRAME_CHUNKED || child->resp_framing == SY_FRAME_CLOSE)
+        child->resp_framing = SY_FRAME_LENGTH; /* HTTP/2 frames the body: raw bytes */
+    s->direct = true;
+    if (s->need_rst || s->resp_done)
+        return 1; /* nothing of it can reach the client */
+    nghttp2_nv local[48];
+    char names[2048];
+    nghttp2_nv *nva = local;
+    size_t cap = m->nheaders + 3;
+    if (cap > SY_ARRAY_LEN(local) && (nva = malloc(cap * sizeof(*nva))) == NULL)
+        return -1;
+    char status[4];
+    status_digits(status, (unsigned)m->status);
+    size_t n = 0, used = 0;
+    bool have_date = false;
+    conn_tokens_t named;
+    conn_tokens(m, &named);
+    nva[n++] = (nghttp2_nv){(uint8_t *)":status", (uint8_t *)status, 7, 3, NGHTTP2_NV_FLAG_NONE};
+    for (size_t i = 0; i < m->nheaders; i++) {
+        const sy_header_t *h = &m->headers[i];
+        if (not_forwarded(h) || named_by(&named, m, h) ||
+            (h->name_len == 20 && strncasecmp(h->name, "x-switchyard-variant", 20) == 0) ||
+            ((m->chunked || m->status == 204) && h->name_len == 14 && strncasecmp(h->name, "content-length", 14) == 0))
+            continue;
+        if (h->name_len == 4 && strncasecmp(h->name, "date", 4) == 0)
+            have_date = true;
+        /* Lower-case names: copied (the exchange's message stays as it came). */
+        uint8_t *name = (uint8_t *)h->name;
+        bool upper = false;
+        for (size_t k = 0; k < h->name_len && !upper; k++)
+            upper = h->name[k] >= 'A' && h->name[k] <= 'Z';
+        if (upper && used + h->name_len <= sizeof(names)) {
+            name = (uint8_t *)names + used;
+            for (size_t k = 0; k < h->name_len; k++) {
+                char ch = h->name[k];
+                names[used + k] = ch >= 'A' && ch <= 'Z' ? (char)(ch + ('a' - 'A')) : ch;
+            }
+            used += h->name_len;
+        } else if (upper) { /* no room left: the rare long list is lower-cased in place */
+            for (size_t k = 0; k < h->name_len; k++)
+                if (name[k] >= 'A' && name[k] <= 'Z')
+                    name[k] = (uint8_t)(name[k] + ('a' - 'A'));
+        }
+        nva[n++] = (nghttp2_nv){name, (uint8_t *)h->value, h->name_len, h->value_len, NGHTTP2_NV_FLAG_NONE};
+    }
+    if (!have_date && f->date != NULL)
+        nva[n++] = (nghttp2_nv){(uint8_t *)"date", (uint8_t *)f->date, 4, strlen(f->date), NGHTTP2_NV_FLAG_NONE};
+    if (f->variant != NULL)
+        nva[n++] = (nghttp2_nv){(uint8_t *)"x-switchyard-variant", (uint8_t *)f->variant, 20, strlen(f->variant),
+                                NGHTTP2_NV_FLAG_NONE};
+    nghttp2_data_provider prd = {.source.ptr = s, .read_callback = data_read};
+    int rv = nghttp2_submit_response(s->h2->sess, s->id, nva, n, &prd);
+    if (nva != local)
+        free(nva);
+    if (rv != 0)
+        return -1;
+    s->head_submitted = true;
+    s->h2->again = true;
+    return 1;
+}
+
 int sy_h2_child_flush(sy_conn_t *child)
 {
     sy_h2_stream_t *s = child->h2s;
@@ -317,6 +505,17 @@ int sy_h2_child_flush(sy_conn_t *child)
         return 0;
     if (s->need_rst || s->resp_done) { /* nothing more can reach the client */
         sy_buf_consume(&child->out, child->out.len);
+        return 1;
+    }
+    if (s->direct) {
+        size_t moved = tunnel_copy(s, child);
+        direct_settle(s, child);
+        child->out_blocked = child->out.len > 0;
+        if (moved == 0)
+            return 0;
+        child->bytes_out += moved;
+        child->t_client_act = sy_conn_now(child);
+        h2->again = true;
         return 1;
     }
     const sy_limits_t *l = &child->cfg->limits;
@@ -382,6 +581,7 @@ int sy_h2_child_flush(sy_conn_t *child)
 void sy_h2_child_closed(sy_conn_t *child)
 {
     sy_h2_stream_t *s = child->h2s;
+    direct_settle(s, child);
     child->h2s = NULL;
     s->child = NULL;
     if (s->tunnel && !s->need_rst) { /* the tunnel ended: the stream ends after its bytes */
@@ -428,11 +628,14 @@ static bool compose_head(sy_h2_stream_t *s, sy_conn_t *child)
     if (sy_conn_take(child, in) != 0)
         return false;
     bool connect = strcmp(s->method, "CONNECT") == 0 && !s->websocket;
-    const hstr_t *target = connect ? &s->authority : &s->path;
-    if (s->method[0] == '\0' || target->len == 0)
+    struct span target = connect ? s->authority : s->path;
+    if (s->method[0] == '\0' || target.len == 0)
         return false;
-    int rc = sy_buf_appendf(in, "%s %.*s HTTP/1.1\r\n", s->websocket ? "GET" : s->method, (int)target->len,
-                            target->p);
+    const char *method = s->websocket ? "GET" : s->method;
+    int rc = sy_buf_append(in, method, strlen(method));
+    rc = rc ? rc : sy_buf_append(in, " ", 1);
+    rc = rc ? rc : sy_buf_append(in, span_p(s, target), target.len);
+    rc = rc ? rc : sy_buf_append(in, " HTTP/1.1\r\n", 11);
     if (s->websocket) {
         /* RFC 8441 5: the HTTP/1.1 upgrade it stands for. The key is ours (the
          * client has none; the accept that comes back is not passed on). */
@@ -440,22 +643,26 @@ static bool compose_head(sy_h2_stream_t *s, sy_conn_t *child)
         sy_worker_request_id(child->w, key);
         rc = rc ? rc : sy_buf_appendf(in, "Connection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Key: %.21sA==\r\n", key);
     }
-    if (rc == 0 && s->authority.len > 0)
-        rc = sy_buf_appendf(in, "Host: %.*s\r\n", (int)s->authority.len, s->authority.p);
+    if (rc == 0 && s->authority.len > 0) {
+        rc = sy_buf_append(in, "Host: ", 6);
+        rc = rc ? rc : sy_buf_append(in, span_p(s, s->authority), s->authority.len);
+        rc = rc ? rc : sy_buf_append(in, "\r\n", 2);
+    }
     if (rc == 0 && s->lines.len > 0)
-        rc = sy_buf_append(in, s->lines.p, s->lines.len);
-    if (rc == 0 && s->cookie.len > 0)
-        rc = sy_buf_appendf(in, "Cookie: %.*s\r\n", (int)s->cookie.len, s->cookie.p);
+        rc = sy_buf_append(in, span_p(s, s->lines), s->lines.len);
+    if (rc == 0 && s->cookie.len > 0) {
+        rc = sy_buf_append(in, "Cookie: ", 8);
+        rc = rc ? rc : sy_buf_append(in, s->cookie.p, s->cookie.len);
+        rc = rc ? rc : sy_buf_append(in, "\r\n", 2);
+    }
     s->chunked = !s->req_end && !s->has_length && !s->websocket;
     if (rc == 0 && s->chunked)
         rc = sy_buf_append(in, "Transfer-Encoding: chunked\r\n", 28);
     if (rc == 0)
         rc = sy_buf_append(in, "\r\n", 2);
     if (rc == 0) {
-        hstr_free(&s->lines);
         hstr_free(&s->cookie);
-        hstr_free(&s->path);
-        hstr_free(&s->authority);
+        sy_conn_give(s->h2->c, &s->hb);
     }
     return rc == 0;
 }
@@ -464,12 +671,13 @@ static bool compose_head(sy_h2_stream_t *s, sy_conn_t *child)
 static void answer_local(sy_h2_stream_t *s, int status)
 {
     char st[4];
-    snprintf(st, sizeof(st), "%03u", (unsigned)status % 1000u);
+    status_digits(st, (unsigned)status);
     const nghttp2_nv nv[] = {
         {(uint8_t *)":status", (uint8_t *)st, 7, 3, NGHTTP2_NV_FLAG_NONE},
         {(uint8_t *)"content-length", (uint8_t *)"0", 14, 1, NGHTTP2_NV_FLAG_NONE},
     };
     s->resp_done = s->head_submitted = true;
+    sy_conn_give(s->h2->c, &s->hb);
     nghttp2_submit_response(s->h2->sess, s->id, nv, 2, NULL);
     s->h2->again = true;
 }
@@ -581,6 +789,8 @@ static void stream_work(sy_h2_stream_t *s)
     if (pump)
         sy_conn_pump(child);
     child = s->child;
+    if (child != NULL)
+        direct_settle(s, child);
     if (child != NULL && child->phase == PH_IDLE && child->out.len == 0 && child->in.len == 0 && s->resp_done)
         stream_detach_child(s, NULL); /* its exchange ended and was recorded */
 }
@@ -634,9 +844,9 @@ static int on_header(nghttp2_session *sess, const nghttp2_frame *frame, const ui
             else
                 memcpy(s->method, value, valuelen), s->method[valuelen] = '\0';
         } else if (name_is(name, namelen, ":path")) {
-            rc = hstr_add(&s->path, value, valuelen, limit);
+            rc = hb_add(s, &s->path, value, valuelen);
         } else if (name_is(name, namelen, ":authority")) {
-            rc = hstr_add(&s->authority, value, valuelen, limit);
+            rc = hb_add(s, &s->authority, value, valuelen);
         } else if (name_is(name, namelen, ":protocol")) {
             /* Extended CONNECT: WebSocket only, to a backend's HTTP/1.1 upgrade. */
             if (name_is(value, valuelen, "websocket"))
@@ -657,10 +867,10 @@ static int on_header(nghttp2_session *sess, const nghttp2_frame *frame, const ui
             s->has_length = true;
         if (name_is(name, namelen, "expect"))
             s->expect = true;
-        rc = hstr_add(&s->lines, name, namelen, limit);
-        rc = rc ? rc : hstr_add(&s->lines, ": ", 2, limit);
-        rc = rc ? rc : hstr_add(&s->lines, value, valuelen, limit);
-        rc = rc ? rc : hstr_add(&s->lines, "\r\n", 2, limit);
+        rc = hb_add(s, &s->lines, name, namelen);
+        rc = rc ? rc : hb_add(s, &s->lines, ": ", 2);
+        rc = rc ? rc : hb_add(s, &s->lines, value, valuelen);
+        rc = rc ? rc : hb_add(s, &s->lines, "\r\n", 2);
     }
     if (rc != 0)
         s->too_big = true;

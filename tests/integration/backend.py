@@ -234,6 +234,8 @@ async def handle(reader, writer):
             head += "Transfer-Encoding: chunked\r\n" if chunked else "Content-Length: %d\r\n" % size
             if q.get("date"):
                 head += "Date: %s\r\n" % q["date"]
+            if q.get("named_hop"):  # a field made hop-by-hop by naming it in Connection
+                head += "Connection: keep-alive, X-Hop\r\nX-Hop: 1\r\nX-Kept: 1\r\n"
             tls = writer.get_extra_info("ssl_object")
             if tls is not None:
                 head += "X-TLS-Reused: %d\r\nX-TLS-SNI: %s\r\n" % (tls.session_reused, getattr(tls, "sy_sni", "-"))

@@ -383,6 +383,81 @@ class Http2(GatewayTest):
         self.assertIn("40 succeeded", r.stdout, r.stdout + r.stderr)
         self.assertIn("40 2xx", r.stdout)
 
+    def heads(self, *args):
+        """curl over h2c: every response head (interim ones too) as (status, [(name, value)]), and the body."""
+        out = self.env.path("body.bin")
+        r = subprocess.run(["curl", "-sS", "--http2-prior-knowledge", "-D", "-", "-o", out,
+                            "--max-time", str(int(30 * SLOW))] + list(args), capture_output=True, timeout=40 * SLOW)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        heads = []
+        for block in r.stdout.split(b"\r\n\r\n"):
+            lines = block.decode().split("\r\n")
+            if not lines[0].startswith("HTTP/"):
+                continue
+            self.assertTrue(lines[0].startswith("HTTP/2 "), lines[0])
+            heads.append((int(lines[0].split()[1]), [tuple(x.strip() for x in l.split(":", 1)) for l in lines[1:]]))
+        with open(out, "rb") as f:
+            return heads, f.read()
+
+    def test_response_heads(self):
+        # What the backend's HTTP/1.1 head becomes in HEADERS: hop-by-hop fields
+        # gone, Date supplied once, the variant exposed, the length kept when the
+        # body keeps it; no body for HEAD, 204 and 304; an interim 100 first.
+        self.start()
+        def names(h):
+            return [k for k, _ in h]
+        def one(h, name):
+            v = [val for k, val in h if k == name]
+            self.assertEqual(len(v), 1, (name, h))
+            return v[0]
+        heads, body = self.heads(self.url + "/x?user=42")
+        self.assertEqual(len(heads), 1)
+        st, h = heads[0]
+        self.assertEqual((st, one(h, "x-backend"), one(h, "x-switchyard-variant")), (200, "new", "new"))
+        self.assertEqual(int(one(h, "content-length")), len(body))
+        self.assertEqual(body, b"hello from new\n")
+        one(h, "date")
+        self.assertTrue(all(n == n.lower() for n in names(h)), h)
+        for k in ("connection", "keep-alive", "transfer-encoding", "upgrade"):
+            self.assertNotIn(k, names(h))
+        # A chunked body: no length, the bytes de-chunked.
+        heads, body = self.heads(self.url + "/x?user=1&chunked=1&size=70000")
+        st, h = heads[-1]
+        self.assertEqual((st, len(body), body[:3]), (200, 70000, b"xxx"))
+        self.assertNotIn("content-length", names(h))
+        self.assertNotIn("transfer-encoding", names(h))
+        # The backend's own Date is kept, not doubled.
+        heads, body = self.heads(self.url + "/x?user=1&date=Sun,%2006%20Nov%201994%2008:49:37%20GMT")
+        self.assertEqual(one(heads[-1][1], "date"), "Sun, 06 Nov 1994 08:49:37 GMT")
+        # A field the backend's Connection header names stays behind.
+        heads, body = self.heads(self.url + "/x?user=1&named_hop=1")
+        self.assertEqual(one(heads[-1][1], "x-kept"), "1")
+        self.assertNotIn("x-hop", names(heads[-1][1]))
+        # HEAD keeps the length and has no body; 204 and 304 have none either.
+        heads, body = self.heads("-I", self.url + "/x?user=1&size=5000")  # (-o gets the head itself)
+        self.assertEqual((heads[-1][0], one(heads[-1][1], "content-length")), (200, "5000"))
+        self.assertNotIn(b"xxx", body)
+        for status in (204, 304):
+            heads, body = self.heads(self.url + "/x?user=1&status=%d" % status)
+            self.assertEqual((heads[-1][0], body), (status, b""))
+        # (HTTP/1.1 alike: after a 304 that names a length, the next request on the connection is answered.)
+        resp = raw(self.port, b"GET /x?user=1&status=304 HTTP/1.1\r\nHost: x\r\n\r\n"
+                              b"GET /x?user=1 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        self.assertTrue(resp.startswith(b"HTTP/1.1 304 "), resp[:40])
+        self.assertIn(b"HTTP/1.1 200 ", resp)
+        # Expect: 100-continue: the interim 100 reaches the client before the final head.
+        data = self.env.path("up.bin")
+        with open(data, "wb") as f:
+            f.write(b"u" * 200000)
+        heads, body = self.heads("-H", "Expect: 100-continue", "--data-binary", "@" + data, self.url + "/echo?user=1")
+        self.assertEqual([st for st, _ in heads], [100, 200])
+        self.assertEqual(json.loads(body)["body_length"], 200000)
+        # A response of the gateway's own (the backend closed without one): 502.
+        heads, body = self.heads(self.url + "/x?user=1&close=1")
+        self.assertEqual(heads[-1][0], 502)
+        self.assertEqual(json.loads(body)["error"], "upstream_reset")  # our JSON answer, re-read from HTTP/1.1
+        self.assertTrue(self.served())
+
     def backend_open(self):
         s, h, b = curl("http://127.0.0.1:%d/__stats" % self.legacy)
         s2, h2, b2 = curl("http://127.0.0.1:%d/__stats" % self.new)
