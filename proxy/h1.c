@@ -90,20 +90,36 @@ static int on_status(llhttp_t *p, const char *at, size_t len)
     return 0;
 }
 
-/* RFC 9110 5.6.2 token characters. */
+/* Character classes, one table lookup per byte on the head's path, built by
+ * the compiler. CC_TCHAR: RFC 9110 5.6.2 token characters. CC_URI: RFC 3986
+ * unreserved / sub-delims (percent-encoding is checked apart). */
+enum { CC_TCHAR = 1, CC_URI = 2 };
+#define CC_ALNUM(c) (((c) >= 'a' && (c) <= 'z') || ((c) >= 'A' && (c) <= 'Z') || ((c) >= '0' && (c) <= '9'))
+#define CC_IS_T(c)                                                                                                  \
+    ((c) == '!' || (c) == '#' || (c) == '$' || (c) == '%' || (c) == '&' || (c) == '\'' || (c) == '*' || (c) == '+' || \
+     (c) == '-' || (c) == '.' || (c) == '^' || (c) == '_' || (c) == '`' || (c) == '|' || (c) == '~')
+#define CC_IS_U(c)                                                                                                  \
+    ((c) == '-' || (c) == '.' || (c) == '_' || (c) == '~' || (c) == '!' || (c) == '$' || (c) == '&' || (c) == '\'' || \
+     (c) == '(' || (c) == ')' || (c) == '*' || (c) == '+' || (c) == ',' || (c) == ';' || (c) == '=')
+#define CC(c) ((CC_ALNUM(c) || CC_IS_T(c) ? CC_TCHAR : 0) | (CC_ALNUM(c) || CC_IS_U(c) ? CC_URI : 0))
+#define CC4(n) CC(n), CC((n) + 1), CC((n) + 2), CC((n) + 3)
+#define CC16(n) CC4(n), CC4((n) + 4), CC4((n) + 8), CC4((n) + 12)
+#define CC64(n) CC16(n), CC16((n) + 16), CC16((n) + 32), CC16((n) + 48)
+static const unsigned char cc_table[256] = {CC64(0), CC64(64), CC64(128), CC64(192)};
+
 static bool is_tchar(unsigned char c)
 {
-    if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9'))
-        return true;
-    return c != '\0' && strchr("!#$%&'*+-.^_`|~", c) != NULL;
+    return (cc_table[c] & CC_TCHAR) != 0;
 }
 
 static int on_header_field(llhttp_t *p, const char *at, size_t len)
 {
     sy_h1_t *h = H1(p);
+    unsigned char all = CC_TCHAR;
     for (size_t i = 0; i < len; i++)
-        if (!is_tchar((unsigned char)at[i]))
-            return sy_h1_fail(h, 400, "invalid character in a header name");
+        all &= cc_table[(unsigned char)at[i]];
+    if (!(all & CC_TCHAR))
+        return sy_h1_fail(h, 400, "invalid character in a header name");
     if (h->_last != 1) {
         if (h->msg.nheaders >= h->_max_headers)
             return sy_h1_fail(h, 431, "too many header fields");
@@ -126,11 +142,14 @@ static int on_header_field(llhttp_t *p, const char *at, size_t len)
 static int on_header_value(llhttp_t *p, const char *at, size_t len)
 {
     sy_h1_t *h = H1(p);
+    /* Branch-free over the value (the compiler vectorizes it). */
+    unsigned bad = 0;
     for (size_t i = 0; i < len; i++) {
         unsigned char c = (unsigned char)at[i];
-        if ((c < 0x20 && c != '\t') || c == 0x7f)
-            return sy_h1_fail(h, 400, "control character in a header value");
+        bad |= (unsigned)((c < 0x20) & (c != '\t')) | (unsigned)(c == 0x7f);
     }
+    if (bad)
+        return sy_h1_fail(h, 400, "control character in a header value");
     sy_header_t *hd = &h->msg.headers[h->msg.nheaders - 1];
     if (h->_last != 2) {
         if (h->_arena_len + 1 > h->_arena_cap)
@@ -159,9 +178,10 @@ static int on_header_value_complete(llhttp_t *p)
     return 0;
 }
 
+/* name: a lower-case literal. */
 static bool name_is(const sy_header_t *hd, const char *name)
 {
-    return hd->name_len == strlen(name) && strncasecmp(hd->name, name, hd->name_len) == 0;
+    return hd->name_len == strlen(name) && sy_h1_lower_eq(hd->name, name, hd->name_len);
 }
 
 /* RFC 9110 2.5: a recipient answers 505 to a major version it does not speak
@@ -193,7 +213,7 @@ static bool is_hex(unsigned char c)
 /* RFC 3986 unreserved / sub-delims (percent-encoding is checked apart). */
 static bool is_unreserved_or_sub(unsigned char c)
 {
-    return is_alpha(c) || is_digit(c) || (c != '\0' && strchr("-._~!$&'()*+,;=", c) != NULL);
+    return (cc_table[c] & CC_URI) != 0;
 }
 
 /* Byte by byte, what an origin-form target (and the path and query of an
@@ -523,6 +543,17 @@ static long scan_head(sy_h1_t *h, const char *data, size_t len, bool *end)
 {
     *end = false;
     for (size_t i = 0; i < len; i++) {
+        if (h->_scan == SCAN_TEXT && !(h->_in_method && h->_scan_first_line)) {
+            /* Inside a line: straight to its CR (memchr is vectorized), a bare
+             * LF before it is refused as below. */
+            const char *cr = memchr(data + i, '\r', len - i);
+            size_t stop = cr != NULL ? (size_t)(cr - data) : len;
+            if (memchr(data + i, '\n', stop - i) != NULL)
+                return sy_h1_fail(h, 400, "bare LF in the message head");
+            i = stop;
+            if (i == len)
+                break;
+        }
         char c = data[i];
         if (h->_in_method && h->_scan_first_line && c != '\r' && c != '\n') {
             if (c == ' ')
@@ -669,7 +700,7 @@ int sy_h1_finish(sy_h1_t *h)
 const sy_header_t *sy_h1_find(const sy_h1_msg_t *m, const char *name)
 {
     for (size_t i = 0; i < m->nheaders; i++)
-        if (name_is(&m->headers[i], name))
+        if (m->headers[i].name_len == strlen(name) && strncasecmp(m->headers[i].name, name, m->headers[i].name_len) == 0)
             return &m->headers[i];
     return NULL;
 }

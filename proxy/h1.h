@@ -35,6 +35,20 @@
 #include <stddef.h>
 #include <stdint.h>
 
+/* ASCII case-insensitive equality of n bytes, b in lower case (header names,
+ * tokens): inline, as header names are compared several times per message. */
+static inline bool sy_h1_lower_eq(const char *a, const char *lower, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)a[i];
+        if (c >= 'A' && c <= 'Z')
+            c |= 0x20;
+        if (c != (unsigned char)lower[i])
+            return false;
+    }
+    return true;
+}
+
 /* RFC 9112 3.2: the four forms of a request target. */
 typedef enum sy_h1_form {
     SY_H1_FORM_ORIGIN = 0, /* /path?query */

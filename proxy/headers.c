@@ -4,10 +4,11 @@
 #include <string.h>
 #include <strings.h>
 
+/* name: a lower-case literal. */
 static bool name_eq(const sy_header_t *h, const char *name)
 {
     size_t n = strlen(name);
-    return h->name_len == n && strncasecmp(h->name, name, n) == 0;
+    return h->name_len == n && sy_h1_lower_eq(h->name, name, n);
 }
 
 /* Fixed hop-by-hop names, by length for a quick first test. */
@@ -54,9 +55,40 @@ bool sy_headers_hop_by_hop(const sy_h1_msg_t *m, const sy_header_t *h)
     return fixed_hop(h) || named_by_connection(m, first_connection(m), h);
 }
 
-static bool hop(const sy_h1_msg_t *m, const sy_header_t *conn, const sy_header_t *h)
+/* Bit n set: some Connection header of m lists a token of n bytes (n < 64; a
+ * longer name is never looked up). Most messages list keep-alive or close
+ * only, so most names are ruled out by their length without a token scan. */
+static uint64_t connection_token_lengths(const sy_h1_msg_t *m, const sy_header_t *first_conn)
 {
-    return fixed_hop(h) || named_by_connection(m, conn, h);
+    uint64_t lens = 0;
+    for (const sy_header_t *c = first_conn; c != NULL && c < m->headers + m->nheaders; c++) {
+        if (!name_eq(c, "connection"))
+            continue;
+        size_t i = 0, len = c->value_len;
+        const char *v = c->value;
+        while (i < len) {
+            while (i < len && (v[i] == ' ' || v[i] == '\t' || v[i] == ','))
+                i++;
+            size_t start = i;
+            while (i < len && v[i] != ',')
+                i++;
+            size_t end = i;
+            while (end > start && (v[end - 1] == ' ' || v[end - 1] == '\t'))
+                end--;
+            if (end - start < 64)
+                lens |= (uint64_t)1 << (end - start);
+        }
+    }
+    return lens;
+}
+
+static bool hop(const sy_h1_msg_t *m, const sy_header_t *conn, uint64_t conn_lens, const sy_header_t *h)
+{
+    if (fixed_hop(h))
+        return true;
+    if (h->name_len >= 64 || !((conn_lens >> h->name_len) & 1))
+        return false;
+    return named_by_connection(m, conn, h);
 }
 
 /* Appends strings without printf: the head is built on every request. */
@@ -120,6 +152,7 @@ int sy_headers_request(sy_buf_t *out, const sy_h1_msg_t *m, const sy_fwd_request
 {
     uint32_t start_len = out->len;
     const sy_header_t *conn = first_connection(m);
+    uint64_t conn_lens = connection_token_lengths(m, conn);
     bool absolute = m->form == SY_H1_FORM_ABSOLUTE;
     int rc = put(out, m->method, strlen(m->method));
     rc = rc ? rc : PUT_LIT(out, " ");
@@ -142,10 +175,11 @@ int sy_headers_request(sy_buf_t *out, const sy_h1_msg_t *m, const sy_fwd_request
     bool have_id = false;
     for (size_t i = 0; rc == 0 && i < m->nheaders; i++) {
         const sy_header_t *h = &m->headers[i];
-        if (hop(m, conn, h) || name_eq(h, "x-forwarded-proto") || name_eq(h, "x-forwarded-host") ||
+        if (hop(m, conn, conn_lens, h) || name_eq(h, "x-forwarded-proto") || name_eq(h, "x-forwarded-host") ||
             name_eq(h, "forwarded"))
             continue;
-        if (f->strip_header != NULL && name_eq(h, f->strip_header))
+        if (f->strip_header != NULL && h->name_len == strlen(f->strip_header) &&
+            strncasecmp(h->name, f->strip_header, h->name_len) == 0) /* as configured: any case */
             continue;
         if (name_eq(h, "x-forwarded-for")) {
             if (xff_first == NULL)
@@ -209,6 +243,7 @@ int sy_headers_response(sy_buf_t *out, const sy_h1_msg_t *m, const sy_fwd_respon
 {
     uint32_t start_len = out->len;
     const sy_header_t *conn = first_connection(m);
+    uint64_t conn_lens = connection_token_lengths(m, conn);
     int rc = PUT_LIT(out, "HTTP/1.1 ");
     rc = rc ? rc : put_uint(out, (unsigned)m->status);
     rc = rc ? rc : PUT_LIT(out, " ");
@@ -217,7 +252,7 @@ int sy_headers_response(sy_buf_t *out, const sy_h1_msg_t *m, const sy_fwd_respon
     bool have_date = false;
     for (size_t i = 0; rc == 0 && i < m->nheaders; i++) {
         const sy_header_t *h = &m->headers[i];
-        if (hop(m, conn, h) || name_eq(h, "x-switchyard-variant"))
+        if (hop(m, conn, conn_lens, h) || name_eq(h, "x-switchyard-variant"))
             continue;
         if (!have_date && h->name_len == 4 && name_eq(h, "date"))
             have_date = true;

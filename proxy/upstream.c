@@ -126,11 +126,23 @@ static void idle_io_cb(struct ev_loop *loop, ev_io *w, int revents)
     upconn_close(uc->_ups, uc);
 }
 
+/* The idle timer is not stopped when a connection is taken nor restarted when
+ * it comes back (two heap operations per request): it fires at the deadline
+ * of an earlier idle period, and then finds the connection in use (nothing to
+ * do: its next release starts it again), idle since later (armed again for the
+ * rest), or idle for idle_timeout (closed). */
 static void idle_expired_cb(struct ev_loop *loop, ev_timer *w, int revents)
 {
     sy_upconn_t *uc = w->data;
-    (void)loop;
     (void)revents;
+    if (sy_list_empty(&uc->node))
+        return;
+    double left = uc->idle_since + uc->_ups->idle_timeout - ev_now(loop);
+    if (left > 1e-3) {
+        ev_timer_set(w, left, 0.);
+        ev_timer_start(loop, w);
+        return;
+    }
     upconn_close(uc->_ups, uc);
 }
 
@@ -144,8 +156,8 @@ int sy_upstream_acquire(sy_upstreams_t *u, const sy_endpoint_t *ep, sy_upconn_t 
         sy_upconn_t *uc = sy_container_of(p->idle.prev, sy_upconn_t, node);
         sy_list_remove(&uc->node);
         p->nidle--;
-        /* The read watcher stays active: the new holder swaps its callback. */
-        ev_timer_stop(u->loop, &uc->idle_timer);
+        /* The read watcher stays active: the new holder swaps its callback.
+         * The idle timer too: see idle_expired_cb. */
         uc->reused = true;
         *out = uc;
         return 0;
@@ -200,8 +212,11 @@ void sy_upstream_release(sy_upstreams_t *u, sy_upconn_t *uc, bool reusable)
         ev_io_modify(&uc->io, EV_READ);
         ev_io_start(u->loop, &uc->io);
     }
-    ev_timer_set(&uc->idle_timer, u->idle_timeout, 0.);
-    ev_timer_start(u->loop, &uc->idle_timer);
+    uc->idle_since = ev_now(u->loop);
+    if (!ev_is_active(&uc->idle_timer)) {
+        ev_timer_set(&uc->idle_timer, u->idle_timeout, 0.);
+        ev_timer_start(u->loop, &uc->idle_timer);
+    }
     sy_list_push_back(&p->idle, &uc->node);
     p->nidle++;
 }

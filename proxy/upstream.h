@@ -30,7 +30,8 @@ typedef struct sy_upconn {
     sy_upstreams_t *_ups;    /* the per-worker set it belongs to */
     int fd;
     ev_io io;                /* owned; its callback belongs to the holder while acquired */
-    ev_timer idle_timer;
+    ev_timer idle_timer;     /* left running across reuses: it checks idle_since when it fires */
+    ev_tstamp idle_since;    /* when it was last released */
     bool connected;          /* connect (and TLS handshake) finished (reused ones always are) */
     struct ssl_st *tls;      /* NULL: plain TCP; else owned, freed when the connection closes */
     int tls_wants;           /* a stalled TLS call waits for this event (0: none) */
