@@ -156,8 +156,7 @@ class Chaos(unittest.TestCase):
         if self.upgraded_pid:
             try:
                 os.kill(self.upgraded_pid, signal.SIGTERM)
-                wait_for(lambda: not os.path.exists("/proc/%d" % self.upgraded_pid) or
-                         open("/proc/%d/stat" % self.upgraded_pid).read().split()[2] == "Z",
+                wait_for(lambda: not os.path.exists("/proc/%d" % self.upgraded_pid),
                          timeout=30, what="the upgraded instance stopped")
             except (ProcessLookupError, AssertionError):
                 pass
@@ -390,7 +389,12 @@ routes:
         # --- the accounts -----------------------------------------------------
         failures = self.servable_failures()
         # settle: journals drained into the promoted standby, pools quiet
-        wait_for(lambda: self.all_status(self.drained), timeout=60, what="every journal drained")
+        try:
+            wait_for(lambda: self.all_status(self.drained), timeout=60, what="every journal drained")
+        except AssertionError:
+            for k in range(3):
+                print("instance %d record: %s" % (k, json.dumps((self.status(k) or {}).get("record"))))
+            raise
         fd1, rss1 = {}, {}
 
         def settled():
