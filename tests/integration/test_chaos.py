@@ -397,6 +397,17 @@ routes:
             for k in range(3):
                 print("instance %d record: %s" % (k, json.dumps((self.status(k) or {}).get("record"))))
             raise
+        # the fleet after it all: three live instances (the upgraded one under its new
+        # id, the old id expired), one config, the routes summed over them
+        def fleet():
+            code, body = http("GET", "http://127.0.0.1:%d/fleet" % self.gws[0]["admin"], token=None, timeout=5)
+            return json.loads(body) if code == 200 else None
+        wait_for(lambda: (fleet() or {}).get("instances") and len(fleet()["instances"]) == 3, timeout=40,
+                 what="three instances in the fleet")
+        f = fleet()
+        self.assertFalse(any(i["config_differs"] for i in f["instances"]), f["instances"])
+        self.assertTrue(any(i["id"].endswith("/%d" % self.upgraded_pid) for i in f["instances"]), f["instances"])
+        self.assertGreater(sum(f["routes"]["nav"].get(v, {}).get("requests", 0) for v in ("legacy", "new")), 0)
         fd1, rss1 = {}, {}
 
         def settled():
@@ -410,8 +421,8 @@ routes:
         events = self.check_record()
         logs = self.access_by_id()
         cut = sum(1 for _, rid, _ in self.load.failed if (logs.get(rid) or {}).get("status") == 200)
-        print("\nunservable: %d cut mid-response by a killed endpoint, %d answered 502 (a killed endpoint had "
-              "the request on a fresh connection)" % (cut, len(self.load.failed) - len(failures) - cut))
+        print("\nunservable: %d cut mid-response by a killed endpoint, %d answered 502 (written to a killed endpoint "
+              "that died before answering)" % (cut, len(self.load.failed) - len(failures) - cut))
         print("\nchaos: %d requests, %d failed (%d servable), %d edits answered 200 / %d 503, %d events checked; "
               "fds %s -> %s; RSS KiB %s -> %s; %.0f s"
               % (self.load.ok + len(self.load.failed), len(self.load.failed), len(failures),
