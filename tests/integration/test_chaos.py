@@ -61,7 +61,7 @@ import harness
 from harness import BIN, BAD_LOG, ROOT, SLOW, Env, free_port, main, wait_for
 from harness import http as admin_http
 from test_pg_failover import Standby
-from test_sentinel import NAME, start_sentinel
+from test_sentinel import NAME
 
 TOKEN = "chaos-token-0123456789abcdef"
 LONG = os.environ.get("SY_LONG", "") not in ("", "0")
@@ -71,6 +71,24 @@ THREADS = 6
 FD_SLACK = 24
 # ASan keeps freed memory in its quarantine (up to 256 MiB by default): more room there
 RSS_SLACK_KIB = 16 * 1024 * (3 if harness.SANITIZED else 1)
+
+
+def start_sentinel(env, master_port):
+    """As test_sentinel's, but with a quorum of 2: on a busy box one sentinel alone
+    may take a slow master for dead and fail over to a replica that has not synced
+    yet (seen: the restarted, empty old master promoted, the data lost)."""
+    port = free_port()
+    conf = env.path("sentinel-%d.conf" % port)
+    with open(conf, "w") as f:
+        f.write("port %d\nbind 127.0.0.1\ndir %s\nsentinel monitor %s 127.0.0.1 %d 2\n"
+                "sentinel down-after-milliseconds %s 1000\nsentinel failover-timeout %s 2000\n"
+                "sentinel parallel-syncs %s 1\n" % (port, env.dir, NAME, master_port, NAME, NAME, NAME))
+    with open(env.path("sentinel-%d.log" % port), "w") as log:
+        p = subprocess.Popen(["redis-server", conf, "--sentinel"], stdout=log, stderr=subprocess.STDOUT)
+    env.procs.append(p)
+    harness.wait_port(port, proc=p)
+    p.port = port
+    return p
 
 
 def http(method, url, body=None, token=TOKEN, timeout=10):
@@ -324,7 +342,9 @@ routes:
                 self.edit("redis-after %d" % rnd, 3)
                 # ... and comes back as a replica of the new master (same port)
                 self.m = new
-                self.rep = env.start_redis(port=old.port, args=["--replicaof", "127.0.0.1", str(new.port)])
+                # not a candidate for promotion until it holds the data (it starts empty)
+                self.rep = env.start_redis(port=old.port, args=["--replicaof", "127.0.0.1", str(new.port),
+                                                                "--replica-priority", "0"])
                 try:
                     wait_for(lambda: "master_link_status:up" in env.redis(self.rep.port, "INFO", "replication"),
                              timeout=60, what="the old master replicating")
@@ -334,6 +354,7 @@ routes:
                         with open(env.path("redis-%d.log" % port), errors="replace") as f:
                             print("redis %d:\n%s" % (port, f.read()[-3000:]))
                     raise
+                env.redis(self.rep.port, "CONFIG", "SET", "replica-priority", "100")
                 wait_for(self.sentinels_know, timeout=60, what="the sentinels see the restarted replica")
                 self.hold(200)
 
