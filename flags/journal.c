@@ -16,6 +16,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -68,6 +69,7 @@ struct sy_journal {
     uint64_t bytes; /* segments on disk (journal thread; published under the lock) */
     pthread_t thread;
     bool started;
+    bool held_elsewhere;    /* another process had the directory's lock at open: recover on the thread */
     pthread_mutex_t mu;
     pthread_cond_t cv;
     bool closing;
@@ -581,10 +583,68 @@ static bool prepare_batch(sy_journal_t *j, stream_t *st)
     return true;
 }
 
+/* What recover() found, for the control thread's stats. Under the lock once the
+ * thread runs. */
+static void publish_recovered(sy_journal_t *j)
+{
+    for (int s = 0; s < SY_JOURNAL_STREAMS; s++) {
+        stream_t *st = &j->st[s];
+        st->next_pub = st->next;
+        st->acked_pub = st->ack_req = st->acked;
+    }
+    j->bytes_pub = j->bytes;
+}
+
+/* The directory is locked (flock) by the process that writes it. During a
+ * binary upgrade the old process still holds it while it drains: the new one
+ * waits here for the lock (appends queue in memory, bounded), then reads what
+ * the old one left, and only then writes: two processes never append to the
+ * same segment or number records from the same counter. Journal thread. */
+static bool take_over(sy_journal_t *j)
+{
+    for (;;) {
+        if (flock(j->dirfd, LOCK_EX | LOCK_NB) == 0)
+            break;
+        if (errno != EWOULDBLOCK && errno != EINTR) {
+            sy_error("journal %s: cannot lock the directory: %s; records are not written", j->dir, strerror(errno));
+            return false;
+        }
+        pthread_mutex_lock(&j->mu);
+        bool closing = j->closing;
+        pthread_mutex_unlock(&j->mu);
+        if (closing)
+            return false;
+        usleep(50 * 1000);
+    }
+    char err[256];
+    if (recover(j, err, sizeof(err)) != 0) {
+        sy_error("journal %s: %s; records are not written", j->dir, err);
+        return false;
+    }
+    pthread_mutex_lock(&j->mu);
+    publish_recovered(j);
+    for (int s = 0; s < SY_JOURNAL_STREAMS; s++)
+        j->st[s].durable = j->st[s].next - 1;
+    pthread_mutex_unlock(&j->mu);
+    sy_info("journal %s: the previous process let go of it; writing", j->dir);
+    return true;
+}
+
 static void *journal_main(void *arg)
 {
     sy_journal_t *j = arg;
     sy_log_set_thread_name("journal");
+    if (j->held_elsewhere && !take_over(j)) {
+        pthread_mutex_lock(&j->mu);
+        size_t n = 0;
+        for (qrec_t *r = j->head; r != NULL; r = r->next)
+            n++;
+        pthread_mutex_unlock(&j->mu);
+        if (n > 0)
+            sy_error("journal %s: %zu records queued in memory are lost (the journal was never taken over)", j->dir,
+                     n);
+        return NULL;
+    }
     pthread_mutex_lock(&j->mu);
     for (;;) {
         while (!has_work(j))
@@ -754,16 +814,22 @@ sy_journal_t *sy_journal_open(struct ev_loop *loop, const char *dir, uint64_t ma
         free_journal(j);
         return NULL;
     }
-    if (recover(j, errbuf, errcap) != 0) {
+    if (flock(j->dirfd, LOCK_EX | LOCK_NB) != 0) {
+        if (errno != EWOULDBLOCK) {
+            snprintf(errbuf, errcap, "cannot lock the journal directory %s: %s", dir, strerror(errno));
+            free_journal(j);
+            return NULL;
+        }
+        j->held_elsewhere = true;
+        for (int s = 0; s < SY_JOURNAL_STREAMS; s++)
+            j->st[s].next = 1; /* nothing known yet: stats say 0 written until the take-over */
+        sy_info("journal %s: held by another process (the one being upgraded?); records wait in memory until it "
+                "lets go", dir);
+    } else if (recover(j, errbuf, errcap) != 0) {
         free_journal(j);
         return NULL;
     }
-    for (int s = 0; s < SY_JOURNAL_STREAMS; s++) {
-        stream_t *st = &j->st[s];
-        st->next_pub = st->next;
-        st->acked_pub = st->ack_req = st->acked;
-    }
-    j->bytes_pub = j->bytes;
+    publish_recovered(j);
     ev_async_init(&j->async, async_cb);
     j->async.data = j;
     ev_async_start(loop, &j->async);

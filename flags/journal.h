@@ -49,7 +49,11 @@ typedef struct sy_journal_stats {
 /* Opens (creating it if need be) the journal in dir with a bound of max_bytes,
  * recovering what a previous run left: unacknowledged records are delivered
  * again. Runs at boot on the calling thread (before the loop serves anything),
- * then starts the journal thread. Returns NULL with *err (static or in errbuf). */
+ * then starts the journal thread. The directory is locked (flock) while open:
+ * if another process holds it (the old process of a binary upgrade, draining),
+ * appends queue in memory and the journal thread takes the directory over,
+ * recovering what that process left, once it lets go. Returns NULL with *err
+ * (static or in errbuf). */
 sy_journal_t *sy_journal_open(struct ev_loop *loop, const char *dir, uint64_t max_bytes, char *errbuf,
                               size_t errcap);
 

@@ -279,6 +279,12 @@ void sy_exchange_upstream_failed(sy_conn_t *c, sy_xerr_t kind, const char *reaso
     if (kind != SY_XERR_TIMEOUT && can_retry(c)) {
         c->retries++;
         sy_exchange_detach_upstream(c, false);
+        /* A kept-alive connection died under the request with nothing back. The
+         * others idle to the same endpoint are as old: if the endpoint went away
+         * they are dead too, and retrying on them would spend the retries (then
+         * 502) where a fresh connect is refused and moves on to another endpoint. */
+        if (c->dec.endpoint != NULL)
+            sy_upstreams_close_idle_to(c->w->ups, c->dec.endpoint);
         if (serialize_request(c) != 0) {
             sy_local_respond(c, 502, "out of memory");
             return;

@@ -146,6 +146,15 @@ static void idle_expired_cb(struct ev_loop *loop, ev_timer *w, int revents)
     upconn_close(uc->_ups, uc);
 }
 
+void sy_upstreams_close_idle_to(sy_upstreams_t *u, const sy_endpoint_t *ep)
+{
+    sy_uppool_t *p = pool_for(u, ep);
+    if (p == NULL)
+        return;
+    while (!sy_list_empty(&p->idle))
+        upconn_close(u, sy_container_of(p->idle.next, sy_upconn_t, node));
+}
+
 int sy_upstream_acquire(sy_upstreams_t *u, const sy_endpoint_t *ep, sy_upconn_t **out)
 {
     sy_uppool_t *p = pool_for(u, ep);

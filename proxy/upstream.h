@@ -47,6 +47,11 @@ void sy_upstreams_destroy(sy_upstreams_t *u);
 /* Closes idle connections (drain, reload). */
 void sy_upstreams_close_idle(sy_upstreams_t *u);
 
+/* Closes the idle connections to ep (one of them died under a request with
+ * nothing back: the others to the same peer are as suspect, and the retry
+ * should connect anew). */
+void sy_upstreams_close_idle_to(sy_upstreams_t *u, const sy_endpoint_t *ep);
+
 /* Returns 0 and *out (reused and connected, or connecting), or -errno when a
  * socket could not even be started (connect refused at once, no fds). A reused
  * connection comes with its io watcher still active for EV_READ: the caller

@@ -298,6 +298,40 @@ static void test_sync_waits_for_the_disk(void **state)
     ev_loop_destroy(loop);
 }
 
+/* Two processes on one directory (a binary upgrade): the second waits for the
+ * first to let go, then numbers its records after the first one's. (Two opens
+ * in one process hold two locks, as two processes do.) */
+static void test_held_by_another(void **state)
+{
+    (void)state;
+    struct ev_loop *loop = ev_loop_new(EVFLAG_AUTO);
+    char err[200];
+    sy_journal_t *old = sy_journal_open(loop, dir, 1 << 20, err, sizeof(err));
+    assert_non_null(old);
+    append_n(old, SY_JOURNAL_EVENTS, 1, 3);
+    settle(old);
+    sy_journal_t *j = sy_journal_open(loop, dir, 1 << 20, err, sizeof(err));
+    assert_non_null(j);
+    append_n(j, SY_JOURNAL_EVENTS, 100, 1); /* the new one's first record waits */
+    append_n(old, SY_JOURNAL_EVENTS, 4, 1); /* the old one's last, while it drains */
+    settle(old);
+    usleep(100 * 1000);
+    sy_journal_stats_t st;
+    sy_journal_stats(j, &st);
+    assert_int_equal(st.durable[SY_JOURNAL_EVENTS], 0);
+    assert_int_equal(st.queued, 1);
+    sy_journal_close(old);
+    settle(j);
+    got_t g = {0};
+    assert_true(wait_batch(loop, j, SY_JOURNAL_EVENTS, 100, &g));
+    assert_int_equal(g.first, 1);
+    assert_int_equal(g.last, 5);
+    assert_string_equal(g.json, "[{\"n\":1},{\"n\":2},{\"n\":3},{\"n\":4},{\"n\":100}]");
+    sy_journal_close(j);
+    free(g.json);
+    ev_loop_destroy(loop);
+}
+
 static void test_unusable_dir(void **state)
 {
     (void)state;
@@ -316,6 +350,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_bound, setup, teardown),
         cmocka_unit_test_setup_teardown(test_rewind_and_bad_lines, setup, teardown),
         cmocka_unit_test_setup_teardown(test_sync_waits_for_the_disk, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_held_by_another, setup, teardown),
         cmocka_unit_test_setup_teardown(test_unusable_dir, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
