@@ -541,6 +541,18 @@ static bool deadline_passed(sy_conn_t *c, deadline_kind_t kind)
     case DL_H2:
         return true;
     case DL_CLIENT_IDLE:
+        /* The timer may run in the same loop iteration as a read event not yet
+         * handled: a request already on the wire is served (a draining gateway
+         * says close in its answer), not reset with the connection. */
+        if (c->phase == PH_IDLE && c->in.len == 0 && !c->client_eof && (c->tls == NULL || c->tls_ready)) {
+            client_read(c);
+            if (c->phase == PH_CLOSED)
+                return false;
+            if (c->in.len > 0)
+                return true;
+        }
+        sy_conn_close(c, NULL);
+        return false;
     case DL_TUNNEL:
     case DL_CLOSING:
         sy_conn_close(c, NULL);

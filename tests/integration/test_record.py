@@ -443,7 +443,8 @@ postgres: {conninfo: "%(conninfo)s", journal: %(journal)s, window: 1s%(extra_pg)
         self.wait_drained()
         code, ev = self.events("?route=wallet")
         self.assertEqual(code, 200)
-        self.assertEqual([e["reason"] for e in ev], ["thirty", "twenty"])  # newest first
+        # (the comparator may also have warned about wallet's new side by now: its backend fails)
+        self.assertEqual([e["reason"] for e in ev if e["kind"] != "warning"], ["thirty", "twenty"])  # newest first
         self.assertTrue(all(e["route"] == "wallet" for e in ev))
         code, ev = self.events("?kind=rollback")
         self.assertEqual([(e["route"], e["kind"], e["reason"]) for e in ev], [("bot", "rollback", "bot down")])
