@@ -6,8 +6,8 @@ warning and no trip with the example config's rules (the tiers are in
 test_tiers.py).
 
 SY_LONG=1 runs the low-traffic case at exactly 2 requests/s in total (about
-10 minutes) and the identical sides for 200 s; by default they run at 40
-requests/s and 25 s."""
+10 minutes) and the identical sides for 200 s; by default they run at 80
+requests/s and 25 s (in a sanitized build too: fewer requests, same time)."""
 import http.server
 import json
 import os
@@ -124,9 +124,9 @@ class Evidence(unittest.TestCase):
 
     def test_low_traffic_trips_on_evidence(self):
         # 5 % on new; new at 20 % errors, legacy at 1 %. A 10 s window never
-        # holds 100 requests of new at this rate, and 5-in-a-row is off: only
-        # the evidence since the change can trip it.
-        rate = 2.0 if LONG else 40.0
+        # holds 100 requests of new at this rate (4 a second at most), and
+        # 5-in-a-row is off: only the evidence since the change can trip it.
+        rate = 2.0 if LONG else 80.0
         self.start(legacy_args=["--error-rate", "0.01"], new_args=["--error-rate", "0.2"],
                    trip="window: 10s, consecutive_errors: 0")
         tripped = lambda: self.route()["state"] == "tripped"
@@ -139,7 +139,10 @@ class Evidence(unittest.TestCase):
         m = re.search(r"new [0-9.]+% \((\d+)/(\d+)\)", r["reason"])
         self.assertIsNotNone(m, r["reason"])
         n_new = int(m.group(2))
-        self.assertLess(n_new, 100)  # fewer than the window's minimum: not the window's doing
+        # How many new-side requests the paired test needs is random: simulated
+        # with healthcheck/seq.c at these rates and confidence 0.99, median 54,
+        # 95th percentile 102, 99.9th 162. The bound is past the 99.9th.
+        self.assertLess(n_new, 200)
         print("\nlow traffic: %.0f req/s in total at 5 %%, new 20 %% vs legacy 1 %% errors: tripped after %d "
               "new-side requests (%d errors), %.0f s of load (client saw %d on new, %d on legacy)"
               % (rate, n_new, int(m.group(1)), secs, counts["new"], counts["legacy"]), flush=True)
@@ -149,7 +152,7 @@ class Evidence(unittest.TestCase):
         self.start(legacy_args=["--error-rate", "0.01", "--latency-ms", "2"],
                    new_args=["--error-rate", "0.01", "--latency-ms", "2"], percent=5000, trip=EXAMPLE_RULES,
                    extra_top=rcv.top())
-        secs = (200 if LONG else 25) * SLOW
+        secs = 200 if LONG else 25  # not stretched when sanitized: fewer requests, same span
         stop = threading.Event()
         n = [0]
 

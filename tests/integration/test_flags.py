@@ -291,7 +291,7 @@ class Flags(GatewayTest):
         admin1 = self.admin
         self.start(workers=1, port=port2, name="gw2", redis_port=self.rport)
         admin2 = self.admin
-        users = ["u%d" % i for i in range(10000)]
+        users = ["u%d" % i for i in range(2500)]
         for percent in (None, 4000):
             if percent:
                 self.env.redis(self.rport, "HSET", self.key(), "percent_bp", str(percent))
@@ -340,7 +340,7 @@ class Flags(GatewayTest):
         self.assertTrue(self.status()["redis"]["keyspace_notifications"])
 
     def test_propagation_with_reread_only(self):
-        self.measure(False, "1s", 20)
+        self.measure(False, "1s", 10)
         self.assertFalse(self.status()["redis"]["keyspace_notifications"])
 
 

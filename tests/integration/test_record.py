@@ -536,7 +536,9 @@ postgres: {conninfo: "%(conninfo)s", journal: %(journal)s, window: 1s%(extra_pg)
         self.assertEqual(out.returncode, 0)  # twice is fine
         self.assertEqual(self.rows("SELECT count(*) FROM schema_version"), [["1"]])
         self.pg.stop()
-        out = subprocess.run([BIN, "migrate", "-c", cfg], capture_output=True, text=True, timeout=60)
+        # migrate waits connect_timeout + query_timeout for PostgreSQL to answer
+        quick = self.env.write_config(self.config(", connect_timeout: 500ms, query_timeout: 500ms"), "quick.yaml")
+        out = subprocess.run([BIN, "migrate", "-c", quick], capture_output=True, text=True, timeout=60)
         self.assertEqual(out.returncode, 1)
         self.assertIn("migrate:", out.stderr)
         # a config without a postgres section, and a bad conninfo
