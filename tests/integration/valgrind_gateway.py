@@ -21,7 +21,8 @@ class Valgrind(unittest.TestCase):
             legacy = env.start_backend("legacy")
             new = env.start_backend("new")
             port = free_port()
-            cfg = env.write_config(base_config(port, legacy, new).replace("%(log)s", env.path("access.log")))
+            top = "admin: {address: 127.0.0.1:%d}\n" % free_port()  # never the default 9901 another gateway may hold
+            cfg = env.write_config(base_config(port, legacy, new, extra_top=top).replace("%(log)s", env.path("access.log")))
             log = env.path("valgrind.log")
             with open(env.path("gw.log"), "w") as out:
                 p = subprocess.Popen(["valgrind", "--error-exitcode=99", "--leak-check=full",
