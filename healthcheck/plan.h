@@ -79,6 +79,14 @@ void sy_plan_destroy(sy_plan_t *p);
  * null), "needed_requests"}. A new reference. */
 json_t *sy_plan_json(const sy_plan_t *p, const char *route);
 
+/* Where the gate reads a route's evidence since the step's change: fn's
+ * answer for the route, or, when fn is NULL or answers NULL, the monitor's
+ * (the traffic this instance sees). main.c gives the fleet's
+ * (sy_fleet_evidence): a route whose trip rules say `scope: fleet` is gated
+ * on the fleet's summed evidence. Control thread. */
+typedef const sy_evidence_t *(*sy_plan_evidence_fn)(void *ud, const char *route);
+void sy_plan_set_evidence(sy_plan_t *p, sy_plan_evidence_fn fn, void *ud);
+
 /* Pause or continue (restarting the step's clock) a route's plan, from any
  * instance. done(ud, err, status) is called once: err NULL on success, else a
  * static reason with 404 (no plan), 409 (route tripped: resume it first) or
