@@ -15,6 +15,10 @@
 #include <yaml.h>
 
 #define HEARTBEAT_EVERY 1.0
+/* The heartbeat goes out this long after each wall-clock second, once the
+ * monitor (100 ms tick) has closed the second before: every instance publishes
+ * it, and reads the others', at about the same moment. */
+#define HEARTBEAT_PHASE 0.3
 #define TTL_MS "5000"
 #define STALE_MS 10000
 #define MAX_INSTANCES SY_FLEET_MAX_INSTANCES
@@ -40,7 +44,7 @@ struct sy_fleet {
     sy_monitor_t *monitor;
     char id[160], hash[20], started_at[32], version[32];
     int64_t started_ms;
-    ev_timer tick;
+    ev_periodic tick;  /* at HEARTBEAT_PHASE past each wall-clock second, on every instance */
     bool reading;      /* a read-back is in flight (its replies find f: the store goes first at destroy) */
     json_t *view;      /* the last read-back: an array of instance objects */
     int64_t view_ms;
@@ -449,7 +453,7 @@ static void on_members(void *ud, redisReply *r, const char *err)
         f->reading = false;
 }
 
-static void tick_cb(struct ev_loop *loop, ev_timer *t, int revents)
+static void tick_cb(struct ev_loop *loop, ev_periodic *t, int revents)
 {
     (void)loop;
     (void)revents;
@@ -511,9 +515,9 @@ sy_fleet_t *sy_fleet_create(struct ev_loop *loop, const char *config_path, const
     strftime(f->started_at, sizeof(f->started_at), "%Y-%m-%dT%H:%M:%SZ", &tm);
     routes_load(f);
     sy_monitor_on_second(monitor, on_second, f);
-    ev_timer_init(&f->tick, tick_cb, 0., HEARTBEAT_EVERY);
+    ev_periodic_init(&f->tick, tick_cb, HEARTBEAT_PHASE, HEARTBEAT_EVERY, NULL);
     f->tick.data = f;
-    ev_timer_start(loop, &f->tick);
+    ev_periodic_start(loop, &f->tick);
     return f;
 }
 
@@ -557,7 +561,7 @@ void sy_fleet_destroy(sy_fleet_t *f)
 {
     if (f == NULL)
         return;
-    ev_timer_stop(f->loop, &f->tick);
+    ev_periodic_stop(f->loop, &f->tick);
     sy_monitor_on_second(f->monitor, NULL, NULL);
     routes_free(f);
     json_decref(f->outbox);
