@@ -277,12 +277,52 @@ static void test_sum_latency(void **state)
     free(empty), free(slow), free(fast);
 }
 
+/* The ratio rule's per-second units on the sum: each second, new (summed
+ * over two instances) has more requests over legacy's p50 x 2 than legacy;
+ * the window's slow seconds count them and the rule trips. */
+static void test_sum_ratio(void **state)
+{
+    (void)state;
+    sy_trip_conf_t c = conf();
+    c.max_error_rate = 0;
+    c.max_latency_ms = 0;
+    c.max_latency_ratio = 2;
+    c.ratio_q = 0.5;
+    c.min_requests = 20;
+    c.window_ms = 60000;
+    c.sequential = false;
+    sy_fleet_sum_t *s = sy_fleet_sum_create(&c, 100, 100.0);
+    sy_side_t *l = side_new(), *n = side_new();
+    fill(l, 20, 0, 10000);  /* legacy: 10 ms */
+    fill(n, 10, 0, 50000);  /* new, per instance: 50 ms */
+    sy_verdict_t vd;
+    int64_t sec = 101;
+    for (; sec < 130; sec++) {
+        assert_true(sy_fleet_sum_add(s, sec, l, n));
+        assert_true(sy_fleet_sum_add(s, sec, l, n));
+        sy_fleet_sum_close(s, sec, (double)sec + 1);
+        sy_fleet_sum_evaluate(s, &vd);
+        if (vd.level == SY_LEVEL_TRIP)
+            break;
+    }
+    assert_int_equal(vd.level, SY_LEVEL_TRIP);
+    assert_string_equal(vd.rule, "max_latency_ratio");
+    /* every second was new's (legacy's statistic is known from the first: 40 samples) */
+    assert_int_equal(s->window[1].slow_seconds, s->window[1].split_seconds);
+    assert_int_equal(s->window[1].slow_seconds, sec - 100);
+    assert_int_equal(s->window[0].slow_seconds, 0);
+    assert_true(sec - 100 >= 5); /* a sign test: not on a second or two */
+    sy_fleet_sum_destroy(s);
+    free(l), free(n);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_second_roundtrip), cmocka_unit_test(test_second_folded),
         cmocka_unit_test(test_second_malformed), cmocka_unit_test(test_cursors),
         cmocka_unit_test(test_sum),              cmocka_unit_test(test_sum_latency),
+        cmocka_unit_test(test_sum_ratio),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
