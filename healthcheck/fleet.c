@@ -395,8 +395,8 @@ static void judge(sy_fleet_t *f)
         sy_fleet_sum_evaluate(fr->sum, &fr->verdict);
         const sy_route_flags_t *flags = flags_of(f, fr->name);
         const sy_verdict_t *vd = &fr->verdict;
-        if (flags == NULL || flags->state != SY_STATE_RAMPING)
-            continue;
+        if (flags == NULL || (flags->state != SY_STATE_RAMPING && flags->state != SY_STATE_PROMOTED))
+            continue; /* tripped or off: nothing to act on (as the trip owner would say) */
         if (vd->level == SY_LEVEL_TRIP && !fr->claiming)
             claim(f, fr, "trip", flags->version, fleet_stats(fr, instances));
         if (vd->level == SY_LEVEL_CRITICAL && !fr->critical)
