@@ -369,7 +369,9 @@ static void consume(sy_fleet_t *f, double now)
             size_t k;
             json_t *sec;
             json_array_foreach(json_object_get(secs, f->routes[r].name), k, sec) {
-                int64_t second;
+                int64_t second = json_integer_value(json_object_get(sec, "s"));
+                if (second <= cur->taken[r])
+                    continue; /* taken at an earlier read-back: not parsed again */
                 if (sy_fleet_second_parse(sec, &second, &f->scratch[0], &f->scratch[1]) != 0)
                     break; /* malformed: the rest of this instance's route is not trusted either */
                 if (sy_fleet_cursor_take(cur, r, second))

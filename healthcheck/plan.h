@@ -16,7 +16,9 @@
  * step's (through the flag store, actor `plan`), stops the plan when the route
  * tripped, and advances once the hold has passed and the gate is met on the
  * evidence since the step's change (healthcheck/rules.h sy_evidence_t, from the
- * monitor: the holder judges the traffic it sees itself). Each write of the
+ * monitor: the holder judges the traffic it sees itself; for a route whose
+ * trip rules say `scope: fleet`, the fleet's summed evidence, through
+ * sy_plan_set_evidence). Each write of the
  * position is fenced by the lease and by the step it expects. Advances, waits
  * (when the reason changes), pauses, continues, stops and the end are events
  * of the record (plan_advance, plan_wait, plan_pause, plan_continue,
