@@ -195,6 +195,37 @@ routes:
         # one instance acted: one trip logged as the fleet's
         self.assertEqual(logs.count("trips on the fleet's sum"), 1, logs)
 
+    def test_fleet_critical_tier_once(self):
+        """The tiers on the fleet's sum: new fails only behind a's backend, 30 of 90
+        requests (33 %): over critical_error_rate (5 %) but under this route's
+        max_error_rate (50 %). One instance records the critical alert (claimed), the
+        route is not flipped, and no instance alone had min_requests."""
+        self.env.allowed.append(r"fleet: critical: route nav")
+        bad = self.env.start_backend("new-bad", args=["--error-rate", "1"])
+        trip = ("    trip: {scope: fleet, min_requests: 60, max_error_rate: 0.5, critical_error_rate: 0.05,"
+                " consecutive_errors: 0, sequential: false}\n")
+        gws = [self.start(n, percent=10000, new=new, trip=trip) for n, new in (("a", bad), ("b", None), ("c", None))]
+        for gw in gws:
+            wait_for(lambda: self.status(gw)["redis"].get("synced"), what="flags read")
+        wait_for(lambda: len(self.fleet(gws[0])["instances"]) == 3, what="three instances")
+        for k, gw in enumerate(gws):
+            self.send(gw, 30, user0=100 * k)
+
+        def logs():
+            text = ""
+            for gw in gws:
+                with open(gw.log_path) as f:
+                    text += f.read()
+            return text
+        wait_for(lambda: "fleet: critical: route nav" in logs(), timeout=30, what="the fleet's critical alert")
+        wait_for(lambda: all(self.fleet(gw)["fleet_rules"]["nav"]["level"] == "critical" for gw in gws),
+                 what="every instance judged it critical")
+        self.assertEqual(logs().count("fleet: critical: route nav"), 1)
+        self.assertEqual(sum(self.fleet(gw)["claims"]["won"] for gw in gws), 1)
+        for gw in gws:
+            self.assertEqual(self.nav(gw)["state"], "ramping")
+        self.assertEqual(self.nav(gws[0])["window"]["verdict"], "insufficient")
+
     def send(self, gw, n, threads=1, user0=0):
         """n requests to gw, over `threads` keep-alive connections at once."""
         def run(k):
