@@ -16,7 +16,8 @@
  * trip rules say `scope: fleet` is also judged on the fleet's sum: each
  * instance's second is added once (per instance and route, the last second
  * taken is remembered); a second closes when every live instance has
- * published it (or SY_FLEET_HISTORY - 1 s after it at the latest) into a
+ * published it (or SY_FLEET_HISTORY - 1 s after it at the latest; what a
+ * stalled instance sends later still counts, see fleetsum.h) into a
  * window ring and an evidence since the route's last change, and the
  * monitor's own rules judge them (every window rule and tier, and the
  * sequential evidence). A trip, critical or warning is acted on by ONE

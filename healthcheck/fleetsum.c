@@ -241,13 +241,38 @@ static void close_one(sy_fleet_sum_t *s)
     memset(st, 0, 2 * sizeof(sy_side_t));
 }
 
+/* An instance's second that came after its second closed (that instance
+ * stalled): its numbers still count, in the window (while the second is in
+ * it) and in the evidence, but not in the per-second units, which were
+ * compared at the close. */
+static void late(sy_fleet_sum_t *s, int64_t second, const sy_side_t *legacy, const sy_side_t *fresh)
+{
+    s->late++;
+    const sy_side_t *in[2] = {legacy, fresh};
+    if (s->closed - second < (int64_t)s->nbuckets) {
+        sy_side_t *slot = &s->ring[(size_t)(second % (int64_t)s->nbuckets) * 2];
+        for (int v = 0; v < 2; v++) {
+            sy_side_t add = *in[v];
+            add.slow_seconds = add.split_seconds = 0;
+            sy_side_add(&slot[v], &add);
+            sy_side_add(&s->window[v], &add);
+        }
+    }
+    if (second > s->ev_floor) {
+        uint64_t n[2] = {s->ev.unit_n[0], s->ev.unit_n[1]}, x[2] = {s->ev.unit_x[0], s->ev.unit_x[1]};
+        sy_evidence_add(&s->ev, s->conf, legacy, fresh);
+        memcpy(s->ev.unit_n, n, sizeof(n)); /* the open unit is the next second's, not this one's */
+        memcpy(s->ev.unit_x, x, sizeof(x));
+    }
+}
+
 bool sy_fleet_sum_add(sy_fleet_sum_t *s, int64_t second, const sy_side_t *legacy, const sy_side_t *fresh)
 {
     if (second <= s->floor)
         return false;
     if (second <= s->closed) {
-        s->late++;
-        return false;
+        late(s, second, legacy, fresh);
+        return true;
     }
     while (second - s->closed > SY_FLEET_STAGE)
         close_one(s);

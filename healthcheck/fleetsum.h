@@ -84,16 +84,18 @@ typedef struct sy_fleet_sum {
     double ev_since;             /* when that was (the caller's clock) */
     double now;                  /* the caller's clock at the last close */
     uint64_t rng;
-    uint64_t late;               /* contributions that came after their second closed */
+    uint64_t late;               /* contributions that came after their second closed (counted all the same) */
 } sy_fleet_sum_t;
 
 /* NULL without memory. now_s: the current epoch second (seconds up to it do
  * not count: the sum starts with the next); now: the caller's clock. */
 sy_fleet_sum_t *sy_fleet_sum_create(const sy_trip_conf_t *c, int64_t now_s, double now);
 void sy_fleet_sum_destroy(sy_fleet_sum_t *s);
-/* One instance's closed second; false when it is before the floor or late
- * (its second closed already). A second more than SY_FLEET_STAGE past the
- * last closed one closes the oldest open ones first. */
+/* One instance's closed second; false when it is at or before the floor.
+ * A late one (its second closed already: that instance stalled) is counted
+ * in `late` and still joins the window (while the second is in it) and the
+ * evidence, not the per-second units. A second more than SY_FLEET_STAGE past
+ * the last closed one closes the oldest open ones first. */
 bool sy_fleet_sum_add(sy_fleet_sum_t *s, int64_t second, const sy_side_t *legacy, const sy_side_t *fresh);
 /* Closes the open seconds up to `upto`, oldest first: each goes into the
  * window ring (replacing the second nbuckets before it) and the evidence,

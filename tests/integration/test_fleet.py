@@ -311,8 +311,13 @@ routes:
                  what="the plan started")
         for k, gw in enumerate(gws):
             self.send(gw, 25, user0=100 * k)
-        wait_for(lambda: self.env.redis(self.r.port, "HGET", "switchyard:plan:nav", "state") == "done",
-                 timeout=30, what="the plan done on the fleet's evidence")
+        try:
+            wait_for(lambda: self.env.redis(self.r.port, "HGET", "switchyard:plan:nav", "state") == "done",
+                     timeout=30, what="the plan done on the fleet's evidence")
+        except AssertionError:
+            raise AssertionError("plan not done: %s; fleet: %s" % (
+                self.env.redis(self.r.port, "HGETALL", "switchyard:plan:nav"),
+                [json.dumps(self.fleet(gw)["fleet_rules"]["nav"]["evidence"]["new"]) for gw in gws]))
         # no instance alone had the gate's 60
         for gw in gws:
             self.assertLessEqual(self.nav(gw)["window"]["new"]["requests"], 25)

@@ -207,10 +207,13 @@ static void test_sum(void **state)
     assert_int_equal(s->ev.side[1].requests, 30); /* the evidence took it too */
     sy_fleet_sum_evaluate(s, &vd);
     assert_int_equal(vd.level, SY_LEVEL_INSUFFICIENT); /* 30 of 50 */
-    /* a late contribution to 1001 is refused and counted */
-    assert_false(sy_fleet_sum_add(s, 1001, l, bad));
+    /* a late contribution to 1001 (its instance stalled) is counted as late, and counts */
+    assert_true(sy_fleet_sum_add(s, 1001, l, bad));
     assert_int_equal(s->late, 1);
-    /* 1002 brings the sum to 60 new, 20 errors (33 % > 20 %): the window rule trips */
+    assert_int_equal(s->window[1].requests, 40);
+    assert_int_equal(s->ev.side[1].requests, 40);
+    assert_int_equal(s->ev.unit_n[1], 0); /* not in the next second's unit */
+    /* 1002 brings the sum to 70 new, 30 errors (43 % > 20 %): the window rule trips */
     assert_true(sy_fleet_sum_add(s, 1002, l, n));
     assert_true(sy_fleet_sum_add(s, 1002, l, n));
     assert_true(sy_fleet_sum_add(s, 1002, l, bad));
@@ -222,7 +225,8 @@ static void test_sum(void **state)
     /* a window of 3 s: 1001 leaves when 1004 closes */
     sy_fleet_sum_close(s, 1004, 1005.0);
     assert_int_equal(s->window[1].requests, 30);
-    assert_int_equal(s->ev.side[1].requests, 60); /* the evidence keeps all since the change */
+    assert_int_equal(s->ev.side[1].requests, 70); /* the evidence keeps all since the change */
+    assert_false(sy_fleet_sum_add(s, 1000, l, n)); /* before the start: never */
     /* a second far ahead closes the oldest open ones first */
     assert_true(sy_fleet_sum_add(s, 1005, empty, n));
     assert_true(sy_fleet_sum_add(s, 1004 + SY_FLEET_STAGE + 1, empty, n));
