@@ -64,10 +64,13 @@ static void publish_flags(void *ud, const sy_config_t *cfg, const sy_route_flags
     for (size_t i = 0; rs != NULL && i < rs->n && i < SY_MONITOR_MAX_ROUTES; i++) {
         bool was_down = app->last_state[i] == SY_STATE_TRIPPED || app->last_state[i] == SY_STATE_OFF;
         bool is_up = flags[i].state == SY_STATE_RAMPING || flags[i].state == SY_STATE_PROMOTED;
-        if (was_down && is_up && app->monitor != NULL)
+        if (was_down && is_up && app->monitor != NULL) {
             sy_monitor_reset_route(app->monitor, rs->routes[i].name);
-        else if (app->last_percent[i] != flags[i].percent_bp && app->monitor != NULL)
+            sy_fleet_reset_route(app->fleet, rs->routes[i].name);
+        } else if (app->last_percent[i] != flags[i].percent_bp && app->monitor != NULL) {
             sy_monitor_restart_evidence(app->monitor, rs->routes[i].name); /* a new step: evidence afresh */
+            sy_fleet_restart_evidence(app->fleet, rs->routes[i].name);
+        }
         app->last_state[i] = flags[i].state;
         app->last_percent[i] = flags[i].percent_bp;
     }
@@ -158,7 +161,9 @@ static int cmd_run(const char *path, bool takeover, int ready_fd)
     sy_trip_bind(app.trip, app.store, app.monitor);
     app.fleet = sy_fleet_create(app.loop, path, SY_VERSION, app.store, app.monitor, app.trip);
     sy_admin_set_fleet(app.admin, app.fleet);
-    sy_lifecycle_parts_t parts = {app.server, app.store, app.monitor, app.health, app.admin, app.audit, app.endpoints};
+    sy_plan_set_evidence(app.plan, sy_fleet_evidence, app.fleet); /* scope: fleet routes gate on the fleet's sum */
+    sy_lifecycle_parts_t parts = {app.server, app.store, app.monitor, app.health, app.admin, app.audit, app.endpoints,
+                                  app.fleet};
     sy_lifecycle_bind(app.life, &parts);
     if (sy_server_start(app.server) != 0) {
         sy_error("cannot start worker threads");

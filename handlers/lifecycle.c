@@ -25,6 +25,7 @@ struct sy_lifecycle {
     /* Written by the reader thread, read by the control loop after the join. */
     sy_config_t *next;
     sy_conf_t errs;
+    char next_hash[20]; /* the fleet's config hash of what the reader read */
 };
 
 void sy_lifecycle_record(sy_lifecycle_t *l, const char *kind, const char *reason)
@@ -101,6 +102,8 @@ static void *reader_main(void *arg)
 {
     sy_lifecycle_t *l = arg;
     l->next = sy_config_load(&l->errs, l->config_path, sy_cli_sections, sy_cli_nsections);
+    if (l->next != NULL)
+        sy_fleet_config_hash(l->config_path, l->next_hash, sizeof(l->next_hash)); /* file I/O: here, not on the loop */
     ev_async_send(l->loop, &l->loaded);
     return NULL;
 }
@@ -145,6 +148,7 @@ static void apply(sy_lifecycle_t *l, sy_config_t *cfg)
     /* The store keeps each route's live flags and publishes a snapshot of the new config. */
     sy_flagstore_reload(l->p.store, cfg);
     sy_monitor_reload(l->p.monitor, cfg);
+    sy_fleet_reload(l->p.fleet, l->next_hash);
     sy_lifecycle_record(l, "reload", "SIGHUP: new requests use the new config");
     sy_health_reload(l->p.health, cfg);
     if (l->p.admin != NULL)

@@ -3,7 +3,7 @@
  * SIGHUP reloads the config: the file is read and parsed on a short-lived
  * helper thread (the control loop never waits on file I/O), and the parsed
  * config comes back to the control loop through an ev_async, which hands it
- * to every part. Keys whose reload column says "restart" (config table) are
+ * to every part (the loader thread also takes the fleet's config hash). Keys whose reload column says "restart" (config table) are
  * warned about. A SIGHUP during a load loads again once it is done.
  * SIGTERM, SIGQUIT, SIGINT and a hand-off to a newer process drain: the
  * workers finish what is in flight, the last numbers and the stop event get
@@ -16,6 +16,7 @@
 #include "flags/store.h"
 #include "handlers/admin.h"
 #include "healthcheck/endpoints.h"
+#include "healthcheck/fleet.h"
 #include "healthcheck/health.h"
 #include "healthcheck/monitor.h"
 #include "proxy/server.h"
@@ -33,6 +34,7 @@ typedef struct sy_lifecycle_parts {
     sy_admin_t *admin;
     sy_audit_t *audit;
     sy_endpoints_t *endpoints;
+    sy_fleet_t *fleet;
 } sy_lifecycle_parts_t;
 
 /* Starts handling the signals at once (they act once the loop runs). The

@@ -66,6 +66,8 @@ struct sy_monitor {
     sy_observer_t observer;
     sy_monitor_hooks_t hooks;
     sy_colours_t *colours; /* per pool x colour, counted beside the cells */
+    sy_second_fn on_second; /* closed seconds go there (NULL: nowhere) */
+    void *second_ud;
 };
 
 static cell_t *cell_of(sy_monitor_t *m, size_t worker, size_t route, int variant)
@@ -191,29 +193,18 @@ static void side_add(sy_side_t *a, const sy_side_t *b, int sign)
 }
 
 /* The second in slot ended: which side had more requests over the ratio limit
- * (legacy's window statistic x the ratio), on equal counts. One unit of the
- * window's latency evidence, and one of the evidence since the change. */
+ * (legacy's window statistic x the ratio), on equal counts (rules.c). One unit
+ * of the window's latency evidence, and one of the evidence since the change. */
 static void close_second(route_state_t *rs, size_t slot)
 {
     sy_evidence_close_second(rs->ev);
-    const sy_trip_conf_t *c = rs->conf;
-    if (c->max_latency_ratio <= 0)
-        return;
+    const sy_hist_t *wo = rs->conf->use_ttfb ? &rs->view.window[0].ttfb : &rs->view.window[0].total;
     sy_side_t *l = &rs->ring[0][slot], *n = &rs->ring[1][slot];
-    const sy_hist_t *wo = c->use_ttfb ? &rs->view.window[0].ttfb : &rs->view.window[0].total;
-    uint64_t need = c->ratio_q > 0 ? sy_rules_quantile_min(c->ratio_q) : 20;
-    if (wo->total < need || l->slow_seconds + n->slow_seconds + l->split_seconds != 0)
+    if (!sy_rules_second_compare(rs->conf, wo, l, n, &rs->rng))
         return;
-    uint64_t limit = (uint64_t)(sy_rules_stat_us(wo, c->ratio_q) * c->max_latency_ratio);
-    const sy_hist_t *ho = c->use_ttfb ? &l->ttfb : &l->total, *hn = c->use_ttfb ? &n->ttfb : &n->total;
-    int d = sy_seq_unit_compare(ho->total, ho->total - sy_hist_count_le(ho, limit), hn->total,
-                                hn->total - sy_hist_count_le(hn, limit), &rs->rng);
-    l->split_seconds = n->split_seconds = d != 0;
-    l->slow_seconds = d < 0;
-    n->slow_seconds = d > 0;
     for (int v = 0; v < 2; v++) {
-        rs->view.window[v].split_seconds += d != 0;
-        rs->view.window[v].slow_seconds += v == 0 ? d < 0 : d > 0;
+        rs->view.window[v].split_seconds += l->split_seconds;
+        rs->view.window[v].slow_seconds += v == 0 ? l->slow_seconds : n->slow_seconds;
     }
 }
 
@@ -381,6 +372,10 @@ static void tick_cb(struct ev_loop *loop, ev_timer *t, int revents)
             rs->since = now;
         if (new_second && rs->cur_second != 0 && second - rs->cur_second < rs->nbuckets)
             close_second(rs, (size_t)(rs->cur_second % rs->nbuckets));
+        if (new_second && rs->cur_second != 0 && m->on_second != NULL) {
+            size_t sl = (size_t)(rs->cur_second % rs->nbuckets); /* not cleared yet, whatever the gap */
+            m->on_second(m->second_ud, rs->name, (int64_t)rs->cur_second, &rs->ring[0][sl], &rs->ring[1][sl]);
+        }
         for (int v = 0; v < 2; v++) {
             gather(m, r, v, cur);
             delta[v] = *cur;
@@ -620,6 +615,12 @@ void sy_monitor_restart_evidence(sy_monitor_t *m, const char *route)
             sy_evidence_reset(m->routes[r].ev);
             m->routes[r].ev_since = ev_now(m->loop);
         }
+}
+
+void sy_monitor_on_second(sy_monitor_t *m, sy_second_fn fn, void *ud)
+{
+    m->on_second = fn;
+    m->second_ud = ud;
 }
 
 void sy_monitor_count_trip(sy_monitor_t *m, const char *route)

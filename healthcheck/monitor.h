@@ -63,6 +63,15 @@ void sy_monitor_reset_route(sy_monitor_t *m, const char *route);
  * starts again (the window stays). Control thread. */
 void sy_monitor_restart_evidence(sy_monitor_t *m, const char *route);
 
+/* A second of a route ended (control thread, in the tick that starts the next
+ * one): its numbers on each side as the window holds them (epoch second; empty
+ * seconds too). The fleet publishes them (healthcheck/fleet.h). */
+typedef void (*sy_second_fn)(void *ud, const char *route, int64_t second, const sy_side_t *legacy,
+                             const sy_side_t *fresh);
+/* From now on every closed second of every route goes to fn (one listener;
+ * NULL: none). Control thread. */
+void sy_monitor_on_second(sy_monitor_t *m, sy_second_fn fn, void *ud);
+
 typedef struct sy_route_view {
     const char *route;
     sy_side_t window[2];     /* legacy, new: over the window */

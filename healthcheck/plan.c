@@ -214,6 +214,8 @@ struct sy_plan {
     plan_route_t *routes;
     size_t n;
     ev_timer tick;
+    sy_plan_evidence_fn evidence; /* NULL: the monitor's only */
+    void *evidence_ud;
 };
 
 static int64_t now_ms(void)
@@ -241,6 +243,9 @@ static const sy_route_flags_t *flags_of(const sy_plan_t *p, const char *route)
 
 static const sy_evidence_t *evidence_of(const sy_plan_t *p, const char *route)
 {
+    const sy_evidence_t *e = p->evidence != NULL ? p->evidence(p->evidence_ud, route) : NULL;
+    if (e != NULL)
+        return e;
     for (size_t i = 0; p->monitor != NULL && i < sy_monitor_nroutes(p->monitor); i++) {
         const sy_route_view_t *v = sy_monitor_route(p->monitor, i);
         if (strcmp(v->route, route) == 0)
@@ -607,6 +612,12 @@ void sy_plan_destroy(sy_plan_t *p)
     free(p->routes);
     sy_config_release(p->cfg);
     free(p);
+}
+
+void sy_plan_set_evidence(sy_plan_t *p, sy_plan_evidence_fn fn, void *ud)
+{
+    p->evidence = fn;
+    p->evidence_ud = ud;
 }
 
 static plan_route_t *find(const sy_plan_t *p, const char *route)

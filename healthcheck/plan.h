@@ -16,7 +16,9 @@
  * step's (through the flag store, actor `plan`), stops the plan when the route
  * tripped, and advances once the hold has passed and the gate is met on the
  * evidence since the step's change (healthcheck/rules.h sy_evidence_t, from the
- * monitor: the holder judges the traffic it sees itself). Each write of the
+ * monitor: the holder judges the traffic it sees itself; for a route whose
+ * trip rules say `scope: fleet`, the fleet's summed evidence, through
+ * sy_plan_set_evidence). Each write of the
  * position is fenced by the lease and by the step it expects. Advances, waits
  * (when the reason changes), pauses, continues, stops and the end are events
  * of the record (plan_advance, plan_wait, plan_pause, plan_continue,
@@ -78,6 +80,14 @@ void sy_plan_destroy(sy_plan_t *p);
  * "hold_s"}], "step_started" (epoch s), "hold_left_s", "waiting_for" (text or
  * null), "needed_requests"}. A new reference. */
 json_t *sy_plan_json(const sy_plan_t *p, const char *route);
+
+/* Where the gate reads a route's evidence since the step's change: fn's
+ * answer for the route, or, when fn is NULL or answers NULL, the monitor's
+ * (the traffic this instance sees). main.c gives the fleet's
+ * (sy_fleet_evidence): a route whose trip rules say `scope: fleet` is gated
+ * on the fleet's summed evidence. Control thread. */
+typedef const sy_evidence_t *(*sy_plan_evidence_fn)(void *ud, const char *route);
+void sy_plan_set_evidence(sy_plan_t *p, sy_plan_evidence_fn fn, void *ud);
 
 /* Pause or continue (restarting the step's clock) a route's plan, from any
  * instance. done(ud, err, status) is called once: err NULL on success, else a

@@ -338,6 +338,24 @@ static void window_latency(const sy_trip_conf_t *c, sy_verdict_t *out, sy_level_
         out->would_trip_unsignificant = true;
 }
 
+bool sy_rules_second_compare(const sy_trip_conf_t *c, const sy_hist_t *legacy_window, sy_side_t *l, sy_side_t *n,
+                             uint64_t *rng)
+{
+    if (c->max_latency_ratio <= 0)
+        return false;
+    uint64_t need = c->ratio_q > 0 ? sy_rules_quantile_min(c->ratio_q) : 20;
+    if (legacy_window->total < need || l->slow_seconds + n->slow_seconds + l->split_seconds != 0)
+        return false;
+    uint64_t limit = (uint64_t)(sy_rules_stat_us(legacy_window, c->ratio_q) * c->max_latency_ratio);
+    const sy_hist_t *ho = c->use_ttfb ? &l->ttfb : &l->total, *hn = c->use_ttfb ? &n->ttfb : &n->total;
+    int d = sy_seq_unit_compare(ho->total, ho->total - sy_hist_count_le(ho, limit), hn->total,
+                                hn->total - sy_hist_count_le(hn, limit), rng);
+    l->split_seconds = n->split_seconds = d != 0;
+    l->slow_seconds = d < 0;
+    n->slow_seconds = d > 0;
+    return true;
+}
+
 bool sy_rules_slower_seconds(uint64_t worse, uint64_t split, double confidence)
 {
     return sy_seq_rejects(worse, split, 0.5, 1 - confidence);

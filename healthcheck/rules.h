@@ -50,7 +50,7 @@ typedef struct sy_trip_conf {
     double critical_error_rate, critical_latency_ms, critical_latency_q;
     bool sequential;                           /* the since-change evidence path (default on) */
     int64_t consecutive_errors;
-    bool fleet_scope;           /* scope: fleet: max_error_rate also judged on the fleet's sum (healthcheck/fleet.c) */
+    bool fleet_scope;           /* scope: fleet: every rule also judged on the fleet's sum (healthcheck/fleet.c) */
     bool use_ttfb;
     int error_statuses[16];
     size_t nerror_statuses;
@@ -115,6 +115,14 @@ void sy_evidence_reset(sy_evidence_t *e);
 void sy_evidence_add(sy_evidence_t *e, const sy_trip_conf_t *c, const sy_side_t *legacy, const sy_side_t *fresh);
 /* A second ended: its latency outcomes are compared (one unit of evidence). */
 void sy_evidence_close_second(sy_evidence_t *e);
+/* A second of both sides (l, n: that second's numbers) ended: which had more
+ * requests over the ratio limit (legacy_window's statistic x max_latency_ratio),
+ * on equal counts. Sets the second's slow_seconds and split_seconds (0 or 1)
+ * and returns true, or returns false when the ratio rule is off, legacy's
+ * window has too few samples, or the second was compared already. The unit of
+ * the window's ratio evidence; the monitor and the fleet's sums both use it. */
+bool sy_rules_second_compare(const sy_trip_conf_t *c, const sy_hist_t *legacy_window, sy_side_t *l, sy_side_t *n,
+                             uint64_t *rng);
 /* Whether the ratio rule's per-second sign test says new is slower, on
  * `worse` of `split` differing seconds. */
 bool sy_rules_slower_seconds(uint64_t worse, uint64_t split, double confidence);

@@ -7,14 +7,27 @@ one whose config differs, and sums the routes' numbers over the instances (30 +
 the same. An instance that stops drops out once its heartbeat expires. And a
 `scope: fleet` rule: new failing only behind one instance's backend, too few
 requests there to judge locally, trips on the fleet's sum, and the trip reaches
-all three."""
+all three.
+
+With the per-second deltas (every rule of the monitor on the fleet's sum):
+a latency rule where only one instance's new backend is slow and no instance
+alone has min_requests trips on the sum, the trip reaches all three, and the
+record (PostgreSQL, shared by the three) has exactly ONE trip event for it
+(the instance whose claim lands first acts). A reload that changes one
+instance's routes flags it in /fleet (the config hash is taken again at
+reload). A plan on a route with scope: fleet advances on the fleet's evidence
+when no instance alone has the gate's min_requests."""
 import json
+import os
 import re
+import signal
 import subprocess
+import sys
+import threading
 import time
 import unittest
 
-from harness import BIN, Client, Env, free_port, main, wait_for
+from harness import BIN, SLOW, Client, Env, free_port, main, wait_for
 from harness import http as admin_http
 
 
@@ -28,9 +41,8 @@ class Fleet(unittest.TestCase):
     def tearDown(self):
         self.env.close()
 
-    def start(self, name, percent=2500, new=None, trip=""):
-        port, admin = free_port(), free_port()
-        cfg = """workers: 1
+    def config(self, port, admin, percent=2500, new=None, trip="", top=""):
+        return """workers: 1
 listen: [{address: 127.0.0.1:%d}]
 access_log: "off"
 admin: {address: 127.0.0.1:%d}
@@ -45,10 +57,24 @@ routes:
     legacy: legacy
     new: new
     percent_bp: %d
-%s""" % (port, admin, self.r.port, self.legacy, new or self.new, percent, trip)
-        gw = self.env.start_gateway(cfg, port, name=name)
+%s%s""" % (port, admin, self.r.port, self.legacy, new or self.new, percent, trip, top)
+
+    def start(self, name, percent=2500, new=None, trip="", top=""):
+        port, admin = free_port(), free_port()
+        gw = self.env.start_gateway(self.config(port, admin, percent, new, trip, top), port, name=name)
         gw.port, gw.admin = port, admin
         return gw
+
+    def reload(self, gw, text):
+        """Rewrites gw's config and sends SIGHUP; returns once the reload was applied."""
+        with open(gw.config_path, "w") as f:
+            f.write(text)
+        def applied():
+            with open(gw.log_path) as f:
+                return f.read().count("reload: new requests use the new config")
+        before = applied()
+        gw.send_signal(signal.SIGHUP)
+        wait_for(lambda: applied() > before, what="the reload applied on %s" % gw.log_path)
 
     def fleet(self, gw):
         try:
@@ -97,6 +123,21 @@ routes:
         self.assertEqual(out.stdout.count("(this one)"), 1)
         rows = [l.split() for l in out.stdout.splitlines() if l.startswith("nav ")]
         self.assertEqual(sum(int(r[2]) for r in rows), 60, out.stdout)
+        # the config hash is taken again at a reload: c reloads the config a and b
+        # run (its own ports: per-host keys do not count), so nobody differs; then b
+        # reloads with a changed route and is the one flagged
+        def differing(gw):
+            f = self.fleet(gw) or {"instances": []}
+            return sorted(i["id"] for i in f["instances"] if i["config_differs"]) if len(f["instances"]) == 3 else None
+        self.reload(c, self.config(c.port, c.admin))
+        for gw in (a, b, c):
+            wait_for(lambda: differing(gw) == [], what="c's new hash seen by %s" % gw.log_path)
+        self.reload(b, self.config(b.port, b.admin) + "  - name: extra\n    match: {path_prefix: /extra}\n"
+                    "    legacy: legacy\n    new: new\n    percent_bp: 0\n")
+        for gw in (a, b, c):
+            wait_for(lambda: (differing(gw) or [""])[0].endswith("/%d" % b.pid) and len(differing(gw)) == 1,
+                     what="b flagged after its reload, seen by %s" % gw.log_path)
+        self.reload(b, self.config(b.port, b.admin))
         # c stops: its heartbeat expires and it leaves the view
         self.env.stop(c)
         wait_for(lambda: len(self.fleet(a)["instances"]) == 2, timeout=30, what="c gone from the fleet")
@@ -104,7 +145,11 @@ routes:
         self.assertFalse(any(i["config_differs"] for i in self.fleet(a)["instances"]))
 
     def status(self, gw):
-        code, body = admin_http("GET", "http://127.0.0.1:%d/status" % gw.admin, timeout=3)
+        """/status, or an empty shell while the admin listener is not up yet."""
+        try:
+            code, body = admin_http("GET", "http://127.0.0.1:%d/status" % gw.admin, timeout=3)
+        except OSError:
+            return {"redis": {}, "routes": [{"name": "nav", "state": None}]}
         return json.loads(body)
 
     def nav(self, gw):
@@ -125,7 +170,7 @@ routes:
         b = self.start("b", percent=10000, trip=trip)
         c = self.start("c", percent=10000, trip=trip)
         for gw in (a, b, c):
-            wait_for(lambda: self.status(gw)["redis"]["synced"], what="flags read")
+            wait_for(lambda: self.status(gw)["redis"].get("synced"), what="flags read")
         wait_for(lambda: len(self.fleet(a)["instances"]) == 3, what="three instances")
         for gw in (a, b, c):
             cl = Client(gw.port)
@@ -141,12 +186,143 @@ routes:
                 logs += f.read()
         self.assertIn("trips on the fleet's sum", logs)
         # it trips as soon as the sum has min_requests (60 or more of the 90, 30 errors)
-        m = re.search(r"new [\d.]+% \((\d+) of (\d+) over 3 instances\) > 20\.00%", logs)
+        m = re.search(r"fleet:max_error_rate: error rate new [\d.]+% \((\d+)/(\d+)\)", logs)
         self.assertIsNotNone(m, logs)
         self.assertEqual(int(m.group(1)), 30)
         self.assertGreaterEqual(int(m.group(2)), 60)
         # a alone never had enough: its own verdict is insufficient evidence
         self.assertEqual(self.nav(a)["window"]["new"]["requests"], 30)
+        # one instance acted: one trip logged as the fleet's
+        self.assertEqual(logs.count("trips on the fleet's sum"), 1, logs)
+
+    def test_fleet_critical_tier_once(self):
+        """The tiers on the fleet's sum: new fails only behind a's backend, 30 of 90
+        requests (33 %): over critical_error_rate (5 %) but under this route's
+        max_error_rate (50 %). One instance records the critical alert (claimed), the
+        route is not flipped, and no instance alone had min_requests."""
+        self.env.allowed.append(r"fleet: critical: route nav")
+        bad = self.env.start_backend("new-bad", args=["--error-rate", "1"])
+        trip = ("    trip: {scope: fleet, min_requests: 60, max_error_rate: 0.5, critical_error_rate: 0.05,"
+                " consecutive_errors: 0, sequential: false}\n")
+        gws = [self.start(n, percent=10000, new=new, trip=trip) for n, new in (("a", bad), ("b", None), ("c", None))]
+        for gw in gws:
+            wait_for(lambda: self.status(gw)["redis"].get("synced"), what="flags read")
+        wait_for(lambda: len(self.fleet(gws[0])["instances"]) == 3, what="three instances")
+        for k, gw in enumerate(gws):
+            self.send(gw, 30, user0=100 * k)
+
+        def logs():
+            text = ""
+            for gw in gws:
+                with open(gw.log_path) as f:
+                    text += f.read()
+            return text
+        wait_for(lambda: "fleet: critical: route nav" in logs(), timeout=30, what="the fleet's critical alert")
+        wait_for(lambda: all(self.fleet(gw)["fleet_rules"]["nav"]["level"] == "critical" for gw in gws),
+                 what="every instance judged it critical")
+        self.assertEqual(logs().count("fleet: critical: route nav"), 1)
+        self.assertEqual(sum(self.fleet(gw)["claims"]["won"] for gw in gws), 1)
+        for gw in gws:
+            self.assertEqual(self.nav(gw)["state"], "ramping")
+        self.assertEqual(self.nav(gws[0])["window"]["verdict"], "insufficient")
+
+    def send(self, gw, n, threads=1, user0=0):
+        """n requests to gw, over `threads` keep-alive connections at once."""
+        def run(k):
+            cl = Client(gw.port)
+            for i in range(k, n, threads):
+                s, _, _ = cl.get("/x", {"X-User-Id": str(user0 + i)})
+                self.assertIn(s, (200, 500))
+            cl.close()
+        ts = [threading.Thread(target=run, args=(k,)) for k in range(threads)]
+        for t in ts:
+            t.start()
+        for t in ts:
+            t.join()
+
+    def metric(self, gw, name):
+        code, body = admin_http("GET", "http://127.0.0.1:%d/metrics" % gw.admin, timeout=5)
+        for line in body.decode().splitlines():
+            if line.startswith(name + " "):
+                return float(line.split()[1])
+        return None
+
+    def test_fleet_latency_rule_one_trip_event(self):
+        """new is slow (150 ms) only behind a's backend; p50 over 100 ms trips, on
+        min_requests 50. a sends 45 requests (all slow), b and c 8 each (fast): no
+        instance alone has 50, the fleet has 61 of which 45 slow (p50 over the limit,
+        significantly). The trip reaches all three, and the record shared by the three
+        has exactly one trip event for it."""
+        self.env.allowed.append(r"fleet: route nav trips")
+        pg = self.env.start_postgres()
+        slow = self.env.start_backend("new-slow", args=["--latency-ms", "150"])
+        trip = ("    trip: {scope: fleet, min_requests: 50, max_latency_ms: {p50: 100}, consecutive_errors: 0,"
+                " sequential: false}\n")
+        gws = []
+        for name, new in (("a", slow), ("b", None), ("c", None)):
+            top = "postgres: {conninfo: \"%s\", journal: %s, window: 1s}\n" % (pg.conninfo(),
+                                                                                self.env.path("journal-" + name))
+            gws.append(self.start(name, percent=10000, new=new, trip=trip, top=top))
+        a, b, c = gws
+        for gw in gws:
+            wait_for(lambda: self.status(gw)["redis"].get("synced"), what="flags read")
+        wait_for(lambda: len(self.fleet(a)["instances"]) == 3, what="three instances")
+        self.send(b, 8)
+        self.send(c, 8, user0=100)
+        self.send(a, 45, threads=5, user0=200)
+        for gw in gws:
+            wait_for(lambda: self.nav(gw)["state"] == "tripped", timeout=30, what="tripped on %s" % gw.log_path)
+        # locally, no instance had min_requests
+        self.assertEqual(self.nav(a)["window"]["new"]["requests"], 45)
+        self.assertEqual(self.nav(a)["window"]["verdict"], "insufficient")
+        # every instance's record reached PostgreSQL (each recorded its start): then count the trips
+        wait_for(lambda: pg.scalar("SELECT count(*) FROM events WHERE kind = 'start'") == "3", what="three starts")
+        for gw in gws:
+            wait_for(lambda: self.metric(gw, 'switchyard_journal_pending{stream="events"}') == 0,
+                     what="events of %s in PostgreSQL" % gw.log_path)
+        rows = pg.psql("SELECT instance, reason, stats->>'scope' FROM events WHERE kind = 'trip' AND route = 'nav'")
+        self.assertEqual(len(rows), 1, rows)
+        self.assertTrue(rows[0][1].startswith("fleet:max_latency_ms: new p50 "), rows)
+        self.assertEqual(rows[0][2], "fleet")
+        f = self.fleet(a)
+        self.assertEqual(sum(self.fleet(gw)["claims"]["won"] for gw in gws), 1)
+        # the figures of the report: what the fleet's window held at the trip, bytes of a heartbeat
+        st = json.loads(pg.scalar("SELECT stats FROM events WHERE kind = 'trip' AND route = 'nav'"))
+        self.assertGreaterEqual(st["new"]["requests"], 50)
+        self.assertEqual(st["instances"], 3)
+        sizes = [int(self.env.redis(self.r.port, "STRLEN", "switchyard:instance:" + i["id"])) for i in f["instances"]]
+        sys.stderr.write("\nfleet latency rule: tripped with new %d requests in the fleet's window (a alone: 45 of the "
+                         "50 min_requests); heartbeats %s bytes (1 route)\n" % (st["new"]["requests"], sizes))
+
+    def test_plan_gates_on_the_fleet_evidence(self):
+        """A plan on a route with scope: fleet: the gate wants 60 requests of new since
+        the step began; each instance sees 25, the fleet 75. The holder (any of the
+        three) judges the fleet's evidence: the plan advances to its last step."""
+        plan = ("    trip: {scope: fleet, consecutive_errors: 0}\n"
+                "    plan:\n"
+                "      steps: [{percent: 100, hold: 0s}, {percent: 100}]\n"
+                "      gate: {max_error_rate: 0.2, min_requests: 60, latency_not_worse: false}\n"
+                "      lease: 2s\n      tick: 200ms\n")
+        gws = [self.start(n, percent=10000, trip=plan) for n in ("a", "b", "c")]
+        for gw in gws:
+            wait_for(lambda: self.status(gw)["redis"].get("synced"), what="flags read")
+        wait_for(lambda: len(self.fleet(gws[0])["instances"]) == 3, what="three instances")
+        wait_for(lambda: self.env.redis(self.r.port, "HGET", "switchyard:plan:nav", "state") == "running",
+                 what="the plan started")
+        for k, gw in enumerate(gws):
+            self.send(gw, 25, user0=100 * k)
+        try:
+            wait_for(lambda: self.env.redis(self.r.port, "HGET", "switchyard:plan:nav", "state") == "done",
+                     timeout=30, what="the plan done on the fleet's evidence")
+        except AssertionError:
+            raise AssertionError("plan not done: %s; fleet: %s" % (
+                self.env.redis(self.r.port, "HGETALL", "switchyard:plan:nav"),
+                [json.dumps(self.fleet(gw)["fleet_rules"]["nav"]["evidence"]["new"]) for gw in gws]))
+        # no instance alone had the gate's 60
+        for gw in gws:
+            self.assertLessEqual(self.nav(gw)["window"]["new"]["requests"], 25)
+        judged = self.fleet(gws[0])["fleet_rules"]["nav"]
+        self.assertGreaterEqual(judged["evidence"]["new"]["requests"], 60)
 
 
 if __name__ == "__main__":
