@@ -640,6 +640,16 @@ size_t sy_monitor_nroutes(const sy_monitor_t *m)
     return m->nroutes;
 }
 
+bool sy_monitor_legacy_down(const sy_monitor_t *m, const char *route)
+{
+    for (size_t r = 0; m != NULL && r < m->nroutes; r++) {
+        const route_state_t *rs = &m->routes[r];
+        if (strcmp(rs->name, route) == 0)
+            return all_down(m, rs->conf->legacy_pool ? sy_config_pool(m->cfg, rs->conf->legacy_pool) : NULL);
+    }
+    return false;
+}
+
 uint64_t sy_monitor_unsignificant(const sy_monitor_t *m)
 {
     return m->unsignificant;

@@ -93,6 +93,10 @@ size_t sy_monitor_nroutes(const sy_monitor_t *m);
  * valid until destroy; NULL for a NULL monitor). */
 struct sy_colours;
 const struct sy_colours *sy_monitor_colours(const sy_monitor_t *m);
+/* Whether every endpoint of route `route`'s legacy pool is down (a rollback
+ * would send its users nowhere). False for an unknown route or a pool without
+ * endpoints. Control thread. */
+bool sy_monitor_legacy_down(const sy_monitor_t *m, const char *route);
 /* How many evaluations crossed the delta threshold without being significant. */
 uint64_t sy_monitor_unsignificant(const sy_monitor_t *m);
 

@@ -104,10 +104,23 @@ static void notify(sy_trip_t *t, const char *event, const char *severity, const 
     json_decref(j);
 }
 
+static void alert(sy_trip_t *t, const char *kind, const char *severity, const char *route, const char *rule,
+                  const char *detail);
+
 bool sy_trip_fire(sy_trip_t *t, const char *route, const char *rule, const char *reason, json_t *stats)
 {
     if (t->store == NULL)
         return false;
+    /* Whatever fired it (the fleet's sum, Alertmanager, the monitor): a
+     * rollback never sends users into a legacy pool with no healthy endpoint.
+     * The monitor's own trips check this first and retry at every tick. */
+    if (t->monitor != NULL && sy_monitor_legacy_down(t->monitor, route)) {
+        char why[768];
+        snprintf(why, sizeof(why), "rollback refused: the legacy pool has no healthy endpoint; %s", reason);
+        sy_error("route %s: %s", route, why);
+        alert(t, "critical", "critical", route, "rollback_refused", why);
+        return false;
+    }
     json_t *own = stats == NULL ? side_by_side(t, route, rule, reason) : NULL;
     json_t *before = flags_json(t, route);
     bool flipped = sy_flagstore_trip(t->store, route, reason);

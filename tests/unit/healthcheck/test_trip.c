@@ -110,6 +110,15 @@ const sy_route_view_t *sy_monitor_route(const sy_monitor_t *m, size_t i)
     return i < 2 ? &views[i] : NULL;
 }
 
+static bool legacy_down; /* what the fake monitor says of every route's legacy pool */
+
+bool sy_monitor_legacy_down(const sy_monitor_t *m, const char *route)
+{
+    assert_ptr_equal(m, &monitor);
+    (void)route;
+    return legacy_down;
+}
+
 void sy_monitor_count_trip(sy_monitor_t *m, const char *route)
 {
     assert_ptr_equal(m, &monitor);
@@ -123,6 +132,7 @@ static int setup(void **state)
 {
     (void)state;
     memset(&seen, 0, sizeof(seen));
+    legacy_down = false;
     cfg.next = 1;
     cfg.ext_sections[0] = &routes_sec;
     cfg.ext[0] = &routes;
@@ -284,6 +294,26 @@ static void test_unknown_route_and_no_webhook(void **state)
     sy_trip_destroy(t);
 }
 
+/* Any trigger (here Alertmanager's, as the fleet's would be): with every
+ * legacy endpoint down the rollback is refused, recorded as a critical alert
+ * with rule rollback_refused, and nothing flips. */
+static void test_rollback_into_dead_legacy_refused(void **state)
+{
+    (void)state;
+    sy_trip_t *t = make();
+    legacy_down = true;
+    assert_false(sy_trip_fire(t, "wallet", "fleet:max_error_rate", "fleet:max_error_rate: new 30 %", NULL));
+    assert_int_equal(seen.flips + seen.counts, 0);
+    assert_int_equal(seen.records, 1);
+    assert_string_equal(seen.last_kind, "critical");
+    assert_non_null(strstr(seen.last_reason, "rollback_refused: rollback refused"));
+    assert_non_null(strstr(seen.last_body, "\"rule\":\"rollback_refused\""));
+    legacy_down = false; /* an endpoint is back: the next firing flips */
+    assert_true(sy_trip_fire(t, "wallet", "fleet:max_error_rate", "fleet:max_error_rate: new 30 %", NULL));
+    assert_int_equal(seen.flips, 1);
+    sy_trip_destroy(t);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -292,6 +322,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_alertmanager, setup, teardown),
         cmocka_unit_test_setup_teardown(test_warning_records_only, setup, teardown),
         cmocka_unit_test_setup_teardown(test_unknown_route_and_no_webhook, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_rollback_into_dead_legacy_refused, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
