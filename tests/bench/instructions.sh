@@ -35,6 +35,7 @@ cat > "$T/sy.yaml" <<SY
 workers: 1
 listen:
   - address: 127.0.0.1:$P
+admin: {address: 127.0.0.1:$(port)}
 access_log: "off"
 pools:
   legacy: {endpoints: [127.0.0.1:$B]}
@@ -62,11 +63,13 @@ callgrind_control -z "$SP" >/dev/null
 load "$N"
 callgrind_control -d "$SP" >/dev/null
 f=$(ls -t "$T"/cg.out.* | head -1)
+[ -n "${KEEP:-}" ] && cp "$f" "${KEEP}"
 total=$( (callgrind_annotate "$f" 2>/dev/null || true) | awk '/PROGRAM TOTALS/ {gsub(",","",$1); print $1}')
 worker=$( (callgrind_annotate --inclusive=yes "$f" 2>/dev/null || true) | awk '/:sy_worker_run / {gsub(",","",$1); print $1; exit}')
 awk -v t="$total" -v w="${worker:-0}" -v n="$N" 'BEGIN {printf "instructions/request: %.0f (worker thread %.0f)\n", t / n, w / n}'
 stop "$SP"
 
+[ -n "${NO_STRACE:-}" ] && exit 0
 echo "== strace -c -f: $((N + 2000)) requests (warm-up included)"
 strace -f -c -o "$T/strace.out" "$BIN" -c "$T/sy.yaml" 2>"$T/sy.log" & TP=$!; PIDS+=($TP)
 wait_port "$P"
