@@ -9,11 +9,15 @@
 #     compare between commits);
 #   - with strace -c -f: the syscalls of the warm-up and the run, per request.
 # Usage: tests/bench/instructions.sh [N] [BINARY]   (needs valgrind, strace, h2load, nginx)
+#        env: BIG=1 for a 16 KiB body, KEEP=FILE keeps the callgrind profile,
+#        NO_STRACE=1 skips the strace part
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 N=${1:-20000}
 BIN=${2:-build/switchyard}
 T=$(mktemp -d /tmp/sy-instr.XXXXXX); chmod 755 "$T"
+URLPATH=/bench; [ -n "${BIG:-}" ] && URLPATH=/big
+mkdir -p "$T/www"; head -c 16384 /dev/zero | tr '\0' 'x' > "$T/www/big"
 PIDS=()
 cleanup() { for p in "${PIDS[@]}"; do kill -9 "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$T"; }
 trap cleanup EXIT
@@ -28,7 +32,8 @@ error_log $T/error.log;
 events { worker_connections 4096; }
 http { access_log off; client_body_temp_path $T; proxy_temp_path $T; fastcgi_temp_path $T; uwsgi_temp_path $T;
   scgi_temp_path $T; keepalive_requests 1000000;
-  server { listen 127.0.0.1:$B; location / { default_type text/plain; return 200 "$(printf '%099d' 0)\n"; } } }
+  server { listen 127.0.0.1:$B; location = /big { root $T/www; default_type application/octet-stream; }
+    location / { default_type text/plain; return 200 "$(printf '%099d' 0)\n"; } } }
 NGX
 nginx -c "$T/ngx.conf" -p "$T" & PIDS+=($!)
 cat > "$T/sy.yaml" <<SY
@@ -48,7 +53,7 @@ routes:
     new: new
     percent_bp: 2500
 SY
-load() { h2load --h1 -t1 -c50 -n "$1" -H "X-User-Id: 4242" "http://127.0.0.1:$P/bench" | grep -E '^requests:'; }
+load() { h2load --h1 -t1 -c50 -n "$1" -H "X-User-Id: 4242" "http://127.0.0.1:$P$URLPATH" | grep -E '^requests:'; }
 stop() { # pid of the gateway (or of its tracer's child)
   kill -INT "$1" 2>/dev/null || true
   for _ in $(seq 60); do kill -0 "$1" 2>/dev/null || return 0; sleep 0.5; done
