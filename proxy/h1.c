@@ -93,7 +93,7 @@ static int on_status(llhttp_t *p, const char *at, size_t len)
 /* Character classes, one table lookup per byte on the head's path, built by
  * the compiler. CC_TCHAR: RFC 9110 5.6.2 token characters. CC_URI: RFC 3986
  * unreserved / sub-delims (percent-encoding is checked apart). */
-enum { CC_TCHAR = 1, CC_URI = 2 };
+enum { CC_TCHAR = 1, CC_URI = 2, CC_HOST = 4 };
 #define CC_ALNUM(c) (((c) >= 'a' && (c) <= 'z') || ((c) >= 'A' && (c) <= 'Z') || ((c) >= '0' && (c) <= '9'))
 #define CC_IS_T(c)                                                                                                  \
     ((c) == '!' || (c) == '#' || (c) == '$' || (c) == '%' || (c) == '&' || (c) == '\'' || (c) == '*' || (c) == '+' || \
@@ -101,7 +101,11 @@ enum { CC_TCHAR = 1, CC_URI = 2 };
 #define CC_IS_U(c)                                                                                                  \
     ((c) == '-' || (c) == '.' || (c) == '_' || (c) == '~' || (c) == '!' || (c) == '$' || (c) == '&' || (c) == '\'' || \
      (c) == '(' || (c) == ')' || (c) == '*' || (c) == '+' || (c) == ',' || (c) == ';' || (c) == '=')
-#define CC(c) ((CC_ALNUM(c) || CC_IS_T(c) ? CC_TCHAR : 0) | (CC_ALNUM(c) || CC_IS_U(c) ? CC_URI : 0))
+/* CC_HOST: what the usual authority is made of (RFC 3986 unreserved). */
+#define CC_IS_H(c) (CC_ALNUM(c) || (c) == '-' || (c) == '.' || (c) == '_' || (c) == '~')
+#define CC(c)                                                                                                   \
+    ((CC_ALNUM(c) || CC_IS_T(c) ? CC_TCHAR : 0) | (CC_ALNUM(c) || CC_IS_U(c) ? CC_URI : 0) | \
+     (CC_IS_H(c) ? CC_HOST : 0))
 #define CC4(n) CC(n), CC((n) + 1), CC((n) + 2), CC((n) + 3)
 #define CC16(n) CC4(n), CC4((n) + 4), CC4((n) + 8), CC4((n) + 12)
 #define CC64(n) CC16(n), CC16((n) + 16), CC16((n) + 32), CC16((n) + 48)
@@ -139,16 +143,23 @@ static int on_header_field(llhttp_t *p, const char *at, size_t len)
     return 0;
 }
 
-static int on_header_value(llhttp_t *p, const char *at, size_t len)
+/* A control character other than HTAB, or DEL (RFC 9110 5.5); branch-free over
+ * the value (a loop the compiler turns into straight-line code: faster on the
+ * short values of a usual head than 16-byte blocks with a byte-wise tail). */
+static bool value_has_ctl(const char *at, size_t len)
 {
-    sy_h1_t *h = H1(p);
-    /* Branch-free over the value (the compiler vectorizes it). */
     unsigned bad = 0;
     for (size_t i = 0; i < len; i++) {
         unsigned char c = (unsigned char)at[i];
         bad |= (unsigned)((c < 0x20) & (c != '\t')) | (unsigned)(c == 0x7f);
     }
-    if (bad)
+    return bad != 0;
+}
+
+static int on_header_value(llhttp_t *p, const char *at, size_t len)
+{
+    sy_h1_t *h = H1(p);
+    if (value_has_ctl(at, len))
         return sy_h1_fail(h, 400, "control character in a header value");
     sy_header_t *hd = &h->msg.headers[h->msg.nheaders - 1];
     if (h->_last != 2) {
@@ -275,7 +286,29 @@ static const char *const target_auth_reason[] = {
 /* RFC 3986 3.2.2, 3.2.3 and RFC 9110 7.2: `uri-host [ ":" port ]`. A comma is a
  * legal reg-name character in RFC 3986, but in a Host value it can only be a list
  * (two Host lines folded into one by an intermediary): refused. */
+static int check_authority_full(const char *s, size_t n);
+
+/* The usual authority, a name of unreserved characters and perhaps a port,
+ * passes in one pass; anything else gets the full check (and its reason). */
 static int check_authority(const char *s, size_t n)
+{
+    size_t i = 0;
+    while (i < n && (cc_table[(unsigned char)s[i]] & CC_HOST))
+        i++;
+    if (i > 0 && i == n)
+        return AUTH_OK;
+    if (i > 0 && s[i] == ':' && n - i - 1 <= 5) {
+        unsigned port = 0;
+        size_t j = i + 1;
+        for (; j < n && s[j] >= '0' && s[j] <= '9'; j++)
+            port = port * 10 + (unsigned)(s[j] - '0');
+        if (j == n && port <= 65535)
+            return AUTH_OK;
+    }
+    return check_authority_full(s, n);
+}
+
+static int check_authority_full(const char *s, size_t n)
 {
     if (n == 0)
         return AUTH_EMPTY;
@@ -517,16 +550,16 @@ void sy_h1_init(sy_h1_t *h, bool is_request, const sy_h1_callbacks_t *cb, void *
 
 void sy_h1_reset(sy_h1_t *h)
 {
-    llhttp_init(&h->_llh, h->_is_request ? HTTP_REQUEST : HTTP_RESPONSE, &settings);
-    h->_llh.data = h;
-    if (h->_is_request)
-        h->_llh.lenient_flags |= LENIENT_VERSION;
+    /* The parser itself is initialised by sy_h1_init before its next message:
+     * doing it here too was a second llhttp_init per message. */
     h->err_status = 0;
     h->err_reason = NULL;
-    msg_clear(h);
     h->msg.headers = NULL;
+    h->msg.nheaders = 0;
     h->_arena = NULL;
-    h->_arena_cap = 0;
+    h->_arena_len = h->_arena_cap = 0;
+    h->_any_bytes = false;
+    h->_phase = SY_H1_PH_HEAD;
 }
 
 void sy_h1_next(sy_h1_t *h)

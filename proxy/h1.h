@@ -155,7 +155,8 @@ int sy_h1_execute(sy_h1_t *h, const char *data, size_t len, size_t *consumed);
 int sy_h1_finish(sy_h1_t *h);
 /* After SY_H1_PAUSED: forget the message and accept the next one. */
 void sy_h1_next(sy_h1_t *h);
-/* Back to the initial state (keeps callbacks and limits, drops the arena). */
+/* Done with the message: drops the arena (and the head that was in it) and
+ * reads as idle; sy_h1_init must come before the next message is fed. */
 void sy_h1_reset(sy_h1_t *h);
 /* Set by callbacks to refuse a message with a status and static reason. */
 int sy_h1_fail(sy_h1_t *h, int status, const char *reason);

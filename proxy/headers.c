@@ -91,10 +91,19 @@ static bool hop(const sy_h1_msg_t *m, const sy_header_t *conn, uint64_t conn_len
     return named_by_connection(m, conn, h);
 }
 
-/* Appends strings without printf: the head is built on every request. */
-static int put(sy_buf_t *out, const char *s, size_t n)
+/* Appends strings without printf: the head is built on every request. The
+ * rule of sy_buf_append (all or nothing), inline: most pieces are literals,
+ * whose copies the compiler turns into a few moves. */
+static inline int put(sy_buf_t *out, const char *s, size_t n)
 {
-    return sy_buf_append(out, s, n);
+    if (sy_buf_room(out) < n) {
+        if ((size_t)out->cap - out->len < n)
+            return SY_ELIMIT;
+        sy_buf_compact(out);
+    }
+    memcpy(sy_buf_tail(out), s, n);
+    out->len += (uint32_t)n;
+    return 0;
 }
 #define PUT_LIT(out, lit) put((out), (lit), sizeof(lit) - 1)
 

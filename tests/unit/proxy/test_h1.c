@@ -413,6 +413,81 @@ static void test_check_authority(void **state)
     assert_string_equal(sy_h1_check_authority("[::1", 4), "invalid IP literal");
 }
 
+/* The one-pass authority check agrees with the full one on every input (random
+ * strings over the characters that matter), and the blockwise value check with
+ * a byte-by-byte reference at every length and position. */
+static void test_fast_paths_agree(void **state)
+{
+    (void)state;
+    static const char alpha[] = "aZ09-._~:@,/?#\\[]%!$&'()*+;= \t\x01\x7f\x80";
+    unsigned seed = 12345;
+    char s[24];
+    for (int k = 0; k < 200000; k++) {
+        seed = seed * 1103515245u + 12345u;
+        size_t n = (seed >> 16) % sizeof(s);
+        for (size_t i = 0; i < n; i++) {
+            seed = seed * 1103515245u + 12345u;
+            /* mostly host-like characters, so the fast path is taken often */
+            unsigned r = (seed >> 16) % 64;
+            s[i] = r < 40 ? "abc019-.:"[r % 9] : alpha[r % (sizeof(alpha) - 1)];
+        }
+        assert_int_equal(check_authority(s, n), check_authority_full(s, n));
+    }
+    assert_int_equal(check_authority("a:65535", 7), AUTH_OK);
+    assert_int_equal(check_authority("a:65536", 7), AUTH_PORT);
+    assert_int_equal(check_authority("a:123456", 8), AUTH_PORT);
+    assert_int_equal(check_authority(":80", 3), AUTH_EMPTY);
+
+    char v[80];
+    for (size_t len = 0; len <= sizeof(v); len++) {
+        memset(v, 'x', sizeof(v));
+        if (len > 3)
+            v[len / 2] = '\t';
+        assert_false(value_has_ctl(v, len));
+        for (size_t pos = 0; pos < len; pos++) {
+            const unsigned char bad[] = {0x00, 0x01, 0x0a, 0x0d, 0x1f, 0x7f};
+            const unsigned char good[] = {0x09, 0x20, 0x7e, 0x80, 0xff};
+            for (size_t b = 0; b < sizeof(bad); b++) {
+                char save = v[pos];
+                v[pos] = (char)bad[b];
+                assert_true(value_has_ctl(v, len));
+                v[pos] = save;
+            }
+            for (size_t g = 0; g < sizeof(good); g++) {
+                char save = v[pos];
+                v[pos] = (char)good[g];
+                assert_false(value_has_ctl(v, len));
+                v[pos] = save;
+            }
+        }
+    }
+    expect_error("GET / HTTP/1.1\r\nHost: x\r\nA: 0123456789abcdefghij\x01klmnopqrstuvwxyz\r\n\r\n", 400);
+    expect_error("GET / HTTP/1.1\r\nHost: x\r\nA: 0123456789abcdefghij\x7fklmnopqrstuvwxyz\r\n\r\n", 400);
+}
+
+/* The exchange's pattern: a message, sy_h1_reset (the arena given back), then
+ * sy_h1_init and a new arena for the next one. */
+static void test_reset_then_init(void **state)
+{
+    (void)state;
+    fixture_t *f = fx_new(false);
+    size_t used;
+    const char *resp = "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
+    assert_int_equal(feed(f, resp, &used), SY_H1_PAUSED);
+    assert_false(sy_h1_idle(&f->h));
+    sy_h1_reset(&f->h);
+    assert_true(sy_h1_idle(&f->h));
+    assert_null(f->h.msg.headers);
+    sy_h1_init(&f->h, false, &cbs, &f->r, 16384, 8192, 100);
+    sy_h1_set_arena(&f->h, f->arena, sizeof(f->arena));
+    const char *resp2 = "HTTP/1.1 404 Not Found\r\nTransfer-Encoding: chunked\r\n\r\n1\r\nx\r\n0\r\n\r\n";
+    assert_int_equal(feed(f, resp2, &used), SY_H1_PAUSED);
+    assert_int_equal(used, strlen(resp2));
+    assert_int_equal(f->r.status, 404);
+    assert_int_equal(f->r.dones, 2);
+    free(f);
+}
+
 static void test_tokens(void **state)
 {
     (void)state;
@@ -437,6 +512,8 @@ int main(void)
         cmocka_unit_test(test_http_1_2_is_read_as_1_1),
         cmocka_unit_test(test_overlong_method_is_not_431),
         cmocka_unit_test(test_check_authority),
+        cmocka_unit_test(test_fast_paths_agree),
+        cmocka_unit_test(test_reset_then_init),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
