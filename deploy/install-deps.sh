@@ -13,7 +13,7 @@ PKGS=(
   chromium chromium-driver python3-selenium tmux
 )
 if [ "${1:-}" = "--bench" ]; then
-  PKGS+=(nginx-light haproxy wrk util-linux nghttp2-client)
+  PKGS+=(nginx-light haproxy wrk util-linux nghttp2-client linux-perf)
 fi
 
 missing=()
