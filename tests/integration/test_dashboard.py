@@ -45,9 +45,11 @@ class Dashboard(unittest.TestCase):
         self.env = Env()
         self.driver = None
 
-    def start(self, record):
-        """The gateway; with a record (PostgreSQL) when the test reads events."""
+    def start(self, record, fleet=False):
+        """The gateway; with a record (PostgreSQL) when the test reads events;
+        with `fleet`, on a Redis with a second instance whose routes differ."""
         pg = self.env.start_postgres() if record else None
+        redis = self.env.start_redis() if fleet else None
         self.legacy = self.env.start_backend("legacy")
         self.blue = self.env.start_backend("blue")
         self.green = self.env.start_backend("green")
@@ -76,9 +78,17 @@ routes:
     test_users: ["42", "admin-7"]
     expose_variant: true
 """ % (self.port, self.env.path("access.log"), self.admin, tok,
-       'postgres: {conninfo: "%s", journal: %s}' % (pg.conninfo(), self.env.path("journal")) if pg else "",
+       ('postgres: {conninfo: "%s", journal: %s}\n' % (pg.conninfo(), self.env.path("journal")) if pg else "") +
+       ("redis: {address: 127.0.0.1:%d}" % redis.port if redis else ""),
        self.legacy, self.blue, self.green)
         self.env.start_gateway(cfg, self.port)
+        if fleet:  # the same flags, another listener and admin, and other routes: its config hash differs
+            self.port2, self.admin2 = free_port(), free_port()
+            cfg2 = cfg.replace("127.0.0.1:%d}]" % self.port, "127.0.0.1:%d}]" % self.port2).replace(
+                "127.0.0.1:%d," % self.admin, "127.0.0.1:%d," % self.admin2).replace(
+                "access.log", "access2.log").replace("percent_bp: 5000", "percent_bp: 4000")
+            cfg2 = cfg2.replace("journal: " + self.env.path("journal"), "journal: " + self.env.path("journal2"))
+            self.env.start_gateway(cfg2, self.port2, name="gw2")
         wait_port(self.admin)
         self.base = "http://127.0.0.1:%d" % self.admin
 
@@ -205,11 +215,30 @@ routes:
         return self.driver.find_element(By.ID, "msg").text
 
     def test_browser(self):
-        self.start(record=True)
+        self.start(record=True, fleet=True)
         d = self.browser()
         wait_for(lambda: self.updates() >= 1, 30, "the page's first update")
         self.assertEqual(self.field("state"), "ramping")
         self.assertIn("no plan", self.field("plan"))
+
+        # The fleet: both instances listed as /fleet lists them, the one whose
+        # routes differ flagged, and no other.
+        def fleet_matches():
+            f = json.loads(http("GET", self.base + "/fleet")[1])
+            ids = sorted(i["id"] for i in f["instances"])
+            shown = sorted(self.driver.execute_script(
+                "return [...document.querySelectorAll('#fleet tr[data-instance]')].map(e => e.dataset.instance);"))
+            flagged = self.driver.execute_script(
+                "return [...document.querySelectorAll('#fleet tr[data-instance]')].filter("
+                "e => e.querySelector('[data-f=differs]')).map(e => e.dataset.instance);")
+            want = [i["id"] for i in f["instances"] if i["config_differs"]]
+            self.last_fleet = (ids, shown, flagged, want)
+            return len(ids) == 2 and shown == ids and len(want) == 1 and flagged == want
+        try:
+            wait_for(fleet_matches, 20, "the fleet card to match /fleet")
+        except AssertionError:
+            self.fail("fleet card vs /fleet: %r" % (self.last_fleet,))
+        self.assertEqual(self.js("#fleet [data-f=instances]", "text"), "2")
 
         # Sparklines: flat before any traffic, raised after it.
         before = {k: self.spark("nav/%s/requests" % k) for k in ("legacy", "new")}
