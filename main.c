@@ -190,6 +190,7 @@ out:
     sy_lifecycle_destroy(app.life);
     sy_notify_destroy(app.notify);
     sy_health_destroy(app.health);
+    sy_plan_release(app.plan); /* its leases, through the store's client */
     sy_flagstore_destroy(app.store);
     sy_fleet_destroy(app.fleet); /* after the store: its Redis answered the fleet's reads */
     sy_plan_destroy(app.plan); /* after the store, which answers its writes */

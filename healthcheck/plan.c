@@ -208,7 +208,7 @@ struct sy_plan {
     sy_flagstore_t *store;
     sy_monitor_t *monitor;
     sy_sink_t sink;
-    sy_redis_t *redis;
+    bool active;       /* plans to own and a redis section: the store's client carries them */
     char prefix[64];
     char owner[96];
     plan_route_t *routes;
@@ -217,6 +217,14 @@ struct sy_plan {
     sy_plan_evidence_fn evidence; /* NULL: the monitor's only */
     void *evidence_ud;
 };
+
+/* The flag store's Redis client, whatever it follows (a fixed address, or the
+ * master the sentinels name): a plan's position and lease live where the flags
+ * do. NULL without Redis. */
+static sy_redis_t *redis_of(const sy_plan_t *p)
+{
+    return p->active ? sy_flagstore_redis(p->store) : NULL;
+}
 
 static int64_t now_ms(void)
 {
@@ -305,7 +313,7 @@ static void write_fenced(plan_route_t *pr, int step_expected, const char *kind, 
     snprintf(w->kind, sizeof(w->kind), "%s", kind ? kind : "");
     snprintf(w->reason, sizeof(w->reason), "%s", reason ? reason : "");
     pr->writing = true;
-    if (sy_redis_command(pr->p->redis, written, w, argc, argv, NULL) != 0) {
+    if (sy_redis_command(redis_of(pr->p), written, w, argc, argv, NULL) != 0) {
         pr->writing = false;
         free(w);
     }
@@ -502,34 +510,17 @@ static void tick_cb(struct ev_loop *loop, ev_timer *t, int revents)
     sy_plan_t *p = t->data;
     (void)loop;
     (void)revents;
-    if (p->redis == NULL || !sy_redis_up(p->redis))
+    sy_redis_t *r = redis_of(p);
+    if (r == NULL || !sy_redis_up(r))
         return;
     for (size_t i = 0; i < p->n; i++) {
         plan_route_t *pr = &p->routes[i];
-        sy_lease_renew(&pr->lease, p->redis);
+        sy_lease_renew(&pr->lease, r);
         if (pr->reading)
             continue;
         const char *argv[] = {"HGETALL", pr->key};
-        pr->reading = sy_redis_command(p->redis, got_hash, pr, 2, argv, NULL) == 0;
+        pr->reading = sy_redis_command(r, got_hash, pr, 2, argv, NULL) == 0;
     }
-}
-
-static void redis_up(void *ud)
-{
-    (void)ud;
-}
-
-static void redis_down(void *ud, const char *why, const char *detail, bool was_up)
-{
-    (void)ud;
-    if (was_up)
-        sy_warn("plan: Redis connection lost (%s%s%s): plans wait", why, detail ? ": " : "", detail ? detail : "");
-}
-
-static void redis_msg(void *ud, redisReply *msg)
-{
-    (void)ud;
-    (void)msg;
 }
 
 static const sy_plan_confs_t *plan_confs(const sy_config_t *cfg)
@@ -557,9 +548,10 @@ sy_plan_t *sy_plan_create(struct ev_loop *loop, const sy_config_t *cfg, sy_flags
     size_t n = 0;
     for (size_t i = 0; pc != NULL && i < pc->n; i++)
         n += pc->routes[i].route != NULL;
-    if (n > 0 && (rc == NULL || rc->address == NULL))
+    bool redis = rc != NULL && (rc->address != NULL || rc->nsentinels > 0);
+    if (n > 0 && !redis)
         sy_warn("plan: %zu route(s) have a plan but there is no redis section: plans need Redis and do not run", n);
-    if (n == 0 || rc == NULL || rc->address == NULL)
+    if (n == 0 || !redis)
         return p; /* nothing to own */
     char host[64];
     gethostname(host, sizeof(host));
@@ -586,15 +578,7 @@ sy_plan_t *sy_plan_create(struct ev_loop *loop, const sy_config_t *cfg, sy_flags
         if (pr->conf->tick_ms < tick_ms)
             tick_ms = pr->conf->tick_ms;
     }
-    static const sy_redis_ops_t ops = {.up = redis_up, .down = redis_down, .message = redis_msg};
-    char ip[64];
-    sy_addr_format_ip((const struct sockaddr *)&rc->addr.ss, ip, sizeof(ip));
-    int port = ntohs(((const struct sockaddr_in *)&rc->addr.ss)->sin_port);
-    p->redis = sy_redis_create(loop, ip, port, rc->connect_timeout, rc->command_timeout, &ops, p);
-    if (p->redis == NULL) {
-        sy_plan_destroy(p);
-        return NULL;
-    }
+    p->active = true;
     ev_timer_init(&p->tick, tick_cb, (double)tick_ms / 1000.0, (double)tick_ms / 1000.0);
     p->tick.data = p;
     ev_timer_start(loop, &p->tick);
@@ -606,12 +590,18 @@ void sy_plan_destroy(sy_plan_t *p)
     if (p == NULL)
         return;
     ev_timer_stop(p->loop, &p->tick);
-    for (size_t i = 0; i < p->n && p->redis != NULL; i++)
-        sy_lease_release(&p->routes[i].lease, p->redis); /* the next holder need not wait a ttl */
-    sy_redis_destroy(p->redis); /* answers what is in flight (they touch p->routes) */
     free(p->routes);
     sy_config_release(p->cfg);
     free(p);
+}
+
+void sy_plan_release(sy_plan_t *p)
+{
+    sy_redis_t *r = p != NULL ? redis_of(p) : NULL;
+    if (p != NULL)
+        ev_timer_stop(p->loop, &p->tick);
+    for (size_t i = 0; r != NULL && sy_redis_up(r) && i < p->n; i++)
+        sy_lease_release(&p->routes[i].lease, r); /* the next holder need not wait a ttl */
 }
 
 void sy_plan_set_evidence(sy_plan_t *p, sy_plan_evidence_fn fn, void *ud)
@@ -718,7 +708,8 @@ void sy_plan_pause(sy_plan_t *p, const char *route, bool pause, const char *acto
     char started[24];
     snprintf(started, sizeof(started), "%lld", (long long)now_ms());
     const char *argv[] = {"EVAL", pause_script, "1", pr->key, pause ? "pause" : "continue", started};
-    if (p->redis == NULL || sy_redis_command(p->redis, paused, x, 6, argv, NULL) != 0) {
+    sy_redis_t *r = redis_of(p);
+    if (r == NULL || sy_redis_command(r, paused, x, 6, argv, NULL) != 0) {
         free(x);
         done(ud, "Redis is not connected", 503);
     }

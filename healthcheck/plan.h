@@ -68,12 +68,18 @@ extern const sy_conf_section_t sy_plan_section;
 typedef struct sy_plan sy_plan_t;
 
 /* NULL without memory; a config with no plan, or no Redis, gives a plan owner
- * that does nothing (and says so in its JSON). store, monitor and sink
- * (copied) must outlive it; destroy it after the store (whose answers it
- * takes) and before the record. */
+ * that does nothing (and says so in its JSON). Its commands ride the flag
+ * store's Redis client (sy_flagstore_redis), so plans follow a Sentinel
+ * failover as the flags do. store, monitor and sink (copied) must outlive it;
+ * sy_plan_release it before the store is destroyed (it gives up its leases
+ * there), destroy it after the store (whose client answers its commands in
+ * flight) and before the record. */
 sy_plan_t *sy_plan_create(struct ev_loop *loop, const sy_config_t *cfg, sy_flagstore_t *store, sy_monitor_t *monitor,
                           const sy_sink_t *sink);
 void sy_plan_destroy(sy_plan_t *p);
+/* At stop, before the store goes: no more ticks, and the leases this
+ * instance holds are given up (the next holder need not wait a lease). */
+void sy_plan_release(sy_plan_t *p);
 
 /* The route's plan as the dashboard reads it, or JSON null for a route
  * without one: {"state", "step", "steps": [{"percent_bp", "test_users_only",
