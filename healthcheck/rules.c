@@ -163,36 +163,30 @@ static int parse_trip(sy_conf_t *c, yaml_node_t *v, sy_trip_conf_t *t)
     return rc;
 }
 
+/* Every route gets a slot with the defaults, its name and pools; `trip` (if
+ * any) overrides the defaults. */
+static int trip_of_route(sy_conf_t *c, yaml_node_t *route, const char *name, yaml_node_t *trip, void *slot)
+{
+    sy_trip_conf_t *tc = slot;
+    defaults(tc);
+    const char *legacy = sy_conf_scalar(sy_conf_map_get(c, route, "legacy"));
+    const char *new_pool = sy_conf_scalar(sy_conf_map_get(c, route, "new"));
+    tc->route = name ? strdup(name) : NULL;
+    tc->legacy_pool = legacy ? strdup(legacy) : NULL;
+    tc->new_pool = new_pool ? strdup(new_pool) : NULL;
+    return trip != NULL ? parse_trip(c, trip, tc) : 0;
+}
+
 static int confs_parse(sy_conf_t *c, yaml_node_t *node, const sy_config_t *cfg, void **out)
 {
     (void)cfg;
-    if (node->type != YAML_SEQUENCE_NODE)
-        return 0; /* routing reports it */
     sy_trip_confs_t *t = calloc(1, sizeof(*t));
     if (t == NULL)
         return sy_conf_error(c, node, "out of memory");
     *out = t;
-    size_t n = (size_t)(node->data.sequence.items.top - node->data.sequence.items.start);
-    t->routes = calloc(n + 1, sizeof(*t->routes));
-    if (t->routes == NULL)
-        return sy_conf_error(c, node, "out of memory");
-    int rc = 0;
-    for (size_t i = 0; i < n; i++) {
-        yaml_node_t *item = sy_conf_node(c, node->data.sequence.items.start[i]);
-        sy_trip_conf_t *tc = &t->routes[t->n++];
-        defaults(tc);
-        yaml_node_t *k, *v;
-        for (size_t it = 0; sy_conf_map_next(c, item, &it, &k, &v);) {
-            if (sy_conf_key_is(k, "name") && sy_conf_scalar(v))
-                tc->route = strdup(sy_conf_scalar(v));
-            else if (sy_conf_key_is(k, "legacy") && sy_conf_scalar(v))
-                tc->legacy_pool = strdup(sy_conf_scalar(v));
-            else if (sy_conf_key_is(k, "new") && sy_conf_scalar(v))
-                tc->new_pool = strdup(sy_conf_scalar(v));
-            else if (sy_conf_key_is(k, "trip") && parse_trip(c, v, tc) != 0)
-                rc = SY_EINVAL;
-        }
-    }
+    void *routes = NULL;
+    int rc = sy_conf_route_subsections(c, node, "trip", sizeof(*t->routes), &routes, &t->n, trip_of_route);
+    t->routes = routes;
     return rc;
 }
 
