@@ -274,6 +274,21 @@ static void test_route_subsections(void **state)
     sy_conf_close(&c);
 }
 
+/* A routes list with an item that is no route: an error at its position, and
+ * the routes after it still parsed (a later name is looked up among the earlier
+ * routes, the broken one included). */
+static void test_route_not_a_mapping(void **state)
+{
+    (void)state;
+    sy_conf_t e;
+    sy_config_t *cfg = load("listen: [{address: 127.0.0.1:8080}]\npools: {a: {endpoints: [127.0.0.1:1]}}\n"
+                            "routes:\n  - 5\n  - {name: r, legacy: b}\n", &e);
+    assert_null(cfg);
+    assert_true(has_error(&e, "t.yaml:4:5: expected a route"));
+    assert_true(has_error(&e, "t.yaml:5:23: unknown pool 'b'"));
+    sy_conf_close(&e);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -286,6 +301,7 @@ int main(void)
         cmocka_unit_test(test_yaml_syntax),
         cmocka_unit_test(test_restart_keys),
         cmocka_unit_test(test_route_subsections),
+        cmocka_unit_test(test_route_not_a_mapping),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
