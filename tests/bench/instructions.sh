@@ -13,40 +13,14 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 N=${1:-20000}
 BIN=${2:-build/switchyard}
-T=$(mktemp -d /tmp/sy-instr.XXXXXX); chmod 755 "$T"
-PIDS=()
-cleanup() { for p in "${PIDS[@]}"; do kill -9 "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$T"; }
-trap cleanup EXIT
-port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_port() { for _ in $(seq 600); do (exec 3<>/dev/tcp/127.0.0.1/"$1") 2>/dev/null && return 0; sleep 0.05; done; echo "no listener on $1" >&2; exit 1; }
+# shellcheck source=tests/bench/lib.sh
+. tests/bench/lib.sh
+bench_need valgrind callgrind_annotate callgrind_control strace h2load nginx
+bench_init sy-instr
+chmod 755 "$TMP"
 B=$(port); P=$(port)
-cat > "$T/ngx.conf" <<NGX
-worker_processes 1;
-daemon off;
-pid $T/nginx.pid;
-error_log $T/error.log;
-events { worker_connections 4096; }
-http { access_log off; client_body_temp_path $T; proxy_temp_path $T; fastcgi_temp_path $T; uwsgi_temp_path $T;
-  scgi_temp_path $T; keepalive_requests 1000000;
-  server { listen 127.0.0.1:$B; location / { default_type text/plain; return 200 "$(printf '%099d' 0)\n"; } } }
-NGX
-nginx -c "$T/ngx.conf" -p "$T" & PIDS+=($!)
-cat > "$T/sy.yaml" <<SY
-workers: 1
-listen:
-  - address: 127.0.0.1:$P
-access_log: "off"
-pools:
-  legacy: {endpoints: [127.0.0.1:$B]}
-  new: {endpoints: [127.0.0.1:$B]}
-routes:
-  - name: bench
-    match: {path_prefix: /}
-    user_key: [{header: X-User-Id}]
-    legacy: legacy
-    new: new
-    percent_bp: 2500
-SY
+backend_start "$B" "" "location / { default_type text/plain; return 200 \"$(printf '%099d' 0)\\n\"; }"
+switchyard_conf "$TMP/sy.yaml" "$B" 1 "{header: X-User-Id}" "  - address: 127.0.0.1:$P"
 load() { h2load --h1 -t1 -c50 -n "$1" -H "X-User-Id: 4242" "http://127.0.0.1:$P/bench" | grep -E '^requests:'; }
 stop() { # pid of the gateway (or of its tracer's child)
   kill -INT "$1" 2>/dev/null || true
@@ -55,24 +29,24 @@ stop() { # pid of the gateway (or of its tracer's child)
 }
 
 echo "== callgrind: $N requests"
-valgrind --tool=callgrind --callgrind-out-file="$T/cg.out" "$BIN" -c "$T/sy.yaml" 2>"$T/sy.log" & SP=$!; PIDS+=($SP)
-wait_port "$B"; wait_port "$P"
+valgrind --tool=callgrind --callgrind-out-file="$TMP/cg.out" "$BIN" -c "$TMP/sy.yaml" 2>"$TMP/sy.log" & SP=$!; PIDS+=($SP)
+wait_port "$B" 600; wait_port "$P" 600
 load 2000 >/dev/null
 callgrind_control -z "$SP" >/dev/null
 load "$N"
 callgrind_control -d "$SP" >/dev/null
-f=$(ls -t "$T"/cg.out.* | head -1)
+f=$(ls -t "$TMP"/cg.out.* | head -1)
 total=$( (callgrind_annotate "$f" 2>/dev/null || true) | awk '/PROGRAM TOTALS/ {gsub(",","",$1); print $1}')
 worker=$( (callgrind_annotate --inclusive=yes "$f" 2>/dev/null || true) | awk '/:sy_worker_run / {gsub(",","",$1); print $1; exit}')
 awk -v t="$total" -v w="${worker:-0}" -v n="$N" 'BEGIN {printf "instructions/request: %.0f (worker thread %.0f)\n", t / n, w / n}'
 stop "$SP"
 
 echo "== strace -c -f: $((N + 2000)) requests (warm-up included)"
-strace -f -c -o "$T/strace.out" "$BIN" -c "$T/sy.yaml" 2>"$T/sy.log" & TP=$!; PIDS+=($TP)
-wait_port "$P"
+strace -f -c -o "$TMP/strace.out" "$BIN" -c "$TMP/sy.yaml" 2>"$TMP/sy.log" & TP=$!; PIDS+=($TP)
+wait_port "$P" 600
 load 2000 >/dev/null
 load "$N"
 stop "$(pgrep -P "$TP")"
 wait "$TP" 2>/dev/null || true
 awk -v n=$((N + 2000)) '$NF ~ /^(read|sendto|writev|recvfrom|epoll_wait|epoll_ctl|clock_gettime|accept4|connect)$/ {
-  printf "%-14s %8.3f per request\n", $NF, $4 / n }' "$T/strace.out"
+  printf "%-14s %8.3f per request\n", $NF, $4 / n }' "$TMP/strace.out"
