@@ -126,6 +126,39 @@ static bool create_parts(app_t *app, sy_config_t *cfg)
     return app->health != NULL;
 }
 
+/* One ladder, NULL-safe. The store answers writes in flight before the admin
+ * goes; the last numbers go to the record, which journals what is queued and
+ * fails reads still waiting (their admin connections still exist); the
+ * monitor goes after the workers, which wrote into it. */
+static void destroy_parts(app_t *app)
+{
+    sy_lifecycle_destroy(app->life);
+    sy_notify_destroy(app->notify);
+    sy_health_destroy(app->health);
+    sy_plan_release(app->plan); /* its leases, through the store's client */
+    sy_flagstore_destroy(app->store);
+    sy_fleet_destroy(app->fleet); /* after the store: its Redis answered the fleet's reads */
+    sy_plan_destroy(app->plan); /* after the store, which answers its writes */
+    sy_baseline_destroy(app->baseline);
+    sy_monitor_flush_windows(app->monitor);
+    sy_audit_destroy(app->audit);
+    sy_admin_destroy(app->admin);
+    sy_server_destroy(app->server);
+    sy_shadowmon_destroy(app->shadow);
+    sy_monitor_destroy(app->monitor);
+    sy_trip_destroy(app->trip);
+    sy_endpoints_destroy(app->endpoints); /* the snapshots hold their tables themselves */
+}
+
+/* Where this process serves (and a successor takes over) the listening sockets. */
+static void upgrade_socket_path(const sy_config_t *cfg, char *out, size_t cap)
+{
+    if (cfg->upgrade_socket != NULL)
+        snprintf(out, cap, "%s", cfg->upgrade_socket);
+    else
+        sy_handoff_default_path(cfg->nlisten > 0 ? cfg->listen[0].address : NULL, out, cap);
+}
+
 static int cmd_run(const char *path, bool takeover, int ready_fd)
 {
     sy_config_t *cfg = sy_cli_load(path);
@@ -133,10 +166,7 @@ static int cmd_run(const char *path, bool takeover, int ready_fd)
         return 2;
     signal(SIGPIPE, SIG_IGN);
     char upgrade_path[108];
-    if (cfg->upgrade_socket != NULL)
-        snprintf(upgrade_path, sizeof(upgrade_path), "%s", cfg->upgrade_socket);
-    else
-        sy_handoff_default_path(cfg->nlisten > 0 ? cfg->listen[0].address : NULL, upgrade_path, sizeof(upgrade_path));
+    upgrade_socket_path(cfg, upgrade_path, sizeof(upgrade_path));
     int handoff_fd = takeover ? sy_handoff_take(upgrade_path, 10.0) : -1; /* before anything binds */
     int rc = 1;
     app_t app = {.loop = ev_default_loop(EVFLAG_AUTO)};
@@ -183,26 +213,7 @@ static int cmd_run(const char *path, bool takeover, int ready_fd)
     ev_run(app.loop, 0);
     rc = 0;
 out:
-    /* One ladder, NULL-safe. The store answers writes in flight before the admin
-     * goes; the last numbers go to the record, which journals what is queued and
-     * fails reads still waiting (their admin connections still exist); the
-     * monitor goes after the workers, which wrote into it. */
-    sy_lifecycle_destroy(app.life);
-    sy_notify_destroy(app.notify);
-    sy_health_destroy(app.health);
-    sy_plan_release(app.plan); /* its leases, through the store's client */
-    sy_flagstore_destroy(app.store);
-    sy_fleet_destroy(app.fleet); /* after the store: its Redis answered the fleet's reads */
-    sy_plan_destroy(app.plan); /* after the store, which answers its writes */
-    sy_baseline_destroy(app.baseline);
-    sy_monitor_flush_windows(app.monitor);
-    sy_audit_destroy(app.audit);
-    sy_admin_destroy(app.admin);
-    sy_server_destroy(app.server);
-    sy_shadowmon_destroy(app.shadow);
-    sy_monitor_destroy(app.monitor);
-    sy_trip_destroy(app.trip);
-    sy_endpoints_destroy(app.endpoints); /* the snapshots hold their tables themselves */
+    destroy_parts(&app);
     sy_config_release(cfg);
     if (rc == 0) {
         ev_loop_destroy(app.loop);

@@ -2,7 +2,7 @@
 # Installs what is missing, builds, starts Redis (6390), PostgreSQL (5490, the
 # record), demo backends (legacy on 7001, new on 7002, speech on 8004) and the
 # gateway on 127.0.0.1:8080 with deploy/quickstart.yaml, prints what to try, and
-# stops everything it started on Ctrl-C.
+# stops everything it started on Ctrl-C (or TERM, HUP: `timeout 60 deploy/quickstart.sh`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
@@ -14,8 +14,20 @@ cmake --build build -j"$(nproc 2>/dev/null || echo 2)" >/dev/null
 RUN=/tmp/switchyard-quickstart
 mkdir -p "$RUN"
 chmod 0755 "$RUN"   # PostgreSQL runs as its own user and must reach $RUN/pg, whatever made $RUN before
+# PostgreSQL's tools run as the postgres user when this runs as root (stop() needs them too).
+PGBIN=/usr/lib/postgresql/15/bin
+AS_PG=()
+[ "$(id -u)" -eq 0 ] && AS_PG=(runuser -u postgres --)
+as_pg() { "${AS_PG[@]}" "$@"; }
 PIDS=()
+PG_STARTED=
+STOPPED=
+# Run by the signal's trap or on exit, whichever comes first; once. A signal that
+# lands while the exit trap starts runs it here rather than cutting it short.
 stop() {
+  trap '' INT TERM HUP  # a second signal (timeout -k, a second Ctrl-C) must not cut the cleanup short
+  [ -z "$STOPPED" ] || return 0
+  STOPPED=1
   echo
   echo "stopping..."
   for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
@@ -23,13 +35,13 @@ stop() {
     if [ -f "$f" ]; then kill "$(cat "$f")" 2>/dev/null || true; rm -f "$f"; fi
   done
   wait 2>/dev/null || true
-  if [ -f "$RUN/pg/data/postmaster.pid" ]; then
+  if [ -n "$PG_STARTED" ] && [ -f "$RUN/pg/data/postmaster.pid" ]; then
     as_pg "$PGBIN/pg_ctl" -D "$RUN/pg/data" -m fast -w stop >/dev/null 2>&1 || true
   fi
   echo "stopped; logs are in $RUN"
 }
 trap stop EXIT
-trap 'exit 0' INT TERM
+trap 'stop; exit 0' INT TERM HUP
 
 for p in 7001 7002 8004 8005 8080 9901 6390 5490; do
   if (exec 3<>/dev/tcp/127.0.0.1/$p) 2>/dev/null; then
@@ -43,15 +55,17 @@ done
 TOKEN_FILE=deploy/quickstart.token
 # PostgreSQL for the record: a cluster of the demo's own (initdb + pg_ctl), as the
 # postgres user when run as root; trust authentication on loopback only.
-PGBIN=/usr/lib/postgresql/15/bin
-as_pg() { if [ "$(id -u)" -eq 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi; }
 mkdir -p "$RUN/pg"
 [ "$(id -u)" -eq 0 ] && chown postgres "$RUN/pg"
 if [ ! -f "$RUN/pg/data/PG_VERSION" ]; then
   as_pg "$PGBIN/initdb" -D "$RUN/pg/data" -U switchyard --auth=trust -E UTF8 --locale=C >"$RUN/pg-init.log" 2>&1 ||
     { echo "initdb failed:" >&2; tail -n 3 "$RUN/pg-init.log" >&2; exit 1; }
 fi
-as_pg "$PGBIN/pg_ctl" -D "$RUN/pg/data" -l "$RUN/pg/pg.log" -w \
+# In a session of its own: a signal to this script's process group (Ctrl-C, timeout) must
+# not kill pg_ctl after it forked the server but before the server wrote its pid file,
+# which is what stop() goes by; the signal's trap runs once the start has finished.
+PG_STARTED=1
+setsid -w "${AS_PG[@]}" "$PGBIN/pg_ctl" -D "$RUN/pg/data" -l "$RUN/pg/pg.log" -w \
   -o "-c listen_addresses=127.0.0.1 -c port=5490 -c unix_socket_directories=$RUN/pg" start >/dev/null
 psql -X -q -h 127.0.0.1 -p 5490 -U switchyard -d postgres -tAc "SELECT 1 FROM pg_database WHERE datname = 'switchyard'" |
   grep -q 1 || psql -X -q -h 127.0.0.1 -p 5490 -U switchyard -d postgres -c "CREATE DATABASE switchyard"

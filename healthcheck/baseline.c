@@ -84,38 +84,31 @@ static int parse_baseline(sy_conf_t *c, yaml_node_t *v, sy_baseline_conf_t *b)
     return rc;
 }
 
+/* One route's `baseline` into its slot; a route without one keeps an empty slot. */
+static int baseline_of_route(sy_conf_t *c, yaml_node_t *route, const char *name, yaml_node_t *b, void *slot)
+{
+    (void)route;
+    sy_baseline_conf_t *bc = slot;
+    if (b == NULL)
+        return 0;
+    if (parse_baseline(c, b, bc) != 0)
+        return SY_EINVAL;
+    if ((bc->route = strdup(name ? name : "")) == NULL)
+        return sy_conf_error(c, b, "out of memory");
+    return 0;
+}
+
 static int confs_parse(sy_conf_t *c, yaml_node_t *node, const sy_config_t *cfg, void **out)
 {
     (void)cfg;
-    if (node->type != YAML_SEQUENCE_NODE)
-        return 0; /* routing reports it */
     sy_baseline_confs_t *t = calloc(1, sizeof(*t));
     if (t == NULL)
         return sy_conf_error(c, node, "out of memory");
     *out = t;
-    size_t n = (size_t)(node->data.sequence.items.top - node->data.sequence.items.start);
-    t->routes = calloc(n + 1, sizeof(*t->routes));
-    if (t->routes == NULL)
-        return sy_conf_error(c, node, "out of memory");
-    int rc = 0;
-    for (size_t i = 0; i < n; i++) {
-        yaml_node_t *item = sy_conf_node(c, node->data.sequence.items.start[i]);
-        sy_baseline_conf_t *bc = &t->routes[t->n++];
-        const char *name = NULL;
-        yaml_node_t *k, *v, *b = NULL;
-        for (size_t it = 0; sy_conf_map_next(c, item, &it, &k, &v);) {
-            if (sy_conf_key_is(k, "name"))
-                name = sy_conf_scalar(v);
-            else if (sy_conf_key_is(k, "baseline"))
-                b = v;
-        }
-        if (b == NULL)
-            continue;
-        if (parse_baseline(c, b, bc) != 0)
-            rc = SY_EINVAL;
-        else if ((bc->route = strdup(name ? name : "")) == NULL)
-            rc = sy_conf_error(c, b, "out of memory");
-    }
+    void *routes = NULL;
+    int rc = sy_conf_route_subsections(c, node, "baseline", sizeof(*t->routes), &routes, &t->n,
+                                       baseline_of_route);
+    t->routes = routes;
     return rc;
 }
 

@@ -140,38 +140,30 @@ static int parse_plan(sy_conf_t *c, yaml_node_t *v, sy_plan_conf_t *p)
     return rc;
 }
 
+/* One route's `plan` into its slot; a route without one keeps an empty slot. */
+static int plan_of_route(sy_conf_t *c, yaml_node_t *route, const char *name, yaml_node_t *plan, void *slot)
+{
+    (void)route;
+    sy_plan_conf_t *pc = slot;
+    if (plan == NULL)
+        return 0;
+    if (parse_plan(c, plan, pc) != 0)
+        return SY_EINVAL;
+    if ((pc->route = strdup(name ? name : "")) == NULL)
+        return sy_conf_error(c, plan, "out of memory");
+    return 0;
+}
+
 static int confs_parse(sy_conf_t *c, yaml_node_t *node, const sy_config_t *cfg, void **out)
 {
     (void)cfg;
-    if (node->type != YAML_SEQUENCE_NODE)
-        return 0; /* routing reports it */
     sy_plan_confs_t *t = calloc(1, sizeof(*t));
     if (t == NULL)
         return sy_conf_error(c, node, "out of memory");
     *out = t;
-    size_t n = (size_t)(node->data.sequence.items.top - node->data.sequence.items.start);
-    t->routes = calloc(n + 1, sizeof(*t->routes));
-    if (t->routes == NULL)
-        return sy_conf_error(c, node, "out of memory");
-    int rc = 0;
-    for (size_t i = 0; i < n; i++) {
-        yaml_node_t *item = sy_conf_node(c, node->data.sequence.items.start[i]);
-        sy_plan_conf_t *pc = &t->routes[t->n++];
-        const char *name = NULL;
-        yaml_node_t *k, *v, *plan = NULL;
-        for (size_t it = 0; sy_conf_map_next(c, item, &it, &k, &v);) {
-            if (sy_conf_key_is(k, "name"))
-                name = sy_conf_scalar(v);
-            else if (sy_conf_key_is(k, "plan"))
-                plan = v;
-        }
-        if (plan == NULL)
-            continue;
-        if (parse_plan(c, plan, pc) != 0)
-            rc = SY_EINVAL;
-        else if ((pc->route = strdup(name ? name : "")) == NULL)
-            rc = sy_conf_error(c, plan, "out of memory");
-    }
+    void *routes = NULL;
+    int rc = sy_conf_route_subsections(c, node, "plan", sizeof(*t->routes), &routes, &t->n, plan_of_route);
+    t->routes = routes;
     return rc;
 }
 

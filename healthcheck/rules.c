@@ -78,121 +78,145 @@ static int parse_pct_map(sy_conf_t *c, yaml_node_t *v, double min, double max, d
     return parse_fraction(c, x, min, max, val);
 }
 
+/* The trip rules that are one number in a range ... */
+static const struct {
+    const char *key;
+    size_t off;
+    double min, max;
+} trip_numbers[] = {
+    {"max_error_rate", offsetof(sy_trip_conf_t, max_error_rate), 0, 1},
+    {"max_error_rate_delta", offsetof(sy_trip_conf_t, max_error_rate_delta), 0, 1},
+    {"confidence", offsetof(sy_trip_conf_t, confidence), 0.5, 0.999999},
+    {"warn_error_rate", offsetof(sy_trip_conf_t, warn_error_rate), 0, 1},
+    {"warn_mismatch_rate", offsetof(sy_trip_conf_t, warn_mismatch_rate), 0, 1},
+    {"critical_error_rate", offsetof(sy_trip_conf_t, critical_error_rate), 0, 1},
+};
+
+/* ... and those that are a percentile and a number ({p99: 10000}). */
+static const struct {
+    const char *key;
+    size_t q, off;
+    double min, max;
+} trip_percentiles[] = {
+    {"max_latency_ms", offsetof(sy_trip_conf_t, latency_q), offsetof(sy_trip_conf_t, max_latency_ms), 1, 600000},
+    {"max_latency_ratio", offsetof(sy_trip_conf_t, ratio_q), offsetof(sy_trip_conf_t, max_latency_ratio), 1, 1000},
+    {"warn_latency_ms", offsetof(sy_trip_conf_t, warn_latency_q), offsetof(sy_trip_conf_t, warn_latency_ms), 1,
+     600000},
+    {"critical_latency_ms", offsetof(sy_trip_conf_t, critical_latency_q), offsetof(sy_trip_conf_t, critical_latency_ms),
+     1, 600000},
+};
+
+static int parse_scope(sy_conf_t *c, yaml_node_t *x, sy_trip_conf_t *t)
+{
+    const char *sv = sy_conf_scalar(x);
+    if (sv == NULL || (strcmp(sv, "fleet") != 0 && strcmp(sv, "local") != 0))
+        return sy_conf_error(c, x, "scope must be local or fleet");
+    t->fleet_scope = strcmp(sv, "fleet") == 0;
+    return 0;
+}
+
+static int parse_latency_kind(sy_conf_t *c, yaml_node_t *x, sy_trip_conf_t *t)
+{
+    const char *s = sy_conf_scalar(x);
+    if (s && strcmp(s, "ttfb") == 0)
+        t->use_ttfb = true;
+    else if (s && strcmp(s, "total") == 0)
+        t->use_ttfb = false;
+    else
+        return sy_conf_error(c, x, "latency must be total or ttfb");
+    return 0;
+}
+
+static int parse_error_statuses(sy_conf_t *c, yaml_node_t *x, sy_trip_conf_t *t)
+{
+    if (sy_conf_expect(c, x, YAML_SEQUENCE_NODE, "a list of statuses") != 0)
+        return SY_EINVAL;
+    for (yaml_node_item_t *i = x->data.sequence.items.start; i < x->data.sequence.items.top; i++) {
+        int64_t iv;
+        if (t->nerror_statuses >= 16 || sy_conf_int(c, sy_conf_node(c, *i), 100, 599, &iv) != 0)
+            return SY_EINVAL;
+        t->error_statuses[t->nerror_statuses++] = (int)iv;
+    }
+    return 0;
+}
+
+/* One rule of a route's trip mapping into t. */
+static int parse_trip_rule(sy_conf_t *c, yaml_node_t *k, yaml_node_t *x, sy_trip_conf_t *t)
+{
+    const char *key = sy_conf_scalar(k) ? sy_conf_scalar(k) : "?";
+    char *base = (char *)t;
+    for (size_t i = 0; i < SY_ARRAY_LEN(trip_numbers); i++)
+        if (strcmp(key, trip_numbers[i].key) == 0)
+            return parse_fraction(c, x, trip_numbers[i].min, trip_numbers[i].max,
+                                  (double *)(base + trip_numbers[i].off));
+    for (size_t i = 0; i < SY_ARRAY_LEN(trip_percentiles); i++)
+        if (strcmp(key, trip_percentiles[i].key) == 0)
+            return parse_pct_map(c, x, trip_percentiles[i].min, trip_percentiles[i].max,
+                                 (double *)(base + trip_percentiles[i].q), (double *)(base + trip_percentiles[i].off));
+    if (strcmp(key, "enabled") == 0)
+        return sy_conf_bool(c, x, &t->enabled);
+    if (strcmp(key, "window") == 0)
+        return sy_conf_duration_ms(c, x, 1000, 600000, &t->window_ms);
+    if (strcmp(key, "min_requests") == 0)
+        return sy_conf_int(c, x, 1, 100000000, &t->min_requests);
+    if (strcmp(key, "sequential") == 0)
+        return sy_conf_bool(c, x, &t->sequential);
+    if (strcmp(key, "consecutive_errors") == 0)
+        return sy_conf_int(c, x, 0, 1000000, &t->consecutive_errors);
+    if (strcmp(key, "scope") == 0)
+        return parse_scope(c, x, t);
+    if (strcmp(key, "latency") == 0)
+        return parse_latency_kind(c, x, t);
+    if (strcmp(key, "error_statuses") == 0)
+        return parse_error_statuses(c, x, t);
+    return sy_conf_error(c, k, "unknown trip rule '%s'", key);
+}
+
 static int parse_trip(sy_conf_t *c, yaml_node_t *v, sy_trip_conf_t *t)
 {
     if (sy_conf_expect(c, v, YAML_MAPPING_NODE, "a mapping of trip rules") != 0)
         return SY_EINVAL;
     int rc = 0;
-    bool crit_rate = false, crit_lat = false;
     yaml_node_t *k, *x;
-    for (size_t it = 0; sy_conf_map_next(c, v, &it, &k, &x);) {
-        const char *key = sy_conf_scalar(k) ? sy_conf_scalar(k) : "?";
-        int r = 0;
-        int64_t iv;
-        if (strcmp(key, "enabled") == 0)
-            r = sy_conf_bool(c, x, &t->enabled);
-        else if (strcmp(key, "window") == 0)
-            r = sy_conf_duration_ms(c, x, 1000, 600000, &t->window_ms);
-        else if (strcmp(key, "min_requests") == 0)
-            r = sy_conf_int(c, x, 1, 100000000, &t->min_requests);
-        else if (strcmp(key, "max_error_rate") == 0)
-            r = parse_fraction(c, x, 0, 1, &t->max_error_rate);
-        else if (strcmp(key, "max_error_rate_delta") == 0)
-            r = parse_fraction(c, x, 0, 1, &t->max_error_rate_delta);
-        else if (strcmp(key, "confidence") == 0)
-            r = parse_fraction(c, x, 0.5, 0.999999, &t->confidence);
-        else if (strcmp(key, "max_latency_ms") == 0)
-            r = parse_pct_map(c, x, 1, 600000, &t->latency_q, &t->max_latency_ms);
-        else if (strcmp(key, "max_latency_ratio") == 0)
-            r = parse_pct_map(c, x, 1, 1000, &t->ratio_q, &t->max_latency_ratio);
-        else if (strcmp(key, "warn_error_rate") == 0)
-            r = parse_fraction(c, x, 0, 1, &t->warn_error_rate);
-        else if (strcmp(key, "warn_mismatch_rate") == 0)
-            r = parse_fraction(c, x, 0, 1, &t->warn_mismatch_rate);
-        else if (strcmp(key, "warn_latency_ms") == 0)
-            r = parse_pct_map(c, x, 1, 600000, &t->warn_latency_q, &t->warn_latency_ms);
-        else if (strcmp(key, "critical_error_rate") == 0)
-            r = parse_fraction(c, x, 0, 1, &t->critical_error_rate), crit_rate = true;
-        else if (strcmp(key, "critical_latency_ms") == 0)
-            r = parse_pct_map(c, x, 1, 600000, &t->critical_latency_q, &t->critical_latency_ms), crit_lat = true;
-        else if (strcmp(key, "sequential") == 0)
-            r = sy_conf_bool(c, x, &t->sequential);
-        else if (strcmp(key, "consecutive_errors") == 0)
-            r = sy_conf_int(c, x, 0, 1000000, &t->consecutive_errors);
-        else if (strcmp(key, "scope") == 0) {
-            const char *sv = sy_conf_scalar(x);
-            if (sv != NULL && (strcmp(sv, "fleet") == 0 || strcmp(sv, "local") == 0))
-                t->fleet_scope = strcmp(sv, "fleet") == 0;
-            else
-                r = sy_conf_error(c, x, "scope must be local or fleet");
-        }
-        else if (strcmp(key, "latency") == 0) {
-            const char *s = sy_conf_scalar(x);
-            if (s && strcmp(s, "ttfb") == 0)
-                t->use_ttfb = true;
-            else if (s && strcmp(s, "total") == 0)
-                t->use_ttfb = false;
-            else
-                r = sy_conf_error(c, x, "latency must be total or ttfb");
-        } else if (strcmp(key, "error_statuses") == 0) {
-            if (sy_conf_expect(c, x, YAML_SEQUENCE_NODE, "a list of statuses") != 0) {
-                r = SY_EINVAL;
-            } else {
-                for (yaml_node_item_t *i = x->data.sequence.items.start; i < x->data.sequence.items.top; i++) {
-                    if (t->nerror_statuses >= 16 ||
-                        sy_conf_int(c, sy_conf_node(c, *i), 100, 599, &iv) != 0) {
-                        r = SY_EINVAL;
-                        break;
-                    }
-                    t->error_statuses[t->nerror_statuses++] = (int)iv;
-                }
-            }
-        } else {
-            r = sy_conf_error(c, k, "unknown trip rule '%s'", key);
-        }
-        if (r != 0)
+    for (size_t it = 0; sy_conf_map_next(c, v, &it, &k, &x);)
+        if (parse_trip_rule(c, k, x, t) != 0)
             rc = SY_EINVAL;
-    }
     /* The critical tier sits between warn and rollback: a default critical
      * at or below a warn set higher would fire before the warning; it is
      * off then (set it to have it). */
-    if (!crit_rate && t->warn_error_rate > 0 && t->critical_error_rate <= t->warn_error_rate)
+    if (sy_conf_map_get(c, v, "critical_error_rate") == NULL && t->warn_error_rate > 0 &&
+        t->critical_error_rate <= t->warn_error_rate)
         t->critical_error_rate = 0;
-    if (!crit_lat && t->warn_latency_ms > 0 && t->critical_latency_ms <= t->warn_latency_ms)
+    if (sy_conf_map_get(c, v, "critical_latency_ms") == NULL && t->warn_latency_ms > 0 &&
+        t->critical_latency_ms <= t->warn_latency_ms)
         t->critical_latency_ms = 0;
     return rc;
+}
+
+/* Every route gets a slot with the defaults, its name and pools; `trip` (if
+ * any) overrides the defaults. */
+static int trip_of_route(sy_conf_t *c, yaml_node_t *route, const char *name, yaml_node_t *trip, void *slot)
+{
+    sy_trip_conf_t *tc = slot;
+    defaults(tc);
+    const char *legacy = sy_conf_scalar(sy_conf_map_get(c, route, "legacy"));
+    const char *new_pool = sy_conf_scalar(sy_conf_map_get(c, route, "new"));
+    tc->route = name ? strdup(name) : NULL;
+    tc->legacy_pool = legacy ? strdup(legacy) : NULL;
+    tc->new_pool = new_pool ? strdup(new_pool) : NULL;
+    return trip != NULL ? parse_trip(c, trip, tc) : 0;
 }
 
 static int confs_parse(sy_conf_t *c, yaml_node_t *node, const sy_config_t *cfg, void **out)
 {
     (void)cfg;
-    if (node->type != YAML_SEQUENCE_NODE)
-        return 0; /* routing reports it */
     sy_trip_confs_t *t = calloc(1, sizeof(*t));
     if (t == NULL)
         return sy_conf_error(c, node, "out of memory");
     *out = t;
-    size_t n = (size_t)(node->data.sequence.items.top - node->data.sequence.items.start);
-    t->routes = calloc(n + 1, sizeof(*t->routes));
-    if (t->routes == NULL)
-        return sy_conf_error(c, node, "out of memory");
-    int rc = 0;
-    for (size_t i = 0; i < n; i++) {
-        yaml_node_t *item = sy_conf_node(c, node->data.sequence.items.start[i]);
-        sy_trip_conf_t *tc = &t->routes[t->n++];
-        defaults(tc);
-        yaml_node_t *k, *v;
-        for (size_t it = 0; sy_conf_map_next(c, item, &it, &k, &v);) {
-            if (sy_conf_key_is(k, "name") && sy_conf_scalar(v))
-                tc->route = strdup(sy_conf_scalar(v));
-            else if (sy_conf_key_is(k, "legacy") && sy_conf_scalar(v))
-                tc->legacy_pool = strdup(sy_conf_scalar(v));
-            else if (sy_conf_key_is(k, "new") && sy_conf_scalar(v))
-                tc->new_pool = strdup(sy_conf_scalar(v));
-            else if (sy_conf_key_is(k, "trip") && parse_trip(c, v, tc) != 0)
-                rc = SY_EINVAL;
-        }
-    }
+    void *routes = NULL;
+    int rc = sy_conf_route_subsections(c, node, "trip", sizeof(*t->routes), &routes, &t->n, trip_of_route);
+    t->routes = routes;
     return rc;
 }
 

@@ -154,6 +154,29 @@ yaml_node_t *sy_conf_map_get(sy_conf_t *c, yaml_node_t *map, const char *name)
     return NULL;
 }
 
+int sy_conf_route_subsections(sy_conf_t *c, yaml_node_t *routes, const char *key, size_t size,
+                              void **items, size_t *n, sy_conf_route_fn each)
+{
+    *items = NULL;
+    *n = 0;
+    if (routes == NULL || routes->type != YAML_SEQUENCE_NODE)
+        return 0;
+    size_t count = (size_t)(routes->data.sequence.items.top - routes->data.sequence.items.start);
+    char *arr = calloc(count + 1, size);
+    if (arr == NULL)
+        return sy_conf_error(c, routes, "out of memory");
+    *items = arr;
+    *n = count;
+    int rc = 0;
+    for (size_t i = 0; i < count; i++) {
+        yaml_node_t *route = sy_conf_node(c, routes->data.sequence.items.start[i]);
+        const char *name = sy_conf_scalar(sy_conf_map_get(c, route, "name"));
+        if (each(c, route, name, sy_conf_map_get(c, route, key), arr + i * size) != 0)
+            rc = SY_EINVAL;
+    }
+    return rc;
+}
+
 int sy_conf_expect(sy_conf_t *c, yaml_node_t *node, yaml_node_type_t type, const char *what)
 {
     if (node != NULL && node->type == type)

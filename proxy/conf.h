@@ -54,6 +54,21 @@ bool sy_conf_key_repeated(sy_conf_t *c, yaml_node_t *map, const yaml_node_t *key
 /* The value of the first key named `name` in `map`, or NULL. */
 yaml_node_t *sy_conf_map_get(sy_conf_t *c, yaml_node_t *map, const char *name);
 
+/* For a section that lives under each route (`routes: [{name: a, plan: {...}}]`,
+ * registered on the "routes" key beside routing's own): walks the routes list
+ * and calls `each` once for every item, in order. `route` is the item (a
+ * mapping, or anything else: routing reports that), `name` its `name` scalar
+ * (NULL: none), `sub` the value of its first key named `key` (NULL: none) and
+ * `slot` the item's element of a zeroed array of `size`-byte elements, one per
+ * route (plus one). The array is malloc'd and stored in *items before the first
+ * call, *n counts the routes; the caller owns the array, on error too. When
+ * `routes` is not a sequence nothing is read and 0 returned (routing reports it).
+ * Returns 0, or SY_EINVAL when an `each` did or memory ran out (recorded in c). */
+typedef int (*sy_conf_route_fn)(sy_conf_t *c, yaml_node_t *route, const char *name, yaml_node_t *sub,
+                                void *slot);
+int sy_conf_route_subsections(sy_conf_t *c, yaml_node_t *routes, const char *key, size_t size,
+                              void **items, size_t *n, sy_conf_route_fn each) SY_MUST_USE;
+
 /* Typed scalar readers. Each records an error at node and returns SY_EINVAL on a
  * bad value; bounds are inclusive. */
 int sy_conf_int(sy_conf_t *c, yaml_node_t *node, int64_t min, int64_t max, int64_t *out);

@@ -143,34 +143,30 @@ static int parse_shadow(sy_conf_t *c, yaml_node_t *v, sy_shadow_conf_t *s)
     return rc;
 }
 
+/* One route's `shadow` into its slot; a route without one keeps an empty slot. */
+static int shadow_of_route(sy_conf_t *c, yaml_node_t *route, const char *name, yaml_node_t *v, void *slot)
+{
+    (void)name;
+    sy_shadow_conf_t *s = slot;
+    if (v == NULL)
+        return 0;
+    if (parse_shadow(c, v, s) != 0)
+        return SY_EINVAL;
+    if (s->enabled && sy_conf_map_get(c, route, "new") == NULL)
+        return sy_conf_error(c, v, "a route with shadow needs a 'new' pool");
+    return 0;
+}
+
 static int confs_parse(sy_conf_t *c, yaml_node_t *node, const sy_config_t *cfg, void **out)
 {
     (void)cfg;
-    if (node->type != YAML_SEQUENCE_NODE)
-        return 0; /* routing reports it */
     sy_shadow_confs_t *t = calloc(1, sizeof(*t));
     if (t == NULL)
         return sy_conf_error(c, node, "out of memory");
     *out = t;
-    size_t n = (size_t)(node->data.sequence.items.top - node->data.sequence.items.start);
-    t->routes = calloc(n + 1, sizeof(*t->routes));
-    if (t->routes == NULL)
-        return sy_conf_error(c, node, "out of memory");
-    int rc = 0;
-    for (size_t i = 0; i < n; i++) {
-        yaml_node_t *item = sy_conf_node(c, node->data.sequence.items.start[i]);
-        sy_shadow_conf_t *s = &t->routes[t->n++];
-        if (item == NULL || item->type != YAML_MAPPING_NODE)
-            continue;
-        yaml_node_t *v = sy_conf_map_get(c, item, "shadow");
-        if (v == NULL)
-            continue;
-        if (parse_shadow(c, v, s) != 0)
-            rc = SY_EINVAL;
-        yaml_node_t *np = sy_conf_map_get(c, item, "new");
-        if (np == NULL && s->enabled && rc == 0)
-            rc = sy_conf_error(c, v, "a route with shadow needs a 'new' pool");
-    }
+    void *routes = NULL;
+    int rc = sy_conf_route_subsections(c, node, "shadow", sizeof(*t->routes), &routes, &t->n, shadow_of_route);
+    t->routes = routes;
     return rc;
 }
 

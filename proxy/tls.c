@@ -364,32 +364,21 @@ static SSL_CTX *ctx_with_data(srv_data_t **out)
     return ctx;
 }
 
-int sy_tls_server_parse(sy_conf_t *c, yaml_node_t *node, SSL_CTX **out)
+/* The keys of a listener's tls mapping: the default pair (its file names in
+ * *cert and *key, the caller's to free), ALPN and ticket rotation into d, and the
+ * SNI list's node in *certs. */
+static int parse_server_keys(sy_conf_t *c, yaml_node_t *node, srv_data_t *d, char **cert, char **key,
+                             yaml_node_t **certs)
 {
-    *out = NULL;
-    if (sy_conf_expect(c, node, YAML_MAPPING_NODE, "tls settings ({cert: file, key: file})") != 0)
-        return SY_EINVAL;
-    if (!tls_init())
-        return sy_conf_error(c, node, "tls: OpenSSL could not be initialised: %s", ssl_reason());
-    srv_data_t *d = NULL;
-    SSL_CTX *ctx = ctx_with_data(&d);
-    if (ctx == NULL)
-        return sy_conf_error(c, node, "tls: cannot create a context: %s", ssl_reason());
-    /* Until the HTTP/2 codec takes connections, only http/1.1 is offered by default. */
-    /* Default: h2 first, then http/1.1 (a listener's tls.alpn overrides it). */
-    memcpy(d->alpn, "\x02h2\x08http/1.1", 12);
-    d->alpn_len = 12;
-    d->rotate_s = 3600;
     int rc = 0;
-    char *cert = NULL, *key = NULL;
-    yaml_node_t *k, *v, *certs = NULL;
+    yaml_node_t *k, *v;
     for (size_t it = 0; sy_conf_map_next(c, node, &it, &k, &v);) {
         if (sy_conf_key_is(k, "cert")) {
-            rc |= sy_conf_string(c, v, &cert);
+            rc |= sy_conf_string(c, v, cert);
         } else if (sy_conf_key_is(k, "key")) {
-            rc |= sy_conf_string(c, v, &key);
+            rc |= sy_conf_string(c, v, key);
         } else if (sy_conf_key_is(k, "certificates")) {
-            certs = v;
+            *certs = v;
         } else if (sy_conf_key_is(k, "alpn")) {
             rc |= parse_alpn(c, v, d);
         } else if (sy_conf_key_is(k, "ticket_rotate")) {
@@ -402,60 +391,103 @@ int sy_tls_server_parse(sy_conf_t *c, yaml_node_t *node, SSL_CTX **out)
                                sy_conf_scalar(k) ? sy_conf_scalar(k) : "?");
         }
     }
+    return rc;
+}
+
+/* Adds the host names of ictx's certificate to d's SNI table (each entry holds a
+ * reference to ictx); *cap is the table's allocated size. */
+static int add_sni_names(sy_conf_t *c, yaml_node_t *item, srv_data_t *d, SSL_CTX *ictx, const char *file,
+                         size_t *cap)
+{
+    int rc = 0;
+    char *names[SY_TLS_NAMES_MAX];
+    size_t n = cert_names(SSL_CTX_get0_certificate(ictx), names, SY_TLS_NAMES_MAX);
+    if (n == 0)
+        rc = sy_conf_error(c, item, "tls cert '%s': it names no host (no DNS subjectAltName, no CN)", file);
+    for (size_t i = 0; i < n; i++) {
+        if (rc == 0 && names[i] != NULL && d->nsni == *cap) {
+            *cap = *cap ? *cap * 2 : 8;
+            sni_entry_t *ns = realloc(d->sni, *cap * sizeof(*ns));
+            if (ns == NULL)
+                rc = sy_conf_error(c, item, "out of memory");
+            else
+                d->sni = ns;
+        }
+        if (rc == 0 && names[i] != NULL) {
+            d->sni[d->nsni].name = names[i];
+            d->sni[d->nsni++].ctx = sy_tls_ctx_ref(ictx);
+        } else {
+            free(names[i]);
+        }
+    }
+    return rc;
+}
+
+/* One entry of `certificates`: its own context (the listener's ALPN and ticket
+ * rotation) entered in d's SNI table under every name its certificate carries. */
+static int parse_sni_cert(sy_conf_t *c, yaml_node_t *item, srv_data_t *d, size_t *cap)
+{
+    int rc = 0;
+    char *ic = NULL, *ik = NULL;
+    srv_data_t *id = NULL;
+    SSL_CTX *ictx = NULL;
+    if (parse_pair(c, item, &ic, &ik) != 0) {
+        rc = SY_EINVAL;
+    } else if ((ictx = ctx_with_data(&id)) == NULL) {
+        rc = sy_conf_error(c, item, "tls: cannot create a context: %s", ssl_reason());
+    } else if (load_pair(c, item, ictx, ic, ik) != 0) {
+        rc = SY_EINVAL;
+    } else {
+        id->rotate_s = d->rotate_s;
+        memcpy(id->alpn, d->alpn, sizeof(d->alpn));
+        id->alpn_len = d->alpn_len;
+        rc = add_sni_names(c, item, d, ictx, ic, cap);
+    }
+    SSL_CTX_free(ictx); /* the SNI entries hold their own references */
+    free(ic);
+    free(ik);
+    return rc;
+}
+
+static int parse_sni_certs(sy_conf_t *c, yaml_node_t *certs, srv_data_t *d)
+{
+    if (sy_conf_expect(c, certs, YAML_SEQUENCE_NODE, "a list of certificates ({cert, key}) chosen by SNI") != 0)
+        return SY_EINVAL;
+    if (certs->data.sequence.items.top - certs->data.sequence.items.start > SY_TLS_SNI_MAX)
+        return sy_conf_error(c, certs, "at most %d certificates per listener", SY_TLS_SNI_MAX);
+    size_t cap = 0;
+    for (yaml_node_item_t *it = certs->data.sequence.items.start; it < certs->data.sequence.items.top; it++)
+        if (parse_sni_cert(c, sy_conf_node(c, *it), d, &cap) != 0)
+            return SY_EINVAL;
+    return 0;
+}
+
+int sy_tls_server_parse(sy_conf_t *c, yaml_node_t *node, SSL_CTX **out)
+{
+    *out = NULL;
+    if (sy_conf_expect(c, node, YAML_MAPPING_NODE, "tls settings ({cert: file, key: file})") != 0)
+        return SY_EINVAL;
+    if (!tls_init())
+        return sy_conf_error(c, node, "tls: OpenSSL could not be initialised: %s", ssl_reason());
+    srv_data_t *d = NULL;
+    SSL_CTX *ctx = ctx_with_data(&d);
+    if (ctx == NULL)
+        return sy_conf_error(c, node, "tls: cannot create a context: %s", ssl_reason());
+    /* Default: h2 first, then http/1.1 (a listener's tls.alpn overrides it). */
+    memcpy(d->alpn, "\x02h2\x08http/1.1", 12);
+    d->alpn_len = 12;
+    d->rotate_s = 3600;
+    char *cert = NULL, *key = NULL;
+    yaml_node_t *certs = NULL;
+    int rc = parse_server_keys(c, node, d, &cert, &key, &certs);
     if (rc == 0 && (cert == NULL || key == NULL))
         rc = sy_conf_error(c, node, "tls needs 'cert' and 'key' (PEM files)");
     if (rc == 0 && load_pair(c, node, ctx, cert, key) != 0)
         rc = SY_EINVAL;
     free(cert);
     free(key);
-    if (rc == 0 && certs != NULL) {
-        if (sy_conf_expect(c, certs, YAML_SEQUENCE_NODE, "a list of certificates ({cert, key}) chosen by SNI") != 0)
-            rc = SY_EINVAL;
-        else if (certs->data.sequence.items.top - certs->data.sequence.items.start > SY_TLS_SNI_MAX)
-            rc = sy_conf_error(c, certs, "at most %d certificates per listener", SY_TLS_SNI_MAX);
-        size_t cap = 0;
-        for (yaml_node_item_t *it = certs->data.sequence.items.start; rc == 0 && it < certs->data.sequence.items.top;
-             it++) {
-            yaml_node_t *item = sy_conf_node(c, *it);
-            char *ic = NULL, *ik = NULL;
-            srv_data_t *id = NULL;
-            SSL_CTX *ictx = NULL;
-            if (parse_pair(c, item, &ic, &ik) != 0) {
-                rc = SY_EINVAL;
-            } else if ((ictx = ctx_with_data(&id)) == NULL) {
-                rc = sy_conf_error(c, item, "tls: cannot create a context: %s", ssl_reason());
-            } else if (load_pair(c, item, ictx, ic, ik) != 0) {
-                rc = SY_EINVAL;
-            } else {
-                id->rotate_s = d->rotate_s;
-                memcpy(id->alpn, d->alpn, sizeof(d->alpn));
-                id->alpn_len = d->alpn_len;
-                char *names[SY_TLS_NAMES_MAX];
-                size_t n = cert_names(SSL_CTX_get0_certificate(ictx), names, SY_TLS_NAMES_MAX);
-                if (n == 0)
-                    rc = sy_conf_error(c, item, "tls cert '%s': it names no host (no DNS subjectAltName, no CN)", ic);
-                for (size_t i = 0; i < n; i++) {
-                    if (rc == 0 && names[i] != NULL && d->nsni == cap) {
-                        cap = cap ? cap * 2 : 8;
-                        sni_entry_t *ns = realloc(d->sni, cap * sizeof(*ns));
-                        if (ns == NULL)
-                            rc = sy_conf_error(c, item, "out of memory");
-                        else
-                            d->sni = ns;
-                    }
-                    if (rc == 0 && names[i] != NULL) {
-                        d->sni[d->nsni].name = names[i];
-                        d->sni[d->nsni++].ctx = sy_tls_ctx_ref(ictx);
-                    } else {
-                        free(names[i]);
-                    }
-                }
-            }
-            SSL_CTX_free(ictx);
-            free(ic);
-            free(ik);
-        }
-    }
+    if (rc == 0 && certs != NULL)
+        rc = parse_sni_certs(c, certs, d);
     if (rc != 0) {
         SSL_CTX_free(ctx);
         return SY_EINVAL;

@@ -53,7 +53,7 @@ const sy_route_t *sy_route_match(const sy_routes_t *rs, const char *host, size_t
 const sy_route_t *sy_route_find(const sy_routes_t *rs, const char *name)
 {
     for (size_t i = 0; rs != NULL && i < rs->n; i++)
-        if (strcmp(rs->routes[i].name, name) == 0)
+        if (rs->routes[i].name != NULL && strcmp(rs->routes[i].name, name) == 0) /* NULL: a route in error */
             return &rs->routes[i];
     return NULL;
 }

@@ -16,97 +16,23 @@ LOAD_CPU=${LOAD_CPU:-0}
 CONNS=${CONNS:-16}
 STREAMS=${STREAMS:-10}
 
-command -v h2load >/dev/null || { echo "h2load missing: apt-get install nghttp2-client" >&2; exit 1; }
-cmake -S . -B build -DCMAKE_BUILD_TYPE=Release >/dev/null
-cmake --build build -j"$(nproc)" >/dev/null
+# shellcheck source=tests/bench/lib.sh
+. tests/bench/lib.sh
+bench_need h2load nginx haproxy
+bench_build
+bench_init sy-h2bench
 
-TMP=$(mktemp -d /tmp/sy-h2bench.XXXXXX)
-PIDS=()
-cleanup() {
-  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$TMP"
-}
-trap cleanup EXIT
-
-port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_port() { for _ in $(seq 200); do (exec 3<>/dev/tcp/127.0.0.1/"$1") 2>/dev/null && return 0; sleep 0.05; done; echo "no listener on $1" >&2; exit 1; }
 BACKEND=$(port); P_NGINX=$(port); P_HAPROXY=$(port); P_SY=$(port); P_ADMIN=$(port)
-
-mkdir -p "$TMP/backend" "$TMP/nginx"
-cat > "$TMP/backend/nginx.conf" <<NGX
-worker_processes 1; daemon off; pid $TMP/backend/nginx.pid; error_log $TMP/backend/error.log;
-events { worker_connections 4096; }
-http {
-  access_log off; keepalive_requests 1000000;
-  client_body_temp_path $TMP/backend; proxy_temp_path $TMP/backend; fastcgi_temp_path $TMP/backend;
-  uwsgi_temp_path $TMP/backend; scgi_temp_path $TMP/backend;
-  server { listen 127.0.0.1:$BACKEND; location / { return 200 "hello from the backend\n"; } }
-}
-NGX
-taskset -c "$LOAD_CPU" nginx -c "$TMP/backend/nginx.conf" -p "$TMP/backend" & PIDS+=($!)
-
-cat > "$TMP/nginx/nginx.conf" <<NGX
-worker_processes $WORKERS; daemon off; master_process off; pid $TMP/nginx/nginx.pid; error_log $TMP/nginx/error.log;
-events { worker_connections 4096; }
-http {
-  access_log off; keepalive_requests 1000000;
-  client_body_temp_path $TMP/nginx; proxy_temp_path $TMP/nginx; fastcgi_temp_path $TMP/nginx;
-  uwsgi_temp_path $TMP/nginx; scgi_temp_path $TMP/nginx;
-  upstream b { server 127.0.0.1:$BACKEND; keepalive 256; keepalive_requests 1000000; }
-  server {
-    listen 127.0.0.1:$P_NGINX http2;
-    location / { proxy_pass http://b; proxy_http_version 1.1; proxy_set_header Connection ""; }
-  }
-}
-NGX
-taskset -c "$PROXY_CPU" nginx -c "$TMP/nginx/nginx.conf" -p "$TMP/nginx" & PIDS+=($!)
-NGINX_PID=$!
-
-cat > "$TMP/haproxy.cfg" <<HAP
-global
-  nbthread $WORKERS
-  maxconn 8000
-defaults
-  mode http
-  timeout connect 5s
-  timeout client 60s
-  timeout server 60s
-  http-reuse always
-frontend f
-  bind 127.0.0.1:$P_HAPROXY proto h2
-  default_backend b
-backend b
-  server s1 127.0.0.1:$BACKEND
-HAP
-taskset -c "$PROXY_CPU" haproxy -f "$TMP/haproxy.cfg" -db & PIDS+=($!)
-HAPROXY_PID=$!
-
-cat > "$TMP/switchyard.yaml" <<SY
-workers: $WORKERS
-listen:
-  - {address: 127.0.0.1:$P_SY, http2: true}
-access_log: "off"
-admin: {address: 127.0.0.1:$P_ADMIN}
-pools:
-  legacy: {endpoints: [127.0.0.1:$BACKEND]}
-  new: {endpoints: [127.0.0.1:$BACKEND]}
-routes:
-  - name: bench
-    match: {path_prefix: /}
-    user_key: [{query: user}]
-    legacy: legacy
-    new: new
-    percent_bp: 2500
-SY
-taskset -c "$PROXY_CPU" build/switchyard -c "$TMP/switchyard.yaml" 2>"$TMP/switchyard.log" & PIDS+=($!)
-SY_PID=$!
+backend_start "$BACKEND" "$LOAD_CPU"
+nginx_start "$BACKEND" "$PROXY_CPU" "$WORKERS" "listen 127.0.0.1:$P_NGINX http2;"
+haproxy_start h2 "$BACKEND" "$PROXY_CPU" "$WORKERS" http "  bind 127.0.0.1:$P_HAPROXY proto h2"
+switchyard_conf "$TMP/switchyard.yaml" "$BACKEND" "$WORKERS" "{query: user}" \
+  "  - {address: 127.0.0.1:$P_SY, http2: true}" "admin: {address: 127.0.0.1:$P_ADMIN}"
+switchyard_start "$PROXY_CPU" "$TMP/switchyard.yaml"
 for p in $BACKEND $P_NGINX $P_HAPROXY $P_SY; do wait_port "$p" || { cat "$TMP/switchyard.log" >&2; exit 1; }; done
 
 # Many user keys, so the cohort route does its work (h2load cycles the URIs).
 seq 1 1000 | awk -v p=PORT '{print "http://127.0.0.1:" p "/bench?user=" $1}' > "$TMP/uris.tmpl"
-
-cpu_ns() { cat /proc/"$1"/task/*/schedstat 2>/dev/null | awk '{s += $1} END {printf "%.0f\n", s}'; }
 
 RESULTS="$TMP/results.tsv"
 : > "$RESULTS"

@@ -10,58 +10,21 @@ N=${1:-8000}
 BIN=${2:-build/switchyard}
 CONNS=${CONNS:-16}
 STREAMS=${STREAMS:-10}
-for t in valgrind callgrind_control h2load nginx; do
-  command -v "$t" >/dev/null || { echo "$t missing" >&2; exit 1; }
-done
+# shellcheck source=tests/bench/lib.sh
+. tests/bench/lib.sh
+bench_need valgrind callgrind_control h2load nginx
 [ -x "$BIN" ] || { echo "no $BIN: build first" >&2; exit 1; }
 
-TMP=$(mktemp -d /tmp/sy-h2cg.XXXXXX)
-PIDS=()
-cleanup() {
-  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$TMP"
-}
-trap cleanup EXIT
-port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_port() { for _ in $(seq 600); do (exec 3<>/dev/tcp/127.0.0.1/"$1") 2>/dev/null && return 0; sleep 0.1; done; echo "no listener on $1" >&2; exit 1; }
+bench_init sy-h2cg
 BACKEND=$(port); P_SY=$(port); P_ADMIN=$(port)
-
-mkdir -p "$TMP/backend"
-cat > "$TMP/backend/nginx.conf" <<NGX
-worker_processes 1; daemon off; pid $TMP/backend/nginx.pid; error_log $TMP/backend/error.log;
-events { worker_connections 4096; }
-http {
-  access_log off; keepalive_requests 1000000;
-  client_body_temp_path $TMP/backend; proxy_temp_path $TMP/backend; fastcgi_temp_path $TMP/backend;
-  uwsgi_temp_path $TMP/backend; scgi_temp_path $TMP/backend;
-  server { listen 127.0.0.1:$BACKEND; location / { return 200 "hello from the backend\n"; } }
-}
-NGX
-nginx -c "$TMP/backend/nginx.conf" -p "$TMP/backend" & PIDS+=($!)
-
-cat > "$TMP/switchyard.yaml" <<SY
-workers: 1
-listen:
-  - {address: 127.0.0.1:$P_SY, http2: true}
-access_log: "off"
-admin: {address: 127.0.0.1:$P_ADMIN}
-pools:
-  legacy: {endpoints: [127.0.0.1:$BACKEND]}
-  new: {endpoints: [127.0.0.1:$BACKEND]}
-routes:
-  - name: bench
-    match: {path_prefix: /}
-    user_key: [{query: user}]
-    legacy: legacy
-    new: new
-    percent_bp: 2500
-SY
+backend_start "$BACKEND" ""
+switchyard_conf "$TMP/switchyard.yaml" "$BACKEND" 1 "{query: user}" \
+  "  - {address: 127.0.0.1:$P_SY, http2: true}" "admin: {address: 127.0.0.1:$P_ADMIN}"
 # One output file per thread, names uncompressed (each file readable alone).
 valgrind --tool=callgrind --separate-threads=yes --compress-strings=no --compress-pos=no \
   --callgrind-out-file="$TMP/cg.out" "$BIN" -c "$TMP/switchyard.yaml" 2>"$TMP/switchyard.log" & PIDS+=($!)
 VG=$!
-wait_port "$BACKEND"; wait_port "$P_SY"
+wait_port "$BACKEND" 600 0.1; wait_port "$P_SY" 600 0.1
 seq 1 1000 | awk -v p="$P_SY" '{print "http://127.0.0.1:" p "/bench?user=" $1}' > "$TMP/uris"
 h2load -c"$CONNS" -m"$STREAMS" -t1 -n 400 -i "$TMP/uris" >/dev/null 2>&1
 callgrind_control -z "$VG" >/dev/null 2>&1

@@ -15,44 +15,18 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 N=${1:-20000}
 BIN=${2:-build/switchyard}
-T=$(mktemp -d /tmp/sy-instr.XXXXXX); chmod 755 "$T"
-URLPATH=/bench; [ -n "${BIG:-}" ] && URLPATH=/big
-mkdir -p "$T/www"; head -c 16384 /dev/zero | tr '\0' 'x' > "$T/www/big"
-PIDS=()
-cleanup() { for p in "${PIDS[@]}"; do kill -9 "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$T"; }
-trap cleanup EXIT
-port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_port() { for _ in $(seq 600); do (exec 3<>/dev/tcp/127.0.0.1/"$1") 2>/dev/null && return 0; sleep 0.05; done; echo "no listener on $1" >&2; exit 1; }
+# shellcheck source=tests/bench/lib.sh
+. tests/bench/lib.sh
+bench_need valgrind callgrind_annotate callgrind_control strace h2load nginx
+bench_init sy-instr
+chmod 755 "$TMP"
 B=$(port); P=$(port)
-cat > "$T/ngx.conf" <<NGX
-worker_processes 1;
-daemon off;
-pid $T/nginx.pid;
-error_log $T/error.log;
-events { worker_connections 4096; }
-http { access_log off; client_body_temp_path $T; proxy_temp_path $T; fastcgi_temp_path $T; uwsgi_temp_path $T;
-  scgi_temp_path $T; keepalive_requests 1000000;
-  server { listen 127.0.0.1:$B; location = /big { root $T/www; default_type application/octet-stream; }
-    location / { default_type text/plain; return 200 "$(printf '%099d' 0)\n"; } } }
-NGX
-nginx -c "$T/ngx.conf" -p "$T" & PIDS+=($!)
-cat > "$T/sy.yaml" <<SY
-workers: 1
-listen:
-  - address: 127.0.0.1:$P
-admin: {address: 127.0.0.1:$(port)}
-access_log: "off"
-pools:
-  legacy: {endpoints: [127.0.0.1:$B]}
-  new: {endpoints: [127.0.0.1:$B]}
-routes:
-  - name: bench
-    match: {path_prefix: /}
-    user_key: [{header: X-User-Id}]
-    legacy: legacy
-    new: new
-    percent_bp: 2500
-SY
+URLPATH=/bench; [ -n "${BIG:-}" ] && URLPATH=/big   # BIG=1: a 16 KiB body
+mkdir -p "$TMP/www"; head -c 16384 /dev/zero | tr '\0' 'x' > "$TMP/www/big"
+backend_start "$B" "" "location = /big { root $TMP/www; default_type application/octet-stream; }
+    location / { default_type text/plain; return 200 \"$(printf '%099d' 0)\\n\"; }"
+switchyard_conf "$TMP/sy.yaml" "$B" 1 "{header: X-User-Id}" "  - address: 127.0.0.1:$P" \
+  "admin: {address: 127.0.0.1:$(port)}"   # never the default 9901 another gateway may hold
 load() { h2load --h1 -t1 -c50 -n "$1" -H "X-User-Id: 4242" "http://127.0.0.1:$P$URLPATH" | grep -E '^requests:'; }
 stop() { # pid of the gateway (or of its tracer's child)
   kill -INT "$1" 2>/dev/null || true
@@ -61,13 +35,13 @@ stop() { # pid of the gateway (or of its tracer's child)
 }
 
 echo "== callgrind: $N requests"
-valgrind --tool=callgrind --callgrind-out-file="$T/cg.out" "$BIN" -c "$T/sy.yaml" 2>"$T/sy.log" & SP=$!; PIDS+=($SP)
-wait_port "$B"; wait_port "$P"
+valgrind --tool=callgrind --callgrind-out-file="$TMP/cg.out" "$BIN" -c "$TMP/sy.yaml" 2>"$TMP/sy.log" & SP=$!; PIDS+=($SP)
+wait_port "$B" 600; wait_port "$P" 600
 load 2000 >/dev/null
 callgrind_control -z "$SP" >/dev/null
 load "$N"
 callgrind_control -d "$SP" >/dev/null
-f=$(ls -t "$T"/cg.out.* | head -1)
+f=$(ls -t "$TMP"/cg.out.* | head -1)
 [ -n "${KEEP:-}" ] && cp "$f" "${KEEP}"
 total=$( (callgrind_annotate "$f" 2>/dev/null || true) | awk '/PROGRAM TOTALS/ {gsub(",","",$1); print $1}')
 worker=$( (callgrind_annotate --inclusive=yes "$f" 2>/dev/null || true) | awk '/:sy_worker_run / {gsub(",","",$1); print $1; exit}')
@@ -76,11 +50,11 @@ stop "$SP"
 
 [ -n "${NO_STRACE:-}" ] && exit 0
 echo "== strace -c -f: $((N + 2000)) requests (warm-up included)"
-strace -f -c -o "$T/strace.out" "$BIN" -c "$T/sy.yaml" 2>"$T/sy.log" & TP=$!; PIDS+=($TP)
-wait_port "$P"
+strace -f -c -o "$TMP/strace.out" "$BIN" -c "$TMP/sy.yaml" 2>"$TMP/sy.log" & TP=$!; PIDS+=($TP)
+wait_port "$P" 600
 load 2000 >/dev/null
 load "$N"
 stop "$(pgrep -P "$TP")"
 wait "$TP" 2>/dev/null || true
 awk -v n=$((N + 2000)) '$NF ~ /^(read|sendto|writev|recvfrom|epoll_wait|epoll_ctl|clock_gettime|accept4|connect)$/ {
-  printf "%-14s %8.3f per request\n", $NF, $4 / n }' "$T/strace.out"
+  printf "%-14s %8.3f per request\n", $NF, $4 / n }' "$TMP/strace.out"

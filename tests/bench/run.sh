@@ -15,7 +15,6 @@
 #        (env: WORKERS, PROXY_CPU, LOAD_CPU, RATE, SCENARIOS="c50 c256 big fixed")
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-ROOT=$(pwd)
 DURATION=${1:-5}
 ROUNDS=${2:-3}
 WORKERS=${WORKERS:-1}
@@ -25,139 +24,35 @@ RATE=${RATE:-20000}
 SCENARIOS=${SCENARIOS:-"c50 c256 big fixed"}
 
 deploy/install-deps.sh --bench
-cmake -S . -B build -DCMAKE_BUILD_TYPE=Release >/dev/null
-cmake --build build -j"$(nproc)" >/dev/null
-
-TMP=$(mktemp -d /tmp/sy-bench.XXXXXX)
+# shellcheck source=tests/bench/lib.sh
+. tests/bench/lib.sh
+bench_build
+bench_init sy-bench
 chmod 755 "$TMP"  # the backend nginx serves /big from it as an unprivileged worker
-PIDS=()
-cleanup() {
-  [ -n "${KEEP:-}" ] && cp -r "$TMP" /tmp/sy-bench-last
-  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$TMP"
-}
-trap cleanup EXIT
-
-port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_port() { for _ in $(seq 200); do (exec 3<>/dev/tcp/127.0.0.1/"$1") 2>/dev/null && return 0; sleep 0.05; done; echo "no listener on $1" >&2; exit 1; }
 
 BACKEND=$(port); P_NGINX=$(port); P_HAPROXY=$(port); P_SPLIT=$(port); P_TCP=$(port); P_SY=$(port)
 
 # The backend: nginx answering a 100 B body on /bench and 16 KiB on /big, on the load CPU.
-mkdir -p "$TMP/backend/www" "$TMP/nginx"
+mkdir -p "$TMP/backend/www"
 head -c 16384 /dev/zero | tr '\0' 'x' > "$TMP/backend/www/big"
-BODY100=$(printf '%099d' 0)
-cat > "$TMP/backend/nginx.conf" <<NGX
-worker_processes 1;
-daemon off;
-pid $TMP/backend/nginx.pid;
-error_log $TMP/backend/error.log;
-events { worker_connections 4096; }
-http {
-  access_log off;
-  client_body_temp_path $TMP/backend; proxy_temp_path $TMP/backend; fastcgi_temp_path $TMP/backend;
-  uwsgi_temp_path $TMP/backend; scgi_temp_path $TMP/backend;
-  keepalive_requests 1000000;
-  server {
-    listen 127.0.0.1:$BACKEND;
-    location = /big { root $TMP/backend/www; default_type application/octet-stream; }
-    location / { default_type text/plain; return 200 "$BODY100\n"; }
-  }
-}
-NGX
-taskset -c "$LOAD_CPU" nginx -c "$TMP/backend/nginx.conf" -p "$TMP/backend" & PIDS+=($!)
+backend_start "$BACKEND" "$LOAD_CPU" "location = /big { root $TMP/backend/www; default_type application/octet-stream; }
+    location / { default_type text/plain; return 200 \"$(printf '%099d' 0)\\n\"; }"
 
-cat > "$TMP/nginx/nginx.conf" <<NGX
-worker_processes $WORKERS;
-daemon off;
-master_process off;
-pid $TMP/nginx/nginx.pid;
-error_log $TMP/nginx/error.log;
-events { worker_connections 4096; }
-http {
-  access_log off;
-  client_body_temp_path $TMP/nginx; proxy_temp_path $TMP/nginx; fastcgi_temp_path $TMP/nginx;
-  uwsgi_temp_path $TMP/nginx; scgi_temp_path $TMP/nginx;
-  keepalive_requests 1000000;
-  upstream b { server 127.0.0.1:$BACKEND; keepalive 256; keepalive_requests 1000000; }
-  server {
-    listen 127.0.0.1:$P_NGINX;
-    location / { proxy_pass http://b; proxy_http_version 1.1; proxy_set_header Connection ""; }
-  }
-}
-NGX
-taskset -c "$PROXY_CPU" nginx -c "$TMP/nginx/nginx.conf" -p "$TMP/nginx" & PIDS+=($!)
-NGINX_PID=$!
-
-haproxy_start() { # name port mode front-extra
-  cat > "$TMP/haproxy-$1.cfg" <<HAP
-global
-  nbthread $WORKERS
-  maxconn 8000
-defaults
-  mode $3
-  timeout connect 5s
-  timeout client 60s
-  timeout server 60s
-  http-reuse always
-frontend f
-  bind 127.0.0.1:$2
-$4
-  default_backend legacy
-backend legacy
-  server s1 127.0.0.1:$BACKEND
-backend new
-  server s1 127.0.0.1:$BACKEND
-HAP
-  taskset -c "$PROXY_CPU" haproxy -f "$TMP/haproxy-$1.cfg" -db & PIDS+=($!)
-}
-haproxy_start http "$P_HAPROXY" http ""
-HAPROXY_PID=$!
+nginx_start "$BACKEND" "$PROXY_CPU" "$WORKERS" "listen 127.0.0.1:$P_NGINX;"
+haproxy_start http "$BACKEND" "$PROXY_CPU" "$WORKERS" http "  bind 127.0.0.1:$P_HAPROXY"
+HTTP_PID=$HAPROXY_PID
 # The split front: a quarter of the users (by a hash of X-User-Id) to "new", as Switchyard does.
-haproxy_start split "$P_SPLIT" http "  use_backend new if { req.hdr(X-User-Id),crc32,mod(10000) lt 2500 }"
-SPLIT_PID=$!
-haproxy_start tcp "$P_TCP" tcp ""
-TCP_PID=$!
+haproxy_start split "$BACKEND" "$PROXY_CPU" "$WORKERS" http "  bind 127.0.0.1:$P_SPLIT
+  use_backend new if { req.hdr(X-User-Id),crc32,mod(10000) lt 2500 }"
+SPLIT_PID=$HAPROXY_PID
+haproxy_start tcp "$BACKEND" "$PROXY_CPU" "$WORKERS" tcp "  bind 127.0.0.1:$P_TCP"
+TCP_PID=$HAPROXY_PID
 
-cat > "$TMP/switchyard.yaml" <<SY
-workers: $WORKERS
-listen:
-  - address: 127.0.0.1:$P_SY
-access_log: "off"
-pools:
-  legacy: {endpoints: [127.0.0.1:$BACKEND]}
-  new: {endpoints: [127.0.0.1:$BACKEND]}
-routes:
-  - name: bench
-    match: {path_prefix: /}
-    user_key: [{header: X-User-Id}]
-    legacy: legacy
-    new: new
-    percent_bp: 2500
-SY
-taskset -c "$PROXY_CPU" build/switchyard -c "$TMP/switchyard.yaml" 2>"$TMP/switchyard.log" & PIDS+=($!)
-SY_PID=$!
+switchyard_conf "$TMP/switchyard.yaml" "$BACKEND" "$WORKERS" "{header: X-User-Id}" "  - address: 127.0.0.1:$P_SY"
+switchyard_start "$PROXY_CPU" "$TMP/switchyard.yaml"
 
 for p in $BACKEND $P_NGINX $P_HAPROXY $P_SPLIT $P_TCP $P_SY; do wait_port "$p"; done
-
-# wrk script: a user id per request, so the cohort route does its work.
-cat > "$TMP/users.lua" <<'LUA'
-local n = 0
-request = function()
-  n = n + 1
-  return wrk.format(nil, nil, {["X-User-Id"] = tostring(n % 100000)})
-end
-LUA
-
-cpu_ns() { # total on-CPU ns of all threads of a pid (0 for none)
-  [ "$1" = 0 ] && { echo 0; return; }
-  cat /proc/"$1"/task/*/schedstat 2>/dev/null | awk '{s += $1} END {printf "%.0f\n", s}'
-}
-
-to_ms() { # "123.45us" / "1.23ms" / "1.2s" -> ms
-  awk -v v="$1" 'BEGIN { if (v ~ /us$/) { sub(/us$/, "", v); print v / 1000 } else if (v ~ /ms$/) { sub(/ms$/, "", v); print v + 0 } else if (v ~ /s$/) { sub(/s$/, "", v); print v * 1000 } else print v }'
-}
+users_lua "$TMP/users.lua"
 
 RESULTS="$TMP/results.tsv"
 : > "$RESULTS"
@@ -190,7 +85,7 @@ run_one() { # scenario name port pid
   printf "  %-6s %-14s %10s req/s  p50 %7s ms  p99 %7s ms  cpu %6s us/req %s\n" "$scen" "$name" "$rps" "$p50" "$p99" "$cpu" "$errs"
 }
 
-SYSTEMS=("nginx $P_NGINX $NGINX_PID" "haproxy $P_HAPROXY $HAPROXY_PID" "haproxy-split $P_SPLIT $SPLIT_PID"
+SYSTEMS=("nginx $P_NGINX $NGINX_PID" "haproxy $P_HAPROXY $HTTP_PID" "haproxy-split $P_SPLIT $SPLIT_PID"
          "haproxy-tcp $P_TCP $TCP_PID" "switchyard $P_SY $SY_PID")
 echo "Benchmark $(date -u +%F): ${DURATION}s per run, $ROUNDS rounds, $WORKERS worker(s) per proxy on CPU $PROXY_CPU,"
 echo "load and backend on CPU $LOAD_CPU; $(nproc) CPUs, $(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo)"

@@ -15,7 +15,6 @@
 # Usage: tests/bench/tls.sh [DURATION_S] [ROUNDS]   (env: WORKERS, PROXY_CPU, LOAD_CPU, TLS)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-ROOT=$(pwd)
 DURATION=${1:-5}
 ROUNDS=${2:-3}
 WORKERS=${WORKERS:-1}
@@ -24,21 +23,10 @@ LOAD_CPU=${LOAD_CPU:-0}
 TLS=${TLS:-1}
 
 deploy/install-deps.sh --bench
-cmake -S . -B build -DCMAKE_BUILD_TYPE=Release >/dev/null
-cmake --build build -j"$(nproc)" >/dev/null
-
-TMP=$(mktemp -d /tmp/sy-bench.XXXXXX)
-PIDS=()
-cleanup() {
-  [ -n "${KEEP:-}" ] && cp -r "$TMP" /tmp/sy-bench-last
-  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$TMP"
-}
-trap cleanup EXIT
-
-port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_port() { for _ in $(seq 200); do (exec 3<>/dev/tcp/127.0.0.1/"$1") 2>/dev/null && return 0; sleep 0.05; done; echo "no listener on $1" >&2; exit 1; }
+# shellcheck source=tests/bench/lib.sh
+. tests/bench/lib.sh
+bench_build
+bench_init sy-bench
 
 BACKEND=$(port); P_NGINX=$(port); P_HAPROXY=$(port); P_SY=$(port)
 T_NGINX=$(port); T_HAPROXY=$(port); T_SY=$(port)
@@ -47,107 +35,18 @@ openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -keyou
 cat "$TMP/tls.pem" "$TMP/tls.key" > "$TMP/tls-both.pem"
 
 # The backend: nginx answering a small body, on the load CPU.
-mkdir -p "$TMP/backend" "$TMP/nginx"
-cat > "$TMP/backend/nginx.conf" <<NGX
-worker_processes 1;
-daemon off;
-pid $TMP/backend/nginx.pid;
-error_log $TMP/backend/error.log;
-events { worker_connections 4096; }
-http {
-  access_log off;
-  client_body_temp_path $TMP/backend; proxy_temp_path $TMP/backend; fastcgi_temp_path $TMP/backend;
-  uwsgi_temp_path $TMP/backend; scgi_temp_path $TMP/backend;
-  keepalive_requests 1000000;
-  server { listen 127.0.0.1:$BACKEND; location / { return 200 "hello from the backend\n"; } }
-}
-NGX
-taskset -c "$LOAD_CPU" nginx -c "$TMP/backend/nginx.conf" -p "$TMP/backend" & PIDS+=($!)
-
-cat > "$TMP/nginx/nginx.conf" <<NGX
-worker_processes $WORKERS;
-daemon off;
-master_process off;
-pid $TMP/nginx/nginx.pid;
-error_log $TMP/nginx/error.log;
-events { worker_connections 4096; }
-http {
-  access_log off;
-  client_body_temp_path $TMP/nginx; proxy_temp_path $TMP/nginx; fastcgi_temp_path $TMP/nginx;
-  uwsgi_temp_path $TMP/nginx; scgi_temp_path $TMP/nginx;
-  keepalive_requests 1000000;
-  upstream b { server 127.0.0.1:$BACKEND; keepalive 256; keepalive_requests 1000000; }
-  server {
-    listen 127.0.0.1:$P_NGINX;
-    listen 127.0.0.1:$T_NGINX ssl;
-    ssl_certificate $TMP/tls.pem; ssl_certificate_key $TMP/tls.key; ssl_protocols TLSv1.2 TLSv1.3;
-    location / { proxy_pass http://b; proxy_http_version 1.1; proxy_set_header Connection ""; }
-  }
-}
-NGX
-taskset -c "$PROXY_CPU" nginx -c "$TMP/nginx/nginx.conf" -p "$TMP/nginx" & PIDS+=($!)
-NGINX_PID=$!
-
-cat > "$TMP/haproxy.cfg" <<HAP
-global
-  nbthread $WORKERS
-  maxconn 8000
-defaults
-  mode http
-  timeout connect 5s
-  timeout client 60s
-  timeout server 60s
-  http-reuse always
-frontend f
-  bind 127.0.0.1:$P_HAPROXY
-  bind 127.0.0.1:$T_HAPROXY ssl crt $TMP/tls-both.pem ssl-min-ver TLSv1.2
-  default_backend b
-backend b
-  server s1 127.0.0.1:$BACKEND
-HAP
-taskset -c "$PROXY_CPU" haproxy -f "$TMP/haproxy.cfg" -db & PIDS+=($!)
-HAPROXY_PID=$!
-
-cat > "$TMP/switchyard.yaml" <<SY
-workers: $WORKERS
-listen:
-  - address: 127.0.0.1:$P_SY
+backend_start "$BACKEND" "$LOAD_CPU"
+nginx_start "$BACKEND" "$PROXY_CPU" "$WORKERS" "listen 127.0.0.1:$P_NGINX;" "listen 127.0.0.1:$T_NGINX ssl;" \
+  "ssl_certificate $TMP/tls.pem; ssl_certificate_key $TMP/tls.key; ssl_protocols TLSv1.2 TLSv1.3;"
+haproxy_start http "$BACKEND" "$PROXY_CPU" "$WORKERS" http "  bind 127.0.0.1:$P_HAPROXY
+  bind 127.0.0.1:$T_HAPROXY ssl crt $TMP/tls-both.pem ssl-min-ver TLSv1.2"
+switchyard_conf "$TMP/switchyard.yaml" "$BACKEND" "$WORKERS" "{header: X-User-Id}" "  - address: 127.0.0.1:$P_SY
   - address: 127.0.0.1:$T_SY
-    tls: {cert: $TMP/tls.pem, key: $TMP/tls.key}
-access_log: "off"
-pools:
-  legacy: {endpoints: [127.0.0.1:$BACKEND]}
-  new: {endpoints: [127.0.0.1:$BACKEND]}
-routes:
-  - name: bench
-    match: {path_prefix: /}
-    user_key: [{header: X-User-Id}]
-    legacy: legacy
-    new: new
-    percent_bp: 2500
-SY
-taskset -c "$PROXY_CPU" build/switchyard -c "$TMP/switchyard.yaml" 2>"$TMP/switchyard.log" & PIDS+=($!)
-SY_PID=$!
+    tls: {cert: $TMP/tls.pem, key: $TMP/tls.key}"
+switchyard_start "$PROXY_CPU" "$TMP/switchyard.yaml"
 
 for p in $BACKEND $P_NGINX $P_HAPROXY $P_SY $T_NGINX $T_HAPROXY $T_SY; do wait_port "$p"; done
-
-# wrk script: a user id per request, so the cohort route does its work.
-cat > "$TMP/users.lua" <<'LUA'
-local n = 0
-request = function()
-  n = n + 1
-  return wrk.format("GET", "/bench", {["X-User-Id"] = tostring(n % 100000)})
-end
-LUA
-
-cpu_ns() { # total on-CPU ns of all threads of a pid (0 for none)
-  [ "$1" = 0 ] && { echo 0; return; }
-  cat /proc/"$1"/task/*/schedstat 2>/dev/null | awk '{s += $1} END {printf "%.0f\n", s}'
-}
-
-to_ms() { # wrk latency "123.45us" / "1.23ms" / "1.2s" -> ms
-  awk -v v="$1" 'BEGIN { if (v ~ /us$/) { sub(/us$/, "", v); print v / 1000 } else if (v ~ /ms$/) { sub(/ms$/, "", v); print v + 0 } else if (v ~ /s$/) { sub(/s$/, "", v); print v * 1000 } else print v }'
-}
+users_lua "$TMP/users.lua"
 
 RESULTS="$TMP/results.tsv"
 : > "$RESULTS"

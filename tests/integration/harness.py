@@ -140,6 +140,46 @@ class Env:
         self.postgres.append(pg)
         return pg
 
+    def start_sentinel(self, master_port, name="symaster", quorum=1):
+        """A redis-sentinel on loopback watching the master at master_port as `name`
+        (quick failure detection: down after 1 s, failover timeout 2 s)."""
+        port = free_port()
+        conf = self.path("sentinel-%d.conf" % port)
+        with open(conf, "w") as f:
+            f.write("port %d\nbind 127.0.0.1\ndir %s\n" % (port, self.dir) +
+                    "sentinel monitor %s 127.0.0.1 %d %d\n" % (name, master_port, quorum) +
+                    "sentinel down-after-milliseconds %s 1000\n" % name +
+                    "sentinel failover-timeout %s 2000\n" % name +
+                    "sentinel parallel-syncs %s 1\n" % name)
+        with open(self.path("sentinel-%d.log" % port), "w") as log:
+            p = subprocess.Popen(["redis-server", conf, "--sentinel"], stdout=log, stderr=subprocess.STDOUT)
+        self.procs.append(p)
+        wait_port(port, proc=p)
+        p.port = port
+        return p
+
+    def start_sentinel_group(self, name="symaster", sentinels=2, quorum=1):
+        """A Redis master, its replica (in sync) and `sentinels` redis-sentinels that
+        know both and each other. Returns a SentinelGroup."""
+        master = self.start_redis()
+        replica = self.start_redis(args=["--replicaof", "127.0.0.1", str(master.port)])
+        wait_for(lambda: "master_link_status:up" in self.redis(replica.port, "INFO", "replication"),
+                 what="the replica in sync")
+        g = SentinelGroup(self, name, master, replica,
+                          [self.start_sentinel(master.port, name, quorum) for _ in range(sentinels)])
+        wait_for(g.knows, timeout=30, what="sentinels discover each other and the replica")
+        return g
+
+    def start_pg_standby(self, primary):
+        """A streaming standby of the Postgres `primary` (pg_basebackup -R), started,
+        streaming, and stopped by close()."""
+        standby = Standby(self, free_port(), primary)
+        standby.start()
+        self.postgres.append(standby)
+        wait_for(lambda: primary.scalar("SELECT count(*) FROM pg_stat_replication WHERE state = 'streaming'")
+                 == "1", timeout=60, what="the standby streaming")
+        return standby
+
     def redis(self, port, *args):
         r = subprocess.run(["redis-cli", "-p", str(port)] + [str(a) for a in args], capture_output=True, text=True,
                            timeout=10)
@@ -265,6 +305,50 @@ class Postgres:
     def scalar(self, sql):
         rows = self.psql(sql)
         return rows[0][0] if rows else None
+
+
+class Standby(Postgres):
+    """A streaming standby of `primary`: pg_basebackup -R into its own directory."""
+
+    def __init__(self, env, port, primary):
+        super().__init__(env, port)
+        self.created = True  # the database comes with the base backup
+        self._run([os.path.join(PG_BIN, "pg_basebackup"), "-h", "127.0.0.1", "-p", str(primary.port), "-U",
+                   "switchyard", "-D", self.data, "-R", "-X", "stream", "--no-sync", "--checkpoint=fast"], timeout=120)
+
+    def promote(self):
+        self._run([os.path.join(PG_BIN, "pg_ctl"), "-D", self.data, "-w", "-t", "60", "promote"])
+
+
+def failover_conninfo(primary, standby):
+    """A multi-host conninfo that finds whichever of the two takes writes."""
+    return ("host=127.0.0.1,127.0.0.1 port=%d,%d dbname=switchyard user=switchyard "
+            "target_session_attrs=read-write connect_timeout=5" % (primary.port, standby.port))
+
+
+class SentinelGroup:
+    """What Env.start_sentinel_group started: master and replica (redis-server
+    processes with .port; a test that fails over may swap them), the sentinels."""
+
+    def __init__(self, env, name, master, replica, sentinels):
+        self.env, self.name = env, name
+        self.master, self.replica, self.sentinels = master, replica, sentinels
+
+    def master_port(self):
+        """The master's port as the first sentinel names it (None: no answer)."""
+        out = self.env.redis(self.sentinels[0].port, "SENTINEL", "get-master-addr-by-name", self.name).split("\n")
+        return int(out[1]) if len(out) == 2 else None
+
+    def knows(self):
+        """Every sentinel sees one replica and all the other sentinels, and does not
+        take the master for down."""
+        for s in self.sentinels:
+            lines = self.env.redis(s.port, "SENTINEL", "MASTER", self.name).split("\n")
+            d = dict(zip(lines[::2], lines[1::2]))
+            if (d.get("num-slaves") != "1" or d.get("num-other-sentinels") != str(len(self.sentinels) - 1)
+                    or "s_down" in d.get("flags", "")):
+                return False
+        return True
 
 
 def curl(*args, timeout=60):

@@ -58,12 +58,11 @@ import time
 import unittest
 
 import harness
-from harness import BIN, BAD_LOG, ROOT, SLOW, Env, free_port, main, wait_for
+from harness import BIN, BAD_LOG, ROOT, SLOW, Env, failover_conninfo, free_port, main, wait_for
 from harness import http as admin_http
-from test_pg_failover import Standby
-from test_sentinel import NAME
 
 TOKEN = "chaos-token-0123456789abcdef"
+NAME = "symaster"
 LONG = os.environ.get("SY_LONG", "") not in ("", "0")
 HOLD = 10 if LONG else 1            # requests per phase, relative
 ROUNDS = 3 if LONG else 1           # Redis failovers and endpoint kills
@@ -71,24 +70,6 @@ THREADS = 6
 FD_SLACK = 24
 # ASan keeps freed memory in its quarantine (up to 256 MiB by default): more room there
 RSS_SLACK_KIB = 16 * 1024 * (3 if harness.SANITIZED else 1)
-
-
-def start_sentinel(env, master_port):
-    """As test_sentinel's, but with a quorum of 2: on a busy box one sentinel alone
-    may take a slow master for dead and fail over to a replica that has not synced
-    yet (seen: the restarted, empty old master promoted, the data lost)."""
-    port = free_port()
-    conf = env.path("sentinel-%d.conf" % port)
-    with open(conf, "w") as f:
-        f.write("port %d\nbind 127.0.0.1\ndir %s\nsentinel monitor %s 127.0.0.1 %d 2\n"
-                "sentinel down-after-milliseconds %s 1000\nsentinel failover-timeout %s 2000\n"
-                "sentinel parallel-syncs %s 1\n" % (port, env.dir, NAME, master_port, NAME, NAME, NAME))
-    with open(env.path("sentinel-%d.log" % port), "w") as log:
-        p = subprocess.Popen(["redis-server", conf, "--sentinel"], stdout=log, stderr=subprocess.STDOUT)
-    env.procs.append(p)
-    harness.wait_port(port, proc=p)
-    p.port = port
-    return p
 
 
 def http(method, url, body=None, token=TOKEN, timeout=10):
@@ -195,18 +176,6 @@ class Chaos(unittest.TestCase):
         p.wait()
         self.killed.add("127.0.0.1:%d" % port)
 
-    def redis_master(self):
-        out = self.env.redis(self.s1.port, "SENTINEL", "get-master-addr-by-name", NAME).split("\n")
-        return int(out[1]) if len(out) == 2 else None
-
-    def sentinels_know(self):
-        for s in (self.s1, self.s2):
-            lines = self.env.redis(s.port, "SENTINEL", "MASTER", NAME).split("\n")
-            d = dict(zip(lines[::2], lines[1::2]))
-            if d.get("num-slaves") != "1" or d.get("num-other-sentinels") != "1" or "s_down" in d.get("flags", ""):
-                return False
-        return True
-
     def config(self, k):
         g = self.gws[k]
         return """workers: 2
@@ -289,22 +258,16 @@ routes:
         self.na, self.nb = self.backend("new-a"), self.backend("new-b")
         self.blue, self.green = self.backend("blue"), self.backend("green")
         # Redis: a master, its replica, two sentinels
-        self.m = env.start_redis()
-        self.rep = env.start_redis(args=["--replicaof", "127.0.0.1", str(self.m.port)])
-        wait_for(lambda: "master_link_status:up" in env.redis(self.rep.port, "INFO", "replication"),
-                 what="the replica in sync")
-        self.s1 = start_sentinel(env, self.m.port)
-        self.s2 = start_sentinel(env, self.m.port)
-        wait_for(self.sentinels_know, timeout=30, what="sentinels discover each other and the replica")
+        # quorum 2: on a busy box one sentinel alone may take a slow master for dead and
+        # fail over to a replica that has not synced yet (seen: the restarted, empty
+        # old master promoted, the data lost)
+        self.redis_group = env.start_sentinel_group(NAME, quorum=2)
+        self.m, self.rep = self.redis_group.master, self.redis_group.replica
+        self.s1, self.s2 = self.redis_group.sentinels
         # PostgreSQL: a primary and a streaming standby
         self.primary = env.start_postgres()
-        self.standby = Standby(env, free_port(), self.primary)
-        self.standby.start()
-        env.postgres.append(self.standby)
-        wait_for(lambda: self.primary.scalar("SELECT count(*) FROM pg_stat_replication WHERE state = 'streaming'")
-                 == "1", timeout=60, what="the standby streaming")
-        self.conninfo = ("host=127.0.0.1,127.0.0.1 port=%d,%d dbname=switchyard user=switchyard "
-                         "target_session_attrs=read-write connect_timeout=5" % (self.primary.port, self.standby.port))
+        self.standby = env.start_pg_standby(self.primary)
+        self.conninfo = failover_conninfo(self.primary, self.standby)
         self.tok = env.path("token")
         with open(self.tok, "w") as f:
             f.write(TOKEN)
@@ -336,7 +299,7 @@ routes:
                 old.send_signal(signal.SIGKILL)
                 old.wait()
                 self.edit("redis-gap %d" % rnd, 3, ok_only=False)
-                wait_for(lambda: self.redis_master() == new.port, timeout=60, what="the replica promoted")
+                wait_for(lambda: self.redis_group.master_port() == new.port, timeout=60, what="the replica promoted")
                 wait_for(lambda: self.all_status(self.on_master(new.port)), timeout=60,
                          what="all three on the promoted master")
                 self.edit("redis-after %d" % rnd, 3)
@@ -355,7 +318,7 @@ routes:
                             print("redis %d:\n%s" % (port, f.read()[-3000:]))
                     raise
                 env.redis(self.rep.port, "CONFIG", "SET", "replica-priority", "100")
-                wait_for(self.sentinels_know, timeout=60, what="the sentinels see the restarted replica")
+                wait_for(self.redis_group.knows, timeout=60, what="the sentinels see the restarted replica")
                 self.hold(200)
 
                 # 3. one legacy and one new endpoint die (each pool keeps another)

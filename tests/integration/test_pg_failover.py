@@ -5,13 +5,12 @@ before, during and after a failover (the primary stopped, the standby promoted)
 are in PostgreSQL exactly once; the writer does not take the read-only standby
 for the primary, follows the promotion by itself, and requests never fail."""
 import json
-import os
 import shutil
 import threading
 import time
 import unittest
 
-from harness import PG_BIN, Client, Env, Postgres, free_port, main, wait_for
+from harness import Client, Env, failover_conninfo, free_port, main, wait_for
 from harness import http as admin_http
 
 TOKEN = "pgfail-token-0123456789abcdef"
@@ -19,19 +18,6 @@ TOKEN = "pgfail-token-0123456789abcdef"
 
 def http(method, url, body=None, token=TOKEN, timeout=10):
     return admin_http(method, url, body, token, timeout)
-
-
-class Standby(Postgres):
-    """A streaming standby of `primary`: pg_basebackup -R into its own directory."""
-
-    def __init__(self, env, port, primary):
-        super().__init__(env, port)
-        self.created = True  # the database comes with the base backup
-        self._run([os.path.join(PG_BIN, "pg_basebackup"), "-h", "127.0.0.1", "-p", str(primary.port), "-U",
-                   "switchyard", "-D", self.data, "-R", "-X", "stream", "--no-sync", "--checkpoint=fast"], timeout=120)
-
-    def promote(self):
-        self._run([os.path.join(PG_BIN, "pg_ctl"), "-D", self.data, "-w", "-t", "60", "promote"])
 
 
 class Load(threading.Thread):
@@ -61,11 +47,7 @@ class PgFailover(unittest.TestCase):
     def setUp(self):
         self.env = Env()
         self.primary = self.env.start_postgres()
-        self.standby = Standby(self.env, free_port(), self.primary)
-        self.standby.start()
-        self.env.postgres.append(self.standby)
-        wait_for(lambda: self.primary.scalar("SELECT count(*) FROM pg_stat_replication WHERE state = 'streaming'")
-                 == "1", timeout=60, what="the standby streaming")
+        self.standby = self.env.start_pg_standby(self.primary)
         self.tok = self.env.path("token")
         with open(self.tok, "w") as f:
             f.write(TOKEN)
@@ -106,8 +88,7 @@ class PgFailover(unittest.TestCase):
         self.made = []
         legacy, new = self.env.start_backend("legacy"), self.env.start_backend("new")
         port, self.admin = free_port(), free_port()
-        conninfo = ("host=127.0.0.1,127.0.0.1 port=%d,%d dbname=switchyard user=switchyard "
-                    "target_session_attrs=read-write connect_timeout=5" % (self.primary.port, self.standby.port))
+        conninfo = failover_conninfo(self.primary, self.standby)
         cfg = """workers: 2
 listen: [{address: 127.0.0.1:%(port)d}]
 access_log: "off"

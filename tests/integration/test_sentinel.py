@@ -9,12 +9,11 @@ that cannot reach a master is refused with a clear 503, never lost."""
 import json
 import os
 import signal
-import subprocess
 import threading
 import time
 import unittest
 
-from harness import SLOW, Client, Env, free_port, main, wait_for, wait_port
+from harness import SLOW, Client, Env, free_port, main, wait_for
 from harness import http as admin_http
 
 TOKEN = "sentinel-token-0123456789abcdef"
@@ -24,23 +23,6 @@ NAME = "symaster"
 
 def http(method, url, body=None, token=TOKEN, timeout=10):
     return admin_http(method, url, body, token, timeout)
-
-
-def start_sentinel(env, master_port, port=None):
-    port = port or free_port()
-    conf = env.path("sentinel-%d.conf" % port)
-    with open(conf, "w") as f:
-        f.write("port %d\nbind 127.0.0.1\ndir %s\n"
-                "sentinel monitor %s 127.0.0.1 %d 1\n"
-                "sentinel down-after-milliseconds %s 1000\n"
-                "sentinel failover-timeout %s 2000\n"
-                "sentinel parallel-syncs %s 1\n" % (port, env.dir, NAME, master_port, NAME, NAME, NAME))
-    with open(env.path("sentinel-%d.log" % port), "w") as log:
-        p = subprocess.Popen(["redis-server", conf, "--sentinel"], stdout=log, stderr=subprocess.STDOUT)
-    env.procs.append(p)
-    wait_port(port, proc=p)
-    p.port = port
-    return p
 
 
 class Load(threading.Thread):
@@ -75,33 +57,15 @@ class Sentinel(unittest.TestCase):
         self.env = Env()
         self.legacy = self.env.start_backend("legacy")
         self.new = self.env.start_backend("new")
-        self.m = self.env.start_redis()
-        self.rep = self.env.start_redis(args=["--replicaof", "127.0.0.1", str(self.m.port)])
-        wait_for(lambda: "master_link_status:up" in self.env.redis(self.rep.port, "INFO", "replication"),
-                 what="the replica in sync")
-        self.s1 = start_sentinel(self.env, self.m.port)
-        self.s2 = start_sentinel(self.env, self.m.port)
-        # both sentinels know each other and the replica before any failover
-        wait_for(lambda: self.sentinel_knows(), timeout=30, what="sentinels discover each other and the replica")
+        self.redis_group = self.env.start_sentinel_group(NAME)
+        self.m, self.rep = self.redis_group.master, self.redis_group.replica
+        self.s1, self.s2 = self.redis_group.sentinels
         self.tok = self.env.path("token")
         with open(self.tok, "w") as f:
             f.write(TOKEN)
 
     def tearDown(self):
         self.env.close()
-
-    def sentinel_knows(self):
-        for s in (self.s1, self.s2):
-            info = self.env.redis(s.port, "SENTINEL", "MASTER", NAME)
-            lines = info.split("\n")
-            d = dict(zip(lines[::2], lines[1::2]))
-            if d.get("num-slaves") != "1" or d.get("num-other-sentinels") != "1":
-                return False
-        return True
-
-    def master_port(self):
-        out = self.env.redis(self.s1.port, "SENTINEL", "get-master-addr-by-name", NAME).split("\n")
-        return int(out[1]) if len(out) == 2 else None
 
     def status(self):
         try:
@@ -170,7 +134,7 @@ routes:
             wait_for(lambda: load.ok > 50, what="load running")
             # 1. graceful: the sentinel promotes the replica
             self.assertEqual(self.env.redis(self.s1.port, "SENTINEL", "FAILOVER", NAME), "OK")
-            wait_for(lambda: self.master_port() == self.rep.port, timeout=30, what="the replica promoted")
+            wait_for(lambda: self.redis_group.master_port() == self.rep.port, timeout=30, what="the replica promoted")
             wait_for(lambda: self.on_master(self.rep.port), timeout=30, what="the gateway on the new master")
             n = self.nav()
             self.assertEqual((n["percent_bp"], n["state"]), (3100, "ramping"))
@@ -180,7 +144,7 @@ routes:
             wait_for(lambda: "master_link_status:up" in self.env.redis(self.m.port, "INFO", "replication")
                      and self.env.redis(self.m.port, "HGET", KEY, "percent_bp") == "3200", timeout=30,
                      what="the old master replicating")
-            wait_for(lambda: self.sentinel_knows(), timeout=30, what="sentinels see the new replica")
+            wait_for(lambda: self.redis_group.knows(), timeout=30, what="sentinels see the new replica")
 
             # 2. hard: the master is killed; the sentinels promote the other one
             self.rep.send_signal(signal.SIGKILL)
@@ -189,7 +153,7 @@ routes:
             self.assertIn(code, (200, 503))
             if code == 200:  # it was written before the kill was noticed: it must be there
                 pass
-            wait_for(lambda: self.master_port() == self.m.port, timeout=40, what="the old master promoted back")
+            wait_for(lambda: self.redis_group.master_port() == self.m.port, timeout=40, what="the old master promoted back")
             wait_for(lambda: self.on_master(self.m.port), timeout=30, what="the gateway on the promoted master")
             n = self.nav()
             self.assertEqual(n["percent_bp"], 3200 if code == 503 else 3300)

@@ -268,6 +268,62 @@ static void test_evidence(void **state)
     free(e), free(l), free(n), free(fast), free(slow), free(near);
 }
 
+/* The trip section: every rule lands in its field; the critical tier is off by
+ * default when a warning is set above it, kept when it was set. */
+static void test_trip_section(void **state)
+{
+    (void)state;
+    static const sy_conf_section_t *const sections[] = {&sy_trip_section};
+    static const char text[] =
+        "listen: [{address: 127.0.0.1:8080}]\n"
+        "pools: {a: {endpoints: [127.0.0.1:1]}}\n"
+        "routes:\n"
+        "  - name: r\n"
+        "    legacy: a\n"
+        "    new: a\n"
+        "    trip: {enabled: false, window: 5s, min_requests: 7, max_error_rate: 0.3, max_error_rate_delta: 0.2,\n"
+        "           confidence: 0.9, max_latency_ms: {p95: 500}, max_latency_ratio: {p50: 3}, warn_error_rate: 0.04,\n"
+        "           warn_mismatch_rate: 0.06, warn_latency_ms: {mean: 700}, critical_error_rate: 0.08,\n"
+        "           critical_latency_ms: {p99: 900}, sequential: false, consecutive_errors: 9, scope: fleet,\n"
+        "           latency: ttfb, error_statuses: [500, 503]}\n"
+        "  - {name: s, legacy: a, trip: {warn_error_rate: 0.06, warn_latency_ms: {p99: 20000}}}\n"
+        "  - {name: t, legacy: a, trip: {warn_error_rate: 0.06, critical_error_rate: 0.05}}\n";
+    sy_conf_t errs;
+    sy_config_t *cfg = sy_config_load_string(&errs, "t.yaml", text, sections, 1);
+    sy_conf_print_errors(&errs, stderr);
+    sy_conf_close(&errs);
+    assert_non_null(cfg);
+    const sy_trip_confs_t *tc = sy_trip_confs(cfg);
+    assert_int_equal(tc->n, 3);
+    const sy_trip_conf_t *r = &tc->routes[0];
+    assert_string_equal(r->route, "r");
+    assert_string_equal(r->legacy_pool, "a");
+    assert_string_equal(r->new_pool, "a");
+    assert_false(r->enabled);
+    assert_int_equal(r->window_ms, 5000);
+    assert_int_equal(r->min_requests, 7);
+    assert_true(r->max_error_rate == 0.3 && r->max_error_rate_delta == 0.2 && r->confidence == 0.9);
+    assert_true(r->latency_q == 0.95 && r->max_latency_ms == 500);
+    assert_true(r->ratio_q == 0.5 && r->max_latency_ratio == 3);
+    assert_true(r->warn_error_rate == 0.04 && r->warn_mismatch_rate == 0.06);
+    assert_true(r->warn_latency_q == 0 && r->warn_latency_ms == 700);
+    assert_true(r->critical_error_rate == 0.08);
+    assert_true(r->critical_latency_q == 0.99 && r->critical_latency_ms == 900);
+    assert_false(r->sequential);
+    assert_int_equal(r->consecutive_errors, 9);
+    assert_true(r->fleet_scope);
+    assert_true(r->use_ttfb);
+    assert_int_equal(r->nerror_statuses, 2);
+    assert_int_equal(r->error_statuses[1], 503);
+    const sy_trip_conf_t *s = &tc->routes[1];
+    assert_string_equal(s->route, "s");
+    assert_null(s->new_pool);
+    assert_true(s->enabled && s->window_ms == 60000 && s->max_error_rate == 0.10);
+    assert_true(s->critical_error_rate == 0 && s->critical_latency_ms == 0); /* defaults below the warnings: off */
+    assert_true(tc->routes[2].critical_error_rate == 0.05);                  /* set: kept */
+    sy_config_release(cfg);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -277,6 +333,7 @@ int main(void)
         cmocka_unit_test(test_rules),
         cmocka_unit_test(test_exceed_pvalue),
         cmocka_unit_test(test_false_trips_over_200_windows),
+        cmocka_unit_test(test_trip_section),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -9,6 +9,7 @@
 #include "proxy/config.h"
 #include "routing/route.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -219,6 +220,75 @@ static void test_restart_keys(void **state)
     }
 }
 
+/* The walk behind every per-route section: one slot per route in order, the
+ * route's name and sub-section handed over, an error in one route does not stop
+ * the next, and a `routes` that is no list is left to routing. */
+typedef struct seen {
+    char name[16];
+    int line; /* of the sub-section, 0: none */
+} seen_t;
+
+static int note_route(sy_conf_t *c, yaml_node_t *route, const char *name, yaml_node_t *sub, void *slot)
+{
+    (void)route;
+    seen_t *s = slot;
+    snprintf(s->name, sizeof(s->name), "%s", name ? name : "-");
+    if (sub == NULL)
+        return 0;
+    s->line = (int)sub->start_mark.line + 1;
+    return sy_conf_scalar(sub) != NULL ? sy_conf_error(c, sub, "no scalars here") : 0;
+}
+
+static void test_route_subsections(void **state)
+{
+    (void)state;
+    static const char text[] = "routes:\n"
+                               "  - {name: a, x: 1}\n"
+                               "  - {name: b}\n"
+                               "  - 7\n"
+                               "  - name: d\n"
+                               "    x: {k: v}\n";
+    sy_conf_t c;
+    assert_int_equal(sy_conf_open_string(&c, "t.yaml", text, sizeof(text) - 1), 0);
+    yaml_node_t *routes = sy_conf_map_get(&c, sy_conf_root(&c), "routes");
+    void *items = NULL;
+    size_t n = 0;
+    assert_int_equal(sy_conf_route_subsections(&c, routes, "x", sizeof(seen_t), &items, &n, note_route), SY_EINVAL);
+    assert_int_equal(n, 4);
+    seen_t *s = items;
+    assert_string_equal(s[0].name, "a");
+    assert_int_equal(s[0].line, 2);
+    assert_string_equal(s[1].name, "b");
+    assert_int_equal(s[1].line, 0);
+    assert_string_equal(s[2].name, "-");
+    assert_string_equal(s[3].name, "d");
+    assert_int_equal(s[3].line, 6);
+    assert_int_equal(c.nerrors, 1);
+    assert_true(has_error(&c, "t.yaml:2:18: no scalars here"));
+    free(items);
+    /* not a list: nothing read, nothing allocated */
+    yaml_node_t *root = sy_conf_root(&c);
+    assert_int_equal(sy_conf_route_subsections(&c, root, "x", sizeof(seen_t), &items, &n, note_route), 0);
+    assert_null(items);
+    assert_int_equal(n, 0);
+    sy_conf_close(&c);
+}
+
+/* A routes list with an item that is no route: an error at its position, and
+ * the routes after it still parsed (a later name is looked up among the earlier
+ * routes, the broken one included). */
+static void test_route_not_a_mapping(void **state)
+{
+    (void)state;
+    sy_conf_t e;
+    sy_config_t *cfg = load("listen: [{address: 127.0.0.1:8080}]\npools: {a: {endpoints: [127.0.0.1:1]}}\n"
+                            "routes:\n  - 5\n  - {name: r, legacy: b}\n", &e);
+    assert_null(cfg);
+    assert_true(has_error(&e, "t.yaml:4:5: expected a route"));
+    assert_true(has_error(&e, "t.yaml:5:23: unknown pool 'b'"));
+    sy_conf_close(&e);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -230,6 +300,8 @@ int main(void)
         cmocka_unit_test(test_tls_settings),
         cmocka_unit_test(test_yaml_syntax),
         cmocka_unit_test(test_restart_keys),
+        cmocka_unit_test(test_route_subsections),
+        cmocka_unit_test(test_route_not_a_mapping),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
