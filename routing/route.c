@@ -700,14 +700,16 @@ static int parse_route_key(route_ctx_t *x, yaml_node_t *node, yaml_node_t *k, ya
         i++;
     if (key == NULL || i == SY_ARRAY_LEN(route_keys))
         return sy_conf_error(x->c, k, "unknown key '%s' in a route", key ? key : "?");
-    int rc = 0;
+    /* A repeated key is an error and its value is not parsed again: each
+     * key's parser fills its fields once (a second user_key list would
+     * overrun the first one's array). */
     if (sy_conf_key_repeated(x->c, node, k))
-        rc = sy_conf_error(x->c, k, "key '%s' is repeated in this route", key);
+        return sy_conf_error(x->c, k, "key '%s' is repeated in this route", key);
     x->key = key;
     int r1 = route_keys[i].section ? route_keys[i].section(x->c, v, x->r)
              : route_keys[i].parse ? route_keys[i].parse(x, v)
                                    : 0;
-    return r1 != 0 ? SY_EINVAL : rc;
+    return r1 != 0 ? SY_EINVAL : 0;
 }
 
 /* The checks across keys, then the defaults that depend on them. */

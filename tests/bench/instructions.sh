@@ -25,8 +25,7 @@ URLPATH=/bench; [ -n "${BIG:-}" ] && URLPATH=/big   # BIG=1: a 16 KiB body
 mkdir -p "$TMP/www"; head -c 16384 /dev/zero | tr '\0' 'x' > "$TMP/www/big"
 backend_start "$B" "" "location = /big { root $TMP/www; default_type application/octet-stream; }
     location / { default_type text/plain; return 200 \"$(printf '%099d' 0)\\n\"; }"
-switchyard_conf "$TMP/sy.yaml" "$B" 1 "{header: X-User-Id}" "  - address: 127.0.0.1:$P" \
-  "admin: {address: 127.0.0.1:$(port)}"   # never the default 9901 another gateway may hold
+switchyard_conf "$TMP/sy.yaml" "$B" 1 "{header: X-User-Id}" "  - address: 127.0.0.1:$P"
 load() { h2load --h1 -t1 -c50 -n "$1" -H "X-User-Id: 4242" "http://127.0.0.1:$P$URLPATH" | grep -E '^requests:'; }
 stop() { # pid of the gateway (or of its tracer's child)
   kill -INT "$1" 2>/dev/null || true

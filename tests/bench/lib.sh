@@ -121,9 +121,11 @@ HAP
 }
 
 switchyard_conf() { # FILE BACKEND_PORT WORKERS USER_KEY LISTEN [EXTRA]: the cohort route at 25 % by USER_KEY
-  # LISTEN: YAML list items; EXTRA: more top-level keys (admin: ...).
+  # LISTEN: YAML list items; EXTRA: more top-level keys (admin: ...). Without an admin in
+  # EXTRA the admin listener gets a free port: never the default 9901 another gateway may hold.
   local extra=""
   [ -z "${6:-}" ] || extra="$6"$'\n'
+  case "$extra" in *admin:*) ;; *) extra+="admin: {address: 127.0.0.1:$(port)}"$'\n' ;; esac
   cat > "$1" <<SY
 workers: $3
 listen:

@@ -22,7 +22,7 @@ for t in "${targets[@]}"; do
   work=build-fuzz/tests/fuzz-work/$t
   mkdir -p "$work"
   log=build-fuzz/tests/fuzz-$t.log
-  if build-fuzz/tests/$t -max_total_time="$secs" -timeout=5 -rss_limit_mb=1024 -print_final_stats=1 \
+  if build-fuzz/tests/$t -max_total_time="$secs" -timeout=5 -rss_limit_mb=2048 -print_final_stats=1 \
        "$work" "tests/fuzz/corpus/$t" >"$log" 2>&1; then
     execs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -1)
     echo "$t: ok, ${execs:-?} executions in ${secs} s"

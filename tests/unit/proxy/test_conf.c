@@ -289,6 +289,21 @@ static void test_route_not_a_mapping(void **state)
     sy_conf_close(&e);
 }
 
+/* A key given twice in a route: an error at the second, whose value is not
+ * parsed again (a second user_key list overran the first one's array; found
+ * by fuzz_config once the libraries carried coverage). */
+static void test_route_key_twice(void **state)
+{
+    (void)state;
+    sy_conf_t e;
+    sy_config_t *cfg = load("listen: [{address: 127.0.0.1:8080}]\npools: {a: {endpoints: [127.0.0.1:1]}}\n"
+                            "routes:\n  - name: r\n    legacy: a\n    user_key: [{header: B}, {cookie: c}, {query: q}]\n"
+                            "    user_key: [{header: A}]\n", &e);
+    assert_null(cfg);
+    assert_true(has_error(&e, "t.yaml:7:5: key 'user_key' is repeated in this route"));
+    sy_conf_close(&e);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -302,6 +317,7 @@ int main(void)
         cmocka_unit_test(test_restart_keys),
         cmocka_unit_test(test_route_subsections),
         cmocka_unit_test(test_route_not_a_mapping),
+        cmocka_unit_test(test_route_key_twice),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
