@@ -75,6 +75,12 @@ python3 tests/integration/backend.py --port 7002 --name new >"$RUN/new.log" 2>&1
 python3 tests/integration/backend.py --port 8004 --name speech-v1 >"$RUN/speech-blue.log" 2>&1 & PIDS+=($!)
 mkdir -p "$RUN/stts-state"
 echo $! > "$RUN/stts-state/speech.blue.pid"   # so that the blue-green script can stop v1
+# The gateway starts once its backends and Redis answer: a first request would
+# otherwise find nothing to connect to (502) while Python is still starting.
+for p in 6390 7001 7002 8004; do
+  for _ in $(seq 200); do (exec 3<>/dev/tcp/127.0.0.1/$p) 2>/dev/null && break; sleep 0.05; done
+  (exec 3<>/dev/tcp/127.0.0.1/$p) 2>/dev/null || { echo "nothing answers on 127.0.0.1:$p: see $RUN/*.log" >&2; exit 1; }
+done
 build/switchyard check -c deploy/quickstart.yaml
 build/switchyard -c deploy/quickstart.yaml 2>"$RUN/switchyard.log" & PIDS+=($!)
 GW=$!
