@@ -172,6 +172,48 @@ routes:
         self.assertIn("the sentinels name 127.0.0.1:%d as the master" % self.m.port, log)
         print("sentinel: %d requests, 0 failed, through 2 failovers" % load.ok)
 
+    def test_plan_rides_the_sentinels_master(self):
+        """A plan's position and lease live where the flags do: with Redis given
+        only through the sentinels the plan runs, on the master they name."""
+        port, self.admin = free_port(), free_port()
+        cfg = """workers: 1
+listen: [{address: 127.0.0.1:%(port)d}]
+access_log: "off"
+admin: {address: 127.0.0.1:%(admin)d, token_file: %(tok)s}
+redis: {sentinels: [127.0.0.1:%(s1)d, 127.0.0.1:%(s2)d], master: %(name)s, resync_interval: 1s}
+pools:
+  legacy: {endpoints: [127.0.0.1:%(legacy)d]}
+  new: {endpoints: [127.0.0.1:%(new)d]}
+routes:
+  - name: nav
+    match: {path_prefix: /}
+    user_key: [{header: X-User-Id}]
+    legacy: legacy
+    new: new
+    percent_bp: 0
+    plan:
+      steps:
+        - {percent: 5, hold: 500ms}
+        - {percent: 25}
+      gate: {max_error_rate: 0.5, confidence: 0.9, min_requests: 20, latency_not_worse: false}
+      lease: 2s
+      tick: 200ms
+""" % dict(port=port, admin=self.admin, tok=self.tok, s1=self.s1.port, s2=self.s2.port, name=NAME,
+           legacy=self.legacy, new=self.new)
+        self.env.start_gateway(cfg, port)
+        wait_for(lambda: self.status() and self.status()["redis"]["synced"], what="flags read")
+        load = Load(port)
+        load.start()
+        try:
+            wait_for(lambda: self.nav()["percent_bp"] == 2500, timeout=40, what="the plan to reach its last step")
+        finally:
+            load.stop_ev.set()
+            load.join(30)
+        plan = dict(zip(*[iter(self.env.redis(self.m.port, "HGETALL", "switchyard:plan:nav").splitlines())] * 2))
+        self.assertEqual(plan.get("step"), "1", plan)
+        self.assertTrue(self.env.redis(self.m.port, "GET", "switchyard:plan:nav:lease").strip())
+        self.assertEqual(load.failed, [])
+
 
 if __name__ == "__main__":
     main()
