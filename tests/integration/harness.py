@@ -211,6 +211,11 @@ class Env:
         self.gateways.append(p)
         if wait:
             wait_port(port, proc=p)
+            # The admin listener is bound after the data listeners: a test that
+            # talks to it first must not find it refused.
+            m = re.search(r"^admin:\s*\{\s*address:\s*127\.0\.0\.1:(\d+)", config_text, re.M)
+            if m:
+                wait_port(int(m.group(1)), proc=p)
         return p
 
     def stop(self, p, sig=signal.SIGTERM, timeout=20):

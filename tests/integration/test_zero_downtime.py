@@ -10,7 +10,7 @@ import subprocess
 import threading
 import time
 
-from harness import BIN, ROOT, SLOW, Client, GatewayTest, base_config, curl, main
+from harness import BIN, ROOT, SLOW, Client, GatewayTest, base_config, curl, main, wait_for
 
 
 class Load:
@@ -65,7 +65,8 @@ class ZeroDowntime(GatewayTest):
         with open(gw.config_path, "w") as f:
             f.write(text.replace("percent_bp: 0", "percent_bp: 10000"))
         gw.send_signal(signal.SIGHUP)
-        time.sleep(0.8)
+        wait_for(lambda: load.variants.get("new", 0) > 0, 10, "the reloaded percentage in force")
+        time.sleep(0.3)  # load goes on past the switch (not a readiness wait)
         load.finish()
         self.assertEqual(load.failed, [])
         self.assertGreater(load.variants.get("new", 0), 0)     # the change took effect
