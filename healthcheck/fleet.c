@@ -204,8 +204,12 @@ static void routes_free(sy_fleet_t *f)
 }
 
 /* The store's config (new at start and after a reload): every route with
- * scope: fleet gets a sum that starts now (as the monitor's windows do). */
-static void routes_load(sy_fleet_t *f)
+ * scope: fleet gets a sum that starts now (as the monitor's windows do). At
+ * start it takes the current second whole: nothing of this instance came
+ * before it, and requests sent right after start (in the same second) count.
+ * After a reload the sum starts with the next second: the current one mixes
+ * the old config's requests with the new's. */
+static void routes_load(sy_fleet_t *f, bool at_start)
 {
     routes_free(f);
     sy_config_t *cfg = (sy_config_t *)sy_flagstore_config(f->store);
@@ -222,7 +226,7 @@ static void routes_load(sy_fleet_t *f)
         fleet_route_t *fr = &f->routes[f->nroutes];
         fr->conf = c;
         fr->name = strdup(c->route);
-        fr->sum = sy_fleet_sum_create(c, (int64_t)now, now);
+        fr->sum = sy_fleet_sum_create(c, (int64_t)now - (at_start ? 1 : 0), now);
         if (fr->name == NULL || fr->sum == NULL) {
             free(fr->name);
             sy_fleet_sum_destroy(fr->sum);
@@ -431,7 +435,7 @@ static void on_mget(void *ud, redisReply *r, const char *err)
     f->view = list;
     f->view_ms = now_ms();
     if (f->cfg != sy_flagstore_config(f->store))
-        routes_load(f); /* a reload the lifecycle did not tell us of */
+        routes_load(f, false); /* a reload the lifecycle did not tell us of */
     consume(f, ev_now(f->loop));
     judge(f);
 }
@@ -515,7 +519,7 @@ sy_fleet_t *sy_fleet_create(struct ev_loop *loop, const char *config_path, const
     struct tm tm;
     gmtime_r(&secs, &tm);
     strftime(f->started_at, sizeof(f->started_at), "%Y-%m-%dT%H:%M:%SZ", &tm);
-    routes_load(f);
+    routes_load(f, true);
     sy_monitor_on_second(monitor, on_second, f);
     ev_periodic_init(&f->tick, tick_cb, HEARTBEAT_PHASE, HEARTBEAT_EVERY, NULL);
     f->tick.data = f;
@@ -531,7 +535,7 @@ void sy_fleet_reload(sy_fleet_t *f, const char *config_hash)
         sy_info("fleet: config hash %s -> %s", f->hash, config_hash);
         snprintf(f->hash, sizeof(f->hash), "%s", config_hash);
     }
-    routes_load(f);
+    routes_load(f, false);
 }
 
 void sy_fleet_reset_route(sy_fleet_t *f, const char *route)

@@ -76,12 +76,25 @@ routes:
         gw.send_signal(signal.SIGHUP)
         wait_for(lambda: applied() > before, what="the reload applied on %s" % gw.log_path)
 
-    def fleet(self, gw):
+    def fleet(self, gw, poll=False):
+        """GET /fleet. While polling (poll=True) an answer that does not come
+        (an ASan gateway on a busy machine can take seconds) is None; otherwise
+        it fails the test."""
         try:
-            code, body = admin_http("GET", "http://127.0.0.1:%d/fleet" % gw.admin, timeout=3)
-            return json.loads(body) if code == 200 else None
-        except OSError:
-            return None
+            code, body = admin_http("GET", "http://127.0.0.1:%d/fleet" % gw.admin, timeout=10 * SLOW)
+        except OSError as e:
+            if poll:
+                return None
+            raise AssertionError("GET /fleet on %s: %s" % (gw.log_path, e))
+        if code != 200:
+            if poll:
+                return None
+            raise AssertionError("GET /fleet on %s: %d %s" % (gw.log_path, code, body))
+        return json.loads(body)
+
+    def instances(self, gw):
+        """How many instances gw sees (0 while it does not answer)."""
+        return len((self.fleet(gw, poll=True) or {}).get("instances") or [])
 
     @staticmethod
     def total(f, route="nav"):
@@ -98,8 +111,8 @@ routes:
                 self.assertEqual(s, 200)
             cl.close()
         for gw in (a, b, c):
-            wait_for(lambda: (self.fleet(gw) or {}).get("instances") and len(self.fleet(gw)["instances"]) == 3
-                     and self.total(self.fleet(gw)) == 60, timeout=30, what="the fleet seen from %s" % gw.log_path)
+            wait_for(lambda: self.instances(gw) == 3 and self.total(self.fleet(gw, poll=True) or {"routes": {}}) == 60,
+                     timeout=30, what="the fleet seen from %s" % gw.log_path)
         f = self.fleet(a)
         ids = {i["id"]: i for i in f["instances"]}
         self.assertEqual(len(ids), 3)
@@ -127,7 +140,7 @@ routes:
         # run (its own ports: per-host keys do not count), so nobody differs; then b
         # reloads with a changed route and is the one flagged
         def differing(gw):
-            f = self.fleet(gw) or {"instances": []}
+            f = self.fleet(gw, poll=True) or {"instances": []}
             return sorted(i["id"] for i in f["instances"] if i["config_differs"]) if len(f["instances"]) == 3 else None
         self.reload(c, self.config(c.port, c.admin))
         for gw in (a, b, c):
@@ -140,20 +153,24 @@ routes:
         self.reload(b, self.config(b.port, b.admin))
         # c stops: its heartbeat expires and it leaves the view
         self.env.stop(c)
-        wait_for(lambda: len(self.fleet(a)["instances"]) == 2, timeout=30, what="c gone from the fleet")
+        wait_for(lambda: self.instances(a) == 2, timeout=30, what="c gone from the fleet")
         self.assertEqual(self.total(self.fleet(a)), 50)
         self.assertFalse(any(i["config_differs"] for i in self.fleet(a)["instances"]))
 
-    def status(self, gw):
-        """/status, or an empty shell while the admin listener is not up yet."""
+    def status(self, gw, poll=False):
+        """/status. While polling (poll=True), an empty shell when no answer
+        comes (the admin listener not up yet, a busy ASan gateway); otherwise
+        a missing answer fails the test."""
         try:
-            code, body = admin_http("GET", "http://127.0.0.1:%d/status" % gw.admin, timeout=3)
-        except OSError:
-            return {"redis": {}, "routes": [{"name": "nav", "state": None}]}
+            code, body = admin_http("GET", "http://127.0.0.1:%d/status" % gw.admin, timeout=10 * SLOW)
+        except OSError as e:
+            if poll:
+                return {"redis": {}, "routes": [{"name": "nav", "state": None}]}
+            raise AssertionError("GET /status on %s: %s" % (gw.log_path, e))
         return json.loads(body)
 
-    def nav(self, gw):
-        return [r for r in self.status(gw)["routes"] if r["name"] == "nav"][0]
+    def nav(self, gw, poll=False):
+        return [r for r in self.status(gw, poll)["routes"] if r["name"] == "nav"][0]
 
     def test_fleet_scope_trips_on_the_sum(self):
         """new fails only behind a's backend: 30 of a's requests, none of b's or c's.
@@ -166,19 +183,26 @@ routes:
         # (100 % errors is enough evidence locally); this test is about the window rule's scope.
         trip = ("    trip: {scope: fleet, min_requests: 60, max_error_rate: 0.2, consecutive_errors: 0,"
                 " sequential: false}\n")
+        # Started at the top of a wall-clock second, the three are up and see
+        # each other (heartbeats at .3) within it, and on a quiet machine get their
+        # requests in their start second too: that second counts (it once did not:
+        # the sum started with the next second, and the requests were never judged).
+        time.sleep(1 - time.time() % 1)
+        t0 = time.time()
         a = self.start("a", percent=10000, new=bad, trip=trip)
         b = self.start("b", percent=10000, trip=trip)
         c = self.start("c", percent=10000, trip=trip)
         for gw in (a, b, c):
-            wait_for(lambda: self.status(gw)["redis"].get("synced"), what="flags read")
-        wait_for(lambda: len(self.fleet(a)["instances"]) == 3, what="three instances")
+            wait_for(lambda: self.status(gw, poll=True)["redis"].get("synced"), what="flags read")
+        wait_for(lambda: self.instances(a) == 3, what="three instances")
         for gw in (a, b, c):
             cl = Client(gw.port)
             for i in range(30):
                 cl.get("/x", {"X-User-Id": str(i)})
             cl.close()
+        print("\nfleet scope: started at %.3f, requests sent by %.3f" % (t0, time.time()), flush=True)
         for gw in (a, b, c):
-            wait_for(lambda: self.nav(gw)["state"] == "tripped", timeout=30, what="tripped on %s" % gw.log_path)
+            wait_for(lambda: self.nav(gw, poll=True)["state"] == "tripped", timeout=30, what="tripped on %s" % gw.log_path)
         self.assertEqual(self.env.redis(self.r.port, "HGET", "switchyard:route:nav", "state"), "tripped")
         logs = ""
         for gw in (a, b, c):
@@ -206,8 +230,8 @@ routes:
                 " consecutive_errors: 0, sequential: false}\n")
         gws = [self.start(n, percent=10000, new=new, trip=trip) for n, new in (("a", bad), ("b", None), ("c", None))]
         for gw in gws:
-            wait_for(lambda: self.status(gw)["redis"].get("synced"), what="flags read")
-        wait_for(lambda: len(self.fleet(gws[0])["instances"]) == 3, what="three instances")
+            wait_for(lambda: self.status(gw, poll=True)["redis"].get("synced"), what="flags read")
+        wait_for(lambda: self.instances(gws[0]) == 3, what="three instances")
         for k, gw in enumerate(gws):
             self.send(gw, 30, user0=100 * k)
 
@@ -221,7 +245,8 @@ routes:
         # The instance that recorded it judged it critical; the others' sums may lag
         # (a heartbeat carries 5 seconds: a reader stalled longer under a sanitizer
         # on a loaded box misses some, and only the claim holder acts anyway).
-        wait_for(lambda: any(self.fleet(gw)["fleet_rules"]["nav"]["level"] == "critical" for gw in gws),
+        level = lambda gw: (self.fleet(gw, poll=True) or {}).get("fleet_rules", {}).get("nav", {}).get("level")
+        wait_for(lambda: any(level(gw) == "critical" for gw in gws),
                  what="an instance judging it critical")
         print("\nfleet critical: levels %s" % [self.fleet(gw)["fleet_rules"]["nav"]["level"] for gw in gws])
         self.assertEqual(logs().count("fleet: critical: route nav"), 1)
@@ -269,13 +294,13 @@ routes:
             gws.append(self.start(name, percent=10000, new=new, trip=trip, top=top))
         a, b, c = gws
         for gw in gws:
-            wait_for(lambda: self.status(gw)["redis"].get("synced"), what="flags read")
-        wait_for(lambda: len(self.fleet(a)["instances"]) == 3, what="three instances")
+            wait_for(lambda: self.status(gw, poll=True)["redis"].get("synced"), what="flags read")
+        wait_for(lambda: self.instances(a) == 3, what="three instances")
         self.send(b, 8)
         self.send(c, 8, user0=100)
         self.send(a, 45, threads=5, user0=200)
         for gw in gws:
-            wait_for(lambda: self.nav(gw)["state"] == "tripped", timeout=30, what="tripped on %s" % gw.log_path)
+            wait_for(lambda: self.nav(gw, poll=True)["state"] == "tripped", timeout=30, what="tripped on %s" % gw.log_path)
         # locally, no instance had min_requests
         self.assertEqual(self.nav(a)["window"]["new"]["requests"], 45)
         self.assertEqual(self.nav(a)["window"]["verdict"], "insufficient")
@@ -309,8 +334,8 @@ routes:
                 "      lease: 2s\n      tick: 200ms\n")
         gws = [self.start(n, percent=10000, trip=plan) for n in ("a", "b", "c")]
         for gw in gws:
-            wait_for(lambda: self.status(gw)["redis"].get("synced"), what="flags read")
-        wait_for(lambda: len(self.fleet(gws[0])["instances"]) == 3, what="three instances")
+            wait_for(lambda: self.status(gw, poll=True)["redis"].get("synced"), what="flags read")
+        wait_for(lambda: self.instances(gws[0]) == 3, what="three instances")
         wait_for(lambda: self.env.redis(self.r.port, "HGET", "switchyard:plan:nav", "state") == "running",
                  what="the plan started")
         for k, gw in enumerate(gws):

@@ -172,6 +172,9 @@ class Trips(unittest.TestCase):
         self.assertGreaterEqual(errors, 5)
         print("\nconsecutive errors: first request on legacy %.3f ms after the 5th error's response; %d more "
               "requests reached new in between" % ((first_legacy - t5) * 1000, on_new_after), flush=True)
+        # The workers send the route to legacy at the 5th error; the control
+        # thread records the trip just after (the status shows it from then on).
+        wait_for(lambda: self.route()["state"] == "tripped", timeout=10 * SLOW, what="the trip recorded")
         r = self.route()
         self.assertEqual((r["state"], r["reason"]), ("tripped", "consecutive_errors: 5 errors in a row on new"))
 
