@@ -46,11 +46,13 @@ class Receiver:
                 pass
 
         self.port = free_port()
-        self.srv = http.server.HTTPServer(("127.0.0.1", self.port), Hook)
+        # one thread per POST: the paced clients' threads share the interpreter, and a
+        # receiver slower than the notifier's timeout would see its POSTs retried
+        self.srv = http.server.ThreadingHTTPServer(("127.0.0.1", self.port), Hook)
         threading.Thread(target=self.srv.serve_forever, daemon=True).start()
 
     def top(self):
-        return "notify: {webhook_url: \"http://127.0.0.1:%d/hook\", timeout: 1s, retries: 2}\n" % self.port
+        return "notify: {webhook_url: \"http://127.0.0.1:%d/hook\", timeout: 5s, retries: 2}\n" % self.port
 
     def close(self):
         self.srv.shutdown()

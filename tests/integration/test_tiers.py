@@ -27,7 +27,10 @@ class Tiers(evidence.Evidence):
                         "max_error_rate_delta: 0, consecutive_errors: 0")
         kinds = lambda: {(g["event"], g["severity"]) for g in rcv.got}
         counts, secs = self.paced(100, lambda: ("critical", "critical") in kinds(), 60 * SLOW)
-        wait_for(lambda: ("critical", "critical") in kinds(), 5 * SLOW, "the critical notification")
+        # Both are notified; the warning comes first, but a POST the receiver was too
+        # slow for is retried, so it may arrive after the critical.
+        wait_for(lambda: {("critical", "critical"), ("warning", "warn")} <= kinds(), 10 * SLOW,
+                 "the warning and the critical notifications")
         self.assertIn(("warning", "warn"), kinds())
         crit = [g for g in rcv.got if g["event"] == "critical"][0]
         self.assertEqual((crit["route"], crit["rule"]), ("nav", "critical_error_rate"))
