@@ -287,10 +287,64 @@ static int upstream_connected(sy_conn_t *c)
     return 1;
 }
 
+/* --- the ready queue ----------------------------------------------------------
+ *
+ * libev invokes the watchers that became pending in one loop iteration last
+ * first: the socket epoll reported first, the one that has waited longest, ran
+ * last, behind every other connection of the batch, on the request's way in and
+ * again on the response's way out. Under load that put the oldest requests at
+ * the back twice and made the tail. So the I/O callbacks only note their events
+ * and queue the connection; a check watcher of the lowest priority, invoked
+ * after them in the same iteration, runs the queue in epoll's order (oldest
+ * first), each connection once whatever number of its sockets had events. */
+static void ready_push(sy_conn_t *c, int client_rev, int up_rev)
+{
+    c->ready_client |= client_rev;
+    c->ready_up |= up_rev;
+    if (c->ready_queued)
+        return;
+    c->ready_queued = true;
+    /* Invoked in reverse order, pushed at the head: the queue is in epoll's order. */
+    c->ready_next = c->w->ready;
+    c->w->ready = c;
+}
+
+static void client_ready(sy_conn_t *c, int revents);
+static void upstream_ready(sy_conn_t *c, int revents);
+
+void sy_conn_run_ready(sy_worker_t *w)
+{
+    while (w->ready != NULL) {
+        sy_conn_t *c = w->ready;
+        w->ready = c->ready_next;
+        c->ready_next = NULL;
+        c->ready_queued = false;
+        int crev = c->ready_client, urev = c->ready_up;
+        c->ready_client = c->ready_up = 0;
+        /* The response's bytes first: they free a buffer the request may wait on. */
+        if (urev != 0)
+            upstream_ready(c, urev);
+        if (crev != 0)
+            client_ready(c, crev);
+    }
+}
+
 void sy_conn_upstream_io_cb(struct ev_loop *loop, ev_io *io, int revents)
 {
     sy_conn_t *c = io->data;
     (void)loop;
+    if (c->up != NULL && c->phase != PH_CLOSED)
+        ready_push(c, 0, revents);
+}
+
+/* A detached upstream connection's events were not its connection's to run. */
+void sy_conn_ready_forget_upstream(sy_conn_t *c)
+{
+    c->ready_up = 0;
+}
+
+static void upstream_ready(sy_conn_t *c, int revents)
+{
     if (c->up == NULL || c->phase == PH_CLOSED)
         return;
     bool tls_retry = false;
@@ -366,6 +420,12 @@ static void client_io_cb(struct ev_loop *loop, ev_io *io, int revents)
 {
     sy_conn_t *c = io->data;
     (void)loop;
+    if (c->phase != PH_CLOSED)
+        ready_push(c, revents, 0);
+}
+
+static void client_ready(sy_conn_t *c, int revents)
+{
     if (c->phase == PH_CLOSED)
         return;
     /* A TLS call stalled on the other direction is retried (both ways). */

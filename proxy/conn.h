@@ -29,4 +29,8 @@ void sy_conn_close_all(sy_worker_t *w, const char *reason);
 /* Frees connections closed earlier (the reaper; never from a connection's callback). */
 void sy_conn_reap(sy_worker_t *w);
 
+/* Runs the connections whose sockets had events in this loop iteration, oldest
+ * first (the worker's ready check watcher; see conn.c). */
+void sy_conn_run_ready(sy_worker_t *w);
+
 #endif

@@ -73,6 +73,12 @@ typedef struct sy_conn {
     ev_io io;
     ev_timer timer;
     int io_events;
+    /* Ready to run in this loop iteration (see sy_conn_run_ready): the events
+     * epoll reported for the client's socket and the upstream's, and the next
+     * connection in the worker's queue. */
+    struct sy_conn *ready_next;
+    int ready_client, ready_up;
+    bool ready_queued;
     conn_phase_t phase;
     req_phase_t rq;
     resp_phase_t rs;
@@ -198,6 +204,8 @@ int sy_conn_flush_client(sy_conn_t *c);
 void sy_deadline_consider(sy_deadline_t *d, ev_tstamp when, deadline_kind_t kind);
 /* The upstream io callback (the exchange hands it to its upstream connection). */
 void sy_conn_upstream_io_cb(struct ev_loop *loop, ev_io *io, int revents);
+/* Drops upstream events noted for c but not run yet (its upstream was detached). */
+void sy_conn_ready_forget_upstream(sy_conn_t *c);
 
 /* Runs c's step until nothing moves, then re-arms watchers and the timer. */
 void sy_conn_pump(sy_conn_t *c);

@@ -149,6 +149,7 @@ static void detach_upstream_keep(sy_conn_t *c, bool reusable, bool keep_request)
     sy_upstream_release(c->w->ups, c->up, reusable);
     c->up = NULL;
     c->up_events = 0;
+    sy_conn_ready_forget_upstream(c);
     sy_conn_give(c, &c->up_in);
     if (!keep_request)
         sy_conn_give(c, &c->up_out);

@@ -188,6 +188,13 @@ static void wake_cb(struct ev_loop *loop, ev_async *a, int revents)
     }
 }
 
+static void ready_cb(struct ev_loop *loop, ev_check *c, int revents)
+{
+    (void)loop;
+    (void)revents;
+    sy_conn_run_ready(c->data);
+}
+
 static void reaper_cb(struct ev_loop *loop, ev_prepare *c, int revents)
 {
     sy_worker_t *w = c->data;
@@ -230,6 +237,8 @@ void *sy_worker_run(void *arg)
     for (size_t i = 0; i < w->nlisteners; i++)
         ev_io_start(w->loop, &w->listeners[i].io);
     ev_run(w->loop, 0);
+    ev_check_stop(w->loop, &w->ready_run);
+    w->ready = NULL; /* the loop ran its last iteration's queue; the connections close now */
 
     sy_conn_close_all(w, "shutdown");
     sy_conn_reap(w);
@@ -315,6 +324,10 @@ int sy_worker_init(sy_worker_t *w, int id, const sy_worker_env_t *env, const sy_
     ev_prepare_init(&w->reaper, reaper_cb);
     w->reaper.data = w;
     ev_prepare_start(w->loop, &w->reaper);
+    ev_check_init(&w->ready_run, ready_cb);
+    ev_set_priority(&w->ready_run, EV_MINPRI); /* after the I/O callbacks that fill the queue */
+    w->ready_run.data = w;
+    ev_check_start(w->loop, &w->ready_run);
     ev_timer_init(&w->pool_tick, pool_tick_cb, 1., 1.);
     w->pool_tick.data = w;
     ev_timer_start(w->loop, &w->pool_tick);

@@ -68,6 +68,8 @@ typedef struct sy_worker {
     uint64_t gone_at_trim;    /* connections freed (accepted - nconns) at the last malloc_trim */
     sy_list_t conns;          /* live connections */
     sy_list_t dead;           /* closed, freed by the reaper */
+    struct sy_conn *ready;    /* connections with events, in the order epoll reported them */
+    ev_check ready_run;       /* runs them, after every other watcher of the iteration */
     size_t nconns, max_conns;
 
     uint32_t rr;              /* round-robin counter passed to the router */
