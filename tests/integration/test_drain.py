@@ -19,7 +19,9 @@ class Drain(GatewayTest):
         result = {}
 
         def slow():
-            result["r"] = curl(self.url + "/x?latency_ms=1500")
+            # long enough that it is still in flight when the signal comes (a
+            # loaded box may take a while to see it at the backend)
+            result["r"] = curl(self.url + "/x?latency_ms=%d" % (2500 * SLOW))
 
         t = threading.Thread(target=slow)
         t.start()
