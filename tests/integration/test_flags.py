@@ -143,9 +143,10 @@ class Flags(GatewayTest):
         got = []  # redis-cli's lines as they come (it flushes each message)
         reader = threading.Thread(target=lambda: [got.append(l) for l in events.stdout], daemon=True)
         reader.start()
-        # Subscribed before the first write, or its event is missed.
-        wait_for(lambda: self.env.redis(self.rport, "PUBSUB", "NUMSUB", "switchyard:events").split() ==
-                 ["switchyard:events", "1"], what="redis-cli subscribed")
+        # Subscribed before the first write, or its event is missed: Redis
+        # answers the SUBSCRIBE (subscribe, channel, count) once it is in force.
+        wait_for(lambda: [l.strip() for l in got[:2]] == ["subscribe", "switchyard:events"] and len(got) >= 3,
+                 what="redis-cli subscribed")
         base = "http://127.0.0.1:%d/routes/nav/" % self.admin
         s, h, b = curl(base + "percent", "-d", '{"percent_bp": 5000, "reason": "phase 3"}', *hdr)
         self.assertEqual(s, 200, b)
