@@ -15,7 +15,8 @@ Behaviour per request, from query parameters (or X-Backend-* headers):
 Paths:
   /echo           JSON of the request as received: method, target, headers, body length and sha256
   /__stats        JSON counters: connections accepted, requests served, resets seen,
-                  requests in their latency_ms now (sleeping)
+                  requests in their latency_ms now (sleeping), hanging requests
+                  received (hanging)
   /__control      changes this process's defaults at run time, from its query:
                   error_rate=F, latency_ms=N, status=N (any of them; empty
                   value removes one), reset=1 (back to the command line's);
@@ -41,7 +42,8 @@ import sys
 import time
 import urllib.parse
 
-STATS = {"connections": 0, "requests": 0, "open": 0, "resets": 0, "sleeping": 0, "shadow": 0, "shadow_methods": {}}
+STATS = {"connections": 0, "requests": 0, "open": 0, "resets": 0, "sleeping": 0, "hanging": 0, "shadow": 0,
+         "shadow_methods": {}}
 JSON_DIFF = None    # (field, percent of users) from --json-diff
 JSON_RANDOM = []    # fields with a fresh random value in every /json answer
 NAME = "backend"
@@ -199,6 +201,7 @@ async def handle(reader, writer):
                 return
             nbody, sha = await read_body(reader, headers)
             if q.get("hang"):
+                STATS["hanging"] += 1  # requests that will never be answered (tests wait on it)
                 await asyncio.sleep(3600)
                 return
             if "latency_ms" in q:

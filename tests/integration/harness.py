@@ -451,7 +451,25 @@ class GatewayTest(unittest.TestCase):
     def access_lines(self, wait=0.3):
         time.sleep(wait)  # the access log is written by a background thread
         with open(self.access_log) as f:
-            return [json.loads(l) for l in f if l.strip()]
+            text = f.read()
+        # A line the writer thread has not finished yet (no newline) is not read.
+        return [json.loads(l) for l in text.split("\n")[:-1] if l.strip()]
+
+    def access_wait(self, cond, what="the access log lines", timeout=20):
+        """The access log's lines once cond(lines) holds. The log is written by a
+        background thread, and a worker queues a request's line only after the
+        response went out: a client may see its response long before the line
+        is in the file (seconds, on a loaded sanitized build)."""
+        got = []
+
+        def ready():
+            lines = self.access_lines(0)
+            if cond(lines):
+                got.append(lines)
+                return True
+            return False
+        wait_for(ready, timeout, what)
+        return got[0]
 
 
 class RedisConn:

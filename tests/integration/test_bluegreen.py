@@ -15,7 +15,7 @@ import threading
 import time
 import unittest
 
-from harness import BIN, HERE, ROOT, SLOW, Env, curl, free_port, main, wait_port
+from harness import BIN, HERE, ROOT, SLOW, Env, curl, free_port, main, wait_for, wait_port
 
 TOKEN = "bluegreen-token-0123456789abcdef"
 
@@ -73,7 +73,7 @@ routes:
         self.fail("blue never reached the expected state")
 
     def wait_green_ready(self):
-        deadline = time.time() + 5 * SLOW
+        deadline = time.time() + 20 * SLOW
         while time.time() < deadline:
             eps = self.pool()["endpoints"]
             if all(e["good_probes"] >= 2 for e in eps if e["color"] == "green"):
@@ -86,24 +86,40 @@ routes:
         self.wait_green_ready()
         slow = {}
         t = threading.Thread(target=lambda: slow.update(r=curl(self.url + "/x?latency_ms=1500")))
-        wrk = subprocess.Popen(["wrk", "-t2", "-c16", "-d4s", self.url + "/x"], stdout=subprocess.PIPE, text=True)
+        # The load runs until green has served enough after the swap (then wrk
+        # is stopped by SIGINT and prints its summary): a fixed -d could end
+        # before the swap on a loaded box. --timeout: a slow response on a
+        # loaded box is not a socket error of the swap's making.
+        wrk = subprocess.Popen(["wrk", "-t2", "-c16", "-d120s", "--timeout", "30s", self.url + "/x"],
+                               stdout=subprocess.PIPE, text=True)
         self.wait_blue(lambda st: st["requests"] > 200)  # the load is running
         t.start()
         self.wait_blue(lambda st: st["sleeping"] >= 1)  # the slow request is on blue
         s, b = self.swap("green")
         swapped_at = time.time()
         self.assertEqual(s, 200, b)
+        polls = [0]
+
+        def green_served():
+            polls[0] += 1  # each look is one request of green's own count
+            return json.loads(curl("http://127.0.0.1:%d/__stats" % self.green)[2])["requests"] - polls[0] >= 300
+
+        wait_for(green_served, 60, "green to serve 300 requests of the load", every=0.1)
+        wrk.send_signal(signal.SIGINT)
         out = wrk.communicate(timeout=30 * SLOW)[0]
-        t.join(30)
+        t.join(30 * SLOW)
         self.assertNotIn("Non-2xx", out, out)
         self.assertNotIn("Socket errors", out, out)
         reqs = int(re.search(r"(\d+) requests in", out).group(1))
         self.assertGreater(reqs, 500)
         self.assertEqual((slow["r"][0], slow["r"][1]["x-backend"]), (200, "blue"))  # started on blue, ends there
-        # Every request that started after the swap went to green.
-        time.sleep(0.3)
-        with open(self.env.path("access.log")) as f:
-            lines = [json.loads(l) for l in f if l.strip()]
+        # Every request that started after the swap went to green. The access
+        # log is written by a background thread: wait for wrk's and the slow one.
+        def logged():
+            with open(self.env.path("access.log")) as f:
+                ls = [json.loads(l) for l in f.read().split("\n")[:-1] if l.strip()]
+            return ls if len(ls) >= reqs + 1 else None
+        lines = wait_for(logged, what="the load's access-log lines")
         import datetime
         late = [l for l in lines
                 if datetime.datetime.strptime(l["time"], "%Y-%m-%dT%H:%M:%S.%fZ").replace(
@@ -124,7 +140,9 @@ routes:
         self.env.allowed.append(r"health:")
 
     def test_websocket_on_blue_survives_a_swap(self):
-        self.start(redis=False, drain="1500ms")
+        # The drain must outlast the swap's reply, a curl and an echo on a loaded box.
+        drain_s = 2.0 * SLOW
+        self.start(redis=False, drain="%dms" % (drain_s * 1000))
         self.wait_green_ready()
         import socket
         s = socket.create_connection(("127.0.0.1", self.port))
@@ -149,10 +167,10 @@ routes:
         time.sleep(0.3)
         self.assertEqual(echo(b"after"), b"after")  # the tunnel on blue goes on
         self.assertEqual(self.pool()["draining"], 1)
-        # ... within timeouts.drain (1.5 s) of the swap, then it is closed.
+        # ... within timeouts.drain of the swap, then it is closed.
         start = time.time()
         self.assertEqual(s.recv(10), b"")
-        self.assertLess(time.time() - start, 3 * SLOW)
+        self.assertLess(time.time() - start, drain_s + 3 * SLOW)
         self.assertEqual(self.pool()["draining"], 0)
         s.close()
 

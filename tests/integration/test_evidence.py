@@ -52,7 +52,10 @@ class Receiver:
         threading.Thread(target=self.srv.serve_forever, daemon=True).start()
 
     def top(self):
-        return "notify: {webhook_url: \"http://127.0.0.1:%d/hook\", timeout: 5s, retries: 2}\n" % self.port
+        # This receiver runs in the test's process beside its load threads: on a
+        # loaded box an answer can take more than a second, and a notification
+        # that runs out of tries is dropped (which the tests would read as never sent).
+        return "notify: {webhook_url: \"http://127.0.0.1:%d/hook\", timeout: 10s, retries: 3}\n" % self.port
 
     def close(self):
         self.srv.shutdown()

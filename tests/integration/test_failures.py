@@ -50,7 +50,7 @@ class Failures(GatewayTest):
         self.assertEqual(s, 504)
         self.assertIn(b"timeouts.upstream_header", b)
         self.assertLess(time.time() - start, 4 * SLOW)
-        self.assertEqual(self.access_lines()[-1]["error"], "timeout")
+        self.assertEqual(self.access_wait(len)[-1]["error"], "timeout")
 
     def test_refused_backend_gets_502(self):
         dead = free_port()
@@ -67,20 +67,20 @@ routes:
         s, h, b = curl(self.url + "/x")
         self.assertEqual(s, 502)
         self.assertIn(b"refused", b)
-        self.assertEqual(self.access_lines()[-1]["error"], "connect")
+        self.assertEqual(self.access_wait(len)[-1]["error"], "connect")
 
     def test_backend_closing_without_answer_gets_502(self):
         self.gateway(extra_top=TIMEOUTS)
         s, h, b = curl(self.url + "/x?close=1")
         self.assertEqual(s, 502)
-        self.assertEqual(self.access_lines()[-1]["error"], "reset")
+        self.assertEqual(self.access_wait(len)[-1]["error"], "reset")
 
     def test_backend_500_is_passed_and_counted(self):
         self.gateway(extra_top=TIMEOUTS)
         s, h, b = curl(self.url + "/x?status=503")
         self.assertEqual(s, 503)
         self.assertEqual(h["x-backend"], "legacy")
-        self.assertEqual(self.access_lines()[-1]["error"], "status")
+        self.assertEqual(self.access_wait(len)[-1]["error"], "status")
 
     def test_stalled_request_body_gets_408(self):
         self.gateway(extra_top=TIMEOUTS)

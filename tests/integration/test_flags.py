@@ -50,7 +50,7 @@ class Flags(GatewayTest):
         return json.loads(b)
 
     def wait_synced(self, admin=None):
-        deadline = time.time() + 10 * SLOW
+        deadline = time.time() + 20 * SLOW
         while time.time() < deadline:
             try:
                 if self.status(admin)["redis"]["synced"]:
@@ -63,7 +63,7 @@ class Flags(GatewayTest):
     def route(self, admin=None):
         return self.status(admin)["routes"][0]
 
-    def wait_route(self, pred, timeout=5.0):
+    def wait_route(self, pred, timeout=20.0):
         deadline = time.time() + timeout * SLOW
         while time.time() < deadline:
             r = self.route()
@@ -113,7 +113,9 @@ class Flags(GatewayTest):
         refused0 = self.status()["redis"]["refused_edits"]
         for field, value in bad:
             self.env.redis(self.rport, "HSET", self.key(), field, value)
-            deadline = time.time() + 5 * SLOW
+            # The refusal must be seen before the good value goes back (else the
+            # gateway may read both at once and refuse nothing): wait for it.
+            deadline = time.time() + 20 * SLOW
             while self.status()["redis"]["refused_edits"] == refused0 and time.time() < deadline:
                 time.sleep(0.02)
             refused0 = self.status()["redis"]["refused_edits"]
@@ -138,7 +140,13 @@ class Flags(GatewayTest):
         hdr = ["-H", "Authorization: Bearer " + TOKEN, "-H", "Content-Type: application/json"]
         events = subprocess.Popen(["redis-cli", "-p", str(self.rport), "SUBSCRIBE", "switchyard:events"],
                                   stdout=subprocess.PIPE, text=True)
-        time.sleep(0.2)
+        got = []  # redis-cli's lines as they come (it flushes each message)
+        reader = threading.Thread(target=lambda: [got.append(l) for l in events.stdout], daemon=True)
+        reader.start()
+        # Subscribed before the first write, or its event is missed: Redis
+        # answers the SUBSCRIBE (subscribe, channel, count) once it is in force.
+        wait_for(lambda: [l.strip() for l in got[:2]] == ["subscribe", "switchyard:events"] and len(got) >= 3,
+                 what="redis-cli subscribed")
         base = "http://127.0.0.1:%d/routes/nav/" % self.admin
         s, h, b = curl(base + "percent", "-d", '{"percent_bp": 5000, "reason": "phase 3"}', *hdr)
         self.assertEqual(s, 200, b)
@@ -160,10 +168,16 @@ class Flags(GatewayTest):
         self.assertEqual(sorted(json.loads(b)["test_users"]), ["admin-7", "u1", "u2"])
         self.assertEqual(sorted(self.env.redis(self.rport, "SMEMBERS", self.key() + ":test_users").split()),
                          ["admin-7", "u1", "u2"])
-        time.sleep(0.2)
+        # Five writes, five events (the refused percent publishes nothing).
+        nav = lambda: sum(1 for l in list(got) if l.startswith("nav"))
+        try:
+            wait_for(lambda: nav() >= 5, what="the five events")
+        except AssertionError:
+            pass  # the assertion below says what came
         events.send_signal(signal.SIGTERM)
-        out = events.communicate(timeout=5)[0]
-        self.assertGreaterEqual(out.count("\nnav"), 5, out)
+        events.wait(10 * SLOW)
+        reader.join(10 * SLOW)
+        self.assertGreaterEqual(nav(), 5, "".join(got))
 
     def test_write_conflict_is_retried_on_fresh_values(self):
         # No notifications and a long re-read: the gateway's cached version goes stale.
@@ -260,7 +274,7 @@ class Flags(GatewayTest):
     def test_rollback_with_redis_down_is_written_later(self):
         self.start()
         self.env.stop(self.r, signal.SIGKILL)
-        time.sleep(0.5 * SLOW)
+        wait_for(lambda: not self.status()["redis"]["connected"], what="the gateway to see Redis gone")
         tok = self.env.path("token")
         r = subprocess.run([BIN, "ctl", "-a", "127.0.0.1:%d" % self.admin, "-t", tok, "rollback", "nav"],
                            capture_output=True, text=True)
@@ -298,7 +312,7 @@ class Flags(GatewayTest):
             if percent:
                 self.env.redis(self.rport, "HSET", self.key(), "percent_bp", str(percent))
                 for a in (admin1, admin2):
-                    deadline = time.time() + 5 * SLOW
+                    deadline = time.time() + 20 * SLOW
                     while self.route(a)["percent_bp"] != percent and time.time() < deadline:
                         time.sleep(0.02)
             c1, c2 = Client(self.port), Client(port2)

@@ -86,7 +86,7 @@ routes:
 
     def try_status(self, gw):
         try:
-            code, body = http("GET", "http://127.0.0.1:%d/status" % gw.admin, token=None, timeout=3)
+            code, body = http("GET", "http://127.0.0.1:%d/status" % gw.admin, token=None, timeout=10 * SLOW)
             return json.loads(body) if code == 200 else None
         except OSError:
             return None
@@ -159,7 +159,7 @@ routes:
         before = self.cmdstats()
         c = Client(gw.port)
         t0 = time.time()
-        while self.route(gw)["state"] != "tripped" and time.time() - t0 < 10 * SLOW:
+        while self.route(gw)["state"] != "tripped" and time.time() - t0 < 20 * SLOW:
             c.get("/x", {"X-User-Id": "42"})  # a test user: on new, which fails every request
         c.close()
         self.assertEqual(self.route(gw)["state"], "tripped")
@@ -295,7 +295,7 @@ routes:
             # adopted: a new version stamped with actor=hand, seen by both (before the next edit)
             try:
                 wait_for(lambda: int(self.hget("version") or 0) > v0 and self.hget("actor") == "hand" and
-                         all(self.route(gw)["version"] > v0 for gw in (a, b)), timeout=5, what="the edit adopted")
+                         all(self.route(gw)["version"] > v0 for gw in (a, b)), timeout=20, what="the edit adopted")
                 adopted.append(True)
             except AssertionError:
                 adopted.append(False)  # checked below, after counting what the record holds

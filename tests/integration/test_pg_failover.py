@@ -10,7 +10,7 @@ import threading
 import time
 import unittest
 
-from harness import Client, Env, failover_conninfo, free_port, main, wait_for
+from harness import SLOW, Client, Env, failover_conninfo, free_port, main, wait_for
 from harness import http as admin_http
 
 TOKEN = "pgfail-token-0123456789abcdef"
@@ -57,7 +57,7 @@ class PgFailover(unittest.TestCase):
 
     def status(self):
         try:
-            code, body = http("GET", "http://127.0.0.1:%d/status" % self.admin, token=None, timeout=3)
+            code, body = http("GET", "http://127.0.0.1:%d/status" % self.admin, token=None, timeout=10 * SLOW)
             return json.loads(body) if code == 200 else None
         except OSError:
             return None
@@ -117,6 +117,8 @@ routes:
             wait_for(lambda: self.standby_count("before %") == "20", timeout=30, what="the standby caught up")
             self.primary.stop()
             self.edit(30, "gap")  # the primary is gone, the standby is read-only: the journal holds them
+            # The writer sees its connection go at its next read: wait for it.
+            wait_for(lambda: not self.record()["connected"], what="the writer to see the primary gone")
             self.assertFalse(self.record()["connected"])
             self.assertEqual(self.standby.scalar("SELECT count(*) FROM events WHERE reason LIKE 'gap %'"), "0")
             self.standby.promote()

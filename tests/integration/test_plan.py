@@ -13,7 +13,7 @@ import threading
 import time
 import unittest
 
-from harness import BIN, SLOW, Client, Env, base_config, curl, free_port, main, wait_for
+from harness import BIN, SLOW, Client, Env, base_config, curl, free_port, http, main, wait_for
 
 TOKEN = "plan-token-0123456789abcdef0123"
 
@@ -101,9 +101,12 @@ class Plans(unittest.TestCase):
         gw = self.gateway()
         self.load([gw])
         seen = []
-        t0 = time.time()
+        t0 = last = time.time()
+        stalled = 0.0  # the longest gap between two looks: a step holds 1 s at least
         while time.time() - t0 < 60 * SLOW:
-            r = self.plan(gw)
+            r = json.loads(http("GET", "http://127.0.0.1:%d/routes/nav" % gw.admin, timeout=10 * SLOW)[1])
+            now = time.time()
+            stalled, last = max(stalled, now - last), now
             if not seen or seen[-1] != r["percent_bp"]:
                 seen.append(r["percent_bp"])
             if r["plan"]["state"] == "done":
@@ -116,7 +119,13 @@ class Plans(unittest.TestCase):
         self.assertEqual(p["step"], 4)
         self.assertEqual([s["percent_bp"] for s in p["steps"]], [0, 500, 2500, 7500, 10000])
         self.assertTrue(p["steps"][0]["test_users_only"])
-        self.assertEqual(seen, [0, 500, 2500, 7500, 10000])
+        # In order, nothing else, never back; every step seen unless this
+        # poller itself stalled longer than a hold (a loaded box).
+        self.assertEqual(seen, sorted(set(seen)))
+        self.assertTrue(set(seen) <= {0, 500, 2500, 7500, 10000}, seen)
+        self.assertEqual((seen[0], seen[-1]), (0, 10000))
+        if stalled < 0.9:
+            self.assertEqual(seen, [0, 500, 2500, 7500, 10000])
         self.assertEqual(r["percent_bp"], 10000)
         self.assertEqual(r["actor"], "plan")
         h = self.hash()
@@ -197,7 +206,9 @@ class Plans(unittest.TestCase):
               "(lease 2 s)" % (trace, took_over if took_over is not None else -1), flush=True)
         self.assertIsNotNone(killed_at)
         self.assertIsNotNone(took_over)
-        self.assertLess(took_over, 2.0 + 1.0 * SLOW)
+        # The lease (2 s) runs out, the other's next tick (200 ms) takes it, and
+        # this loop (two redis-cli runs a look) sees it: a loaded box adds seconds.
+        self.assertLess(took_over, 2.0 + 2.0 * SLOW)
         self.assertEqual(self.hash()["state"], "done")
         steps = [int(s) for s, _ in trace]
         self.assertEqual(steps, sorted(set(steps)))  # never went back, never written twice

@@ -98,7 +98,7 @@ postgres: {conninfo: "%(conninfo)s", journal: %(journal)s, window: 1s%(extra_pg)
 
     def try_status(self):
         try:
-            code, body = http("GET", "http://127.0.0.1:%d/status" % self.admin, token=None, timeout=2)
+            code, body = http("GET", "http://127.0.0.1:%d/status" % self.admin, token=None, timeout=10 * SLOW)
             return json.loads(body) if code == 200 else None
         except OSError:
             return None
@@ -336,7 +336,8 @@ postgres: {conninfo: "%(conninfo)s", journal: %(journal)s, window: 1s%(extra_pg)
     # --- PostgreSQL stopped under load ---------------------------------------------------
 
     def wrk(self, seconds):
-        out = subprocess.run(["wrk", "-t2", "-c32", "-d%ds" % seconds, "--latency", "-H", "X-User-Id: u1",
+        # --timeout: a slow answer on a loaded box is not a socket error (wrk's default is 2 s).
+        out = subprocess.run(["wrk", "-t2", "-c32", "-d%ds" % seconds, "--timeout", "30s", "--latency", "-H", "X-User-Id: u1",
                               "http://127.0.0.1:%d/w/x" % self.port], capture_output=True, text=True,
                              timeout=seconds + 30).stdout
         reqs = int(re.search(r"(\d+) requests in", out).group(1))
@@ -371,6 +372,7 @@ postgres: {conninfo: "%(conninfo)s", journal: %(journal)s, window: 1s%(extra_pg)
         down = self.wrk(4)
         stop_changes.set()
         t.join()
+        wait_for(lambda: not self.record()["connected"], what="the writer to see PostgreSQL gone")
         self.assertFalse(self.record()["connected"])
         print("\nPostgreSQL up:   %(requests)d requests, p99 %(p99_ms).2f ms, %(non2xx)d non-2xx, "
               "%(socket_errors)d socket errors" % up)
@@ -407,16 +409,25 @@ postgres: {conninfo: "%(conninfo)s", journal: %(journal)s, window: 1s%(extra_pg)
             self.assertEqual(self.post("/routes/wallet/test-users",
                                        {"add": ["bound-%03d" % made], "reason": "bound %03d" % made})[0], 200)
             made += 1
-        time.sleep(0.5)
-        rec = self.record()["journal"]
+        # The journal thread refuses (counts, then logs) the events still in
+        # its queue: read the counter and the log once they agree twice running.
+        prev = [None]
+
+        def settled():
+            rec = self.record()["journal"]
+            with open(self.gw.log_path) as f:
+                log = f.read()
+            refused = set(re.findall(r"this event is NOT journaled, it is only in this log: .*\"reason\":\"(bound \d+)\"",
+                                     log))
+            key = (rec["events_refused"], len(refused))
+            ok = key[0] == key[1] and prev[0] == key
+            prev[0] = key
+            return (rec, log, refused) if ok else None
+        rec, log, refused = wait_for(settled, what="the journal's refusals counted and logged", every=0.3)
         self.assertLessEqual(rec["bytes"], 16384)
         self.assertGreater(rec["windows_dropped"], 0, rec)   # the oldest windows went first
         self.assertGreater(rec["events_refused"], 0, rec)     # then events are refused, loudly
-        with open(self.gw.log_path) as f:
-            log = f.read()
         self.assertIn("dropped the oldest", log)
-        refused = set(re.findall(r"this event is NOT journaled, it is only in this log: .*\"reason\":\"(bound \d+)\"",
-                                 log))
         self.assertEqual(len(refused), rec["events_refused"])
         self.pg.start()
         self.wait_ready()

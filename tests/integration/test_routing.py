@@ -49,7 +49,7 @@ class Routing(GatewayTest):
         self.assertEqual(h["x-backend"], "new")
         names = [k.lower() for k, v in json.loads(b)["headers"]]
         self.assertNotIn("x-switchyard-variant", names)
-        lines = self.access_lines()
+        lines = self.access_wait(lambda ls: len(ls) >= 4, "the four requests' lines")
         reasons = [l["reason"] for l in lines]
         self.assertEqual(sorted(reasons), ["bucket", "default", "override", "test_user"])
 
@@ -81,7 +81,7 @@ class Routing(GatewayTest):
         s, h, b = curl(self.url + "/echo", "-H", "X-Request-Id: abc-123")
         hdrs = {k.lower(): v for k, v in json.loads(b)["headers"]}
         self.assertEqual(hdrs["x-request-id"], "abc-123")
-        self.assertIn("abc-123", [l["request_id"] for l in self.access_lines()])
+        self.assertIn("abc-123", [l["request_id"] for l in self.access_wait(lambda ls: len(ls) >= 2)])
 
     def test_head_and_no_route(self):
         cfg = """workers: 1
@@ -118,7 +118,7 @@ routes:
     def test_access_log_line(self):
         self.gateway()
         curl(self.url + "/x?a=b", "-H", "X-User-Id: 42", "-d", "hello")
-        line = self.access_lines()[-1]
+        line = self.access_wait(len)[-1]
         for k in ("time", "route", "variant", "reason", "status", "bytes_in", "bytes_out", "duration_ms",
                   "ttfb_ms", "upstream", "request_id", "client", "method", "target"):
             self.assertIn(k, line)

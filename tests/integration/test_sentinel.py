@@ -69,7 +69,7 @@ class Sentinel(unittest.TestCase):
 
     def status(self):
         try:
-            code, body = http("GET", "http://127.0.0.1:%d/status" % self.admin, token=None, timeout=3)
+            code, body = http("GET", "http://127.0.0.1:%d/status" % self.admin, token=None, timeout=10 * SLOW)
             return json.loads(body) if code == 200 else None
         except OSError:
             return None

@@ -45,7 +45,9 @@ class Streak(unittest.TestCase):
         self.assertEqual((s, json.loads(b)["state"]), (200, "ramping"))
 
     def wait_tripped(self):
-        deadline = time.time() + 5 * SLOW
+        # The workers flip at the Nth error; the control thread records the
+        # trip (state "tripped") a moment later: later still on a loaded box.
+        deadline = time.time() + 20 * SLOW
         while time.time() < deadline and self.route()["state"] != "tripped":
             time.sleep(0.02)
         r = self.route()

@@ -27,10 +27,9 @@ class Tiers(evidence.Evidence):
                         "max_error_rate_delta: 0, consecutive_errors: 0")
         kinds = lambda: {(g["event"], g["severity"]) for g in rcv.got}
         counts, secs = self.paced(100, lambda: ("critical", "critical") in kinds(), 60 * SLOW)
-        # Both are notified; the warning comes first, but a POST the receiver was too
-        # slow for is retried, so it may arrive after the critical.
-        wait_for(lambda: {("critical", "critical"), ("warning", "warn")} <= kinds(), 10 * SLOW,
-                 "the warning and the critical notifications")
+        # Both were queued (the warning first); delivery is after the fact.
+        wait_for(lambda: {("critical", "critical"), ("warning", "warn")} <= kinds(), 20 * SLOW,
+                 "the warning and critical notifications")
         self.assertIn(("warning", "warn"), kinds())
         crit = [g for g in rcv.got if g["event"] == "critical"][0]
         self.assertEqual((crit["route"], crit["rule"]), ("nav", "critical_error_rate"))
@@ -52,7 +51,7 @@ class Tiers(evidence.Evidence):
                    trip="consecutive_errors: 0")
         tripped = lambda: self.route()["state"] == "tripped"
         self.paced(100, tripped, 60 * SLOW)
-        wait_for(lambda: any(g["event"] == "trip" for g in rcv.got), 5 * SLOW, "the trip notification")
+        wait_for(lambda: any(g["event"] == "trip" for g in rcv.got), 20 * SLOW, "the trip notification")
         g = [g for g in rcv.got if g["event"] == "trip"][0]
         self.assertEqual(g["severity"], "rollback")
         self.assertEqual(self.route()["percent_bp"], 0)
@@ -73,7 +72,7 @@ class Tiers(evidence.Evidence):
             c.get("/x", {"X-User-Id": "someone-%d" % i})
         for i in range(6):  # test user 42 is on new: 5 errors in a row
             c.get("/x", {"X-User-Id": "42"})
-        wait_for(lambda: any(g["rule"] == "rollback_refused" for g in rcv.got), 10 * SLOW, "the critical alert")
+        wait_for(lambda: any(g["rule"] == "rollback_refused" for g in rcv.got), 20 * SLOW, "the critical alert")
         g = [g for g in rcv.got if g["rule"] == "rollback_refused"][0]
         self.assertEqual(g["severity"], "critical")
         self.assertIn("no healthy endpoint", g["reason"])

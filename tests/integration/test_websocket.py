@@ -60,7 +60,9 @@ class WebSocket(GatewayTest):
             self.assertEqual(read_frame(s)[0], 8)
             s.close()
         # Lines from different workers are merged in no set order: pick by user.
-        lines = {l["user"]: l for l in self.access_lines()}
+        # A tunnel's line is written when it closes, after the client saw the close.
+        lines = {l["user"]: l for l in self.access_wait(lambda ls: {"42", "43"} <= {l.get("user") for l in ls},
+                                                          "both tunnels' lines")}
         self.assertEqual((lines["43"]["status"], lines["43"]["variant"]), (101, "legacy"))
         self.assertEqual((lines["42"]["status"], lines["42"]["variant"]), (101, "new"))
 

@@ -59,7 +59,8 @@ class ZeroDowntime(GatewayTest):
     def test_sighup_under_load(self):
         gw = self.gateway(percent=0)
         load = Load(self.port)
-        time.sleep(0.5)
+        # Some answers before the reload (the legacy side is asserted below).
+        wait_for(lambda: load.variants.get("legacy", 0) >= 20, what="the load under the old config")
         with open(gw.config_path) as f:
             text = f.read()
         with open(gw.config_path, "w") as f:
@@ -83,12 +84,19 @@ class ZeroDowntime(GatewayTest):
         with open(gw.config_path, "w") as f:
             f.write(text.replace("percent_bp: 0", "percent_bp: 20000"))
         gw.send_signal(signal.SIGHUP)
-        time.sleep(0.5)
+
+        def log_text():
+            with open(gw.log_path) as f:
+                return f.read()
+        # The config is read by a loader thread: wait for its verdict, then
+        # for more answers after it (still served on the old config).
+        wait_for(lambda: "reload refused" in log_text(), what="the reload refused")
+        served = load.ok
+        wait_for(lambda: load.ok >= served + 20, what="answers after the refused reload")
         load.finish()
         self.assertEqual(load.failed, [])
         self.assertEqual(set(load.variants), {"legacy"})
-        with open(gw.log_path) as f:
-            log = f.read()
+        log = log_text()
         self.assertRegex(log, r"reload refused, still running on the previous config: .*gw\.yaml:\d+:\d+: "
                               r"20000 is out of range")
 
@@ -102,7 +110,7 @@ class ZeroDowntime(GatewayTest):
         with open(gw.config_path, "w") as f:
             f.write(text.replace("workers: 2", "workers: 3").replace("percent_bp: 0", "percent_bp: 10000"))
         gw.send_signal(signal.SIGHUP)
-        deadline = time.monotonic() + 10 * SLOW
+        deadline = time.monotonic() + 20 * SLOW
         log = ""
         while time.monotonic() < deadline and "reload: new requests use the new config" not in log:
             time.sleep(0.05)
@@ -117,7 +125,7 @@ class ZeroDowntime(GatewayTest):
     def test_binary_upgrade_under_load(self):
         old = self.gateway(percent=5000)
         load = Load(self.port, threads=6)
-        time.sleep(0.5)
+        wait_for(lambda: load.ok >= 100, what="the load on the old process")
         # The new binary takes the listening sockets over (SCM_RIGHTS); the old
         # one drains once the new one serves.
         r, w = os.pipe()
@@ -129,7 +137,8 @@ class ZeroDowntime(GatewayTest):
         with os.fdopen(r) as f:
             self.assertEqual(f.readline().strip(), "ready %d" % new.pid)
         self.assertEqual(old.wait(30 * SLOW), 0)
-        time.sleep(0.5)
+        served = load.ok
+        wait_for(lambda: load.ok >= served + 100, what="the load on the new process")
         load.finish()
         self.assertEqual(load.failed, [])
         self.assertGreater(load.ok, 200)
@@ -140,7 +149,7 @@ class ZeroDowntime(GatewayTest):
     def test_upgrade_script(self):
         old = self.gateway(percent=5000)
         load = Load(self.port, threads=4)
-        time.sleep(0.3)
+        wait_for(lambda: load.ok >= 20, what="the load on the old process")
         log = self.env.path("upgraded.log")
         r = subprocess.run([os.path.join(ROOT, "deploy", "upgrade.sh"), str(old.pid), BIN, old.config_path, log],
                            capture_output=True, text=True, timeout=120)
@@ -148,12 +157,12 @@ class ZeroDowntime(GatewayTest):
         self.assertEqual(r.returncode, 0, r.stderr)
         new_pid = int(re.search(r"upgraded: \d+ -> (\d+)", r.stdout).group(1))
         try:
-            self.assertEqual(old.wait(10), 0)
+            self.assertEqual(old.wait(30 * SLOW), 0)
             self.assertEqual(load.failed, [])
             self.assertEqual(curl(self.url + "/x")[0], 200)
         finally:
             os.kill(new_pid, signal.SIGTERM)
-            for _ in range(100):
+            for _ in range(int(400 * SLOW)):  # up to 20 s (x SLOW): its log is read below
                 try:
                     os.kill(new_pid, 0)
                     time.sleep(0.05)
