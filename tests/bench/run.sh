@@ -81,7 +81,7 @@ run_one() { # scenario name port pid
   after=$(cpu_ns "$pid")
   echo "$out" > "$TMP/last-$name-$scen.txt"
   if [ "$pid" = 0 ] || [ -z "$reqs" ] || [ "$reqs" = 0 ]; then cpu=0; else cpu=$(awk -v a="$before" -v b="$after" -v r="$reqs" 'BEGIN {printf "%.2f", (b - a) / r / 1000}'); fi
-  printf "%s\t%s\t%s\t%s\t%s\t%s\n" "$scen" "$name" "${rps:-0}" "${p50:-0}" "${p99:-0}" "$cpu" >> "$RESULTS"
+  printf "%s\t%s\t%s\t%s\t%s\t%s\t%s\n" "$scen" "$name" "${rps:-0}" "${p50:-0}" "${p99:-0}" "$cpu" "$round" >> "$RESULTS"
   printf "  %-6s %-14s %10s req/s  p50 %7s ms  p99 %7s ms  cpu %6s us/req %s\n" "$scen" "$name" "$rps" "$p50" "$p99" "$cpu" "$errs"
 }
 
@@ -106,8 +106,11 @@ python3 - "$RESULTS" <<'PY'
 import statistics, sys
 rows = [l.rstrip("\n").split("\t") for l in open(sys.argv[1]) if l.strip()]
 med = {}
-for scen, name, rps, p50, p99, cpu in rows:
-    med.setdefault((scen, name), []).append(tuple(float(x or 0) for x in (rps, p50, p99, cpu)))
+by_round = {}
+for scen, name, rps, p50, p99, cpu, rnd in rows:
+    v = tuple(float(x or 0) for x in (rps, p50, p99, cpu))
+    med.setdefault((scen, name), []).append(v)
+    by_round.setdefault((scen, rnd), {})[name] = v
 def m(scen, name, i):
     v = med.get((scen, name))
     return statistics.median(x[i] for x in v) if v else None
@@ -132,6 +135,25 @@ for scen in scens:
         r1 = "%.2fx" % (sy / bp) if sy and bp else "-"
         r2 = "%.2fx" % (sy / tcp) if sy and tcp and i == 3 else "-"
         print("| %s | %s | %s | %s | %s |" % (titles[scen], label, " | ".join(cells), r1, r2))
+# The machine's speed drifts between rounds (a shared VM: one system's figures move by up
+# to 2x from one round to the next), so the ratio is also taken within each round, where
+# the five systems ran back to back, and summarised over the rounds: median [min-max].
+print()
+print("ratios within each round (Switchyard / best HTTP peer of the same round), median [min-max]")
+print("| scenario | req/s | p99 | CPU us/req |")
+print("| --- | ---: | ---: | ---: |")
+for scen in scens:
+    cells = []
+    for i, best in ((0, max), (2, min), (3, min)):
+        rs = []
+        for (sc, rnd), sys_ in by_round.items():
+            if sc != scen or "switchyard" not in sys_:
+                continue
+            pv = [sys_[p][i] for p in peers if p in sys_ and sys_[p][i]]
+            if pv and sys_["switchyard"][i]:
+                rs.append(sys_["switchyard"][i] / best(pv))
+        cells.append("%.2fx [%.2f-%.2f]" % (statistics.median(rs), min(rs), max(rs)) if rs and not (scen == "fixed" and i == 2) else "-")
+    print("| %s | %s |" % (titles[scen], " | ".join(cells)))
 print()
 print("Targets (issue 18): p99 <= 1.00x the best peer; CPU per request <= 0.80x the best HTTP")
 print("peer and <= 1.10x haproxy-tcp; req/s never below 1.00x a peer.")
