@@ -7,13 +7,24 @@
 # connections (h2load, one request at a time per connection), while
 # `perf stat -e 'syscalls:sys_enter_*'` counts the proxy's syscalls (all its
 # threads); the 50 connects are amortised over N.
-# Usage: tests/bench/syscalls.sh [N] [BINARY]   (env: CONNS (50), BIG, SYSTEMS)
+# H2=1: HTTP/2 over cleartext (prior knowledge) from the client, CONNS (default 16)
+# connections with STREAMS (10) concurrent streams each, to the three HTTP proxies;
+# the backend side stays HTTP/1.1.
+# Usage: tests/bench/syscalls.sh [N] [BINARY]   (env: CONNS (50), BIG, SYSTEMS, H2, STREAMS)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 N=${1:-20000}
 BIN=${2:-build/switchyard}
 CONNS=${CONNS:-50}
 SYSTEMS=${SYSTEMS:-"switchyard nginx haproxy haproxy-tcp"}
+H2=${H2:-}
+STREAMS=${STREAMS:-10}
+SY_H2=""; NGX_H2=""; HAP_H2=""
+if [ -n "$H2" ]; then
+  [ "$CONNS" = 50 ] && CONNS=16
+  [ "$SYSTEMS" = "switchyard nginx haproxy haproxy-tcp" ] && SYSTEMS="switchyard nginx haproxy"
+  SY_H2=", http2: true"; NGX_H2=" http2"; HAP_H2=" proto h2"
+fi
 PATH_=/bench; [ -n "${BIG:-}" ] && PATH_=/big
 command -v perf >/dev/null || { echo "perf missing: apt-get install linux-perf" >&2; exit 1; }
 T=$(mktemp -d /tmp/sy-sys.XXXXXX); chmod 755 "$T"
@@ -43,7 +54,7 @@ start() { # name port -> pid in SPID
     cat > "$T/sy.yaml" <<SY
 workers: 1
 listen:
-  - address: 127.0.0.1:$p
+  - {address: 127.0.0.1:$p$SY_H2}
 admin: {address: 127.0.0.1:$(port)}
 access_log: "off"
 pools:
@@ -66,7 +77,7 @@ events { worker_connections 4096; }
 http { access_log off; client_body_temp_path $T/n; proxy_temp_path $T/n; fastcgi_temp_path $T/n;
   uwsgi_temp_path $T/n; scgi_temp_path $T/n; keepalive_requests 1000000;
   upstream b { server 127.0.0.1:$B; keepalive 256; keepalive_requests 1000000; }
-  server { listen 127.0.0.1:$p;
+  server { listen 127.0.0.1:$p$NGX_H2;
     location / { proxy_pass http://b; proxy_http_version 1.1; proxy_set_header Connection ""; } } }
 NGX
     nginx -c "$T/n/nginx.conf" -p "$T/n" & ;;
@@ -83,7 +94,7 @@ defaults
   timeout server 60s
   http-reuse always
 frontend f
-  bind 127.0.0.1:$p
+  bind 127.0.0.1:$p$HAP_H2
   default_backend legacy
 backend legacy
   server s1 127.0.0.1:$B
@@ -92,7 +103,13 @@ HAP
   esac
   SPID=$!
 }
-load() { h2load --h1 -t1 -c"$CONNS" -n "$2" -H "X-User-Id: 4242" "http://127.0.0.1:$1$PATH_" | awk '/^requests:/ {print $8}'; }
+load() {
+  if [ -n "$H2" ]; then
+    h2load -t1 -c"$CONNS" -m"$STREAMS" -n "$2" -H "X-User-Id: 4242" "http://127.0.0.1:$1$PATH_"
+  else
+    h2load --h1 -t1 -c"$CONNS" -n "$2" -H "X-User-Id: 4242" "http://127.0.0.1:$1$PATH_"
+  fi | awk '/^requests:/ {print $8}'
+}
 
 EVENTS=context-switches,raw_syscalls:sys_enter
 for s in read write readv writev recvfrom sendto recvmsg sendmsg epoll_wait epoll_pwait epoll_ctl \
@@ -120,7 +137,7 @@ for name in $SYSTEMS; do
     FIG[$name,$ev]=$(awk -v c="$cnt" -v n="$N" 'BEGIN {printf "%.3f", c / n}')
   done < <(grep -v '^#' "$T/$name.perf" | grep ,)
 done
-echo "syscalls per request: $N keep-alive requests at $CONNS connections, ${PATH_#/} ($(date -u +%F))"
+echo "syscalls per request: $N keep-alive requests at $CONNS connections${H2:+ (h2c, $STREAMS streams each)}, ${PATH_#/} ($(date -u +%F))"
 printf "%-16s" kind; for name in $SYSTEMS; do printf "%13s" "$name"; done; echo
 for ev in context-switches total read write readv writev recvfrom sendto recvmsg sendmsg epoll_wait epoll_pwait epoll_ctl \
           clock_gettime gettimeofday timerfd_settime accept accept4 connect close futex setsockopt \
