@@ -234,7 +234,7 @@ static void upstream_read(sy_conn_t *c)
     if (room == 0)
         return;
     sy_tls_io_t io;
-    ssize_t n = c->up->tls == NULL ? read(c->up->fd, sy_buf_tail(b), room)
+    ssize_t n = c->up->tls == NULL ? recv(c->up->fd, sy_buf_tail(b), room, 0)
                                    : sy_tls_read(c->up->tls, sy_buf_tail(b), room, &io);
     if (n < 0 && errno == EAGAIN && c->up->tls != NULL && io.wants == EV_WRITE)
         c->up->tls_wants = EV_WRITE;
@@ -401,7 +401,7 @@ static void client_read(sy_conn_t *c)
     if (room == 0)
         return;
     sy_tls_io_t io;
-    ssize_t n = c->tls == NULL ? read(c->fd, sy_buf_tail(b), room) : sy_tls_read(c->tls, sy_buf_tail(b), room, &io);
+    ssize_t n = c->tls == NULL ? recv(c->fd, sy_buf_tail(b), room, 0) : sy_tls_read(c->tls, sy_buf_tail(b), room, &io);
     if (n < 0 && errno == EAGAIN && c->tls != NULL && io.wants == EV_WRITE)
         c->tls_wants = EV_WRITE;
     if (n > 0) {
