@@ -11,6 +11,7 @@
 bench_init() { # PREFIX: TMP=/tmp/PREFIX.XXXXXX, cleaned up on exit (KEEP=1: a copy in /tmp/sy-bench-last)
   TMP=$(mktemp -d "/tmp/$1.XXXXXX")
   PIDS=()
+  WRAP=()  # a command the peer proxies (nginx_start, haproxy_start) run under, e.g. valgrind
   trap bench_cleanup EXIT
   trap 'exit 130' INT
   trap 'exit 143' TERM HUP
@@ -56,8 +57,9 @@ bench_bg() { # CPU CMD...: starts CMD in the background, pinned to CPU (empty: a
 # nginx's temp paths, all in one directory (an unprivileged worker may not write the defaults).
 nginx_temps() { echo "client_body_temp_path $1; proxy_temp_path $1; fastcgi_temp_path $1; uwsgi_temp_path $1; scgi_temp_path $1;"; }
 
-nginx_run() { # DIR CPU WORKERS MAIN HTTP SERVER: writes DIR/nginx.conf and starts nginx on CPU
-  # MAIN: more lines of the main context; HTTP: more lines of http; SERVER: the server's lines.
+nginx_run() { # DIR CPU WORKERS MAIN HTTP SERVER [WRAPPER...]: writes DIR/nginx.conf and starts nginx on CPU
+  # MAIN: more lines of the main context; HTTP: more lines of http; SERVER: the server's lines;
+  # WRAPPER: a command nginx runs under.
   local dir=$1
   mkdir -p "$dir"
   cat > "$dir/nginx.conf" <<NGX
@@ -76,7 +78,7 @@ $6
   }
 }
 NGX
-  bench_bg "$2" nginx -c "$dir/nginx.conf" -p "$dir"
+  bench_bg "$2" "${@:7}" nginx -c "$dir/nginx.conf" -p "$dir"
 }
 
 backend_start() { # PORT CPU [LOCATIONS]: the backend, nginx with one worker (default: a short body on every path)
@@ -92,7 +94,7 @@ nginx_start() { # BACKEND_PORT CPU WORKERS LISTEN...: nginx as a keep-alive reve
   for l in "$@"; do server+="    $l"$'\n'; done
   server+='    location / { proxy_pass http://b; proxy_http_version 1.1; proxy_set_header Connection ""; }'
   nginx_run "$TMP/nginx" "$cpu" "$workers" "master_process off;"$'\n' \
-    "upstream b { server 127.0.0.1:$backend; keepalive 256; keepalive_requests 1000000; }" "$server"
+    "upstream b { server 127.0.0.1:$backend; keepalive 256; keepalive_requests 1000000; }" "$server" "${WRAP[@]}"
   NGINX_PID=$BG_PID
 }
 
@@ -116,7 +118,7 @@ backend legacy
 backend new
   server s1 127.0.0.1:$2
 HAP
-  bench_bg "$3" haproxy -f "$TMP/haproxy-$1.cfg" -db
+  bench_bg "$3" "${WRAP[@]}" haproxy -f "$TMP/haproxy-$1.cfg" -db
   HAPROXY_PID=$BG_PID
 }
 
