@@ -25,6 +25,12 @@
 #define SY_ACCEPT_BACKOFF 0.1        /* s: no accepts after EMFILE/ENFILE */
 #define SY_ACCEPT_LOG_INTERVAL 5.0   /* s: at most one EMFILE report per worker */
 
+/* "000102...feff": the two hex digits of every byte value, in order. */
+#define HEX_ROW(h) h "0" h "1" h "2" h "3" h "4" h "5" h "6" h "7" h "8" h "9" h "a" h "b" h "c" h "d" h "e" h "f"
+#define HEX_PAIRS                                                                                                  \
+    HEX_ROW("0") HEX_ROW("1") HEX_ROW("2") HEX_ROW("3") HEX_ROW("4") HEX_ROW("5") HEX_ROW("6") HEX_ROW("7")      \
+        HEX_ROW("8") HEX_ROW("9") HEX_ROW("a") HEX_ROW("b") HEX_ROW("c") HEX_ROW("d") HEX_ROW("e") HEX_ROW("f")
+
 void sy_worker_request_id(sy_worker_t *w, char out[33])
 {
     /* xorshift128+: fast, and unique enough for correlating log lines. */
@@ -37,11 +43,12 @@ void sy_worker_request_id(sy_worker_t *w, char out[33])
         w->rng[1] = s1 ^ s0 ^ (s1 >> 17) ^ (s0 >> 26);
         r[i] = w->rng[1] + s0;
     }
-    /* Hex by hand: snprintf cost ~1.5k instructions, 7 % of a proxied request. */
-    static const char hex[] = "0123456789abcdef";
+    /* Hex by hand, a byte at a time from a table of the 256 pairs (snprintf
+     * cost ~1.5k instructions, a nibble loop ~250; this ~90). */
+    static const char pairs[513] = HEX_PAIRS;
     for (int i = 0; i < 2; i++)
-        for (int j = 0; j < 16; j++)
-            out[i * 16 + j] = hex[(r[i] >> (60 - 4 * j)) & 0xf];
+        for (int j = 0; j < 8; j++)
+            memcpy(out + i * 16 + j * 2, pairs + 2 * ((r[i] >> (56 - 8 * j)) & 0xff), 2);
     out[32] = '\0';
 }
 
