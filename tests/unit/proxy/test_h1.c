@@ -461,6 +461,19 @@ static void test_fast_paths_agree(void **state)
             }
         }
     }
+    /* Every byte value at every position of values up to three words long. */
+    for (size_t len = 1; len <= 24; len++) {
+        memset(v, 'x', sizeof(v));
+        for (size_t pos = 0; pos < len; pos++) {
+            for (unsigned b = 0; b < 256; b++) {
+                char save = v[pos];
+                v[pos] = (char)b;
+                bool want = (b < 0x20 && b != 0x09) || b == 0x7f;
+                assert_int_equal(value_has_ctl(v, len), want);
+                v[pos] = save;
+            }
+        }
+    }
     expect_error("GET / HTTP/1.1\r\nHost: x\r\nA: 0123456789abcdefghij\x01klmnopqrstuvwxyz\r\n\r\n", 400);
     expect_error("GET / HTTP/1.1\r\nHost: x\r\nA: 0123456789abcdefghij\x7fklmnopqrstuvwxyz\r\n\r\n", 400);
 }
