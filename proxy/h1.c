@@ -35,7 +35,7 @@ static void msg_clear(sy_h1_t *h)
     h->_last = 0;
     h->_tunnel = false;
     h->_any_bytes = false;
-    h->_in_method = true;
+    h->_in_method = h->_is_request; /* a status line has no method: straight to the fast path */
     h->_method_tchar = true;
     h->_phase = SY_H1_PH_HEAD;
 }
