@@ -593,56 +593,63 @@ void sy_h1_next(sy_h1_t *h)
 
 /* Scans head bytes for what llhttp lets through or what we refuse anyway: bare CR
  * or LF, obs-fold. Returns how many bytes belong to the head (up to and including
- * the blank line), or -1 on error. Sets *end when the blank line was seen. */
+ * the blank line), or -1 on error. Sets *end when the blank line was seen. A line
+ * at a time: its first byte, then (memchr is vectorized) straight to its CR with
+ * no LF before it, then the LF. Only a request line's method goes byte by byte,
+ * to tell a malformed method from one we do not implement. */
 static long scan_head(sy_h1_t *h, const char *data, size_t len, bool *end)
 {
     *end = false;
-    for (size_t i = 0; i < len; i++) {
-        if (h->_scan == SCAN_TEXT && !(h->_in_method && h->_scan_first_line)) {
-            /* Inside a line: straight to its CR (memchr is vectorized), a bare
-             * LF before it is refused as below. */
-            const char *cr = memchr(data + i, '\r', len - i);
-            size_t stop = cr != NULL ? (size_t)(cr - data) : len;
-            if (memchr(data + i, '\n', stop - i) != NULL)
-                return sy_h1_fail(h, 400, "bare LF in the message head");
-            i = stop;
-            if (i == len)
-                break;
-        }
-        char c = data[i];
-        if (h->_in_method && h->_scan_first_line && c != '\r' && c != '\n') {
-            if (c == ' ')
-                h->_in_method = false;
-            else if (!is_tchar((unsigned char)c))
-                h->_method_tchar = false;
-        }
+    size_t i = 0;
+    while (i < len) {
         switch (h->_scan) {
-        case SCAN_LINE_START:
+        case SCAN_LINE_START: {
+            char c = data[i];
             if (c == '\r') {
                 h->_scan = SCAN_END_CR;
+                i++;
                 break;
             }
             if (c == '\n')
                 return sy_h1_fail(h, 400, "bare LF in the message head");
             if ((c == ' ' || c == '\t') && !h->_scan_first_line)
                 return sy_h1_fail(h, 400, "obsolete line folding in a header");
-            h->_scan = SCAN_TEXT;
+            h->_scan = SCAN_TEXT; /* this byte is the line's first: read as text */
             break;
-        case SCAN_TEXT:
-            if (c == '\r')
-                h->_scan = SCAN_CR;
-            else if (c == '\n')
+        }
+        case SCAN_TEXT: {
+            if (h->_in_method && h->_scan_first_line) {
+                for (; i < len && data[i] != '\r' && data[i] != '\n'; i++) {
+                    if (data[i] == ' ') {
+                        h->_in_method = false;
+                        i++;
+                        break;
+                    }
+                    if (!is_tchar((unsigned char)data[i]))
+                        h->_method_tchar = false;
+                }
+            }
+            const char *cr = memchr(data + i, '\r', len - i);
+            size_t stop = cr != NULL ? (size_t)(cr - data) : len;
+            if (memchr(data + i, '\n', stop - i) != NULL)
                 return sy_h1_fail(h, 400, "bare LF in the message head");
+            if (cr == NULL)
+                return (long)len;
+            h->_scan = SCAN_CR;
+            i = stop + 1;
             break;
+        }
         case SCAN_CR:
-            if (c != '\n')
+            if (data[i] != '\n')
                 return sy_h1_fail(h, 400, "bare CR in the message head");
             h->_scan = SCAN_LINE_START;
             h->_scan_first_line = false;
+            i++;
             break;
         case SCAN_END_CR:
-            if (c != '\n')
+            if (data[i] != '\n')
                 return sy_h1_fail(h, 400, "bare CR in the message head");
+            i++;
             if (h->_scan_first_line) {
                 /* An empty line before the request line: tolerated (RFC 9112 2.2). */
                 h->_scan = SCAN_LINE_START;
@@ -650,7 +657,8 @@ static long scan_head(sy_h1_t *h, const char *data, size_t len, bool *end)
             }
             h->_scan = SCAN_END;
             *end = true;
-            return (long)i + 1;
+            return (long)i;
+        default: return (long)len; /* SCAN_END: not called again for this head */
         }
     }
     return (long)len;

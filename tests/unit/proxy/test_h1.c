@@ -509,6 +509,117 @@ static void test_tokens(void **state)
     assert_true(sy_h1_has_token(" close ", 7, "close"));
 }
 
+/* The line scan as it was before it went a line at a time (byte by byte with a
+ * memchr inside lines): the reference the new one must agree with. */
+static long scan_head_ref(sy_h1_t *h, const char *data, size_t len, bool *end)
+{
+    *end = false;
+    for (size_t i = 0; i < len; i++) {
+        if (h->_scan == SCAN_TEXT && !(h->_in_method && h->_scan_first_line)) {
+            /* Inside a line: straight to its CR (memchr is vectorized), a bare
+             * LF before it is refused as below. */
+            const char *cr = memchr(data + i, '\r', len - i);
+            size_t stop = cr != NULL ? (size_t)(cr - data) : len;
+            if (memchr(data + i, '\n', stop - i) != NULL)
+                return sy_h1_fail(h, 400, "bare LF in the message head");
+            i = stop;
+            if (i == len)
+                break;
+        }
+        char c = data[i];
+        if (h->_in_method && h->_scan_first_line && c != '\r' && c != '\n') {
+            if (c == ' ')
+                h->_in_method = false;
+            else if (!is_tchar((unsigned char)c))
+                h->_method_tchar = false;
+        }
+        switch (h->_scan) {
+        case SCAN_LINE_START:
+            if (c == '\r') {
+                h->_scan = SCAN_END_CR;
+                break;
+            }
+            if (c == '\n')
+                return sy_h1_fail(h, 400, "bare LF in the message head");
+            if ((c == ' ' || c == '\t') && !h->_scan_first_line)
+                return sy_h1_fail(h, 400, "obsolete line folding in a header");
+            h->_scan = SCAN_TEXT;
+            break;
+        case SCAN_TEXT:
+            if (c == '\r')
+                h->_scan = SCAN_CR;
+            else if (c == '\n')
+                return sy_h1_fail(h, 400, "bare LF in the message head");
+            break;
+        case SCAN_CR:
+            if (c != '\n')
+                return sy_h1_fail(h, 400, "bare CR in the message head");
+            h->_scan = SCAN_LINE_START;
+            h->_scan_first_line = false;
+            break;
+        case SCAN_END_CR:
+            if (c != '\n')
+                return sy_h1_fail(h, 400, "bare CR in the message head");
+            if (h->_scan_first_line) {
+                /* An empty line before the request line: tolerated (RFC 9112 2.2). */
+                h->_scan = SCAN_LINE_START;
+                break;
+            }
+            h->_scan = SCAN_END;
+            *end = true;
+            return (long)i + 1;
+        }
+    }
+    return (long)len;
+}
+
+/* The line scan against its reference, on random heads made of the bytes that
+ * matter (CR, LF, SP, HTAB, token and non-token bytes), cut into random pieces:
+ * the same lengths, the same end, the same refusal, the same method verdict. */
+static void test_scan_head_agrees(void **state)
+{
+    (void)state;
+    static const char alpha[] = "\r\n \t:GETabcz/.1\x01\x7f(@";
+    unsigned seed = 777;
+    char buf[64];
+    for (int k = 0; k < 300000; k++) {
+        seed = seed * 1103515245u + 12345u;
+        size_t n = 1 + (seed >> 16) % sizeof(buf);
+        for (size_t i = 0; i < n; i++) {
+            seed = seed * 1103515245u + 12345u;
+            unsigned r = (seed >> 16) % 100;
+            /* mostly well-formed lines, so that heads end often */
+            buf[i] = r < 30 ? "GET / HTTP/1.1\r\nA: b\r\n\r\n"[(k + i) % 24] : alpha[r % (sizeof(alpha) - 1)];
+        }
+        bool request = (k & 1) == 0;
+        sy_h1_t a, b;
+        memset(&a, 0, sizeof(a));
+        a._is_request = request;
+        msg_clear(&a);
+        b = a;
+        size_t off = 0;
+        while (off < n) {
+            seed = seed * 1103515245u + 12345u;
+            size_t piece = 1 + (seed >> 16) % (n - off);
+            bool ea, eb;
+            long ra = scan_head(&a, buf + off, piece, &ea);
+            long rb = scan_head_ref(&b, buf + off, piece, &eb);
+            assert_int_equal(ra, rb);
+            if (ra < 0) {
+                assert_string_equal(a.err_reason, b.err_reason);
+                break;
+            }
+            assert_int_equal(ea, eb);
+            assert_int_equal(a._scan, b._scan);
+            assert_int_equal(a._method_tchar, b._method_tchar);
+            assert_int_equal(a._in_method, b._in_method);
+            if (ea)
+                break;
+            off += piece;
+        }
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -527,6 +638,7 @@ int main(void)
         cmocka_unit_test(test_check_authority),
         cmocka_unit_test(test_fast_paths_agree),
         cmocka_unit_test(test_reset_then_init),
+        cmocka_unit_test(test_scan_head_agrees),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
