@@ -50,14 +50,23 @@ void sy_h1_set_arena(sy_h1_t *h, char *mem, size_t size)
     h->_arena_cap = size - hdr_bytes;
 }
 
-static int arena_append(sy_h1_t *h, const char *at, size_t len)
+/* Where a span of the head (target, reason, a name, a value) stays. The head is
+ * copied into the arena before llhttp reads it (sy_h1_execute), so such a span is
+ * there already, and one that goes on in the next piece continues right after it:
+ * nothing is copied per span. A span read from elsewhere (a trailer field after a
+ * chunked body) is copied in after the head. NULL when the arena is full. The
+ * spans are not NUL-terminated: every reader goes by their lengths. */
+static const char *keep(sy_h1_t *h, const char *at, size_t len)
 {
-    if (h->_arena_cap - h->_arena_len < len + 1)
-        return sy_h1_fail(h, 431, "request header fields too large");
-    memcpy(h->_arena + h->_arena_len, at, len);
+    uintptr_t a = (uintptr_t)at, base = (uintptr_t)h->_arena;
+    if (a >= base && a - base < h->_arena_len)
+        return at;
+    if (h->_arena_cap - h->_arena_len < len)
+        return NULL;
+    char *dst = h->_arena + h->_arena_len;
+    memcpy(dst, at, len);
     h->_arena_len += len;
-    h->_arena[h->_arena_len] = '\0'; /* strings stay terminated for the debugger */
-    return 0;
+    return dst;
 }
 
 static int on_message_begin(llhttp_t *p)
@@ -69,12 +78,14 @@ static int on_message_begin(llhttp_t *p)
 static int on_url(llhttp_t *p, const char *at, size_t len)
 {
     sy_h1_t *h = H1(p);
-    if (h->msg.target == NULL)
-        h->msg.target = h->_arena + h->_arena_len;
     if (h->msg.target_len + len > h->_max_uri)
         return sy_h1_fail(h, 414, "request target too long");
-    if (arena_append(h, at, len) != 0)
-        return -1;
+    const char *s = keep(h, at, len);
+    if (s == NULL)
+        return sy_h1_fail(h, 431, "request header fields too large");
+    if (h->msg.target == NULL)
+        h->msg.target = s;
+    assert(s == h->msg.target + h->msg.target_len);
     h->msg.target_len += len;
     return 0;
 }
@@ -82,10 +93,12 @@ static int on_url(llhttp_t *p, const char *at, size_t len)
 static int on_status(llhttp_t *p, const char *at, size_t len)
 {
     sy_h1_t *h = H1(p);
+    const char *s = keep(h, at, len);
+    if (s == NULL)
+        return sy_h1_fail(h, 431, "request header fields too large");
     if (h->msg.reason == NULL)
-        h->msg.reason = h->_arena + h->_arena_len;
-    if (arena_append(h, at, len) != 0)
-        return -1;
+        h->msg.reason = s;
+    assert(s == h->msg.reason + h->msg.reason_len);
     h->msg.reason_len += len;
     return 0;
 }
@@ -124,22 +137,22 @@ static int on_header_field(llhttp_t *p, const char *at, size_t len)
         all &= cc_table[(unsigned char)at[i]];
     if (!(all & CC_TCHAR))
         return sy_h1_fail(h, 400, "invalid character in a header name");
+    if (h->_last != 1 && h->msg.nheaders >= h->_max_headers)
+        return sy_h1_fail(h, 431, "too many header fields");
+    const char *s = keep(h, at, len);
+    if (s == NULL)
+        return sy_h1_fail(h, 431, "request header fields too large");
     if (h->_last != 1) {
-        if (h->msg.nheaders >= h->_max_headers)
-            return sy_h1_fail(h, 431, "too many header fields");
-        /* Terminate the previous string before starting a new one. */
-        if (h->_arena_len + 1 > h->_arena_cap)
-            return sy_h1_fail(h, 431, "request header fields too large");
-        h->_arena_len++;
         sy_header_t *hd = &h->msg.headers[h->msg.nheaders++];
-        memset(hd, 0, sizeof(*hd));
-        hd->name = h->_arena + h->_arena_len;
+        hd->name = s;
+        hd->name_len = 0;
         hd->value = "";
+        hd->value_len = 0;
         h->_last = 1;
     }
-    if (arena_append(h, at, len) != 0)
-        return -1;
-    h->msg.headers[h->msg.nheaders - 1].name_len += len;
+    sy_header_t *hd = &h->msg.headers[h->msg.nheaders - 1];
+    assert(s == hd->name + hd->name_len);
+    hd->name_len += len;
     return 0;
 }
 
@@ -184,15 +197,14 @@ static int on_header_value(llhttp_t *p, const char *at, size_t len)
     if (value_has_ctl(at, len))
         return sy_h1_fail(h, 400, "control character in a header value");
     sy_header_t *hd = &h->msg.headers[h->msg.nheaders - 1];
+    const char *s = keep(h, at, len);
+    if (s == NULL)
+        return sy_h1_fail(h, 431, "request header fields too large");
     if (h->_last != 2) {
-        if (h->_arena_len + 1 > h->_arena_cap)
-            return sy_h1_fail(h, 431, "request header fields too large");
-        h->_arena_len++;
-        hd->value = h->_arena + h->_arena_len;
+        hd->value = s;
         h->_last = 2;
     }
-    if (arena_append(h, at, len) != 0)
-        return -1;
+    assert(s == hd->value + hd->value_len);
     hd->value_len += len;
     return 0;
 }
@@ -703,6 +715,7 @@ int sy_h1_execute(sy_h1_t *h, const char *data, size_t len, size_t *consumed)
         return SY_H1_ERROR;
     while (off < len) {
         size_t n = len - off;
+        const char *src = data + off;
         if (h->_phase == SY_H1_PH_HEAD) {
             bool end;
             h->_any_bytes = true;
@@ -710,12 +723,22 @@ int sy_h1_execute(sy_h1_t *h, const char *data, size_t len, size_t *consumed)
             if (r < 0)
                 return SY_H1_ERROR;
             n = (size_t)r;
+            /* llhttp reads the head from its copy in the arena (one copy of the
+             * piece, however many spans it holds; see keep()). The arena holds
+             * max_head bytes and more, and only this head's bytes are in it. */
+            size_t allowed = h->_max_head - h->_head_bytes;
+            size_t take = n > allowed ? allowed : n;
+            if (h->_arena_cap - h->_arena_len < take)
+                return sy_h1_fail(h, 431, "request header fields too large"), SY_H1_ERROR;
+            char *copy = h->_arena + h->_arena_len;
+            memcpy(copy, src, take);
+            h->_arena_len += take;
+            src = copy;
             /* Over the head limit: llhttp still reads the bytes within it first, so
              * that a bad method, target or version is answered as such and not as
              * 431 only because it came in one piece with what follows. */
-            size_t allowed = h->_max_head - h->_head_bytes;
             if (n > allowed) {
-                llhttp_errno_t e = llhttp_execute(&h->_llh, data + off, allowed);
+                llhttp_errno_t e = llhttp_execute(&h->_llh, src, allowed);
                 if (e != HPE_OK && e != HPE_PAUSED && e != HPE_PAUSED_UPGRADE) {
                     *consumed = off;
                     return map_llhttp_error(h, e);
@@ -724,13 +747,13 @@ int sy_h1_execute(sy_h1_t *h, const char *data, size_t len, size_t *consumed)
             }
             h->_head_bytes += n;
         }
-        llhttp_errno_t e = llhttp_execute(&h->_llh, data + off, n);
+        llhttp_errno_t e = llhttp_execute(&h->_llh, src, n);
         if (e == HPE_OK) {
             off += n;
             continue;
         }
         if (e == HPE_PAUSED || e == HPE_PAUSED_UPGRADE) {
-            off = (size_t)(llhttp_get_error_pos(&h->_llh) - data);
+            off += (size_t)(llhttp_get_error_pos(&h->_llh) - src);
             *consumed = off;
             if (e == HPE_PAUSED)
                 return SY_H1_PAUSED;
