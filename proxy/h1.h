@@ -22,9 +22,11 @@
  * msg.host is the authority requests are routed and forwarded by: the target's
  * in absolute-form (it wins over Host, RFC 9112 3.2.2), else the Host header.
  *
- * Memory: the head (method, target, reason phrase, header names and values) is
- * copied into an arena the owner lends with sy_h1_set_arena() before the first
- * byte of a message; it stays valid until sy_h1_next() or sy_h1_reset(). */
+ * Memory: the head is copied, once, into an arena the owner lends with
+ * sy_h1_set_arena() before the first byte of a message, and llhttp reads that
+ * copy: the target, reason phrase, header names and values are spans of it (not
+ * NUL-terminated: read them by their lengths). They stay valid until sy_h1_next()
+ * or sy_h1_reset(). */
 #ifndef SY_H1_H
 #define SY_H1_H
 
