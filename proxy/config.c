@@ -1,5 +1,7 @@
 #include "proxy/config.h"
 
+#include "proxy/h1.h"
+
 #include "proxy/log.h"
 #include "proxy/tls.h"
 
@@ -532,10 +534,14 @@ static int parse_proxy_sections(sy_conf_t *c, yaml_node_t *root, sy_config_t *cf
         rc = sy_conf_error(c, NULL, "limits.uri_bytes (%llu) cannot exceed limits.header_bytes (%llu)",
                            (unsigned long long)cfg->limits.uri_bytes,
                            (unsigned long long)cfg->limits.header_bytes);
-    /* One block must hold a whole rewritten request or response head. */
+    /* One block must hold a whole rewritten request or response head, and serve
+     * as a head reader's arena (the head's copy and its table of headers). */
     cfg->buffer_size = cfg->limits.header_bytes + 8192;
     if (cfg->buffer_size < 32768)
         cfg->buffer_size = 32768;
+    size_t arena = sy_h1_arena_size(cfg->limits.header_bytes, cfg->limits.headers);
+    if (cfg->buffer_size < arena)
+        cfg->buffer_size = arena;
     return rc;
 }
 

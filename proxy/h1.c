@@ -519,7 +519,11 @@ static int on_headers_complete(llhttp_t *p)
         h->_tunnel = true;
         return 0;
     }
-    return rc == SY_H1_HEAD_NO_BODY ? 1 : 0;
+    /* RFC 9110 15.2: a 1xx ends with its head, whatever Content-Length or
+     * Transfer-Encoding it carries (llhttp 8.1 would read a body); what follows
+     * is the next response's head, read (and scanned) as such. */
+    bool interim = !h->_is_request && m->status >= 100 && m->status < 200 && m->status != 101;
+    return rc == SY_H1_HEAD_NO_BODY || interim ? 1 : 0;
 }
 
 static int on_body(llhttp_t *p, const char *at, size_t len)

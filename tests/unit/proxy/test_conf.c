@@ -7,6 +7,7 @@
 #include <cmocka.h>
 
 #include "proxy/config.h"
+#include "proxy/h1.h"
 #include "routing/route.h"
 
 #include <stdio.h>
@@ -74,6 +75,15 @@ static void test_minimal_and_defaults(void **state)
     assert_string_equal(rs->routes[0].salt, "r"); /* default salt is the name */
     assert_string_equal(rs->routes[0].host, "*");
     assert_string_equal(rs->routes[0].path_prefix, "/");
+    sy_config_release(cfg);
+    sy_conf_close(&errs);
+
+    /* A buffer block is also a head reader's arena: the largest head and the most
+     * headers the limits allow fit in one. */
+    cfg = load(MIN "limits: {header_bytes: 64KiB, headers: 1000}\n", &errs);
+    assert_non_null(cfg);
+    assert_int_equal(errs.nerrors, 0);
+    assert_true(cfg->buffer_size >= sy_h1_arena_size(65536, 1000));
     sy_config_release(cfg);
     sy_conf_close(&errs);
 }

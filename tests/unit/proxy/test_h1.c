@@ -198,6 +198,21 @@ static void test_response_interim_and_head(void **state)
     assert_int_equal(f->r.status, 100);
     free(f);
 
+    /* A 1xx has no body, whatever its framing headers say (RFC 9110 15.2): its
+     * message ends with its head, and the next bytes are read, and scanned, as the
+     * next response's head; here they are not one. */
+    f = fx_new(false);
+    const char *r1 = "HTTP/1.1 100 Continue\r\nContent-Length: 1\r\n\r\n";
+    assert_int_equal(feed(f, "HTTP/1.1 100 Continue\r\nContent-Length: 1\r\n\r\nxHTTP/1.1 200 OK\r\nX: a", &used),
+                     SY_H1_PAUSED);
+    assert_int_equal(used, strlen(r1));
+    assert_int_equal(f->r.dones, 1);
+    assert_int_equal(f->r.body_len, 0);
+    sy_h1_next(&f->h);
+    assert_int_equal(feed(f, "xHTTP/1.1 200 OK\r\nX: a\r\n b\r\nContent-Length: 0\r\n\r\n", &used), SY_H1_ERROR);
+    assert_int_equal(f->h.err_status, 400);
+    free(f);
+
     f = fx_new(false);
     f->r.head_ret = SY_H1_HEAD_NO_BODY; /* response to HEAD */
     assert_int_equal(feed(f, "HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n", &used), SY_H1_PAUSED);
