@@ -75,32 +75,31 @@ static int on_message_begin(llhttp_t *p)
     return 0;
 }
 
+/* A piece of a span (*start, *slen) that may arrive in several pieces. */
+static int extend(sy_h1_t *h, const char *at, size_t len, const char **start, size_t *slen)
+{
+    const char *s = keep(h, at, len);
+    if (s == NULL)
+        return sy_h1_fail(h, 431, "request header fields too large");
+    if (*start == NULL)
+        *start = s;
+    assert(s == *start + *slen);
+    *slen += len;
+    return 0;
+}
+
 static int on_url(llhttp_t *p, const char *at, size_t len)
 {
     sy_h1_t *h = H1(p);
     if (h->msg.target_len + len > h->_max_uri)
         return sy_h1_fail(h, 414, "request target too long");
-    const char *s = keep(h, at, len);
-    if (s == NULL)
-        return sy_h1_fail(h, 431, "request header fields too large");
-    if (h->msg.target == NULL)
-        h->msg.target = s;
-    assert(s == h->msg.target + h->msg.target_len);
-    h->msg.target_len += len;
-    return 0;
+    return extend(h, at, len, &h->msg.target, &h->msg.target_len);
 }
 
 static int on_status(llhttp_t *p, const char *at, size_t len)
 {
     sy_h1_t *h = H1(p);
-    const char *s = keep(h, at, len);
-    if (s == NULL)
-        return sy_h1_fail(h, 431, "request header fields too large");
-    if (h->msg.reason == NULL)
-        h->msg.reason = s;
-    assert(s == h->msg.reason + h->msg.reason_len);
-    h->msg.reason_len += len;
-    return 0;
+    return extend(h, at, len, &h->msg.reason, &h->msg.reason_len);
 }
 
 /* Character classes, one table lookup per byte on the head's path, built by
