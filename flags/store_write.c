@@ -215,6 +215,15 @@ static void on_written(cas_ctx_t *c)
 {
     sy_flagstore_t *s = c->s;
     size_t i = c->route;
+    if ((c->mode & CAS_SEED) && s->pending[i].active) {
+        /* A local change (a trip) came while the seed was on its way: the seed
+         * is what Redis holds now, and the change still stands, in force here
+         * and written on top of it after a read. */
+        fs_set_stamped(s, i, &c->next);
+        fs_mark_dirty(s, (long)i);
+        fs_cas_end(c, SY_OK, NULL, NULL);
+        return;
+    }
     s->pending[i].active = false;
     bool differs = sy_flags_routing_differs(&s->cur[i], &c->next);
     sy_route_flags_t tmp = s->cur[i];

@@ -7,6 +7,7 @@ crossed, time from the 5th error to the first request on legacy)."""
 import json
 import shutil
 import signal
+import socket
 import subprocess
 import threading
 import time
@@ -17,6 +18,74 @@ from harness import SLOW, Client, Env, base_config, curl, free_port, main, wait_
 TOKEN = "trip-token-0123456789abcdef"
 
 
+class HoldingRelay:
+    """A TCP relay to Redis that holds a connection's commands, from the first
+    one containing `marker` on, until release()."""
+
+    def __init__(self, marker):
+        self.marker = marker
+        self.holding = threading.Event()
+        self.released = threading.Event()
+        self.socks = []
+        self.lsock = None
+
+    def start(self, target_port):
+        self.lsock = socket.socket()
+        self.lsock.bind(("127.0.0.1", 0))
+        self.lsock.listen(16)
+        threading.Thread(target=self._accept, args=(target_port,), daemon=True).start()
+        return self.lsock.getsockname()[1]
+
+    def _accept(self, target_port):
+        while True:
+            try:
+                a, _ = self.lsock.accept()
+            except OSError:
+                return
+            b = socket.create_connection(("127.0.0.1", target_port))
+            self.socks += [a, b]
+            threading.Thread(target=self._pump, args=(a, b, True), daemon=True).start()
+            threading.Thread(target=self._pump, args=(b, a, False), daemon=True).start()
+
+    def _pump(self, src, dst, to_redis):
+        tail = b""
+        held = False
+        while True:
+            try:
+                data = src.recv(65536)
+            except OSError:
+                data = b""
+            if not data:
+                try:
+                    dst.shutdown(socket.SHUT_WR)
+                except OSError:
+                    pass
+                return
+            if to_redis and not held and self.marker in tail + data:
+                held = True
+                self.holding.set()
+            if held:
+                self.released.wait()
+            tail = (tail + data)[-len(self.marker):]
+            try:
+                dst.sendall(data)
+            except OSError:
+                return
+
+    def release(self):
+        self.released.set()
+
+    def close(self):
+        self.released.set()
+        if self.lsock is not None:
+            self.lsock.close()
+        for so in self.socks:
+            try:
+                so.close()
+            except OSError:
+                pass
+
+
 class Trips(unittest.TestCase):
     def setUp(self):
         self.env = Env()
@@ -25,7 +94,7 @@ class Trips(unittest.TestCase):
         self.env.close()
 
     def start(self, legacy_args=(), new_args=(), trip="", percent=5000, extra_top="", new_port=None,
-              redis=True, keys=""):
+              redis=True, keys="", redis_via=None):
         self.legacy = self.env.start_backend("legacy", args=legacy_args)
         self.new = new_port or self.env.start_backend("new", args=new_args)
         self.port = free_port()
@@ -36,7 +105,8 @@ class Trips(unittest.TestCase):
         top = "admin: {address: 127.0.0.1:%d, token_file: %s}\n" % (self.admin, tok)
         if redis:
             self.r = self.env.start_redis()
-            top += "redis: {address: 127.0.0.1:%d, resync_interval: 1s}\n" % self.r.port
+            rport = redis_via(self.r.port) if redis_via is not None else self.r.port
+            top += "redis: {address: 127.0.0.1:%d, resync_interval: 1s}\n" % rport
         top += extra_top
         cfg = base_config(self.port, self.legacy, self.new, extra_top=top, percent=percent,
                           extra_keys=("    trip: {%s}\n" % trip if trip else "") + keys)
@@ -407,6 +477,28 @@ class Trips(unittest.TestCase):
             self.assertIn('switchyard_trips_total{route="nav"} 1\n', b.decode())
         finally:
             srv.shutdown()
+
+    def test_trip_while_the_seed_is_on_its_way(self):
+        """On a fresh Redis the gateway's first write seeds the config's flags. A
+        trip made while that write is on its way stands: it is written on top of
+        the seed, not undone by it. The gateway reaches Redis through a relay that
+        holds the seed (and what follows it on that connection) until the trip
+        is in force here."""
+        relay = HoldingRelay(b"seeded from the config")
+        self.addCleanup(relay.close)
+        self.start(new_args=["--error-rate", "1"], percent=0, trip="consecutive_errors: 5, min_requests: 5",
+                   redis_via=relay.start)
+        wait_for(relay.holding.is_set, 5, "the seed held")
+        c = Client(self.port)
+        for _ in range(6):
+            c.get("/x", {"X-User-Id": "42"})
+        wait_for(lambda: self.route()["state"] == "tripped", 5, "the trip, here")
+        self.assertEqual(self.env.redis(self.r.port, "EXISTS", "switchyard:route:nav"), "0")
+        relay.release()
+        wait_for(lambda: self.env.redis(self.r.port, "HGET", "switchyard:route:nav", "state") == "tripped", 10,
+                 "the trip written to Redis on top of the seed")
+        self.assertEqual(self.route()["state"], "tripped")
+        self.assertIn("consecutive_errors", self.env.redis(self.r.port, "HGET", "switchyard:route:nav", "reason"))
 
     def test_resume_starts_afresh(self):
         self.start(new_args=["--error-rate", "1"], percent=0, trip="consecutive_errors: 5, min_requests: 5")
