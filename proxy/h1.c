@@ -75,13 +75,14 @@ static int on_message_begin(llhttp_t *p)
     return 0;
 }
 
-/* A piece of a span (*start, *slen) that may arrive in several pieces. */
+/* A piece of a span (*start, *slen) that may arrive in several pieces; the
+ * first piece of an empty span sets where it starts. */
 static int extend(sy_h1_t *h, const char *at, size_t len, const char **start, size_t *slen)
 {
     const char *s = keep(h, at, len);
     if (s == NULL)
         return sy_h1_fail(h, 431, "request header fields too large");
-    if (*start == NULL)
+    if (*slen == 0)
         *start = s;
     assert(s == *start + *slen);
     *slen += len;
@@ -136,23 +137,14 @@ static int on_header_field(llhttp_t *p, const char *at, size_t len)
         all &= cc_table[(unsigned char)at[i]];
     if (!(all & CC_TCHAR))
         return sy_h1_fail(h, 400, "invalid character in a header name");
-    if (h->_last != 1 && h->msg.nheaders >= h->_max_headers)
-        return sy_h1_fail(h, 431, "too many header fields");
-    const char *s = keep(h, at, len);
-    if (s == NULL)
-        return sy_h1_fail(h, 431, "request header fields too large");
     if (h->_last != 1) {
-        sy_header_t *hd = &h->msg.headers[h->msg.nheaders++];
-        hd->name = s;
-        hd->name_len = 0;
-        hd->value = "";
-        hd->value_len = 0;
+        if (h->msg.nheaders >= h->_max_headers)
+            return sy_h1_fail(h, 431, "too many header fields");
+        h->msg.headers[h->msg.nheaders++] = (sy_header_t){.name = "", .value = ""};
         h->_last = 1;
     }
     sy_header_t *hd = &h->msg.headers[h->msg.nheaders - 1];
-    assert(s == hd->name + hd->name_len);
-    hd->name_len += len;
-    return 0;
+    return extend(h, at, len, &hd->name, &hd->name_len);
 }
 
 /* A control character other than HTAB, or DEL (RFC 9110 5.5). Eight bytes at a
@@ -196,16 +188,8 @@ static int on_header_value(llhttp_t *p, const char *at, size_t len)
     if (value_has_ctl(at, len))
         return sy_h1_fail(h, 400, "control character in a header value");
     sy_header_t *hd = &h->msg.headers[h->msg.nheaders - 1];
-    const char *s = keep(h, at, len);
-    if (s == NULL)
-        return sy_h1_fail(h, 431, "request header fields too large");
-    if (h->_last != 2) {
-        hd->value = s;
-        h->_last = 2;
-    }
-    assert(s == hd->value + hd->value_len);
-    hd->value_len += len;
-    return 0;
+    h->_last = 2;
+    return extend(h, at, len, &hd->value, &hd->value_len);
 }
 
 static int on_header_value_complete(llhttp_t *p)
